@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine with Python 3.11, git and make:
+#   make demo   runs the main job on the embedded synthetic dataset
+#   make test   runs the test suite
+# Both create or update .venv from constraints.txt; nothing is reinstalled when
+# pyproject.toml and constraints.txt are unchanged.
+PYTHON ?= python3.11
+VENV ?= .venv
+STAMP := $(VENV)/.distrec-installed
+BIN := $(VENV)/bin
+
+.PHONY: demo test venv bench-data clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/distrec demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench-data: $(STAMP)
+	$(BIN)/python bench/data_prepare.py
+	$(BIN)/python bench/streaming.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,186 @@
+"""The ``distrec`` command line: ``distrec data prepare|info|synthetic|download`` and ``distrec demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from distrec.data.errors import DataFormatError, DownloadError
+
+
+def parse_assignments(pairs: list[str], flag: str = "--set") -> dict:
+    """``KEY=VALUE`` pairs to a dict; values are parsed as YAML scalars (``3`` -> int, ``true`` -> bool)."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} {pair!r}: expected KEY=VALUE")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def emit(result: dict, as_json: bool, human: str) -> None:
+    print(json.dumps(result, indent=2, default=str) if as_json else human)
+
+
+def _log(msg: str) -> None:
+    print(f"[distrec] {msg}", file=sys.stderr, flush=True)
+
+
+def cmd_data_prepare(args) -> int:
+    from distrec.data.dataset import prepare, write_prepared
+    from distrec.data.preprocess import PrepareConfig
+    from distrec.data.readers import read_source
+    from distrec.data.readers.images import read_image_collection
+
+    options = parse_assignments(args.set)
+    config = PrepareConfig(
+        implicit_threshold=args.implicit_threshold, kcore=args.kcore, split=args.split, test_ratio=args.test_ratio, valid_ratio=args.valid_ratio, seed=args.seed
+    )
+    t0 = time.perf_counter()
+    _log(f"reading {args.format} from {args.root}")
+    raw = read_source(args.format, args.root, on_bad_lines=args.on_bad_lines, **options)
+    if args.images:
+        _log(f"reading images from {args.images}")
+        raw.item_images = read_image_collection(args.images, raw.bad_lines)
+        if Path(args.images).is_file():
+            raw.add_source(args.images)
+    if raw.bad_lines.skipped:
+        _log(f"skipped {raw.bad_lines.skipped} bad lines: {dict(raw.bad_lines.counts)}")
+    _log("preprocessing")
+    tables, meta = prepare(raw, config, args.format, options)
+    _log(f"writing {args.out}")
+    ds = write_prepared(tables, meta, args.out)
+    info = ds.info()
+    info["prepare_seconds"] = round(time.perf_counter() - t0, 3)
+    emit(info, args.json, _format_info(info))
+    return 0
+
+
+def _format_info(info: dict) -> str:
+    lines = [f"{info['name']} ({info['format']}) at {info['path']}"]
+    if "users" in info:
+        lines.append(f"  users {info['users']:,}  items {info['items']:,}  interactions {info['interactions']:,}  density {info['density']:.5f}")
+        lines.append("  splits " + ", ".join(f"{k} {v:,}" for k, v in info["splits"].items()) + f" ({info['split_method']})")
+    if info["images"]:
+        lines.append("  images " + ", ".join(f"{k} {v:,}" for k, v in info["images"].items()))
+    if info.get("item_attributes"):
+        lines.append(f"  item attributes {info['item_attributes']['items']:,} items, {info['item_attributes']['categories']} categories")
+    if info.get("user_attributes"):
+        lines.append(f"  user attributes {info['user_attributes']['users']:,} users: {', '.join(info['user_attributes']['columns'])}")
+    if info.get("bad_lines", {}).get("skipped"):
+        lines.append(f"  skipped bad lines {info['bad_lines']['skipped']:,}: {info['bad_lines']['by_reason']}")
+    lines += [f"  note: {n}" for n in info.get("notes", [])]
+    return "\n".join(lines)
+
+
+def cmd_data_info(args) -> int:
+    from distrec.data.dataset import PreparedDataset
+
+    info = PreparedDataset(args.path).info()
+    emit(info, args.json, _format_info(info))
+    return 0
+
+
+def cmd_data_synthetic(args) -> int:
+    from distrec.data.dataset import prepare, write_prepared
+    from distrec.data.preprocess import PrepareConfig
+    from distrec.data.synthetic import make_synthetic
+
+    options = parse_assignments(args.set)
+    raw = make_synthetic(seed=args.seed, **options)
+    tables, meta = prepare(raw, PrepareConfig(seed=args.seed, split=args.split), "synthetic", dict(options, seed=args.seed))
+    info = write_prepared(tables, meta, args.out).info()
+    emit(info, args.json, _format_info(info))
+    return 0
+
+
+def cmd_data_download(args) -> int:
+    from distrec.data.download import download
+
+    root = download(args.name, args.cache)
+    emit({"dataset": args.name, "root": str(root)}, args.json, f"{args.name}: {root}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from distrec.workflows.demo import run_demo
+
+    result = run_demo(out=args.out, backend=args.backend, epochs=args.epochs, seed=args.seed)
+    emit(result, args.json, result["summary"])
+    return 0
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from distrec.data.preprocess import SPLIT_METHODS
+    from distrec.data.readers import READERS
+
+    parser = argparse.ArgumentParser(prog="distrec", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="prepare and inspect datasets").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("prepare", help="read a source format and write a prepared dataset (Parquet + metadata)")
+    p.add_argument("format", choices=sorted(READERS))
+    p.add_argument("--root", required=True, help="source folder (or file, for table/sequence/images)")
+    p.add_argument("--out", required=True, help="output folder or pyarrow.fs URI")
+    p.add_argument("--images", help="tar or folder of item images named <item id>.<ext> to attach")
+    p.add_argument("--split", choices=SPLIT_METHODS, default="auto")
+    p.add_argument("--test-ratio", type=float, default=0.2)
+    p.add_argument("--valid-ratio", type=float, default=0.0)
+    p.add_argument("--implicit-threshold", type=float, default=None, help="keep ratings >= this, as implicit 1s")
+    p.add_argument("--kcore", type=int, default=0, help="iterative k-core filtering (0: none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--on-bad-lines", choices=("error", "skip"), default="error")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="reader option, e.g. user_col=userId")
+    _add_json(p)
+    p.set_defaults(func=cmd_data_prepare)
+
+    p = data.add_parser("info", help="counts of a prepared dataset")
+    p.add_argument("path")
+    _add_json(p)
+    p.set_defaults(func=cmd_data_info)
+
+    p = data.add_parser("synthetic", help="write the seeded synthetic dataset")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", choices=SPLIT_METHODS, default="auto")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="generator option, e.g. n_users=1000")
+    _add_json(p)
+    p.set_defaults(func=cmd_data_synthetic)
+
+    p = data.add_parser("download", help="fetch a dataset from its official source into the cache")
+    p.add_argument("name")
+    p.add_argument("--cache", help="cache folder (default $DISTREC_CACHE or ~/.cache/distrec)")
+    _add_json(p)
+    p.set_defaults(func=cmd_data_download)
+
+    p = sub.add_parser("demo", help="the main job on the embedded synthetic dataset")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--backend", choices=("auto", "ray", "memory"), default="ray", help="how training batches are streamed")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    _add_json(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataFormatError, DownloadError, ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
+        print(f"distrec: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

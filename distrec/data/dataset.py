@@ -1,0 +1,222 @@
+"""A prepared dataset: a directory (local or any ``pyarrow.fs`` URI) of Parquet tables + ``metadata.json``."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from distrec import __version__
+from distrec.data.preprocess import PrepareConfig, build_id_map, build_sequences, kcore_mask, restrict_id_map, split_rows, to_interactions
+from distrec.data.schema import ITEM_IMAGES, LABELED_IMAGES, SCHEMA_VERSION, SPLITS
+from distrec.data.source import RawDataset
+
+METADATA_FILE = "metadata.json"
+
+
+def resolve_uri(uri: str | Path) -> tuple[pafs.FileSystem, str]:
+    """A filesystem and path for a local path or a URI such as ``file:///...`` or ``s3://bucket/key``."""
+    uri = str(uri)
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), str(Path(uri).resolve())
+
+
+def _remap_keys(keys: pa.Array, key_table: pa.Array, renumber: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Internal ids for attribute keys, and the mask of keys that have one."""
+    idx = pc.index_in(keys.cast(key_table.type) if keys.type != key_table.type else keys, value_set=key_table)
+    pos = idx.fill_null(-1).to_numpy()
+    internal = np.where(pos >= 0, renumber[np.maximum(pos, 0)], -1)
+    return internal, internal >= 0
+
+
+def _attach_by_key(table: pa.Table, key_col: str, out_col: str, key_table: pa.Array, renumber: np.ndarray, what: str, notes: list[str]) -> pa.Table:
+    internal, ok = _remap_keys(table.column(key_col).combine_chunks(), key_table, renumber)
+    if (~ok).any():
+        notes.append(f"{what}: {int((~ok).sum())} of {len(ok)} rows are for ids without interactions and are not kept")
+    kept = table.filter(pa.array(ok)).drop_columns([key_col])
+    kept = kept.add_column(0, out_col, pa.array(internal[ok], pa.int64()))
+    return kept.sort_by(out_col)
+
+
+def prepare(raw: RawDataset, config: PrepareConfig, fmt: str, reader_options: dict | None = None) -> tuple[dict[str, pa.Table], dict]:
+    """Apply ``config`` to ``raw``: the tables of the prepared dataset and its metadata."""
+    tables: dict[str, pa.Table] = {}
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "distrec_version": __version__,
+        "name": raw.name,
+        "format": fmt,
+        "reader_options": reader_options or {},
+        "prepare": config.to_dict(),
+        "sources": raw.sources,
+        "bad_lines": raw.bad_lines.report(),
+        "notes": list(raw.notes),
+        "category_names": raw.category_names,
+    }
+    notes = meta["notes"]
+    for split, t in raw.labeled_images.items():
+        tables[f"images_{split}"] = t.cast(LABELED_IMAGES)
+    user_keys = item_keys = None
+    if raw.interactions is not None:
+        inter = raw.interactions
+        ratings = inter.column("rating").to_numpy().astype(np.float32)
+        keep = np.ones(inter.num_rows, bool)
+        user_map, uid = build_id_map(inter.column("user").combine_chunks(), raw.users)
+        item_map, iid = build_id_map(inter.column("item").combine_chunks(), raw.items)
+        user_keys = (raw.users.column("key") if raw.users is not None else user_map.column("original")).combine_chunks()
+        item_keys = (raw.items.column("key") if raw.items is not None else item_map.column("original")).combine_chunks()
+        u_renumber = np.arange(user_map.num_rows)
+        i_renumber = np.arange(item_map.num_rows)
+        if config.implicit_threshold is not None:
+            keep &= ratings >= config.implicit_threshold
+            meta["dropped_below_threshold"] = int((~keep).sum())
+            ratings = np.ones_like(ratings)
+        if config.kcore > 1:
+            before = int(keep.sum())
+            keep &= kcore_mask(uid, iid, config.kcore)
+            meta["dropped_by_kcore"] = before - int(keep.sum())
+        if not keep.all():
+            user_map, u_renumber = restrict_id_map(user_map, uid[keep])
+            item_map, i_renumber = restrict_id_map(item_map, iid[keep])
+            uid, iid = u_renumber[uid], i_renumber[iid]
+        rows = np.flatnonzero(keep)
+        given = None
+        if "split" in inter.column_names:
+            given = pc.index_in(inter.column("split"), value_set=pa.array(SPLITS)).to_numpy()[rows]
+        ts_col = inter.column("timestamp")
+        ts = ts_col.to_numpy() if ts_col.null_count == 0 else None
+        labels, method = split_rows(uid[rows], None if ts is None else ts[rows], given, raw.ordered, config)
+        meta["split_method"] = method
+        for code, split in enumerate(SPLITS):
+            sel = rows[labels == code]
+            if len(sel) or split != "valid":
+                tables[split] = to_interactions(uid, iid, ratings, ts_col, sel)
+        tables["user_map"] = user_map
+        tables["item_map"] = item_map
+        if raw.ordered or ts is not None:
+            all_rows = pa.concat_tables([tables[s] for s in SPLITS if s in tables])
+            tables["sequences"] = build_sequences(all_rows, use_row_order=ts is None)
+        if raw.user_attributes is not None:
+            tables["user_attributes"] = _attach_by_key(raw.user_attributes, "user", "user_id", user_keys, u_renumber, "user attributes", notes)
+    if raw.item_images is not None and item_keys is None:
+        item_map, _ = build_id_map(raw.item_images.column("item").combine_chunks(), None)
+        tables["item_map"] = item_map
+        item_keys = item_map.column("original").combine_chunks()
+        i_renumber = np.arange(item_map.num_rows)
+    if raw.item_attributes is not None and item_keys is not None:
+        tables["item_attributes"] = _attach_by_key(raw.item_attributes, "item", "item_id", item_keys, i_renumber, "item attributes", notes)
+    if raw.item_images is not None:
+        tables["item_images"] = _attach_by_key(raw.item_images, "item", "item_id", item_keys, i_renumber, "item images", notes).cast(ITEM_IMAGES)
+    if "user_map" in tables:
+        meta["n_users"] = tables["user_map"].num_rows
+    if "item_map" in tables:
+        meta["n_items"] = tables["item_map"].num_rows
+    return tables, meta
+
+
+def write_prepared(tables: dict[str, pa.Table], meta: dict, out: str | Path) -> "PreparedDataset":
+    """Write the tables as Parquet and then ``metadata.json`` (written last: its presence marks a complete dataset)."""
+    fs, root = resolve_uri(out)
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.Directory:
+        existing = fs.get_file_info(pafs.FileSelector(root))
+        names = {Path(e.path).name for e in existing}
+        if names and METADATA_FILE not in names:
+            raise FileExistsError(f"--out {out} exists and is not a distrec dataset; choose an empty or new directory")
+        for e in existing:
+            if e.path.endswith(".parquet") or e.path.endswith(METADATA_FILE):
+                fs.delete_file(e.path)
+    fs.create_dir(root, recursive=True)
+    meta = dict(meta, tables={})
+    for name, table in tables.items():
+        pq.write_table(table, f"{root}/{name}.parquet", filesystem=fs, compression="zstd")
+        meta["tables"][name] = {"file": f"{name}.parquet", "rows": table.num_rows}
+    with fs.open_output_stream(f"{root}/{METADATA_FILE}") as fh:
+        fh.write(json.dumps(meta, indent=2, default=str).encode())
+    return PreparedDataset(out)
+
+
+class PreparedDataset:
+    """Read access to a prepared dataset directory, local or remote."""
+
+    def __init__(self, uri: str | Path):
+        self.uri = str(uri)
+        self.fs, self.root = resolve_uri(uri)
+        path = f"{self.root}/{METADATA_FILE}"
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            raise FileNotFoundError(f"{self.uri} is not a prepared distrec dataset: no {METADATA_FILE} (run 'distrec data prepare')")
+        with self.fs.open_input_stream(path) as fh:
+            self.metadata = json.loads(fh.read())
+        if self.metadata.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"{path}: schema_version {self.metadata.get('schema_version')} is not {SCHEMA_VERSION}; prepare the dataset again")
+
+    @property
+    def n_users(self) -> int:
+        return self.metadata.get("n_users", 0)
+
+    @property
+    def n_items(self) -> int:
+        return self.metadata.get("n_items", 0)
+
+    def has(self, name: str) -> bool:
+        return name in self.metadata["tables"]
+
+    def path(self, name: str) -> str:
+        """The table's path on :attr:`fs` (for Ray Data, pass ``filesystem=self.fs``)."""
+        if not self.has(name):
+            raise KeyError(f"{self.uri} has no table {name!r}; it has {sorted(self.metadata['tables'])}")
+        return f"{self.root}/{self.metadata['tables'][name]['file']}"
+
+    def table(self, name: str, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(self.path(name), columns=columns, filesystem=self.fs)
+
+    @cached_property
+    def splits(self) -> list[str]:
+        return [s for s in SPLITS if self.has(s)]
+
+    def interactions(self, splits: list[str] | None = None) -> pa.Table:
+        """The named splits (default: all) concatenated."""
+        return pa.concat_tables([self.table(s) for s in (splits or self.splits)])
+
+    def info(self) -> dict:
+        """Counts computed from the tables themselves (not copied from the metadata)."""
+        m = self.metadata
+        out: dict = {"name": m["name"], "format": m["format"], "path": self.uri, "schema_version": m["schema_version"]}
+        if self.splits:
+            inter = self.interactions()
+            real = inter.filter(pc.invert(inter.column("is_fake")))
+            users = pc.count_distinct(real.column("user_id")).as_py()
+            items = pc.count_distinct(real.column("item_id")).as_py()
+            out.update(
+                users=users,
+                items=items,
+                interactions=real.num_rows,
+                splits={s: self.metadata["tables"][s]["rows"] for s in self.splits},
+                density=real.num_rows / (users * items) if users and items else 0.0,
+                fake_users=pc.count_distinct(inter.filter(inter.column("is_fake")).column("user_id")).as_py(),
+                id_map={"users": self.n_users, "items": self.n_items},
+                split_method=m.get("split_method"),
+            )
+        images = {name.removeprefix("images_"): t["rows"] for name, t in m["tables"].items() if name.startswith("images_")}
+        if self.has("item_images"):
+            images["items"] = m["tables"]["item_images"]["rows"]
+        out["images"] = images
+        out["item_attributes"] = (
+            {"items": m["tables"]["item_attributes"]["rows"], "categories": len(m.get("category_names") or [])} if self.has("item_attributes") else None
+        )
+        if self.has("user_attributes"):
+            cols = [c for c in self.table("user_attributes").column_names if c != "user_id"]
+            out["user_attributes"] = {"users": m["tables"]["user_attributes"]["rows"], "columns": cols}
+        else:
+            out["user_attributes"] = None
+        out["sequences"] = m["tables"]["sequences"]["rows"] if self.has("sequences") else 0
+        out["bad_lines"] = m["bad_lines"]
+        out["notes"] = m["notes"]
+        return out

@@ -1,0 +1,44 @@
+"""Compressed per-user item lists (CSR) built from interaction tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class UserItemCSR:
+    """``indices[indptr[u]:indptr[u+1]]`` are user ``u``'s items (sorted, duplicates kept once)."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    n_items: int
+
+    @classmethod
+    def from_arrays(cls, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> "UserItemCSR":
+        keys = np.unique(users.astype(np.int64) * n_items + items.astype(np.int64))
+        u, i = keys // n_items, keys % n_items
+        indptr = np.zeros(n_users + 1, np.int64)
+        np.cumsum(np.bincount(u, minlength=n_users), out=indptr[1:])
+        return cls(indptr, i, n_items)
+
+    @classmethod
+    def from_table(cls, table: pa.Table, n_users: int, n_items: int) -> "UserItemCSR":
+        return cls.from_arrays(table.column("user_id").to_numpy(), table.column("item_id").to_numpy(), n_users, n_items)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.indptr) - 1
+
+    def degrees(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def rows(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(row, item)`` pairs of the given users, ``row`` indexing into ``users``."""
+        starts, ends = self.indptr[users], self.indptr[users + 1]
+        lengths = ends - starts
+        row = np.repeat(np.arange(len(users)), lengths)
+        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return row, self.indices[np.repeat(starts, lengths) + offsets]

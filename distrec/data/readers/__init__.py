@@ -1,0 +1,46 @@
+"""Reader registry: ``read_source(format, root, **options)`` for every supported source format."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+
+from distrec.data.readers.images import read_idx, read_images
+from distrec.data.readers.lightgcn import read_lightgcn
+from distrec.data.readers.movielens import read_ml_1m, read_ml_100k, read_ml_latest
+from distrec.data.readers.recbole import read_recbole
+from distrec.data.readers.sequence import read_sequence
+from distrec.data.readers.table import read_table
+from distrec.data.source import RawDataset
+
+READERS: dict[str, Callable[..., RawDataset]] = {
+    "ml-100k": read_ml_100k,
+    "ml-1m": read_ml_1m,
+    "ml-latest": read_ml_latest,
+    "lightgcn": read_lightgcn,
+    "sequence": read_sequence,
+    "recbole": read_recbole,
+    "idx": read_idx,
+    "images": read_images,
+    "table": read_table,
+}
+
+
+def reader_options(fmt: str) -> dict[str, object]:
+    """The options a format's reader takes, with their defaults."""
+    sig = inspect.signature(READERS[fmt])
+    return {n: p.default for n, p in list(sig.parameters.items())[1:]}
+
+
+def read_source(fmt: str, root: str | Path, **options) -> RawDataset:
+    """Read ``root`` in format ``fmt``; unknown formats or options are errors that list the valid ones."""
+    if fmt not in READERS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {sorted(READERS)}")
+    valid = reader_options(fmt)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"format {fmt!r} has no option(s) {unknown}; its options are {sorted(valid)}")
+    if not Path(root).exists():
+        raise FileNotFoundError(f"--root {root} does not exist")
+    return READERS[fmt](root, **options)

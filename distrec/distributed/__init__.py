@@ -1,0 +1,1 @@
+"""Distributed orchestration on Ray."""

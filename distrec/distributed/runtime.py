@@ -1,0 +1,32 @@
+"""Starting or joining Ray: the same call works on a laptop and inside a cluster job."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+
+def init_ray(num_cpus: int | None = None, num_gpus: int | None = None, address: str | None = None) -> None:
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start a local Ray sized by the arguments.
+
+    Does nothing when Ray is already initialised in this process.
+    """
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    quiet_ray_data()
+
+
+def quiet_ray_data() -> None:
+    """Ray Data logs every execution at INFO; distrec reports its own progress instead."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)

@@ -1,0 +1,56 @@
+"""Vectorised full-ranking evaluation: every item is scored, the user's training items are masked.
+
+Definitions (binary relevance, averaged over users with at least one test item), as in LightGCN's
+evaluation code: Recall@K = hits@K / |test items|; Precision@K = hits@K / K; HR@K = 1 if hits@K > 0;
+NDCG@K = DCG@K / IDCG@K with DCG = sum over hits of 1 / log2(rank + 1) and IDCG the DCG of
+min(|test items|, K) hits at the top.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from distrec.data.matrix import UserItemCSR
+
+
+@torch.no_grad()
+def full_ranking_metrics(
+    score_fn: Callable[[torch.Tensor], torch.Tensor],
+    train: UserItemCSR,
+    test: UserItemCSR,
+    ks: Sequence[int] = (10, 20),
+    chunk_users: int = 1024,
+    device: str | torch.device = "cpu",
+) -> dict[str, float]:
+    """``score_fn(users) -> [len(users), n_items]``; memory stays bounded by ``chunk_users`` x n_items."""
+    users = np.flatnonzero(test.degrees() > 0)
+    max_k = max(ks)
+    discounts = 1.0 / torch.log2(torch.arange(2, max_k + 2, dtype=torch.float64, device=device))
+    sums = {f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg", "precision", "hr")}
+    for s in range(0, len(users), chunk_users):
+        batch = users[s : s + chunk_users]
+        scores = score_fn(torch.as_tensor(batch, device=device)).to(device=device, dtype=torch.float32).clone()
+        r, c = train.rows(batch)
+        scores[torch.as_tensor(r, device=device), torch.as_tensor(c, device=device)] = -torch.inf
+        top = torch.topk(scores, max_k, dim=1).indices
+        relevant = torch.zeros_like(scores, dtype=torch.bool)
+        r, c = test.rows(batch)
+        relevant[torch.as_tensor(r, device=device), torch.as_tensor(c, device=device)] = True
+        hits = relevant.gather(1, top).double()
+        n_rel = torch.as_tensor(test.degrees()[batch], device=device, dtype=torch.float64)
+        for k in ks:
+            h = hits[:, :k].sum(1)
+            dcg = (hits[:, :k] * discounts[:k]).sum(1)
+            ideal_cum = torch.cumsum(discounts[:k], 0)
+            idcg = ideal_cum[(n_rel.clamp(max=k) - 1).long()]
+            sums[f"recall@{k}"] += (h / n_rel).sum().item()
+            sums[f"precision@{k}"] += (h / k).sum().item()
+            sums[f"hr@{k}"] += (h > 0).double().sum().item()
+            sums[f"ndcg@{k}"] += (dcg / idcg).sum().item()
+    n = max(len(users), 1)
+    out = {name: value / n for name, value in sums.items()}
+    out["n_users"] = int(len(users))
+    return out

@@ -1,0 +1,77 @@
+"""The interface every victim recommender implements."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from distrec.data.matrix import UserItemCSR
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """``device`` if given, else CUDA when present, else CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+class Victim(torch.nn.Module):
+    """A recommender over ``n_users`` x ``n_items`` configured by the dataclass ``Config``.
+
+    Subclasses define ``Config`` (a dataclass; its fields are the model's keyword arguments),
+    ``score(users)`` and ``fit(...)``.
+    """
+
+    name: str = "victim"
+    Config: type
+
+    def __init__(self, n_users: int, n_items: int, **config):
+        super().__init__()
+        names = {f.name for f in dataclasses.fields(self.Config)}
+        unknown = sorted(set(config) - names)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown config key(s) {unknown}; valid keys are {sorted(names)}")
+        self.n_users, self.n_items = n_users, n_items
+        self.config = self.Config(**config)
+
+    def score(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores ``[len(users), n_items]`` for the given internal user ids."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def topk(self, users: torch.Tensor, k: int, exclude: UserItemCSR | None = None) -> torch.Tensor:
+        """The ``k`` best items per user, excluding the user's items in ``exclude`` (e.g. training items)."""
+        scores = self.score(users).clone()
+        if exclude is not None:
+            r, c = exclude.rows(users.cpu().numpy())
+            scores[torch.as_tensor(r), torch.as_tensor(c)] = -torch.inf
+        return torch.topk(scores, k, dim=1).indices
+
+    def save(self, directory: str | Path) -> Path:
+        """``model.safetensors`` + ``config.json`` (name, sizes, config)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, directory / "model.safetensors")
+        meta = {"name": self.name, "n_users": self.n_users, "n_items": self.n_items, "config": dataclasses.asdict(self.config)}
+        (directory / "config.json").write_text(json.dumps(meta, indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | None = None) -> "Victim":
+        """Rebuild a saved victim (no pickle: safetensors weights and a JSON config)."""
+        from distrec.models.registry import create_victim
+
+        directory = Path(directory)
+        meta = json.loads((directory / "config.json").read_text())
+        model = create_victim(meta["name"], meta["n_users"], meta["n_items"], **meta["config"])
+        model.load_state_dict(load_file(directory / "model.safetensors", device=str(pick_device(device))))
+        return model
+
+
+def set_seed(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+    return torch.Generator().manual_seed(seed)
