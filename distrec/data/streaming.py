@@ -139,7 +139,7 @@ class InteractionStream:
 
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True
-        ds = ray.data.read_parquet(self.dataset.path(self.split), filesystem=self.dataset.fs, columns=["user_id", "item_id"])
+        ds = ray.data.read_parquet(self.dataset.path(self.split), filesystem=self.dataset.fs).select_columns(["user_id", "item_id"])
         ds = ds.map_batches(
             add_negatives,
             fn_kwargs={"pos_keys": self.pos_keys, "n_items": self.n_items, "num_negatives": self.num_negatives, "seed": self.seed, "epoch": epoch},
@@ -188,7 +188,7 @@ def image_dataset(dataset: PreparedDataset | str, table: str = "item_images", si
 
 def pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """``uint8 [n, H, W, C]`` -> float ``[n, C, H, W]`` in [0, 1]."""
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
+    return torch.from_numpy(np.array(pixels, np.float32)).permute(0, 3, 1, 2).div_(255.0)
 
 
 __all__ = ["InteractionStream", "add_negatives", "decode_images", "image_dataset", "pixels_to_tensor", "sample_negatives"]

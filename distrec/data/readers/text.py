@@ -44,7 +44,7 @@ def iter_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int,
                     text = raw.decode(encoding)
                 except UnicodeDecodeError as exc:
                     raise DataFormatError(
-                        path, f"not valid {encoding} text (byte 0x{raw[exc.start]:02x}); pass the file's encoding", lineno, exc.start + 1
+                        path, f"not valid {encoding} text (byte 0x{raw[exc.start]:02x}); this file must be {encoding}-encoded", lineno, exc.start + 1
                     ) from None
                 yield lineno, text.rstrip("\r\n")
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:

@@ -1,0 +1,31 @@
+"""Helpers shared by the benchmark scripts."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data() -> Path:
+    path = Path(os.environ.get("DISTREC_SHARED_DATA", REPO.parent / "shared" / "data"))
+    if not path.is_dir():
+        raise SystemExit(f"real datasets not found at {path}: set DISTREC_SHARED_DATA")
+    return path
+
+
+def recipes() -> dict:
+    return yaml.safe_load((REPO / "configs/data/benchmarks.yaml").read_text())
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"

@@ -1,0 +1,50 @@
+import json
+
+from distrec.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_prepare_and_info_json(tmp_path, capsys):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src/ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,10\n1,2,2.0,20\n2,1,5.0,30\n2,3,4.5,40\n")
+    code, out, _ = run(capsys, "data", "prepare", "ml-latest", "--root", str(tmp_path / "src"), "--out", str(tmp_path / "ds"), "--implicit-threshold", "4", "--split", "none", "--json")
+    assert code == 0
+    prepared = json.loads(out)
+    assert (prepared["users"], prepared["items"], prepared["interactions"]) == (2, 2, 3)
+    code, out, _ = run(capsys, "data", "info", str(tmp_path / "ds"), "--json")
+    info = json.loads(out)
+    assert code == 0 and info["splits"] == {"train": 3, "test": 0} and info["interactions"] == 3
+
+
+def test_bad_input_exits_2_with_located_message(tmp_path, capsys):
+    (tmp_path / "ratings.dat").write_text("1::1::5::1\n1;2;3;4\n")
+    code, out, err = run(capsys, "data", "prepare", "ml-1m", "--root", str(tmp_path), "--out", str(tmp_path / "ds"))
+    assert code == 2 and out == ""
+    assert f"{tmp_path / 'ratings.dat'}:2: wrong field count" in err and "';'" in err
+
+
+def test_skip_reports_skipped_lines(tmp_path, capsys):
+    (tmp_path / "ratings.dat").write_text("1::1::5::1\n1::2\n2::1::3::2\n")
+    code, out, err = run(capsys, "data", "prepare", "ml-1m", "--root", str(tmp_path), "--out", str(tmp_path / "ds"), "--on-bad-lines", "skip", "--split", "none", "--json")
+    assert code == 0
+    assert json.loads(out)["bad_lines"]["skipped"] == 1 and "skipped 1 bad lines" in err
+
+
+def test_reader_options_through_set(tmp_path, capsys):
+    (tmp_path / "t.csv").write_text("who,what\n5,6\n5,7\n")
+    code, out, _ = run(capsys, "data", "prepare", "table", "--root", str(tmp_path / "t.csv"), "--out", str(tmp_path / "ds"), "--set", "user_col=who", "--set", "item_col=what", "--split", "none", "--json")
+    assert code == 0 and json.loads(out)["interactions"] == 2
+    code, _, err = run(capsys, "data", "prepare", "table", "--root", str(tmp_path / "t.csv"), "--out", str(tmp_path / "ds2"), "--set", "user=who")
+    assert code == 2 and "has no option(s) ['user']" in err
+
+
+def test_synthetic_is_seeded(tmp_path, capsys):
+    a = json.loads(run(capsys, "data", "synthetic", "--out", str(tmp_path / "a"), "--seed", "3", "--set", "n_users=120", "--set", "n_items=80", "--json")[1])
+    b = json.loads(run(capsys, "data", "synthetic", "--out", str(tmp_path / "b"), "--seed", "3", "--set", "n_users=120", "--set", "n_items=80", "--json")[1])
+    assert a["interactions"] == b["interactions"] and a["users"] == 120
+    assert (tmp_path / "a/train.parquet").read_bytes() == (tmp_path / "b/train.parquet").read_bytes()
