@@ -8,7 +8,7 @@ VENV ?= .venv
 STAMP := $(VENV)/.distrec-installed
 BIN := $(VENV)/bin
 
-.PHONY: demo test venv bench-data clean
+.PHONY: demo test venv bench-data bench-victims clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,13 @@ test: $(STAMP)
 bench-data: $(STAMP)
 	$(BIN)/python bench/data_prepare.py
 	$(BIN)/python bench/streaming.py
+
+bench-victims: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
+	$(BIN)/python bench/victims.py wrmf-vs-implicit
+	$(BIN)/python bench/victims.py lightgcn-epoch
+	$(BIN)/python bench/victims.py eval
+	$(BIN)/python bench/victims.py curves
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,4 +1,4 @@
-"""The ``distrec`` command line: ``distrec data prepare|info|synthetic|download`` and ``distrec demo``."""
+"""The ``distrec`` command line: ``distrec data prepare|info|synthetic|download``, ``distrec train`` and ``distrec demo``."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import yaml
 
+from distrec.config import ConfigError
 from distrec.data.errors import DataFormatError, DownloadError
 
 
@@ -116,6 +118,23 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from distrec.config import load_yaml
+    from distrec.workflows.train import train_victim
+
+    config, source = {}, "--set"
+    if args.config:
+        config, source = load_yaml(args.config), str(args.config)
+    overrides = parse_assignments(args.set)
+    if overrides:
+        source = f"{source} and --set" if args.config else "--set"
+    config.update(overrides)
+    result = train_victim(args.victim, args.data, config, args.out, args.valid_split, progress=not args.json, config_source=source)
+    m = result["metrics"]
+    emit(result, args.json, f"{args.victim}: recall@20 {m['recall@20']:.4f}  ndcg@20 {m['ndcg@20']:.4f}  fit {result['fit_seconds']:.1f}s  peak RSS {result['peak_rss_mb']:.0f} MB")
+    return 0
+
+
 def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -163,6 +182,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(func=cmd_data_download)
 
+    from distrec.config import describe
+    from distrec.models import list_victims
+    from distrec.models.registry import victim_class
+
+    train = sub.add_parser("train", help="train a victim, evaluate it on the test split, save a checkpoint")
+    victims = train.add_subparsers(dest="victim", required=True, metavar="VICTIM")
+    for name in list_victims():
+        cls = victim_class(name)
+        p = victims.add_parser(
+            name,
+            help=(cls.__doc__ or "").strip().split("\n")[0],
+            description=(cls.__doc__ or "").strip(),
+            epilog=f"config keys (--config YAML or --set KEY=VALUE):\n{describe(cls.Config)}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("--data", required=True, help="prepared dataset (folder or URI)")
+        p.add_argument("--config", help="YAML file of config keys")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config key override")
+        p.add_argument("--out", help="folder for the checkpoint and result.json")
+        p.add_argument("--valid-split", help="split for early stopping (e.g. valid)")
+        _add_json(p)
+        p.set_defaults(func=cmd_train)
+
     p = sub.add_parser("demo", help="the main job on the embedded synthetic dataset")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--backend", choices=("auto", "ray", "memory"), default="ray", help="how training batches are streamed")
@@ -174,10 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # torch-geometric scripts some modules at import time, which newer torch reports as deprecated
+    warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataFormatError, DownloadError, ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
+    except (ConfigError, DataFormatError, DownloadError, ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
         print(f"distrec: error: {exc}", file=sys.stderr)
         return 2
 

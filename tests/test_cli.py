@@ -48,3 +48,38 @@ def test_synthetic_is_seeded(tmp_path, capsys):
     b = json.loads(run(capsys, "data", "synthetic", "--out", str(tmp_path / "b"), "--seed", "3", "--set", "n_users=120", "--set", "n_items=80", "--json")[1])
     assert a["interactions"] == b["interactions"] and a["users"] == 120
     assert (tmp_path / "a/train.parquet").read_bytes() == (tmp_path / "b/train.parquet").read_bytes()
+
+
+def test_train_json_and_checkpoint(synthetic_dataset, tmp_path, capsys):
+    config = tmp_path / "bpr.yaml"
+    config.write_text("dim: 8\nepochs: 2\nbackend: memory\n")
+    code, out, _ = run(capsys, "train", "bpr", "--data", synthetic_dataset.uri, "--config", str(config), "--set", "lr=0.01", "--out", str(tmp_path / "run"), "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert {"recall@20", "ndcg@20", "recall@10", "precision@50", "hr@20"} <= set(result["metrics"])
+    assert result["config"]["dim"] == 8 and result["config"]["lr"] == 0.01 and result["seed"] == 0
+    assert result["fit_seconds"] > 0 and result["peak_rss_mb"] > 0 and len(result["history"]) == 2
+    assert (tmp_path / "run/model/model.safetensors").exists() and json.loads((tmp_path / "run/result.json").read_text())["metrics"] == result["metrics"]
+
+
+def test_train_config_errors_name_file_and_key(synthetic_dataset, tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("dim: 8\nfactors: 4\n")
+    code, _, err = run(capsys, "train", "bpr", "--data", synthetic_dataset.uri, "--config", str(config))
+    assert code == 2 and f"{config}: unknown key(s) ['factors'] for victim 'bpr'" in err
+    config.write_text("dim: eight\n")
+    code, _, err = run(capsys, "train", "bpr", "--data", synthetic_dataset.uri, "--config", str(config))
+    assert code == 2 and f"{config}: key dim: Input should be a valid integer" in err
+    config.write_text("dim: [8\n")
+    code, _, err = run(capsys, "train", "bpr", "--data", synthetic_dataset.uri, "--config", str(config))
+    assert code == 2 and f"{config}:2:1: invalid YAML" in err
+
+
+def test_train_help_lists_config_keys(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["train", "wrmf", "--help"])
+    out = capsys.readouterr().out
+    for key in ("factors", "iterations", "alpha", "reg", "solver", "cg_steps"):
+        assert f"  {key} " in out

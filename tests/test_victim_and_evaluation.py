@@ -68,3 +68,18 @@ def test_early_stopping_keeps_the_best_weights(synthetic_dataset):
     train = UserItemCSR.from_table(ds.table("train"), ds.n_users, ds.n_items)
     test = UserItemCSR.from_table(ds.table("test"), ds.n_users, ds.n_items)
     assert full_ranking_metrics(model.score, train, test, (20,))["recall@20"] == pytest.approx(max(evals))
+
+
+def test_target_metrics_hand_computed():
+    from distrec.evaluation.targets import target_metrics
+
+    # 3 users x 5 items; targets 3 and 4. user 2 is fake and is not passed as a real user.
+    scores = torch.tensor([[5.0, 4, 3, 2, 1], [1.0, 2, 3, 4, 5], [0.0, 0, 0, 9, 9]])
+    train = UserItemCSR.from_arrays(np.array([0, 1]), np.array([0, 4]), 3, 5)  # user 1 has seen target 4
+    m = target_metrics(lambda u: scores[u], train, [3, 4], np.array([0, 1]), ks=(1, 2))
+    # user 0 ranking after masking item 0: 1,2,3,4 -> target 3 at rank 3, target 4 at rank 4
+    # user 1 ranking after masking item 4: 3,2,1,0 -> target 3 at rank 1; target 4 not eligible
+    assert m["t_hr@1"] == pytest.approx((1 / 2 + 0 / 1) / 2)
+    assert m["t_hr@2"] == pytest.approx((1 / 2 + 0 / 1) / 2)
+    assert m["t_ndcg@1"] == pytest.approx((1 / 2 * 1.0 + 0) / 2)
+    assert m["hitone@1"] == pytest.approx(1 / 2) and m["hitone@2"] == pytest.approx(1 / 2)

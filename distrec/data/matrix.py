@@ -10,19 +10,29 @@ import pyarrow as pa
 
 @dataclass(frozen=True)
 class UserItemCSR:
-    """``indices[indptr[u]:indptr[u+1]]`` are user ``u``'s items (sorted, duplicates kept once)."""
+    """``indices[indptr[u]:indptr[u+1]]`` are user ``u``'s items (sorted, duplicates kept once);
+    ``values``, when given, holds the summed values of each (user, item) entry."""
 
     indptr: np.ndarray
     indices: np.ndarray
     n_items: int
+    values: np.ndarray | None = None
 
     @classmethod
-    def from_arrays(cls, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> "UserItemCSR":
-        keys = np.unique(users.astype(np.int64) * n_items + items.astype(np.int64))
+    def from_arrays(cls, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, values: np.ndarray | None = None) -> "UserItemCSR":
+        keys = users.astype(np.int64) * n_items + items.astype(np.int64)
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        first = np.ones(len(keys), bool)
+        first[1:] = keys[1:] != keys[:-1]
+        summed = None
+        if values is not None:
+            summed = np.add.reduceat(np.asarray(values)[order], np.flatnonzero(first)) if len(keys) else np.asarray(values)
+        keys = keys[first]
         u, i = keys // n_items, keys % n_items
         indptr = np.zeros(n_users + 1, np.int64)
         np.cumsum(np.bincount(u, minlength=n_users), out=indptr[1:])
-        return cls(indptr, i, n_items)
+        return cls(indptr, i, n_items, summed)
 
     @classmethod
     def from_table(cls, table: pa.Table, n_users: int, n_items: int) -> "UserItemCSR":

@@ -25,21 +25,27 @@ def full_ranking_metrics(
     chunk_users: int = 1024,
     device: str | torch.device = "cpu",
 ) -> dict[str, float]:
-    """``score_fn(users) -> [len(users), n_items]``; memory stays bounded by ``chunk_users`` x n_items."""
+    """``score_fn(users) -> [len(users), n_items]``; memory stays bounded by ``chunk_users`` x n_items.
+
+    The evaluator overwrites the training items' scores in place, so ``score_fn`` returns a fresh tensor
+    (a view, such as an expanded vector, is copied first)."""
     users = np.flatnonzero(test.degrees() > 0)
+    test_users, test_items = test.rows(users)
+    test_keys = torch.as_tensor(users[test_users] * test.n_items + test_items, device=device)  # sorted
     max_k = max(ks)
     discounts = 1.0 / torch.log2(torch.arange(2, max_k + 2, dtype=torch.float64, device=device))
     sums = {f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg", "precision", "hr")}
     for s in range(0, len(users), chunk_users):
         batch = users[s : s + chunk_users]
-        scores = score_fn(torch.as_tensor(batch, device=device)).to(device=device, dtype=torch.float32).clone()
+        scores = score_fn(torch.as_tensor(batch, device=device)).to(device=device, dtype=torch.float32)
+        if scores._base is not None:
+            scores = scores.clone()
         r, c = train.rows(batch)
         scores[torch.as_tensor(r, device=device), torch.as_tensor(c, device=device)] = -torch.inf
         top = torch.topk(scores, max_k, dim=1).indices
-        relevant = torch.zeros_like(scores, dtype=torch.bool)
-        r, c = test.rows(batch)
-        relevant[torch.as_tensor(r, device=device), torch.as_tensor(c, device=device)] = True
-        hits = relevant.gather(1, top).double()
+        keys = torch.as_tensor(batch, device=device)[:, None] * test.n_items + top
+        pos = torch.searchsorted(test_keys, keys).clamp_max(len(test_keys) - 1)
+        hits = (test_keys[pos] == keys).double()
         n_rel = torch.as_tensor(test.degrees()[batch], device=device, dtype=torch.float64)
         for k in ks:
             h = hits[:, :k].sum(1)

@@ -1,0 +1,186 @@
+"""Victim benchmarks on Gowalla (given split) and ML-1M pairs (per-user 80/20, seed 0).
+
+  python bench/victims.py wrmf-vs-implicit   # WRMF fit time and Recall@20 vs implicit's CPU ALS, same settings and threads
+  python bench/victims.py lightgcn-epoch     # LightGCN seconds per epoch, peak RSS, and a torch.profiler breakdown
+  python bench/victims.py eval               # full-ranking evaluation vs the bare user x item score product
+  python bench/victims.py curves [--budget configs/victims/cpu_budget.yaml] [--only gowalla:lightgcn]
+                                             # every victim trained under a budget, test Recall/NDCG@20 per evaluation
+Each prints its table; results are recorded in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from common import REPO, machine, peak_rss_mb, recipes, shared_data
+
+from distrec.data.dataset import PreparedDataset, prepare, write_prepared
+from distrec.data.matrix import UserItemCSR
+from distrec.data.preprocess import PrepareConfig
+from distrec.data.readers import read_source
+from distrec.evaluation.ranking import full_ranking_metrics
+from distrec.models import create_victim
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+CACHE = Path(tempfile.gettempdir()) / "distrec-bench"
+
+
+def dataset(name: str) -> PreparedDataset:
+    """The prepared benchmark dataset, built once into a temporary cache."""
+    out = CACHE / name
+    if (out / "metadata.json").exists():
+        return PreparedDataset(out)
+    recipe = recipes()[name]
+    raw = read_source(recipe["format"], shared_data() / recipe["root"])
+    return write_prepared(*prepare(raw, PrepareConfig(**recipe["prepare"]), recipe["format"]), out)
+
+
+def csrs(ds: PreparedDataset):
+    return UserItemCSR.from_table(ds.table("train"), ds.n_users, ds.n_items), UserItemCSR.from_table(ds.table("test"), ds.n_users, ds.n_items)
+
+
+def wrmf_vs_implicit(seeds=(0, 1, 2), factors=64, iterations=15, alpha=10.0, reg=0.01) -> None:
+    import scipy.sparse as sp
+    from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    ds = dataset("gowalla")
+    train, test = csrs(ds)
+    threads = torch.get_num_threads()
+    rows = {"distrec wrmf (cg)": [], "implicit ALS (cg)": []}
+    t = ds.table("train")
+    conf = sp.csr_matrix((np.full(t.num_rows, 1 + alpha, np.float32), (t.column("user_id").to_numpy(), t.column("item_id").to_numpy())), shape=(ds.n_users, ds.n_items))
+    for seed in seeds:
+        model = create_victim("wrmf", ds.n_users, ds.n_items, factors=factors, iterations=iterations, alpha=alpha, reg=reg, seed=seed)
+        t0 = time.perf_counter()
+        model.fit(ds, progress=False)
+        rows["distrec wrmf (cg)"].append((time.perf_counter() - t0, full_ranking_metrics(model.score, train, test, (20,))))
+        # implicit's C_ui is the matrix value: pass 1 + alpha * r, alpha=1 (same objective; tested equal accuracy)
+        als = AlternatingLeastSquares(factors=factors, iterations=iterations, regularization=reg, alpha=1.0, num_threads=threads, random_state=seed, calculate_training_loss=False)
+        with threadpool_limits(1, "blas"):
+            t0 = time.perf_counter()
+            als.fit(conf, show_progress=False)
+            elapsed = time.perf_counter() - t0
+        x, y = torch.from_numpy(np.asarray(als.user_factors)), torch.from_numpy(np.asarray(als.item_factors))
+        rows["implicit ALS (cg)"].append((elapsed, full_ranking_metrics(lambda u: x[u] @ y.T, train, test, (20,))))
+    print(f"machine: {machine()}, torch threads {threads}; Gowalla, factors {factors}, {iterations} iterations, alpha {alpha}, reg {reg}, seeds {list(seeds)}")
+    for name, runs in rows.items():
+        secs = [r[0] for r in runs]
+        rec = [r[1]["recall@20"] for r in runs]
+        ndcg = [r[1]["ndcg@20"] for r in runs]
+        print(f"{name:>20}: fit median {statistics.median(secs):.2f}s (runs {', '.join(f'{s:.2f}' for s in secs)}); recall@20 mean {np.mean(rec):.4f} ({', '.join(f'{r:.4f}' for r in rec)}); ndcg@20 mean {np.mean(ndcg):.4f}")
+
+
+def lightgcn_epoch(epochs: int = 3, profile_batches: int = 20) -> None:
+    ds = dataset("gowalla")
+    model = create_victim("lightgcn", ds.n_users, ds.n_items, epochs=epochs, batch_size=2048, layers=3, dim=64, backend="memory")
+    times = []
+    t0 = time.perf_counter()
+    model.fit(ds, progress=False, on_epoch=lambda r: times.append(time.perf_counter() - t0 - sum(times)))
+    print(f"machine: {machine()}; LightGCN Gowalla, 3 layers, dim 64, batch 2048")
+    print(f"seconds per epoch: median {statistics.median(times):.1f} (epochs {', '.join(f'{t:.1f}' for t in times)}); peak RSS {peak_rss_mb():.0f} MB")
+    from torch.profiler import ProfilerActivity, profile
+
+    from distrec.data.streaming import InteractionStream
+
+    stream = InteractionStream(ds, batch_size=2048, backend="memory")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    batches = iter(stream.epoch(99))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(profile_batches):
+            b = next(batches)
+            loss = model.loss(b["user_id"], b["item_id"], b["neg_item"][:, 0])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+def evaluation(repeats: int = 3) -> None:
+    ds = dataset("gowalla")
+    train, test = csrs(ds)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(ds.n_users, 64, generator=gen), torch.randn(ds.n_items, 64, generator=gen)
+    users = torch.as_tensor(np.flatnonzero(test.degrees() > 0))
+    bare, full = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for s in range(0, len(users), 1024):
+            x[users[s : s + 1024]] @ y.T
+        bare.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        full_ranking_metrics(lambda u: x[u] @ y.T, train, test, (20,))
+        full.append(time.perf_counter() - t0)
+    b, f = statistics.median(bare), statistics.median(full)
+    print(f"machine: {machine()}; Gowalla, {len(users)} test users x {ds.n_items} items, dim 64, K=20, chunks of 1024 users")
+    print(f"bare score product: median {b:.2f}s (runs {', '.join(f'{t:.2f}' for t in bare)})")
+    print(f"full evaluation (mask, top-K, recall/ndcg/precision/hr): median {f:.2f}s (runs {', '.join(f'{t:.2f}' for t in full)}) = {f / b:.2f}x")
+
+
+def curves(budget: str, only: list[str] | None, out: str | None) -> None:
+    plan = yaml.safe_load((REPO / budget).read_text())
+    results = []
+    for data_name, victims in plan.items():
+        for victim, config in victims.items():
+            if only and f"{data_name}:{victim}" not in only:
+                continue
+            # each cell in a fresh process: its peak RSS and timing are its own
+            cmd = [sys.executable, __file__, "one-curve", data_name, victim, json.dumps(config)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode:
+                print(f"{data_name} {victim}: failed\n{proc.stderr[-2000:]}")
+                continue
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            results.append(r)
+            curve = ", ".join(f"ep{h['epoch'] + 1}: {h['valid_recall@20']:.4f}" for h in r["history"] if "valid_recall@20" in h)
+            print(f"{data_name:>8} {victim:>9}: recall@20 {r['metrics']['recall@20']:.4f} ndcg@20 {r['metrics']['ndcg@20']:.4f} "
+                  f"| {r['seconds_per_epoch']:.1f} s/epoch, {len(r['history'])} epochs, peak RSS {r['peak_rss_mb']:.0f} MB | curve {curve}", flush=True)
+    if out:
+        Path(out).write_text(json.dumps(results, indent=2))
+
+
+def one_curve(data_name: str, victim: str, config: str) -> None:
+    from distrec.workflows.train import train_victim
+
+    ds = dataset(data_name)
+    # the learning curve is measured on the test split (no model selection: training runs its full budget)
+    cfg = json.loads(config)
+    cfg.setdefault("patience", 10_000)
+    result = train_victim(victim, ds.uri, cfg, valid_split="test", ks=(20,), progress=False)
+    print(json.dumps({"data": data_name, **{k: result[k] for k in ("victim", "config", "metrics", "fit_seconds", "seconds_per_epoch", "peak_rss_mb", "history")}}, default=float))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["wrmf-vs-implicit", "lightgcn-epoch", "eval", "curves", "one-curve"])
+    parser.add_argument("args", nargs="*")
+    parser.add_argument("--budget", default="configs/victims/cpu_budget.yaml")
+    parser.add_argument("--only", nargs="*")
+    parser.add_argument("--out")
+    a = parser.parse_args()
+    if a.what == "wrmf-vs-implicit":
+        wrmf_vs_implicit()
+    elif a.what == "lightgcn-epoch":
+        lightgcn_epoch()
+    elif a.what == "eval":
+        evaluation()
+    elif a.what == "curves":
+        curves(a.budget, a.only, a.out)
+    else:
+        one_curve(*a.args)
+
+
+if __name__ == "__main__":
+    main()

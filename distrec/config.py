@@ -1,0 +1,55 @@
+"""Loading and validating configs: YAML files and ``--set KEY=VALUE`` overrides against a dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pydantic
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem, naming the file (or ``--set``) and the key path."""
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, found {type(data).__name__}")
+    return data
+
+
+def validate(schema: type, values: dict, source: str, what: str) -> dict:
+    """Check ``values`` against the dataclass ``schema``: unknown keys and wrong types are errors that
+    name ``source`` (a file or ``--set``) and the key. Returns the values, coerced to the field types."""
+    names = {f.name for f in dataclasses.fields(schema)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown} for {what}; valid keys are {sorted(names)}")
+    try:
+        obj = pydantic.TypeAdapter(schema).validate_python(values, strict=False)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"key {'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors())
+        raise ConfigError(f"{source}: {problems} for {what}") from None
+    return {k: getattr(obj, k) for k in values}
+
+
+def describe(schema: type) -> str:
+    """One line per config key: name, type and default."""
+    lines = []
+    for f in dataclasses.fields(schema):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        lines.append(f"  {f.name:<18} {kind:<14} default {default!r}")
+    return "\n".join(lines)

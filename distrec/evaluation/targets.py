@@ -1,0 +1,61 @@
+"""Target-item metrics for promotion attacks (methods.md section 2).
+
+For target item t, the eligible users are the real (non-fake) users who have not interacted with t
+in training. T-HR@K(t) = share of eligible users with t in their top-K (training items masked);
+T-NDCG@K(t) = mean over eligible users of 1 / log2(rank + 1) when t is in the top-K, else 0 (one
+relevant item, so IDCG = 1). Both are averaged over the targets. HitOne@K = share of real users with
+at least one target in their top-K. Fake users never count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from distrec.data.matrix import UserItemCSR
+
+
+@torch.no_grad()
+def target_metrics(
+    score_fn: Callable[[torch.Tensor], torch.Tensor],
+    train: UserItemCSR,
+    targets: Sequence[int],
+    real_users: np.ndarray,
+    ks: Sequence[int] = (10, 20, 50),
+    chunk_users: int = 1024,
+    device: str | torch.device = "cpu",
+) -> dict[str, float]:
+    """``real_users``: ids of the users to measure (all non-fake users)."""
+    targets_t = torch.as_tensor(np.asarray(targets), device=device)
+    max_k = max(ks)
+    hits = {k: torch.zeros(len(targets), dtype=torch.float64, device=device) for k in ks}
+    gains = {k: torch.zeros(len(targets), dtype=torch.float64, device=device) for k in ks}
+    hit_one = {k: 0.0 for k in ks}
+    eligible = torch.zeros(len(targets), dtype=torch.float64, device=device)
+    for s in range(0, len(real_users), chunk_users):
+        batch = np.asarray(real_users[s : s + chunk_users])
+        scores = score_fn(torch.as_tensor(batch, device=device)).to(device=device, dtype=torch.float32).clone()
+        r, c = train.rows(batch)
+        seen = torch.zeros_like(scores, dtype=torch.bool)
+        seen[torch.as_tensor(r, device=device), torch.as_tensor(c, device=device)] = True
+        scores[seen] = -torch.inf
+        top = torch.topk(scores, max_k, dim=1).indices  # [B, max_k]
+        match = top[:, :, None] == targets_t[None, None, :]  # [B, max_k, T]
+        ok = ~seen[:, targets_t]  # [B, T] eligible pairs
+        eligible += ok.double().sum(0)
+        rank = torch.arange(1, max_k + 1, device=device, dtype=torch.float64)
+        for k in ks:
+            in_top = match[:, :k, :].any(1) & ok  # [B, T]
+            hits[k] += in_top.double().sum(0)
+            gain = (match[:, :k, :].double() / torch.log2(rank[:k] + 1)[None, :, None]).sum(1)
+            gains[k] += (gain * ok).sum(0)
+            hit_one[k] += match[:, :k, :].any(1).any(1).double().sum().item()
+    out = {}
+    denom = eligible.clamp_min(1)
+    for k in ks:
+        out[f"t_hr@{k}"] = float((hits[k] / denom).mean())
+        out[f"t_ndcg@{k}"] = float((gains[k] / denom).mean())
+        out[f"hitone@{k}"] = hit_one[k] / max(len(real_users), 1)
+    return out

@@ -1,0 +1,83 @@
+"""LightGCN (He et al., SIGIR 2020): embeddings smoothed over the normalised user-item graph."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from distrec.data.dataset import PreparedDataset
+from distrec.models.base import set_seed
+from distrec.models.graph import LightGCNPropagation, bipartite_edge_index, normalized_adjacency
+from distrec.models.losses import bpr_loss, l2_reg
+from distrec.models.registry import register_victim
+from distrec.models.trainer import PairwiseVictim, TrainConfig
+
+
+@dataclass
+class LightGCNConfig(TrainConfig):
+    dim: int = 64
+    layers: int = 3
+    reg: float = 1e-4
+
+
+@register_victim("lightgcn")
+class LightGCN(PairwiseVictim):
+    """Final embeddings E = mean_k A~^k E0 (eq. 4), score = e_u . e_i (eq. 5), BPR loss with L2 on
+    the batch's ego embeddings E0 (eq. 15), as in the official implementation."""
+
+    Config = LightGCNConfig
+    skip_ego = False  # leave E^(0) out of the layer mean
+
+    def __init__(self, n_users: int, n_items: int, **config):
+        super().__init__(n_users, n_items, **config)
+        gen = set_seed(self.config.seed)
+        self.embedding = torch.nn.Parameter(torch.randn(n_users + n_items, self.config.dim, generator=gen) * 0.1)
+        self.propagation = LightGCNPropagation(self.config.layers)
+        self.adj: torch.Tensor | None = None
+        self._final: torch.Tensor | None = None
+
+    def set_graph(self, users, items) -> None:
+        """Use the interactions ``(users, items)`` (numpy internal ids) as the propagation graph."""
+        edge_index = bipartite_edge_index(users, items, self.n_users)
+        self.adj = normalized_adjacency(edge_index, self.n_users + self.n_items).to(self.embedding.device)
+        self._final = None
+
+    def prepare_fit(self, dataset: PreparedDataset, device: torch.device) -> None:
+        train = dataset.table("train")
+        self.set_graph(train.column("user_id").to_numpy(), train.column("item_id").to_numpy())
+
+    def train(self, mode: bool = True):
+        self._final = None
+        return super().train(mode)
+
+    def final_embeddings(self) -> torch.Tensor:
+        if self.adj is None:
+            raise RuntimeError(f"{self.name} has no graph: call fit() or set_graph() first")
+        if self.training:
+            return self.propagation(self.embedding, self.adj, skip_ego=self.skip_ego)
+        if self._final is None:
+            with torch.no_grad():
+                self._final = self.propagation(self.embedding, self.adj, skip_ego=self.skip_ego)
+        return self._final
+
+    def score(self, users: torch.Tensor) -> torch.Tensor:
+        final = self.final_embeddings()
+        return final[users] @ final[self.n_users :].T
+
+    def batch_embeddings(self, users, pos, neg, adj=None, **kw):
+        """Final embeddings of the batch's users, positives and negatives (last layer on those rows only)."""
+        nodes = torch.cat([users, pos + self.n_users, neg.reshape(-1) + self.n_users])
+        unique, inverse = torch.unique(nodes, return_inverse=True)
+        rows = self.propagation.rows(self.embedding, self.adj if adj is None else adj, unique, skip_ego=self.skip_ego, **kw)[inverse]
+        b = len(users)
+        return rows[:b], rows[b : 2 * b], rows[2 * b :].reshape(*neg.shape, -1)
+
+    def rec_loss(self, users, pos, neg, u, i, j) -> torch.Tensor:
+        ego = self.embedding
+        reg = l2_reg(ego[users], ego[pos + self.n_users], ego[neg + self.n_users])
+        return bpr_loss((u * i).sum(-1), (u * j).sum(-1)) + self.config.reg * reg
+
+    def loss(self, users, pos, neg) -> torch.Tensor:
+        u, i, j = self.batch_embeddings(users, pos, neg)
+        return self.rec_loss(users, pos, neg, u, i, j)

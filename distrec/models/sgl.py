@@ -1,0 +1,67 @@
+"""SGL (Wu et al., SIGIR 2021): LightGCN plus contrastive learning between two graph augmentations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from distrec.data.dataset import PreparedDataset
+from distrec.models.graph import bipartite_edge_index, normalized_adjacency
+from distrec.models.lightgcn import LightGCN, LightGCNConfig
+from distrec.models.losses import info_nce
+from distrec.models.registry import register_victim
+
+
+@dataclass
+class SGLConfig(LightGCNConfig):
+    aug: str = "ed"
+    ssl_ratio: float = 0.1
+    ssl_temp: float = 0.2
+    ssl_reg: float = 0.1
+
+
+@register_victim("sgl")
+class SGL(LightGCN):
+    """Loss = BPR + ssl_reg * (InfoNCE over batch users + InfoNCE over batch items) between two views
+    (eq. 10-11). Views are redrawn every epoch: ``ed`` edge dropout (each interaction kept with
+    probability 1 - ssl_ratio) or ``nd`` node dropout (each node with its edges), then renormalised."""
+
+    Config = SGLConfig
+
+    def __init__(self, n_users: int, n_items: int, **config):
+        super().__init__(n_users, n_items, **config)
+        if self.config.aug not in ("ed", "nd"):
+            raise ValueError(f"sgl: aug must be 'ed' or 'nd', got {self.config.aug!r}")
+        self.views: list[torch.Tensor] = []
+
+    def prepare_fit(self, dataset: PreparedDataset, device: torch.device) -> None:
+        super().prepare_fit(dataset, device)
+        train = dataset.table("train")
+        self._pairs = np.unique(np.stack([train.column("user_id").to_numpy(), train.column("item_id").to_numpy()]).T, axis=0)
+
+    def _view(self, rng: np.random.Generator) -> torch.Tensor:
+        users, items = self._pairs[:, 0], self._pairs[:, 1]
+        if self.config.aug == "ed":
+            keep = rng.random(len(users)) >= self.config.ssl_ratio
+        else:
+            user_kept = rng.random(self.n_users) >= self.config.ssl_ratio
+            item_kept = rng.random(self.n_items) >= self.config.ssl_ratio
+            keep = user_kept[users] & item_kept[items]
+        edge_index = bipartite_edge_index(users[keep], items[keep], self.n_users)
+        return normalized_adjacency(edge_index, self.n_users + self.n_items).to(self.embedding.device)
+
+    def start_epoch(self, epoch: int) -> None:
+        rng = np.random.default_rng([self.config.seed, epoch])
+        self.views = [self._view(rng), self._view(rng)]
+
+    def loss(self, users, pos, neg) -> torch.Tensor:
+        u, i, j = self.batch_embeddings(users, pos, neg)
+        rec = self.rec_loss(users, pos, neg, u, i, j)
+        nodes = torch.cat([torch.unique(users), torch.unique(pos) + self.n_users])
+        n_u = len(torch.unique(users))
+        z1 = self.propagation.rows(self.embedding, self.views[0], nodes)
+        z2 = self.propagation.rows(self.embedding, self.views[1], nodes)
+        ssl = info_nce(z1[:n_u], z2[:n_u], self.config.ssl_temp) + info_nce(z1[n_u:], z2[n_u:], self.config.ssl_temp)
+        return rec + self.config.ssl_reg * ssl

@@ -1,0 +1,42 @@
+"""SimGCL (Yu et al., SIGIR 2022): graph contrastive learning with uniform noise instead of graph augmentation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from distrec.models.lightgcn import LightGCN, LightGCNConfig
+from distrec.models.losses import info_nce
+from distrec.models.registry import register_victim
+
+
+@dataclass
+class SimGCLConfig(LightGCNConfig):
+    eps: float = 0.1
+    cl_temp: float = 0.2
+    cl_reg: float = 0.2
+
+
+@register_victim("simgcl")
+class SimGCL(LightGCN):
+    """Each propagated layer of a view gets noise sign(h) * eps * normalize(U(0,1)) (eq. 6); loss =
+    BPR + cl_reg * InfoNCE between two noisy views, over the batch's users and items (eq. 7).
+    As in the authors' code (SELFRec), layer 0 is left out of the layer mean, for training and scoring."""
+
+    Config = SimGCLConfig
+    skip_ego = True
+
+    def _noise(self, h: torch.Tensor, layer: int) -> torch.Tensor:
+        return h + torch.sign(h) * F.normalize(torch.rand_like(h), dim=-1) * self.config.eps
+
+    def loss(self, users, pos, neg) -> torch.Tensor:
+        u, i, j = self.batch_embeddings(users, pos, neg)
+        rec = self.rec_loss(users, pos, neg, u, i, j)
+        nodes = torch.cat([torch.unique(users), torch.unique(pos) + self.n_users])
+        n_u = len(torch.unique(users))
+        z1 = self.propagation.rows(self.embedding, self.adj, nodes, perturb=self._noise, skip_ego=True)
+        z2 = self.propagation.rows(self.embedding, self.adj, nodes, perturb=self._noise, skip_ego=True)
+        cl = info_nce(z1[:n_u], z2[:n_u], self.config.cl_temp) + info_nce(z1[n_u:], z2[n_u:], self.config.cl_temp)
+        return rec + self.config.cl_reg * cl

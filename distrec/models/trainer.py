@@ -1,0 +1,92 @@
+"""The shared mini-batch training loop of the SGD-trained victims (MF-BPR, LightGCN, SGL, SimGCL, NeuMF)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from distrec.data.dataset import PreparedDataset
+from distrec.data.matrix import UserItemCSR
+from distrec.data.streaming import InteractionStream
+from distrec.evaluation.ranking import full_ranking_metrics
+from distrec.models.base import Victim, pick_device
+
+
+@dataclass
+class TrainConfig:
+    """Fields every SGD-trained victim shares (each victim's Config extends this)."""
+
+    epochs: int = 50
+    lr: float = 1e-3
+    batch_size: int = 2048
+    num_negatives: int = 1
+    seed: int = 0
+    eval_every: int = 5
+    patience: int = 3
+    backend: str = "auto"
+    device: str | None = None
+
+
+class PairwiseVictim(Victim):
+    """A victim trained on ``(user, positive, negatives)`` batches; subclasses define ``loss(batch)``.
+
+    ``prepare_fit(dataset)`` lets a subclass build what it needs from the training split (a graph)."""
+
+    def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def prepare_fit(self, dataset: PreparedDataset, device: torch.device) -> None:
+        """Hook run once before training, with the model already on ``device``."""
+
+    def start_epoch(self, epoch: int) -> None:
+        """Hook run before each epoch (SGL draws its augmented graphs here)."""
+
+    def fit(self, dataset: PreparedDataset, valid_split: str | None = None, progress: bool = True, on_epoch=None) -> list[dict]:
+        """Train on the ``train`` split; with ``valid_split``, evaluate Recall@20 every ``eval_every``
+        epochs, stop after ``patience`` evaluations without improvement and keep the best weights.
+        ``on_epoch(record)`` is called after every epoch (learning curves, checkpoints)."""
+        cfg = self.config
+        device = pick_device(cfg.device)
+        self.to(device)
+        self.prepare_fit(dataset, device)
+        stream = InteractionStream(dataset, "train", batch_size=cfg.batch_size, num_negatives=cfg.num_negatives, seed=cfg.seed, backend=cfg.backend)
+        opt = torch.optim.Adam(self.parameters(), lr=cfg.lr)
+        train_csr = valid_csr = None
+        if valid_split:
+            train_csr = UserItemCSR.from_table(dataset.table("train"), self.n_users, self.n_items)
+            valid_csr = UserItemCSR.from_table(dataset.table(valid_split), self.n_users, self.n_items)
+        history, best, best_state, bad_evals = [], -1.0, None, 0
+        bar = tqdm(range(cfg.epochs), desc=f"{self.name} fit", disable=not progress, unit="epoch")
+        for epoch in bar:
+            self.train()
+            self.start_epoch(epoch)
+            total, n = 0.0, 0
+            for batch in stream.epoch(epoch):
+                neg = batch["neg_item"].to(device)
+                loss = self.loss(batch["user_id"].to(device), batch["item_id"].to(device), neg if cfg.num_negatives > 1 else neg[:, 0])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(batch["user_id"])
+                n += len(batch["user_id"])
+            self.eval()
+            record = {"epoch": epoch, "loss": total / max(n, 1)}
+            if valid_csr is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+                metrics = full_ranking_metrics(self.score, train_csr, valid_csr, (20,), device=device)
+                record.update({f"valid_{k}": v for k, v in metrics.items() if k != "n_users"})
+                if record["valid_recall@20"] > best:
+                    best, bad_evals = record["valid_recall@20"], 0
+                    best_state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+                else:
+                    bad_evals += 1
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if valid_csr is not None and bad_evals >= cfg.patience:
+                break
+        if best_state is not None:
+            self.load_state_dict(best_state)
+        return history
