@@ -156,7 +156,8 @@ class WRMF(Victim):
         return float(dense + (c * (1 - s) ** 2 - s**2).sum() + self.config.reg * (x.double().pow(2).sum() + y.double().pow(2).sum()))
 
     def fit(self, dataset: PreparedDataset, valid_split: str | None = None, progress: bool = True, on_epoch=None) -> list[dict]:
-        """ALS on the ``train`` split (read whole: ALS is full-batch). Repeated pairs add their ratings.
+        """ALS on the ``train`` split (read whole: ALS is full-batch), starting from the current factors.
+        Repeated pairs add their ratings.
         The per-iteration history holds the WRMF objective, which exact (Cholesky) ALS never increases."""
         cfg = self.config
         device = pick_device(cfg.device)

@@ -17,6 +17,24 @@ from distrec.data.readers.text import Field, iter_lines, parse_delimited, requir
 from distrec.data.source import RawDataset, category_table, check_known_ids, raw_interactions
 
 
+def parse_movie_rows(path: Path, rows, n_fields: int, sep: str, bad: BadLines, genres_of) -> tuple[np.ndarray, list, list]:
+    """Movie lists (``u.item``, ``movies.dat``, ``movies.csv``): ``rows`` yields ``(line, fields)`` with the
+    id first and the title second; ``genres_of(fields)`` returns the movie's genre names."""
+    keys, titles, genres = [], [], []
+    for lineno, fields in rows:
+        if len(fields) != n_fields:
+            bad.handle(DataFormatError(path, f"wrong field count: expected {n_fields} fields separated by {sep!r}, found {len(fields)}", lineno))
+            continue
+        try:
+            keys.append(int(fields[0]))
+        except ValueError:
+            bad.handle(DataFormatError(path, f"non-numeric movie id {fields[0]!r}", lineno, 1))
+            continue
+        titles.append(fields[1])
+        genres.append(genres_of(fields))
+    return np.asarray(keys, np.int64), titles, genres
+
+
 def read_ml_100k(root: str | Path, *, on_bad_lines: str = "error", official_split: str | None = None) -> RawDataset:
     """MovieLens 100K: ``u.data`` (tab: user item rating timestamp), ``u.item``/``u.genre``/``u.user`` (``|``, latin-1).
 
@@ -42,21 +60,10 @@ def read_ml_100k(root: str | Path, *, on_bad_lines: str = "error", official_spli
 
     item_path = require_file(root, "u.item")
     genre_names = [t.split("|")[0] for _, t in iter_lines(require_file(root, "u.genre"), "latin-1") if t.strip()]
-    keys, titles, genres = [], [], []
-    for lineno, text in iter_lines(item_path, "latin-1"):
-        p = text.split("|")
-        if len(p) != 5 + len(genre_names):
-            bad.handle(DataFormatError(item_path, f"wrong field count: expected {5 + len(genre_names)} fields separated by '|', found {len(p)}", lineno))
-            continue
-        try:
-            keys.append(int(p[0]))
-        except ValueError:
-            bad.handle(DataFormatError(item_path, f"non-numeric item id {p[0]!r}", lineno, 1))
-            continue
-        titles.append(p[1])
-        genres.append([genre_names[i] for i, flag in enumerate(p[5:]) if flag == "1"])
+    rows = ((lineno, text.split("|")) for lineno, text in iter_lines(item_path, "latin-1"))
+    keys, titles, genres = parse_movie_rows(item_path, rows, 5 + len(genre_names), "|", bad, lambda p: [genre_names[i] for i, flag in enumerate(p[5:]) if flag == "1"])
     raw.add_source(item_path)
-    raw.item_attributes, raw.category_names = category_table(np.asarray(keys, np.int64), genres, titles, genre_names)
+    raw.item_attributes, raw.category_names = category_table(keys, genres, titles, genre_names)
 
     user_path = require_file(root, "u.user")
     u = parse_delimited(user_path, "|", [Field("user"), Field("age"), Field("gender", "str"), Field("occupation", "str"), Field("zip", "str")], bad)
@@ -64,7 +71,7 @@ def read_ml_100k(root: str | Path, *, on_bad_lines: str = "error", official_spli
     raw.user_attributes = pa.table({"user": u["user"], "age": u["age"], "gender": u["gender"].astype(str), "occupation": u["occupation"].astype(str), "zip": u["zip"].astype(str)})
 
     for path, c in parts:
-        check_known_ids(path, "item", c["item"], np.asarray(keys), "u.item", c["_line"])
+        check_known_ids(path, "item", c["item"], keys, "u.item", c["_line"])
         check_known_ids(path, "user", c["user"], u["user"], "u.user", c["_line"])
     raw.interactions = raw_interactions(cols["user"], cols["item"], cols["rating"], cols["timestamp"], splits or None)
     return raw
@@ -117,22 +124,11 @@ def read_ml_1m(root: str | Path, *, on_bad_lines: str = "error") -> RawDataset:
 
     movies = root / "movies.dat"
     if movies.exists():
-        keys, titles, genres = [], [], []
-        for lineno, text in iter_lines(movies, "latin-1"):
-            p = text.split("::")
-            if len(p) != 3:
-                bad.handle(DataFormatError(movies, f"wrong field count: expected 3 fields separated by '::', found {len(p)}", lineno))
-                continue
-            try:
-                keys.append(int(p[0]))
-            except ValueError:
-                bad.handle(DataFormatError(movies, f"non-numeric movie id {p[0]!r}", lineno, 1))
-                continue
-            titles.append(p[1])
-            genres.append(p[2].split("|") if p[2] else [])
+        rows = ((lineno, text.split("::")) for lineno, text in iter_lines(movies, "latin-1"))
+        keys, titles, genres = parse_movie_rows(movies, rows, 3, "::", bad, lambda p: p[2].split("|") if p[2] else [])
         raw.add_source(movies)
-        raw.item_attributes, raw.category_names = category_table(np.asarray(keys, np.int64), genres, titles)
-        check_known_ids(ratings_path, "movie", raw.interactions.column("item").to_numpy(), np.asarray(keys), "movies.dat", lines)
+        raw.item_attributes, raw.category_names = category_table(keys, genres, titles)
+        check_known_ids(ratings_path, "movie", raw.interactions.column("item").to_numpy(), keys, "movies.dat", lines)
     users = root / "users.dat"
     if users.exists():
         u = parse_delimited(users, "::", [Field("user"), Field("gender", "str"), Field("age"), Field("occupation"), Field("zip", "str")], bad, encoding="latin-1")
@@ -154,24 +150,12 @@ def read_ml_latest(root: str | Path, *, on_bad_lines: str = "error") -> RawDatas
     raw.interactions = raw_interactions(c["userId"], c["movieId"], c["rating"], c["timestamp"])
     movies = root / "movies.csv"
     if movies.exists():
-        keys, titles, genres = [], [], []
-        text = movies.read_text(encoding="utf-8")
-        for lineno, row in enumerate(csv.reader(io.StringIO(text)), start=1):
-            if lineno == 1:
-                if row != ["movieId", "title", "genres"]:
-                    raise DataFormatError(movies, f"expected header movieId,title,genres, found {','.join(row)}", 1)
-                continue
-            if len(row) != 3:
-                bad.handle(DataFormatError(movies, f"wrong field count: expected 3, found {len(row)}", lineno))
-                continue
-            try:
-                keys.append(int(row[0]))
-            except ValueError:
-                bad.handle(DataFormatError(movies, f"non-numeric movieId {row[0]!r}", lineno, 1))
-                continue
-            titles.append(row[1])
-            genres.append([] if row[2] == "(no genres listed)" else row[2].split("|"))
+        rows = enumerate(csv.reader(io.StringIO(movies.read_text(encoding="utf-8"))), start=1)
+        _, header = next(rows)
+        if header != ["movieId", "title", "genres"]:
+            raise DataFormatError(movies, f"expected header movieId,title,genres, found {','.join(header)}", 1)
+        keys, titles, genres = parse_movie_rows(movies, rows, 3, ",", bad, lambda p: [] if p[2] == "(no genres listed)" else p[2].split("|"))
         raw.add_source(movies)
-        raw.item_attributes, raw.category_names = category_table(np.asarray(keys, np.int64), genres, titles)
-        check_known_ids(ratings, "movieId", c["movieId"], np.asarray(keys), "movies.csv", c["_line"])
+        raw.item_attributes, raw.category_names = category_table(keys, genres, titles)
+        check_known_ids(ratings, "movieId", c["movieId"], keys, "movies.csv", c["_line"])
     return raw
