@@ -14,6 +14,34 @@ from distrec.evaluation.ranking import full_ranking_metrics
 from distrec.models.base import Victim, pick_device
 
 
+class EarlyStopping:
+    """Validation bookkeeping shared by every victim's ``fit``: evaluates Recall@20 (and the other
+    full-ranking metrics) on the validation split, keeps the best weights, and says when ``patience``
+    evaluations in a row brought no improvement."""
+
+    def __init__(self, model: Victim, train: UserItemCSR, valid: UserItemCSR, patience: int, device):
+        self.model, self.train, self.valid, self.patience, self.device = model, train, valid, patience, device
+        self.best, self.best_state, self.bad = -1.0, None, 0
+
+    def evaluate(self, record: dict) -> None:
+        """Add ``valid_*`` metrics to ``record`` and remember the weights if they are the best so far."""
+        metrics = full_ranking_metrics(self.model.score, self.train, self.valid, (20,), device=self.device)
+        record.update({f"valid_{k}": v for k, v in metrics.items() if k != "n_users"})
+        if record["valid_recall@20"] > self.best:
+            self.best, self.bad = record["valid_recall@20"], 0
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            self.bad += 1
+
+    @property
+    def stop(self) -> bool:
+        return self.bad >= self.patience
+
+    def restore_best(self) -> None:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+
 @dataclass
 class TrainConfig:
     """Fields every SGD-trained victim shares (each victim's Config extends this)."""
@@ -53,11 +81,12 @@ class PairwiseVictim(Victim):
         self.prepare_fit(dataset, device)
         stream = InteractionStream(dataset, "train", batch_size=cfg.batch_size, num_negatives=cfg.num_negatives, seed=cfg.seed, backend=cfg.backend)
         opt = torch.optim.Adam(self.parameters(), lr=cfg.lr)
-        train_csr = valid_csr = None
+        stopper = None
         if valid_split:
             train_csr = UserItemCSR.from_table(dataset.table("train"), self.n_users, self.n_items)
             valid_csr = UserItemCSR.from_table(dataset.table(valid_split), self.n_users, self.n_items)
-        history, best, best_state, bad_evals = [], -1.0, None, 0
+            stopper = EarlyStopping(self, train_csr, valid_csr, cfg.patience, device)
+        history = []
         bar = tqdm(range(cfg.epochs), desc=f"{self.name} fit", disable=not progress, unit="epoch")
         for epoch in bar:
             self.train()
@@ -73,20 +102,14 @@ class PairwiseVictim(Victim):
                 n += len(batch["user_id"])
             self.eval()
             record = {"epoch": epoch, "loss": total / max(n, 1)}
-            if valid_csr is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-                metrics = full_ranking_metrics(self.score, train_csr, valid_csr, (20,), device=device)
-                record.update({f"valid_{k}": v for k, v in metrics.items() if k != "n_users"})
-                if record["valid_recall@20"] > best:
-                    best, bad_evals = record["valid_recall@20"], 0
-                    best_state = {k: v.detach().clone() for k, v in self.state_dict().items()}
-                else:
-                    bad_evals += 1
+            if stopper is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+                stopper.evaluate(record)
             history.append(record)
             if on_epoch is not None:
                 on_epoch(record)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
-            if valid_csr is not None and bad_evals >= cfg.patience:
+            if stopper is not None and stopper.stop:
                 break
-        if best_state is not None:
-            self.load_state_dict(best_state)
+        if stopper is not None:
+            stopper.restore_best()
         return history

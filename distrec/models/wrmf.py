@@ -11,9 +11,9 @@ from tqdm.auto import tqdm
 
 from distrec.data.dataset import PreparedDataset
 from distrec.data.matrix import UserItemCSR
-from distrec.evaluation.ranking import full_ranking_metrics
 from distrec.models.base import Victim, pick_device, set_seed
 from distrec.models.registry import register_victim
+from distrec.models.trainer import EarlyStopping
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
@@ -175,24 +175,22 @@ class WRMF(Victim):
             user_side = _Buckets(user_csr, cfg.alpha, cfg.bucket_entries, device)
             item_side = _Buckets(item_csr, cfg.alpha, cfg.bucket_entries, device)
             solve = self.solve_cholesky
-        valid_csr = UserItemCSR.from_table(dataset.table(valid_split), self.n_users, self.n_items) if valid_split else None
-        history, best, best_state, bad = [], -1.0, None, 0
+        stopper = None
+        if valid_split:
+            stopper = EarlyStopping(self, user_csr, UserItemCSR.from_table(dataset.table(valid_split), self.n_users, self.n_items), cfg.patience, device)
+        history = []
         for it in tqdm(range(cfg.iterations), desc="wrmf fit", disable=not progress, unit="iter"):
             with torch.no_grad():
                 self.user_factors.copy_(solve(self.item_factors, user_side, self.user_factors))
                 self.item_factors.copy_(solve(self.user_factors, item_side, self.item_factors))
             record = {"epoch": it, "loss": self.objective(loss_side)}
-            if valid_csr is not None and ((it + 1) % cfg.eval_every == 0 or it + 1 == cfg.iterations):
-                record["valid_recall@20"] = full_ranking_metrics(self.score, user_csr, valid_csr, (20,), device=device)["recall@20"]
-                if record["valid_recall@20"] > best:
-                    best, bad, best_state = record["valid_recall@20"], 0, {k: v.clone() for k, v in self.state_dict().items()}
-                else:
-                    bad += 1
+            if stopper is not None and ((it + 1) % cfg.eval_every == 0 or it + 1 == cfg.iterations):
+                stopper.evaluate(record)
             history.append(record)
             if on_epoch is not None:
                 on_epoch(record)
-            if valid_csr is not None and bad >= cfg.patience:
+            if stopper is not None and stopper.stop:
                 break
-        if best_state is not None:
-            self.load_state_dict(best_state)
+        if stopper is not None:
+            stopper.restore_best()
         return history
