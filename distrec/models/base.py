@@ -47,7 +47,7 @@ class Victim(torch.nn.Module):
         scores = self.score(users).clone()
         if exclude is not None:
             r, c = exclude.rows(users.cpu().numpy())
-            scores[torch.as_tensor(r), torch.as_tensor(c)] = -torch.inf
+            scores[torch.as_tensor(r, device=scores.device), torch.as_tensor(c, device=scores.device)] = -torch.inf
         return torch.topk(scores, k, dim=1).indices
 
     def save(self, directory: str | Path) -> Path:

@@ -4,7 +4,6 @@ through Ray Data into an MF-BPR victim, and evaluate it against a popularity ran
 from __future__ import annotations
 
 import json
-import resource
 import time
 from pathlib import Path
 
@@ -18,10 +17,7 @@ from distrec.data.synthetic import make_synthetic
 from distrec.distributed.runtime import init_ray
 from distrec.evaluation.ranking import full_ranking_metrics
 from distrec.models import create_victim
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from distrec.workflows.train import peak_rss_mb
 
 
 def run_demo(out: str | Path = "runs/demo", backend: str = "ray", epochs: int = 30, seed: int = 0, num_cpus: int = 2) -> dict:
