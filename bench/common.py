@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 from pathlib import Path
 
 import yaml
@@ -21,10 +20,6 @@ def shared_data() -> Path:
 
 def recipes() -> dict:
     return yaml.safe_load((REPO / "configs/data/benchmarks.yaml").read_text())
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def machine() -> str:

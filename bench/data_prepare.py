@@ -14,7 +14,9 @@ import sys
 import tempfile
 import time
 
-from common import machine, peak_rss_mb, recipes, shared_data
+from common import machine, recipes, shared_data
+
+from distrec.workflows.train import peak_rss_mb
 
 
 def prepare_once(name: str, out: str) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from common import REPO, machine, peak_rss_mb, recipes, shared_data
+from common import REPO, machine, recipes, shared_data
 
 from distrec.data.dataset import PreparedDataset, prepare, write_prepared
 from distrec.data.matrix import UserItemCSR
@@ -31,6 +31,7 @@ from distrec.data.preprocess import PrepareConfig
 from distrec.data.readers import read_source
 from distrec.evaluation.ranking import full_ranking_metrics
 from distrec.models import create_victim
+from distrec.workflows.train import peak_rss_mb
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 CACHE = Path(tempfile.gettempdir()) / "distrec-bench"

@@ -42,6 +42,10 @@ class UserItemCSR:
     def n_users(self) -> int:
         return len(self.indptr) - 1
 
+    def keys(self) -> np.ndarray:
+        """``user * n_items + item`` of every entry, sorted (for membership tests by binary search)."""
+        return np.repeat(np.arange(self.n_users, dtype=np.int64), self.degrees()) * self.n_items + self.indices
+
     def degrees(self) -> np.ndarray:
         return np.diff(self.indptr)
 

@@ -16,6 +16,27 @@ import torch
 from distrec.data.matrix import UserItemCSR
 
 
+def contains(sorted_keys: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
+    """Whether each ``probe`` key is among ``sorted_keys`` (binary search)."""
+    if len(sorted_keys) == 0:
+        return torch.zeros_like(probe, dtype=torch.bool)
+    pos = torch.searchsorted(sorted_keys, probe).clamp_max(len(sorted_keys) - 1)
+    return sorted_keys[pos] == probe
+
+
+def masked_topk(score_fn: Callable[[torch.Tensor], torch.Tensor], users: np.ndarray, train: UserItemCSR, k: int, device) -> torch.Tensor:
+    """Top-``k`` item ids of each user in ``users``, the user's training items excluded.
+
+    The training items' scores are overwritten in place, so ``score_fn`` returns a fresh tensor
+    (a view, such as an expanded vector, is copied first)."""
+    scores = score_fn(torch.as_tensor(users, device=device)).to(device=device, dtype=torch.float32)
+    if scores._base is not None:
+        scores = scores.clone()
+    r, c = train.rows(users)
+    scores[torch.as_tensor(r, device=device), torch.as_tensor(c, device=device)] = -torch.inf
+    return torch.topk(scores, k, dim=1).indices
+
+
 @torch.no_grad()
 def full_ranking_metrics(
     score_fn: Callable[[torch.Tensor], torch.Tensor],
@@ -25,27 +46,17 @@ def full_ranking_metrics(
     chunk_users: int = 1024,
     device: str | torch.device = "cpu",
 ) -> dict[str, float]:
-    """``score_fn(users) -> [len(users), n_items]``; memory stays bounded by ``chunk_users`` x n_items.
-
-    The evaluator overwrites the training items' scores in place, so ``score_fn`` returns a fresh tensor
-    (a view, such as an expanded vector, is copied first)."""
+    """``score_fn(users) -> [len(users), n_items]`` (see :func:`masked_topk`); memory stays bounded by
+    ``chunk_users`` x n_items."""
     users = np.flatnonzero(test.degrees() > 0)
-    test_users, test_items = test.rows(users)
-    test_keys = torch.as_tensor(users[test_users] * test.n_items + test_items, device=device)  # sorted
+    test_keys = torch.as_tensor(test.keys(), device=device)
     max_k = max(ks)
     discounts = 1.0 / torch.log2(torch.arange(2, max_k + 2, dtype=torch.float64, device=device))
     sums = {f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg", "precision", "hr")}
     for s in range(0, len(users), chunk_users):
         batch = users[s : s + chunk_users]
-        scores = score_fn(torch.as_tensor(batch, device=device)).to(device=device, dtype=torch.float32)
-        if scores._base is not None:
-            scores = scores.clone()
-        r, c = train.rows(batch)
-        scores[torch.as_tensor(r, device=device), torch.as_tensor(c, device=device)] = -torch.inf
-        top = torch.topk(scores, max_k, dim=1).indices
-        keys = torch.as_tensor(batch, device=device)[:, None] * test.n_items + top
-        pos = torch.searchsorted(test_keys, keys).clamp_max(len(test_keys) - 1)
-        hits = (test_keys[pos] == keys).double()
+        top = masked_topk(score_fn, batch, train, max_k, device)
+        hits = contains(test_keys, torch.as_tensor(batch, device=device)[:, None] * test.n_items + top).double()
         n_rel = torch.as_tensor(test.degrees()[batch], device=device, dtype=torch.float64)
         for k in ks:
             h = hits[:, :k].sum(1)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from distrec.data.matrix import UserItemCSR
+from distrec.evaluation.ranking import contains, masked_topk
 
 
 @torch.no_grad()
@@ -27,31 +28,27 @@ def target_metrics(
     chunk_users: int = 1024,
     device: str | torch.device = "cpu",
 ) -> dict[str, float]:
-    """``real_users``: ids of the users to measure (all non-fake users)."""
+    """``real_users``: ids of the users to measure (all non-fake users); ``score_fn`` as in :func:`masked_topk`."""
     targets_t = torch.as_tensor(np.asarray(targets), device=device)
+    train_keys = torch.as_tensor(train.keys(), device=device)
     max_k = max(ks)
+    rank = torch.arange(1, max_k + 1, device=device, dtype=torch.float64)
     hits = {k: torch.zeros(len(targets), dtype=torch.float64, device=device) for k in ks}
     gains = {k: torch.zeros(len(targets), dtype=torch.float64, device=device) for k in ks}
     hit_one = {k: 0.0 for k in ks}
     eligible = torch.zeros(len(targets), dtype=torch.float64, device=device)
     for s in range(0, len(real_users), chunk_users):
         batch = np.asarray(real_users[s : s + chunk_users])
-        scores = score_fn(torch.as_tensor(batch, device=device)).to(device=device, dtype=torch.float32).clone()
-        r, c = train.rows(batch)
-        seen = torch.zeros_like(scores, dtype=torch.bool)
-        seen[torch.as_tensor(r, device=device), torch.as_tensor(c, device=device)] = True
-        scores[seen] = -torch.inf
-        top = torch.topk(scores, max_k, dim=1).indices  # [B, max_k]
+        top = masked_topk(score_fn, batch, train, max_k, device)  # [B, max_k]
         match = top[:, :, None] == targets_t[None, None, :]  # [B, max_k, T]
-        ok = ~seen[:, targets_t]  # [B, T] eligible pairs
+        ok = ~contains(train_keys, torch.as_tensor(batch, device=device)[:, None] * train.n_items + targets_t[None, :])  # [B, T] eligible
         eligible += ok.double().sum(0)
-        rank = torch.arange(1, max_k + 1, device=device, dtype=torch.float64)
         for k in ks:
-            in_top = match[:, :k, :].any(1) & ok  # [B, T]
-            hits[k] += in_top.double().sum(0)
+            in_top = match[:, :k, :].any(1)  # [B, T]
+            hits[k] += (in_top & ok).double().sum(0)
             gain = (match[:, :k, :].double() / torch.log2(rank[:k] + 1)[None, :, None]).sum(1)
             gains[k] += (gain * ok).sum(0)
-            hit_one[k] += match[:, :k, :].any(1).any(1).double().sum().item()
+            hit_one[k] += in_top.any(1).double().sum().item()
     out = {}
     denom = eligible.clamp_min(1)
     for k in ks:

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from distrec.data.matrix import UserItemCSR
+from distrec.evaluation.ranking import masked_topk
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -44,11 +45,9 @@ class Victim(torch.nn.Module):
     @torch.no_grad()
     def topk(self, users: torch.Tensor, k: int, exclude: UserItemCSR | None = None) -> torch.Tensor:
         """The ``k`` best items per user, excluding the user's items in ``exclude`` (e.g. training items)."""
-        scores = self.score(users).clone()
-        if exclude is not None:
-            r, c = exclude.rows(users.cpu().numpy())
-            scores[torch.as_tensor(r, device=scores.device), torch.as_tensor(c, device=scores.device)] = -torch.inf
-        return torch.topk(scores, k, dim=1).indices
+        if exclude is None:
+            return torch.topk(self.score(users), k, dim=1).indices
+        return masked_topk(self.score, users.cpu().numpy(), exclude, k, users.device)
 
     def save(self, directory: str | Path) -> Path:
         """``model.safetensors`` + ``config.json`` (name, sizes, config)."""

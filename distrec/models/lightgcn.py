@@ -9,7 +9,7 @@ import torch
 from distrec.data.dataset import PreparedDataset
 from distrec.models.base import set_seed
 from distrec.models.graph import LightGCNPropagation, bipartite_edge_index, normalized_adjacency
-from distrec.models.losses import bpr_loss, l2_reg
+from distrec.models.losses import bpr_loss, info_nce, l2_reg
 from distrec.models.registry import register_victim
 from distrec.models.trainer import PairwiseVictim, TrainConfig
 
@@ -65,11 +65,11 @@ class LightGCN(PairwiseVictim):
         final = self.final_embeddings()
         return final[users] @ final[self.n_users :].T
 
-    def batch_embeddings(self, users, pos, neg, adj=None, **kw):
+    def batch_embeddings(self, users, pos, neg):
         """Final embeddings of the batch's users, positives and negatives (last layer on those rows only)."""
         nodes = torch.cat([users, pos + self.n_users, neg.reshape(-1) + self.n_users])
         unique, inverse = torch.unique(nodes, return_inverse=True)
-        rows = self.propagation.rows(self.embedding, self.adj if adj is None else adj, unique, skip_ego=self.skip_ego, **kw)[inverse]
+        rows = self.propagation.rows(self.embedding, self.adj, unique, skip_ego=self.skip_ego)[inverse]
         b = len(users)
         return rows[:b], rows[b : 2 * b], rows[2 * b :].reshape(*neg.shape, -1)
 
@@ -81,3 +81,12 @@ class LightGCN(PairwiseVictim):
     def loss(self, users, pos, neg) -> torch.Tensor:
         u, i, j = self.batch_embeddings(users, pos, neg)
         return self.rec_loss(users, pos, neg, u, i, j)
+
+    def view_contrast(self, users, pos, view1, view2, temperature: float) -> torch.Tensor:
+        """InfoNCE between two views over the batch's distinct users plus InfoNCE over its distinct
+        positive items (SGL eq. 10-11, SimGCL eq. 7); ``view(nodes)`` gives a view's embeddings of nodes."""
+        batch_users = torch.unique(users)
+        nodes = torch.cat([batch_users, torch.unique(pos) + self.n_users])
+        z1, z2 = view1(nodes), view2(nodes)
+        n_u = len(batch_users)
+        return info_nce(z1[:n_u], z2[:n_u], temperature) + info_nce(z1[n_u:], z2[n_u:], temperature)

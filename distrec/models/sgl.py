@@ -10,7 +10,6 @@ import torch
 from distrec.data.dataset import PreparedDataset
 from distrec.models.graph import bipartite_edge_index, normalized_adjacency
 from distrec.models.lightgcn import LightGCN, LightGCNConfig
-from distrec.models.losses import info_nce
 from distrec.models.registry import register_victim
 
 
@@ -59,9 +58,5 @@ class SGL(LightGCN):
     def loss(self, users, pos, neg) -> torch.Tensor:
         u, i, j = self.batch_embeddings(users, pos, neg)
         rec = self.rec_loss(users, pos, neg, u, i, j)
-        nodes = torch.cat([torch.unique(users), torch.unique(pos) + self.n_users])
-        n_u = len(torch.unique(users))
-        z1 = self.propagation.rows(self.embedding, self.views[0], nodes)
-        z2 = self.propagation.rows(self.embedding, self.views[1], nodes)
-        ssl = info_nce(z1[:n_u], z2[:n_u], self.config.ssl_temp) + info_nce(z1[n_u:], z2[n_u:], self.config.ssl_temp)
-        return rec + self.config.ssl_reg * ssl
+        view1, view2 = ((lambda nodes, adj=adj: self.propagation.rows(self.embedding, adj, nodes)) for adj in self.views)
+        return rec + self.config.ssl_reg * self.view_contrast(users, pos, view1, view2, self.config.ssl_temp)

@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from distrec.models.lightgcn import LightGCN, LightGCNConfig
-from distrec.models.losses import info_nce
 from distrec.models.registry import register_victim
 
 
@@ -34,9 +33,8 @@ class SimGCL(LightGCN):
     def loss(self, users, pos, neg) -> torch.Tensor:
         u, i, j = self.batch_embeddings(users, pos, neg)
         rec = self.rec_loss(users, pos, neg, u, i, j)
-        nodes = torch.cat([torch.unique(users), torch.unique(pos) + self.n_users])
-        n_u = len(torch.unique(users))
-        z1 = self.propagation.rows(self.embedding, self.adj, nodes, perturb=self._noise, skip_ego=True)
-        z2 = self.propagation.rows(self.embedding, self.adj, nodes, perturb=self._noise, skip_ego=True)
-        cl = info_nce(z1[:n_u], z2[:n_u], self.config.cl_temp) + info_nce(z1[n_u:], z2[n_u:], self.config.cl_temp)
-        return rec + self.config.cl_reg * cl
+
+        def noisy_view(nodes):  # fresh noise on every call: the two views differ
+            return self.propagation.rows(self.embedding, self.adj, nodes, perturb=self._noise, skip_ego=self.skip_ego)
+
+        return rec + self.config.cl_reg * self.view_contrast(users, pos, noisy_view, noisy_view, self.config.cl_temp)

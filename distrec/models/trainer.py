@@ -23,6 +23,11 @@ class EarlyStopping:
         self.model, self.train, self.valid, self.patience, self.device = model, train, valid, patience, device
         self.best, self.best_state, self.bad = -1.0, None, 0
 
+    @staticmethod
+    def due(epoch: int, epochs: int, every: int) -> bool:
+        """Evaluate every ``every`` epochs and after the last one."""
+        return (epoch + 1) % every == 0 or epoch + 1 == epochs
+
     def evaluate(self, record: dict) -> None:
         """Add ``valid_*`` metrics to ``record`` and remember the weights if they are the best so far."""
         metrics = full_ranking_metrics(self.model.score, self.train, self.valid, (20,), device=self.device)
@@ -102,7 +107,7 @@ class PairwiseVictim(Victim):
                 n += len(batch["user_id"])
             self.eval()
             record = {"epoch": epoch, "loss": total / max(n, 1)}
-            if stopper is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+            if stopper is not None and stopper.due(epoch, cfg.epochs, cfg.eval_every):
                 stopper.evaluate(record)
             history.append(record)
             if on_epoch is not None:

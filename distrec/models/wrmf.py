@@ -184,7 +184,7 @@ class WRMF(Victim):
                 self.user_factors.copy_(solve(self.item_factors, user_side, self.user_factors))
                 self.item_factors.copy_(solve(self.user_factors, item_side, self.item_factors))
             record = {"epoch": it, "loss": self.objective(loss_side)}
-            if stopper is not None and ((it + 1) % cfg.eval_every == 0 or it + 1 == cfg.iterations):
+            if stopper is not None and stopper.due(it, cfg.iterations, cfg.eval_every):
                 stopper.evaluate(record)
             history.append(record)
             if on_epoch is not None:
