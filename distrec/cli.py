@@ -1,4 +1,4 @@
-"""The ``distrec`` command line: ``distrec data prepare|info|synthetic|download``, ``distrec train`` and ``distrec demo``."""
+"""The ``distrec`` command line: ``distrec data prepare|info|synthetic|download``, ``train``, ``attack``, ``evaluate-attack`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -119,19 +119,60 @@ def cmd_demo(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from distrec.config import load_yaml
     from distrec.workflows.train import train_victim
 
-    config, source = {}, "--set"
-    if args.config:
-        config, source = load_yaml(args.config), str(args.config)
-    overrides = parse_assignments(args.set)
-    if overrides:
-        source = f"{source} and --set" if args.config else "--set"
-    config.update(overrides)
+    config, source = _config_and_overrides(args)
     result = train_victim(args.victim, args.data, config, args.out, args.valid_split, progress=not args.json, config_source=source)
     m = result["metrics"]
     emit(result, args.json, f"{args.victim}: recall@20 {m['recall@20']:.4f}  ndcg@20 {m['ndcg@20']:.4f}  fit {result['fit_seconds']:.1f}s  peak RSS {result['peak_rss_mb']:.0f} MB")
+    return 0
+
+
+def _config_and_overrides(args) -> tuple[dict, str]:
+    """``--config`` YAML (if any) updated by ``--set`` pairs, and a description of where keys came from."""
+    from distrec.config import load_yaml
+
+    config, source = {}, "--set"
+    if getattr(args, "config", None):
+        config, source = load_yaml(args.config), str(args.config)
+    overrides = parse_assignments(args.set)
+    if overrides and args.config:
+        source = f"{source} and --set"
+    config.update(overrides)
+    return config, source
+
+
+def cmd_attack(args) -> int:
+    from distrec.workflows.attack import run_attack
+
+    config, source = _config_and_overrides(args)
+    result = run_attack(args.attack, args.data, args.surrogate, args.sharpap, config, args.out, progress=not args.json, config_source=source)
+    human = (
+        f"{result['attack']}: {result['n_fake']} fake users, {result['fake_interactions']} interactions, targets {result['targets_original']}; "
+        f"{result['craft_seconds']:.1f}s, peak RSS {result['peak_rss_mb']:.0f} MB -> {args.out}"
+    )
+    emit(result, args.json, human)
+    return 0
+
+
+def cmd_evaluate_attack(args) -> int:
+    from distrec.config import load_yaml
+    from distrec.workflows.attack import evaluate_attack
+
+    victim_configs = load_yaml(args.victim_config) if args.victim_config else {}
+    seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else args.seeds
+    victims = [v.strip() for v in args.victims.split(",") if v.strip()]
+    result = evaluate_attack(args.poisoned, victims, seeds, victim_configs, progress=not args.json, config_source=args.victim_config or "defaults")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    lines = [f"{result['attack']} on {result['poisoned']} ({len(result['seeds'])} seeds, targets {result['targets']})"]
+    for v, r in result["victims"].items():
+        lines.append(
+            f"  {v:<8} T-HR@10 {r['t_hr@10']:.4f}±{r['std']['t_hr@10']:.4f}  T-HR@20 {r['t_hr@20']:.4f}  (clean {r['clean_t_hr@20']:.4f})  "
+            f"recall@20 {r['recall@20_with_fakes']:.4f} vs {r['recall@20_without_fakes']:.4f} without fakes"
+        )
+    emit(result, args.json, "\n".join(lines))
     return 0
 
 
@@ -204,6 +245,40 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--valid-split", help="split for early stopping (e.g. valid)")
         _add_json(p)
         p.set_defaults(func=cmd_train)
+
+    from distrec.attacks import attack_class, list_attacks
+    from distrec.attacks.budget import ThreatModel
+    from distrec.attacks.sharpap import SharpAPConfig
+    from distrec.attacks.surrogates import SurrogateConfig
+
+    p = sub.add_parser(
+        "attack",
+        help="craft an injective (fake-user) attack and write the poisoned dataset",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(
+            ["threat model keys:", describe(ThreatModel), "SharpAP keys (with --sharpap):", describe(SharpAPConfig), "surrogate keys (as surrogate.KEY):", describe(SurrogateConfig)]
+            + [f"{name} keys:\n{describe(attack_class(name).Config) or '  (none)'}" for name in list_attacks()]
+        ),
+    )
+    p.add_argument("attack", choices=list_attacks())
+    p.add_argument("--data", required=True, help="clean prepared dataset (folder or URI)")
+    p.add_argument("--surrogate", default="wrmf", help="surrogate recommender of gradient attacks (default wrmf)")
+    p.add_argument("--sharpap", action="store_true", help="wrap the gradient attack in SharpAP (rho etc. via --set)")
+    p.add_argument("--config", help="YAML file of config keys")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config key override")
+    p.add_argument("--out", required=True, help="folder for the poisoned dataset")
+    _add_json(p)
+    p.set_defaults(func=cmd_attack)
+
+    p = sub.add_parser("evaluate-attack", help="retrain victims on clean and poisoned data over seeds; target metrics and accuracy")
+    p.add_argument("--poisoned", required=True, help="poisoned dataset written by 'distrec attack'")
+    p.add_argument("--victims", default="wrmf,bpr,lightgcn,sgl,simgcl", help="comma-separated victim names")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+    p.add_argument("--seed-list", help="comma-separated seeds (overrides --seeds)")
+    p.add_argument("--victim-config", help="YAML mapping victim name -> config keys (the training budget)")
+    p.add_argument("--out", help="also write the JSON result to this file")
+    _add_json(p)
+    p.set_defaults(func=cmd_evaluate_attack)
 
     p = sub.add_parser("demo", help="the main job on the embedded synthetic dataset")
     p.add_argument("--out", default="runs/demo")

@@ -59,7 +59,7 @@ class _Buckets:
             w = np.zeros(idx.shape, np.float32)
             valid = np.zeros(idx.shape, np.float32)
             idx[r, pos] = c
-            w[r, pos] = alpha * csr.values[flat]
+            w[r, pos] = alpha * (csr.values[flat] if csr.values is not None else 1.0)
             valid[r, pos] = 1.0
             self.blocks.append(tuple(torch.as_tensor(a, device=device) for a in (rows, idx, w, valid)))
             start = lo
@@ -67,19 +67,57 @@ class _Buckets:
 
 class _SparseSide:
     """One side of the problem as CSR tensors for the CG solver: the sparsity pattern, the weights
-    w = alpha r and the confidences 1 + w, aligned with the pattern's entries."""
+    w = alpha r and ``confidence`` = c p with c = 1 + w, aligned with the pattern's entries. The
+    preference p is 1 for every observed pair (Hu et al.), or r itself when ``graded`` (the continuous
+    relaxation attack surrogates differentiate; identical for binary data)."""
 
-    def __init__(self, csr: UserItemCSR, alpha: float, device):
+    def __init__(self, csr: UserItemCSR, alpha: float, device, graded: bool = False):
         self.crow = torch.as_tensor(csr.indptr, device=device)
         self.col = torch.as_tensor(csr.indices, device=device)
         self.shape = (csr.n_users, csr.n_items)
-        self.weights = torch.as_tensor(alpha * csr.values, dtype=torch.float32, device=device)
+        values = csr.values if csr.values is not None else np.ones(len(csr.indices), np.float32)
+        self.weights = torch.as_tensor(alpha * values, dtype=torch.float32, device=device)
         self.pattern = self.with_values(torch.ones_like(self.weights))
-        self.confidence = self.with_values(1.0 + self.weights)
+        pref = torch.as_tensor(values, dtype=torch.float32, device=device) if graded else 1.0
+        self.confidence = self.with_values((1.0 + self.weights) * pref)
         self.empty = torch.as_tensor(np.flatnonzero(csr.degrees() == 0), device=device)
 
     def with_values(self, values: torch.Tensor) -> torch.Tensor:
         return torch.sparse_csr_tensor(self.crow, self.col, values, size=self.shape)
+
+    def weighted_gram_matvec(self, v: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        """Row u of the result is sum_i w_ui (y_i . v_u) y_i (``fixed`` = Y)."""
+        dots = torch.sparse.sampled_addmm(self.pattern, v, fixed.T, beta=0.0).values()
+        return torch.sparse.mm(self.with_values(self.weights * dots), fixed)
+
+
+def conjugate_gradient(matvec, b: torch.Tensor, x: torch.Tensor, steps: int, frozen: torch.Tensor | None = None) -> torch.Tensor:
+    """``steps`` conjugate-gradient iterations for the batched SPD systems A x_r = b_r (one per row),
+    from ``x``; rows in ``frozen`` keep their start value."""
+    r = b - matvec(x)
+    if frozen is not None:
+        r[frozen] = 0.0
+    p = r.clone()
+    rs = (r * r).sum(1, keepdim=True)
+    for _ in range(steps):
+        ap = matvec(p)
+        step = rs / (p * ap).sum(1, keepdim=True).clamp_min(1e-20)
+        x = x + step * p
+        r = r - step * ap
+        rs_new = (r * r).sum(1, keepdim=True)
+        p = r + (rs_new / rs.clamp_min(1e-20)) * p
+        rs = rs_new
+    return x
+
+
+def wrmf_objective(x: torch.Tensor, y: torch.Tensor, side: _SparseSide, reg: float) -> torch.Tensor:
+    """The WRMF loss (eq. 3) sum_{u,i} c_ui (p_ui - x_u.y_i)^2 + reg (|X|^2 + |Y|^2), computed as
+    tr(X^T X Y^T Y) + sum_obs [c (1 - s)^2 - s^2] + reg (...), with s = x_u . y_i over the observed
+    pairs (an SDDMM), in float64; differentiable in ``x`` and ``y``."""
+    s = torch.sparse.sampled_addmm(side.pattern, x, y.T, beta=0.0).values().double()
+    c = 1.0 + side.weights.double()
+    dense = torch.trace((x.T @ x).double() @ (y.T @ y).double())
+    return dense + (c * (1 - s) ** 2 - s**2).sum() + reg * (x.double().pow(2).sum() + y.double().pow(2).sum())
 
 
 @register_victim("wrmf")
@@ -126,58 +164,44 @@ class WRMF(Victim):
         gram = self._gram(fixed)
 
         def matvec(v):
-            dots = torch.sparse.sampled_addmm(side.pattern, v, fixed.T, beta=0.0).values()
-            return v @ gram + torch.sparse.mm(side.with_values(side.weights * dots), fixed)
+            return v @ gram + side.weighted_gram_matvec(v, fixed)
 
-        b = torch.sparse.mm(side.confidence, fixed)  # Y^T C^u p(u)
         x = current.clone()
         x[side.empty] = 0.0
-        r = b - matvec(x)
-        r[side.empty] = 0.0
-        p = r.clone()
-        rs = (r * r).sum(1, keepdim=True)
-        for _ in range(self.config.cg_steps):
-            ap = matvec(p)
-            step = rs / (p * ap).sum(1, keepdim=True).clamp_min(1e-20)
-            x = x + step * p
-            r = r - step * ap
-            rs_new = (r * r).sum(1, keepdim=True)
-            p = r + (rs_new / rs.clamp_min(1e-20)) * p
-            rs = rs_new
-        return x
+        return conjugate_gradient(matvec, torch.sparse.mm(side.confidence, fixed), x, self.config.cg_steps, side.empty)
 
     def objective(self, side: _SparseSide) -> float:
-        """The WRMF loss, computed as tr(X^T X Y^T Y) + sum_obs [c (1 - s)^2 - s^2] + reg (|X|^2 + |Y|^2),
-        with s = x_u . y_i over the observed pairs (an SDDMM)."""
-        x, y = self.user_factors, self.item_factors
-        s = torch.sparse.sampled_addmm(side.pattern, x, y.T, beta=0.0).values().double()
-        c = 1.0 + side.weights.double()
-        dense = torch.trace((x.T @ x).double() @ (y.T @ y).double())
-        return float(dense + (c * (1 - s) ** 2 - s**2).sum() + self.config.reg * (x.double().pow(2).sum() + y.double().pow(2).sum()))
+        return float(wrmf_objective(self.user_factors, self.item_factors, side, self.config.reg))
 
     def fit(self, dataset: PreparedDataset, valid_split: str | None = None, progress: bool = True, on_epoch=None) -> list[dict]:
         """ALS on the ``train`` split (read whole: ALS is full-batch), starting from the current factors.
-        Repeated pairs add their ratings.
-        The per-iteration history holds the WRMF objective, which exact (Cholesky) ALS never increases."""
+        Repeated pairs add their ratings."""
+        train = dataset.table("train")
+        ratings = train.column("rating").to_numpy().astype(np.float32)
+        user_csr = UserItemCSR.from_arrays(train.column("user_id").to_numpy(), train.column("item_id").to_numpy(), self.n_users, self.n_items, ratings)
+        valid = UserItemCSR.from_table(dataset.table(valid_split), self.n_users, self.n_items) if valid_split else None
+        return self.fit_matrix(user_csr, valid, progress, on_epoch)
+
+    def fit_matrix(self, user_csr: UserItemCSR, valid: UserItemCSR | None = None, progress: bool = True, on_epoch=None, graded: bool = False) -> list[dict]:
+        """ALS on a user-item matrix with values r_ui. The per-iteration history holds the WRMF
+        objective, which exact (Cholesky) ALS never increases. ``graded``: preference r_ui instead
+        of 1 (see :class:`_SparseSide`; CG solver only)."""
         cfg = self.config
+        if graded and cfg.solver != "cg":
+            raise ValueError("wrmf: graded preferences need solver='cg'")
         device = pick_device(cfg.device)
         self.to(device)
-        train = dataset.table("train")
-        users, items = train.column("user_id").to_numpy(), train.column("item_id").to_numpy()
-        ratings = train.column("rating").to_numpy().astype(np.float32)
-        user_csr = UserItemCSR.from_arrays(users, items, self.n_users, self.n_items, ratings)
-        item_csr = UserItemCSR.from_arrays(items, users, self.n_items, self.n_users, ratings)
-        loss_side = _SparseSide(user_csr, cfg.alpha, device)
+        r, c = user_csr.rows(np.arange(self.n_users))
+        item_csr = UserItemCSR.from_arrays(c, r, self.n_items, self.n_users, user_csr.values)
+        loss_side = _SparseSide(user_csr, cfg.alpha, device, graded)
         if cfg.solver == "cg":
-            user_side, item_side = loss_side, _SparseSide(item_csr, cfg.alpha, device)
+            user_side, item_side = loss_side, _SparseSide(item_csr, cfg.alpha, device, graded)
             solve = self.solve_cg
         else:
             user_side = _Buckets(user_csr, cfg.alpha, cfg.bucket_entries, device)
             item_side = _Buckets(item_csr, cfg.alpha, cfg.bucket_entries, device)
             solve = self.solve_cholesky
-        stopper = None
-        if valid_split:
-            stopper = EarlyStopping(self, user_csr, UserItemCSR.from_table(dataset.table(valid_split), self.n_users, self.n_items), cfg.patience, device)
+        stopper = EarlyStopping(self, user_csr, valid, cfg.patience, device) if valid is not None else None
         history = []
         for it in tqdm(range(cfg.iterations), desc="wrmf fit", disable=not progress, unit="iter"):
             with torch.no_grad():

@@ -1,0 +1,120 @@
+"""The outer loop shared by gradient attacks (RevAdv, DADA): fake profiles as a continuous matrix,
+updated with the poison gradient of a surrogate retrained from scratch at every outer step."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from distrec.attacks.base import Attack, AttackContext
+from distrec.attacks.objectives import ScoreBatch
+from distrec.attacks.profiles import project_profiles
+from distrec.attacks.surrogates import Factors
+from distrec.evaluation.targets import target_metrics
+
+LossFn = Callable[[Factors], tuple[float, Factors]]
+WorstCase = Callable[[Factors, Factors, LossFn, object], tuple[float, Factors, dict]]
+
+
+@dataclass
+class GradientAttackConfig:
+    """``outer_steps`` poison updates; SGD with ``lr`` and ``momentum`` on the row-normalised gradient;
+    the returned profiles are those whose surrogate reached the highest T-HR@``select_k``."""
+
+    outer_steps: int = 30
+    lr: float = 1.0
+    momentum: float = 0.9
+    select_k: int = 50
+    chunk_users: int = 2048
+
+
+def initial_profiles(ctx: AttackContext) -> torch.Tensor:
+    """Fake profiles copied from randomly drawn real users with at most ``n_filler`` items (all users
+    when none qualifies), projected onto the budget (RevAdv's initialisation)."""
+    rng = np.random.default_rng(ctx.seed)
+    degrees = ctx.train.degrees()
+    pool = np.flatnonzero((degrees > 0) & (degrees <= ctx.budget.n_filler))
+    if len(pool) == 0:
+        pool = np.flatnonzero(degrees > 0)
+    chosen = rng.choice(pool, ctx.budget.n_fake, replace=len(pool) < ctx.budget.n_fake)
+    values = torch.as_tensor(rng.random((ctx.budget.n_fake, ctx.n_items)) * 0.5, dtype=torch.float32)
+    r, c = ctx.train.rows(chosen)
+    values[torch.as_tensor(r), torch.as_tensor(c)] += 1.0
+    return project_profiles(values, ctx.targets, ctx.budget.n_filler)
+
+
+class GradientAttack(Attack):
+    """Base of the gradient attacks: subclasses give ``objective(batch) -> loss`` to minimise."""
+
+    Config = GradientAttackConfig
+    uses_surrogate = True
+
+    def objective(self, batch: ScoreBatch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def attack_loss(self, factors: Factors, ctx: AttackContext) -> tuple[float, Factors]:
+        """The objective over all real users, in chunks, and its gradient w.r.t. the factors."""
+        users = factors.users.detach().requires_grad_()
+        items = factors.items.detach().requires_grad_()
+        targets = torch.as_tensor(ctx.targets, device=items.device)
+        total = 0.0
+        chunk = self.config.chunk_users
+        for s in range(0, users.shape[0], chunk):
+            ids = np.arange(s, min(s + chunk, users.shape[0]))
+            r, c = ctx.train.rows(ids)
+            batch = ScoreBatch(users[s : s + len(ids)] @ items.T, torch.as_tensor(r, device=items.device), torch.as_tensor(c, device=items.device), targets)
+            loss = self.objective(batch)
+            loss.backward()
+            total += float(loss)
+        return total, Factors(users.grad, items.grad)
+
+    def poison_gradient(self, fake: torch.Tensor, ctx: AttackContext, surrogate, worst_case: WorstCase | None = None) -> tuple[torch.Tensor, dict]:
+        """d L_atk(theta*(X) [+ e]) / dX at the binary profiles ``fake``, and a record of the step."""
+        x = fake.clone().requires_grad_()
+        trained = surrogate.fit(x, seed=ctx.seed)
+        params = Factors(trained.users.detach(), trained.items.detach())
+        loss, grads = self.attack_loss(params, ctx)
+        record = {"attack_loss": loss}
+        if worst_case is not None:
+            loss, grads, info = worst_case(params, grads, lambda f: self.attack_loss(f, ctx), surrogate)
+            record.update(info, worst_case_loss=loss)
+        outputs = [(t, g) for t, g in ((trained.users, grads.users), (trained.items, grads.items)) if t.requires_grad]
+        torch.autograd.backward([t for t, _ in outputs], [g for _, g in outputs])
+        k = self.config.select_k
+        record[f"surrogate_t_hr@{k}"] = target_metrics(lambda u: params.users[u] @ params.items.T, ctx.train, ctx.targets, np.arange(ctx.train.n_users), (k,))[f"t_hr@{k}"]
+        return x.grad, record
+
+    def craft(self, ctx: AttackContext, surrogate=None, worst_case: WorstCase | None = None) -> torch.Tensor:
+        if surrogate is None:
+            raise ValueError(f"{self.label}: a gradient attack needs a surrogate")
+        cfg = self.config
+        fake = initial_profiles(ctx)
+        state = fake.clone()
+        opt = torch.optim.SGD([state], lr=cfg.lr, momentum=cfg.momentum)
+        targets = torch.as_tensor(ctx.targets)
+        best, best_score, self.history = fake, -1.0, []
+        metric = f"surrogate_t_hr@{cfg.select_k}"
+        bar = tqdm(range(cfg.outer_steps + 1), desc=f"{self.label} craft", disable=not ctx.progress, unit="step")
+        for step in bar:
+            t0 = time.perf_counter()
+            grad, record = self.poison_gradient(fake, ctx, surrogate, worst_case)
+            record.update(step=step, seconds=round(time.perf_counter() - t0, 3))
+            self.history.append(record)
+            if record[metric] > best_score:
+                best, best_score = fake, record[metric]
+            bar.set_postfix(loss=f"{record['attack_loss']:.4g}", **{metric: f"{record[metric]:.4f}"})
+            if step == cfg.outer_steps:
+                break
+            grad[:, targets] = 0.0
+            state.grad = grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            opt.step()
+            new = project_profiles(state, ctx.targets, ctx.budget.n_filler)
+            record["changed"] = int((new != fake).sum())
+            fake = new
+            state.data.copy_(fake)
+        return best

@@ -1,0 +1,219 @@
+"""Craft an attack on a prepared dataset and write the poisoned dataset; evaluate a poisoned dataset
+by retraining victims from scratch on clean and on poisoned data for several seeds."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import torch
+from tqdm.auto import tqdm
+
+from distrec.attacks import SharpAP, attack_class, create_attack
+from distrec.attacks.base import AttackContext
+from distrec.attacks.budget import ThreatModel, resolve_budget, select_targets
+from distrec.attacks.poisoned import clean_twin, write_poisoned
+from distrec.attacks.profiles import check_budget
+from distrec.attacks.sharpap import SharpAPConfig
+from distrec.attacks.surrogates import SurrogateConfig, WRMFSurrogate
+from distrec.config import ConfigError, validate
+from distrec.data.dataset import PreparedDataset
+from distrec.data.matrix import UserItemCSR
+from distrec.evaluation.ranking import full_ranking_metrics
+from distrec.evaluation.targets import target_metrics
+from distrec.models import create_victim
+from distrec.models.base import pick_device
+from distrec.models.registry import victim_class
+from distrec.workflows.train import peak_rss_mb
+
+SURROGATES = {"wrmf": WRMFSurrogate}
+
+
+def split_config(config: dict, attack: str, sharpap: bool, source: str) -> tuple[dict, dict, dict, dict]:
+    """Route flat config keys to the threat model, SharpAP, the surrogate (``surrogate.KEY``) and the
+    attack; a key none of them has is an error naming it and ``source``."""
+    threat_keys = {f.name for f in dataclasses.fields(ThreatModel)}
+    sharp_keys = {f.name for f in dataclasses.fields(SharpAPConfig)} if sharpap else set()
+    attack_keys = {f.name for f in dataclasses.fields(attack_class(attack).Config)}
+    parts: tuple[dict, dict, dict, dict] = ({}, {}, {}, {})
+    for key, value in config.items():
+        if key.startswith("surrogate."):
+            parts[2][key.removeprefix("surrogate.")] = value
+        elif key in threat_keys:
+            parts[0][key] = value
+        elif key in sharp_keys:
+            parts[1][key] = value
+        elif key in attack_keys:
+            parts[3][key] = value
+        else:
+            valid = sorted(threat_keys | sharp_keys | attack_keys) + ["surrogate.<key>"]
+            raise ConfigError(f"{source}: unknown key {key!r} for attack {attack!r}{' with SharpAP' if sharpap else ''}; valid keys are {valid}")
+    threat = validate(ThreatModel, parts[0], source, "the threat model")
+    sharp = validate(SharpAPConfig, parts[1], source, "sharpap")
+    surrogate = validate(SurrogateConfig, parts[2], source, "the surrogate")
+    attack_cfg = validate(attack_class(attack).Config, parts[3], source, f"attack {attack!r}")
+    return threat, sharp, surrogate, attack_cfg
+
+
+def item_categories(dataset: PreparedDataset) -> list[list[int]] | None:
+    if not dataset.has("item_attributes"):
+        return None
+    table = dataset.table("item_attributes", ["item_id", "categories"])
+    cats: list[list[int]] = [[] for _ in range(dataset.n_items)]
+    for item, c in zip(table.column("item_id").to_pylist(), table.column("categories").to_pylist()):
+        cats[item] = c or []
+    return cats
+
+
+def original_to_internal(item_map, originals: list, source: str) -> list[int]:
+    """Internal ids of items given by their source ids (``target_original_ids``)."""
+    lookup = {str(o): i for o, i in zip(item_map.column("original").to_pylist(), item_map.column("internal").to_pylist())}
+    missing = [o for o in originals if str(o) not in lookup]
+    if missing:
+        raise ConfigError(f"{source}: key target_original_ids: {missing} are not item ids of the dataset")
+    return [lookup[str(o)] for o in originals]
+
+
+def run_attack(
+    name: str,
+    data: str | Path,
+    surrogate: str = "wrmf",
+    sharpap: bool = False,
+    config: dict | None = None,
+    out: str | Path | None = None,
+    progress: bool = True,
+    config_source: str = "--set",
+) -> dict:
+    """Craft attack ``name`` on ``data``'s train split; write the poisoned dataset to ``out``.
+    The result carries the attack, its config, the surrogate, the seed, the targets, the budget, the
+    wall time and the peak memory."""
+    threat_cfg, sharp_cfg, surrogate_cfg, attack_cfg = split_config(config or {}, name, sharpap, config_source)
+    threat = ThreatModel(**threat_cfg)
+    dataset = PreparedDataset(data)
+    train_table = dataset.table("train")
+    if bool(pc.any(train_table.column("is_fake")).as_py()):
+        raise ValueError(f"{data} already holds fake users; attack a clean dataset")
+    train = UserItemCSR.from_table(train_table, dataset.n_users, dataset.n_items)
+    item_map = dataset.table("item_map")
+    if threat.target_original_ids:
+        threat.target_items = original_to_internal(item_map, threat.target_original_ids, config_source)
+    budget = resolve_budget(threat, train)
+    targets = select_targets(threat, train)
+    device = pick_device(surrogate_cfg.get("device"))
+    ctx = AttackContext(train, targets, budget, threat.seed, item_categories(dataset), item_map, progress, device)
+    attack = create_attack(name, **attack_cfg)
+    if sharpap:
+        attack = SharpAP(attack, **sharp_cfg)
+    model = None
+    if attack.uses_surrogate:
+        if surrogate not in SURROGATES:
+            raise ValueError(f"surrogate {surrogate!r} is not differentiable here; available: {sorted(SURROGATES)}")
+        model = SURROGATES[surrogate](train, budget.n_fake, device, **dict(surrogate_cfg, seed=surrogate_cfg.get("seed", threat.seed)))
+    t0 = time.perf_counter()
+    fake = attack.craft(ctx, model)
+    seconds = time.perf_counter() - t0
+    check_budget(fake, budget, targets)
+    item_original = item_map.sort_by("internal").column("original").to_pylist()
+    meta = dict(
+        attack.describe(),
+        surrogate={"name": surrogate, "config": dataclasses.asdict(model.config)} if model is not None else None,
+        threat_model=dataclasses.asdict(threat),
+        seed=threat.seed,
+        budget=dataclasses.asdict(budget),
+        targets=targets.tolist(),
+        targets_original=[item_original[t] for t in targets],
+        n_fake=int(fake.shape[0]),
+        fake_interactions=int(fake.sum()),
+        craft_seconds=round(seconds, 3),
+        peak_rss_mb=round(peak_rss_mb(), 1),
+        history=getattr(attack, "history", []),
+        data=str(data),
+    )
+    if out is not None:
+        write_poisoned(dataset, fake, out, meta)
+        meta["out"] = str(out)
+    return meta
+
+
+def train_and_measure(name: str, dataset: PreparedDataset, config: dict, targets: np.ndarray, n_real: int, ks=(10, 20, 50)) -> dict:
+    """Train victim ``name`` from scratch on ``dataset``; target metrics over the real users and
+    full-ranking accuracy on the test split."""
+    model = create_victim(name, dataset.n_users, dataset.n_items, **config)
+    t0 = time.perf_counter()
+    model.fit(dataset, progress=False)
+    fit_seconds = time.perf_counter() - t0
+    model.eval()
+    device = pick_device(getattr(model.config, "device", None))
+    train = UserItemCSR.from_table(dataset.table("train"), dataset.n_users, dataset.n_items)
+    test = UserItemCSR.from_table(dataset.table("test"), dataset.n_users, dataset.n_items)
+    out = target_metrics(model.score, train, targets, np.arange(n_real), ks, device=device)
+    acc = full_ranking_metrics(model.score, train, test, (20,), device=device)
+    out.update({"recall@20": acc["recall@20"], "ndcg@20": acc["ndcg@20"], "fit_seconds": round(fit_seconds, 3)})
+    return out
+
+
+def evaluate_attack(
+    poisoned: str | Path,
+    victims: list[str],
+    seeds: int | list[int] = 3,
+    victim_configs: dict | None = None,
+    progress: bool = True,
+    config_source: str = "--victim-config",
+    clean_cache: dict | None = None,
+) -> dict:
+    """Retrain each victim from scratch on the clean and on the poisoned data for each seed (same
+    config and seed for both) and report, per victim, the mean and std over seeds of the target
+    metrics after the attack, the clean accuracy with and without the fake users, and each run.
+    ``clean_cache`` (optional dict) reuses clean runs across calls with the same clean data."""
+    ds = PreparedDataset(poisoned)
+    attack = ds.metadata.get("attack")
+    if attack is None:
+        raise ValueError(f"{poisoned} is not a poisoned dataset (no 'attack' in its metadata); run 'distrec attack' first")
+    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    victim_configs = victim_configs or {}
+    configs = {v: validate(victim_class(v).Config, dict(victim_configs.get(v) or {}), config_source, f"victim {v!r}") for v in victims}
+    targets = np.asarray(attack["targets"])
+    n_real = ds.metadata["n_real_users"]
+    cache = {} if clean_cache is None else clean_cache
+    result = {"poisoned": str(poisoned), "attack": attack["attack"], "surrogate": (attack.get("surrogate") or {}).get("name"), "targets": targets.tolist(), "seeds": seeds, "victims": {}}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        clean = None
+        cells = [(v, s) for v in victims for s in seeds]
+        for v, s in tqdm(cells, desc="evaluate-attack", disable=not progress, unit="cell"):
+            cfg = dict(configs[v], seed=s)
+            key = json.dumps([ds.metadata.get("clean_dataset"), v, cfg, targets.tolist()], sort_keys=True, default=str)
+            if key not in cache:
+                clean = clean or clean_twin(ds, Path(tmp) / "clean")
+                cache[key] = train_and_measure(v, clean, cfg, targets, n_real)
+            runs = result["victims"].setdefault(v, {"config": configs[v], "runs": []})["runs"]
+            run = {"seed": s, "poisoned": train_and_measure(v, ds, cfg, targets, n_real), "clean": cache[key]}
+            runs.append(run)
+    for v, entry in result["victims"].items():
+        entry.update(summarize(entry["runs"]))
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    return result
+
+
+SUMMARY_METRICS = ("t_hr@10", "t_hr@20", "t_hr@50", "t_ndcg@10", "t_ndcg@20", "t_ndcg@50", "hitone@10", "hitone@20", "hitone@50")
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Mean and std over seeds: target metrics of the poisoned victim (and of the clean one, prefixed
+    ``clean_``), and ``recall@20_with_fakes`` / ``recall@20_without_fakes`` (likewise NDCG)."""
+    values: dict[str, list[float]] = {}
+    for run in runs:
+        for m in SUMMARY_METRICS:
+            values.setdefault(m, []).append(run["poisoned"][m])
+            values.setdefault(f"clean_{m}", []).append(run["clean"][m])
+        for m in ("recall@20", "ndcg@20"):
+            values.setdefault(f"{m}_with_fakes", []).append(run["poisoned"][m])
+            values.setdefault(f"{m}_without_fakes", []).append(run["clean"][m])
+    out = {m: float(np.mean(v)) for m, v in values.items()}
+    out["std"] = {m: float(np.std(v)) for m, v in values.items()}
+    return out

@@ -1,0 +1,101 @@
+"""SharpAP reproduction (methods.md section 2): craft each attack of a config on a surrogate, retrain
+every victim on clean and poisoned data for each seed, and write the T-HR table.
+
+    python jobs/repro_sharpap.py --config configs/attacks/sharpap_ml1m_cpu.yaml --out runs/sharpap_ml1m \
+        --results docs/results/sharpap_ml1m_cpu
+
+Resumable: an attack whose result file exists in --out is not run again. Submit to a Ray cluster with
+``ray job submit -- python jobs/repro_sharpap.py ...`` (it runs on the driver's node).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.common import machine, shared_data  # noqa: E402
+from distrec.config import load_yaml  # noqa: E402
+from distrec.workflows.attack import run_attack, evaluate_attack  # noqa: E402
+
+
+def label(spec: dict) -> str:
+    return spec["name"] + ("+sharpap" if spec.get("sharpap") is not None else "")
+
+
+def prepared(cfg: dict, out: Path) -> Path:
+    from distrec.data.dataset import prepare, write_prepared
+    from distrec.data.preprocess import PrepareConfig
+    from distrec.data.readers import read_source
+
+    path = out / "data"
+    if not (path / "metadata.json").exists():
+        d = cfg["dataset"]
+        raw = read_source(d["format"], shared_data() / d["root"])
+        tables, meta = prepare(raw, PrepareConfig(**d["prepare"]), d["format"])
+        write_prepared(tables, meta, path)
+    return path
+
+
+def table(results: dict, victims: list[str], metric: str) -> str:
+    lines = [f"| attack | {' | '.join(victims)} |", "|---" * (len(victims) + 1) + "|"]
+    for name, r in results.items():
+        cells = [f"{100 * r['victims'][v][metric]:.2f} ± {100 * r['victims'][v]['std'][metric]:.2f}" for v in victims]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    clean = next(iter(results.values()))
+    base = [f"{100 * clean['victims'][v]['clean_' + metric]:.2f}" for v in victims]
+    lines.append(f"| no attack | {' | '.join(base)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(REPO / "configs/attacks/sharpap_ml1m_cpu.yaml"))
+    ap.add_argument("--out", default=str(REPO / "runs/sharpap_ml1m"))
+    ap.add_argument("--results", help="write <results>.json and <results>.md here")
+    args = ap.parse_args()
+    cfg = load_yaml(args.config)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = prepared(cfg, out)
+    victims = list(cfg["victims"])
+    clean_cache: dict = {}
+    results, crafting = {}, {}
+    t0 = time.perf_counter()
+    for spec in cfg["attacks"]:
+        name = label(spec)
+        result_file = out / f"{name}.json"
+        if result_file.exists():
+            saved = json.loads(result_file.read_text())
+            results[name], crafting[name] = saved["evaluation"], saved["crafting"]
+            continue
+        config = dict(cfg["threat"], **(spec.get("config") or {}), **(spec.get("sharpap") or {}))
+        config.update({f"surrogate.{k}": v for k, v in cfg["surrogate"]["config"].items()})
+        print(f"[repro] crafting {name}", flush=True)
+        craft = run_attack(spec["name"], data, cfg["surrogate"]["name"], spec.get("sharpap") is not None, config, out / "poisoned" / name, progress=True, config_source=args.config)
+        print(f"[repro] evaluating {name} ({craft['craft_seconds']:.0f}s to craft)", flush=True)
+        ev = evaluate_attack(out / "poisoned" / name, victims, cfg["seeds"], cfg["victims"], progress=True, config_source=args.config, clean_cache=clean_cache)
+        crafting[name] = {k: craft[k] for k in ("craft_seconds", "peak_rss_mb", "targets", "targets_original", "budget", "history")}
+        results[name] = ev
+        result_file.write_text(json.dumps({"evaluation": ev, "crafting": crafting[name]}, indent=2))
+    summary = {"config": cfg, "config_file": args.config, "machine": machine(), "wall_seconds": round(time.perf_counter() - t0, 1), "crafting": crafting, "results": results}
+    md = [f"# SharpAP reproduction: {Path(args.config).name}", "", f"Machine: {machine()}.", ""]
+    for metric in ("t_hr@10", "t_hr@20"):
+        md += [f"## {metric.upper()} (%), mean ± std over seeds {cfg['seeds']}", "", table(results, victims, metric), ""]
+    md += ["## Clean Recall@20 with the fake users (without: the no-attack row's victims)", ""]
+    md += [f"- {name}: " + ", ".join(f"{v} {r['victims'][v]['recall@20_with_fakes']:.4f} (without {r['victims'][v]['recall@20_without_fakes']:.4f})" for v in victims) for name, r in results.items()]
+    md += ["", "## Crafting", ""] + [f"- {name}: {c['craft_seconds']:.1f} s, peak RSS {c['peak_rss_mb']:.0f} MB" for name, c in crafting.items()]
+    text = "\n".join(md) + "\n"
+    print(text)
+    if args.results:
+        Path(args.results + ".json").write_text(json.dumps(summary, indent=2, default=str))
+        Path(args.results + ".md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()

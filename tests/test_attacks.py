@@ -1,0 +1,244 @@
+"""Injective attacks: threat model, heuristics, profiles, surrogate gradients, SharpAP, poisoned data."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from distrec.attacks import SharpAP, create_attack
+from distrec.attacks.base import AttackContext
+from distrec.attacks.budget import Budget, ThreatModel, popularity_bucket, resolve_budget, select_targets
+from distrec.attacks.gradient import initial_profiles
+from distrec.attacks.objectives import DifficultyDiversityLoss, ScoreBatch, target_cross_entropy
+from distrec.attacks.poisoned import clean_twin, write_poisoned
+from distrec.attacks.profiles import check_budget, project_profiles, read_profiles
+from distrec.attacks.surrogates import ItemStep, WRMFSurrogate, wmf_gradients
+from distrec.data.errors import DataFormatError
+from distrec.data.matrix import UserItemCSR
+
+
+def random_csr(n_users=40, n_items=30, density=0.2, seed=0):
+    rng = np.random.default_rng(seed)
+    r, c = np.nonzero(rng.random((n_users, n_items)) < density)
+    return UserItemCSR.from_arrays(r, c, n_users, n_items)
+
+
+def context(train, n_fake=4, n_filler=8, targets=(3, 7), seed=0, categories=None):
+    return AttackContext(train, np.asarray(targets), Budget(n_fake, n_filler), seed, categories, progress=False)
+
+
+def test_budget_resolves_ratio_and_average_degree():
+    # 200 users with degrees 1..4 repeating (mean 2.5 -> 2 by banker's rounding? no: round(2.5) = 2)
+    users = np.repeat(np.arange(200), np.tile([1, 2, 3, 4], 50))
+    items = np.concatenate([np.arange(d) for d in np.tile([1, 2, 3, 4], 50)])
+    train = UserItemCSR.from_arrays(users, items, 200, 10)
+    budget = resolve_budget(ThreatModel(fake_ratio=0.05, n_targets=2), train)
+    assert budget == Budget(n_fake=10, n_filler=round(2.5))
+    assert resolve_budget(ThreatModel(n_fake=3, n_filler=6), train) == Budget(3, 6)
+    with pytest.raises(ValueError, match="n_filler \\(1\\) must be at least the number of targets \\(5\\)"):
+        resolve_budget(ThreatModel(n_filler=1), train)
+
+
+def test_targets_come_from_the_bucket_and_are_seeded():
+    pop = np.arange(1, 101)  # item i has i + 1 interactions
+    users = np.concatenate([np.arange(p) for p in pop])
+    items = np.repeat(np.arange(100), pop)
+    train = UserItemCSR.from_arrays(users, items, 100, 100)
+    tail, head = popularity_bucket(train, "tail"), popularity_bucket(train, "head")
+    assert tail.max() < 50 and head.min() >= 95
+    a = select_targets(ThreatModel(n_targets=5, target_bucket="tail", seed=1), train)
+    b = select_targets(ThreatModel(n_targets=5, target_bucket="tail", seed=1), train)
+    assert np.array_equal(a, b) and set(a) <= set(tail) and len(set(a)) == 5
+    assert not np.array_equal(a, select_targets(ThreatModel(n_targets=5, target_bucket="tail", seed=2), train))
+    assert select_targets(ThreatModel(target_items=[4, 2]), train).tolist() == [4, 2]
+    with pytest.raises(ValueError, match="not item ids"):
+        select_targets(ThreatModel(target_items=[100]), train)
+
+
+def test_projection_keeps_targets_and_top_fillers():
+    values = torch.tensor([[0.9, 0.1, 0.8, 0.2, 0.7], [0.0, 0.5, 0.4, 0.3, 0.6]])
+    out = project_profiles(values, np.array([1]), 3)
+    assert out.tolist() == [[1, 1, 1, 0, 0], [0, 1, 0, 0, 1]][:1] + [[0, 1, 1, 0, 1]]
+
+
+@pytest.mark.parametrize("name", ["random", "popular", "bandwagon", "segment"])
+def test_heuristics_respect_the_budget_and_are_seeded(name):
+    train = random_csr()
+    cats = [[i % 3] for i in range(30)]
+    ctx = context(train, categories=cats)
+    fake = create_attack(name).craft(ctx)
+    check_budget(fake, ctx.budget, ctx.targets)
+    assert fake.shape == (4, 30) and (fake.sum(1) == 8).all()
+    assert torch.equal(fake, create_attack(name).craft(context(train, categories=cats)))
+    assert not torch.equal(fake, create_attack(name).craft(context(train, seed=1, categories=cats)))
+
+
+def test_bandwagon_and_segment_draw_from_their_pools():
+    train = random_csr(n_items=60, density=0.3)
+    pop = np.bincount(train.indices, minlength=60)
+    top = set(np.argsort(-pop, kind="stable")[:6].tolist()) - {3, 7}
+    fake = create_attack("bandwagon", popular_share=1.0, top_fraction=0.1).craft(context(train, n_filler=6))
+    fillers = {int(i) for i in torch.nonzero(fake[0]).flatten()} - {3, 7}
+    assert fillers <= top and len(fillers) == 4
+    cats = [[0] if i % 4 == 3 else [1] for i in range(60)]  # targets 3, 7 are in category 0
+    fake = create_attack("segment").craft(context(train, categories=cats))
+    assert all(cats[int(i)] == [0] for i in torch.nonzero(fake.sum(0)).flatten())
+    with pytest.raises(ValueError, match="no item categories"):
+        create_attack("segment").craft(context(train))
+
+
+def test_check_budget_rejects_violations():
+    budget, targets = Budget(2, 3), np.array([0])
+    check_budget(torch.tensor([[1.0, 1, 0, 0], [1, 0, 0, 1]]), budget, targets)
+    with pytest.raises(ValueError, match="exceed the budget n_fake=2"):
+        check_budget(torch.ones(3, 4) * torch.tensor([1.0, 0, 0, 0]), budget, targets)
+    with pytest.raises(ValueError, match="over the budget n_filler=3"):
+        check_budget(torch.tensor([[1.0, 1, 1, 1]]), budget, targets)
+    with pytest.raises(ValueError, match="every target"):
+        check_budget(torch.tensor([[0.0, 1, 1, 0]]), budget, targets)
+    with pytest.raises(ValueError, match="binary"):
+        check_budget(torch.tensor([[1.0, 0.5, 0, 0]]), budget, targets)
+    with pytest.raises(ValueError, match="unknown config key"):
+        create_attack("revadv", rho=0.1)
+
+
+def dense_item_step(real: np.ndarray, fake: torch.Tensor, p: torch.Tensor, alpha: float, reg: float) -> torch.Tensor:
+    """Reference: q_v = (P^T C_v P + reg I)^-1 P^T C_v x_v, per item, dense, float64."""
+    x = torch.cat([torch.as_tensor(real, dtype=torch.float64), fake])
+    eye = reg * torch.eye(p.shape[1], dtype=torch.float64)
+    qs = []
+    for v in range(x.shape[1]):
+        c = 1 + alpha * x[:, v]
+        qs.append(torch.linalg.solve(p.T @ (c[:, None] * p) + eye, p.T @ (c * x[:, v])))
+    return torch.stack(qs)
+
+
+def test_item_step_and_its_closed_form_gradient_equal_a_dense_reference():
+    rng = np.random.default_rng(0)
+    real = rng.random((30, 20)) < 0.3
+    r, c = np.nonzero(real)
+    sur = WRMFSurrogate(UserItemCSR.from_arrays(r, c, 30, 20), 4, factors=5, alpha=3.0, reg=0.1, solve_steps=100)
+    fake = torch.as_tensor(rng.random((4, 20)) < 0.4, dtype=torch.float32)
+    p_real, p_fake, w = torch.randn(30, 5), torch.randn(4, 5), torch.randn(20, 5)
+    x, pf = fake.clone().requires_grad_(), p_fake.clone().requires_grad_()
+    q = ItemStep.apply(x, p_real, pf, torch.zeros(20, 5), sur)
+    (q * w).sum().backward()
+    xd, pfd = fake.double().requires_grad_(), p_fake.double().requires_grad_()
+    qd = dense_item_step(real, xd, torch.cat([p_real.double(), pfd]), 3.0, 0.1)
+    (qd * w.double()).sum().backward()
+    assert torch.allclose(q, qd.float(), atol=1e-4)
+    assert torch.allclose(x.grad, xd.grad.float(), atol=1e-4) and x.grad.abs().max() > 1e-2
+    assert torch.allclose(pf.grad, pfd.grad.float(), atol=1e-4)
+
+
+def test_unrolled_surrogate_gradients():
+    torch.manual_seed(0)
+    p, q = torch.randn(12, 3, requires_grad=True), torch.randn(9, 3, requires_grad=True)
+    data = (torch.rand(12, 9) < 0.3).float()
+    loss = ((1 + 4.0 * data) * (p @ q.T - data) ** 2).sum() + 0.2 * (p.pow(2).sum() + q.pow(2).sum())
+    gp, gq = torch.autograd.grad(loss, [p, q])
+    ap, aq = wmf_gradients(p, q, data, 4.0, 0.2)
+    assert torch.allclose(gp, ap, atol=1e-5) and torch.allclose(gq, aq, atol=1e-5)
+
+
+def relaxed_attack_loss(sur: WRMFSurrogate, fake: torch.Tensor, targets: np.ndarray, train: UserItemCSR) -> torch.Tensor:
+    f = sur.fit(fake)
+    r, c = train.rows(np.arange(train.n_users))
+    batch = ScoreBatch(f.users @ f.items.T, torch.as_tensor(r), torch.as_tensor(c), torch.as_tensor(targets))
+    return target_cross_entropy(batch)
+
+
+@pytest.mark.parametrize("gradient", ["als", "unroll"])
+def test_poison_gradient_is_a_descent_direction(gradient):
+    """A small step against the poison gradient on the relaxed (continuous) fake data lowers the attack
+    loss of a surrogate retrained from scratch; a step along it raises it."""
+    train = random_csr(60, 40, 0.15, seed=3)
+    targets = np.array([5, 11])
+    cfg = dict(factors=4, alpha=5.0, reg=0.1, epochs=40, unroll_steps=10, lr=0.05, iterations=8, gradient=gradient)
+    sur = WRMFSurrogate(train, 6, **cfg)
+    fake = initial_profiles(context(train, n_fake=6, n_filler=10, targets=targets))
+    x = fake.clone().requires_grad_()
+    relaxed_attack_loss(sur, x, targets, train).backward()
+    step = 0.05 * x.grad / x.grad.abs().max()
+    base = float(relaxed_attack_loss(sur, fake, targets, train))
+    assert float(relaxed_attack_loss(sur, fake - step, targets, train)) < base < float(relaxed_attack_loss(sur, fake + step, targets, train))
+
+
+@pytest.fixture(scope="module")
+def small_ctx():
+    train = random_csr(80, 50, 0.15, seed=5)
+    return train, context(train, n_fake=5, n_filler=8, targets=(4, 9))
+
+
+def test_sharpap_with_rho_zero_is_exactly_the_wrapped_attack(small_ctx):
+    train, ctx = small_ctx
+    sur = WRMFSurrogate(train, 5, factors=4, iterations=5)
+    plain = create_attack("revadv", outer_steps=3, lr=5.0)
+    wrapped = SharpAP(create_attack("revadv", outer_steps=3, lr=5.0), rho=0.0)
+    a, b = plain.craft(ctx, sur), wrapped.craft(ctx, sur)
+    assert torch.equal(a, b)
+    assert [h["attack_loss"] for h in plain.history] == [h["attack_loss"] for h in wrapped.history]
+    assert any(h.get("changed", 0) > 0 for h in plain.history)  # the attack did move
+
+
+def test_sharpap_perturbs_within_rho_and_respects_the_rec_constraint(small_ctx):
+    train, ctx = small_ctx
+    sur = WRMFSurrogate(train, 5, factors=4, iterations=5)
+    attack = create_attack("revadv", outer_steps=0)
+    fake = initial_profiles(ctx)
+    g_plain, rec_plain = attack.poison_gradient(fake, ctx, sur)
+    free = SharpAP(attack, rho=0.05, rec_tolerance=None)
+    g_sharp, rec = attack.poison_gradient(fake, ctx, sur, free.worst_case)
+    params = sur.fit(fake)
+    norm = float(torch.sqrt(params.users.pow(2).sum() + params.items.pow(2).sum()))
+    assert rec["rho_effective"] == pytest.approx(0.05 * norm, rel=1e-4) and rec["halvings"] == 0
+    assert rec["worst_case_loss"] > rec["attack_loss"]  # the ascent step found a worse surrogate for the attacker
+    assert not torch.allclose(g_plain, g_sharp)
+    strict = SharpAP(attack, rho=0.05, rec_tolerance=0.0, max_halvings=3)
+    _, rec = attack.poison_gradient(fake, ctx, sur, strict.worst_case)
+    assert rec["halvings"] == 3 and rec["rho_effective"] == pytest.approx(0.05 * norm / 8, rel=1e-4)
+
+
+def test_dada_weights_reach_and_diversity():
+    # one user, items 0..5; targets 0 (just below the top-2 boundary) and 1 (far below)
+    scores = torch.tensor([[1.9, -3.0, 2.0, 2.5, 0.0, 0.1]], requires_grad=True)
+    batch = ScoreBatch(scores, torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long), torch.tensor([0, 1]))
+    DifficultyDiversityLoss(k=2, beta=0.5, gamma=0.5)(batch).backward()
+    g = scores.grad[0]
+    assert g[0] < 0 and g[1] < 0 and abs(g[0]) > 20 * abs(g[1])  # the reachable target gets the push
+    # a user the targets already reach weighs less than one they do not
+    hit = torch.tensor([[3.0, -3.0, 2.0, 2.5, 0.0, 0.1]])
+    loss = DifficultyDiversityLoss(k=2)
+    empty = torch.tensor([], dtype=torch.long)
+    w_hit = loss(ScoreBatch(hit, empty, empty, torch.tensor([1])))
+    w_miss = loss(ScoreBatch(scores.detach(), empty, empty, torch.tensor([1])))
+    assert w_hit < w_miss
+
+
+def test_poisoned_dataset_round_trip(synthetic_dataset, tmp_path):
+    fake = torch.zeros(3, synthetic_dataset.n_items)
+    fake[:, [1, 2]] = 1.0
+    fake[0, 5] = 1.0
+    poisoned = write_poisoned(synthetic_dataset, fake, tmp_path / "p", {"attack": "test", "targets": [1, 2]})
+    train = poisoned.table("train")
+    fake_rows = train.filter(train.column("is_fake"))
+    n = synthetic_dataset.n_users
+    assert poisoned.n_users == n + 3 and poisoned.metadata["n_real_users"] == n
+    assert sorted(zip(fake_rows.column("user_id").to_pylist(), fake_rows.column("item_id").to_pylist())) == [(n, 1), (n, 2), (n, 5), (n + 1, 1), (n + 1, 2), (n + 2, 1), (n + 2, 2)]
+    assert train.num_rows == synthetic_dataset.table("train").num_rows + 7
+    assert poisoned.table("user_map").column("original").to_pylist()[-3:] == [-1, -2, -3]
+    assert poisoned.info()["fake_users"] == 3 and poisoned.metadata["attack"]["attack"] == "test"
+    twin = clean_twin(poisoned, tmp_path / "c")
+    assert twin.table("train").equals(synthetic_dataset.table("train")) and twin.n_users == n + 3
+    with pytest.raises(ValueError, match="already holds fake users"):
+        write_poisoned(poisoned, fake, tmp_path / "pp", {})
+
+
+def test_read_profiles_maps_original_ids_and_locates_errors(tmp_path):
+    item_map = pa.table({"original": pa.array([10, 20, 30], pa.int64()), "internal": pa.array([0, 1, 2], pa.int64())})
+    path = tmp_path / "fake.txt"
+    path.write_text("10 30\n# comment\n20,10\n")
+    assert [p.tolist() for p in read_profiles(path, item_map)] == [[0, 2], [0, 1]]
+    path.write_text("10 30\n20  99\n")
+    with pytest.raises(DataFormatError, match=f"{path}:2:5: item '99' is not in the dataset's item map"):
+        read_profiles(path, item_map)
