@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine with Python 3.11, git and make:
-#   make demo   runs the main job on the embedded synthetic dataset
+#   make demo   runs the main job: a transferability study on the embedded synthetic dataset
 #   make test   runs the test suite
 # Both create or update .venv from constraints.txt; nothing is reinstalled when
 # pyproject.toml and constraints.txt are unchanged.
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/distrec demo
+	$(BIN)/distrec study configs/study/demo.yaml --out runs/study-demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -176,6 +176,19 @@ def cmd_evaluate_attack(args) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    from distrec.workflows.study import run_study
+
+    result = run_study(args.config, args.out, progress=not args.json, num_cpus=args.num_cpus)
+    human = (
+        f"{result['matrix']}\n\n{result['cells_run']} cells run, {result['cells_skipped']} already done; "
+        f"{result['crafts_run']} of {result['crafts']} attacks crafted; {result['seconds']:.0f}s\n"
+        f"results {result['results']}\nmatrix {result['matrix_md']}, {result['matrix_csv']}\nheatmap {result['heatmap_png']}"
+    )
+    emit(result, args.json, human)
+    return 0
+
+
 def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -279,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the JSON result to this file")
     _add_json(p)
     p.set_defaults(func=cmd_evaluate_attack)
+
+    p = sub.add_parser("study", help="a transferability study: attacks x surrogates x victims x seeds on Ray, as a matrix")
+    p.add_argument("config", help="study YAML (see configs/study/demo.yaml)")
+    p.add_argument("--out", required=True, help="output folder or pyarrow.fs URI; rerunning resumes")
+    p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (ignored when joining a cluster via RAY_ADDRESS)")
+    _add_json(p)
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("demo", help="the main job on the embedded synthetic dataset")
     p.add_argument("--out", default="runs/demo")

@@ -70,7 +70,7 @@ class GradientAttack(Attack):
             batch = ScoreBatch(users[s : s + len(ids)] @ items.T, torch.as_tensor(r, device=items.device), torch.as_tensor(c, device=items.device), targets)
             loss = self.objective(batch)
             loss.backward()
-            total += float(loss)
+            total += float(loss.detach())
         return total, Factors(users.grad, items.grad)
 
     def poison_gradient(self, fake: torch.Tensor, ctx: AttackContext, surrogate, worst_case: WorstCase | None = None) -> tuple[torch.Tensor, dict]:

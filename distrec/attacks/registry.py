@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from distrec.registry import Registry
 
-_ATTACKS: dict[str, type] = {}
-
-
-def register_attack(name: str) -> Callable[[type], type]:
-    def deco(cls: type) -> type:
-        if name in _ATTACKS:
-            raise ValueError(f"attack {name!r} is already registered")
-        cls.name = name
-        _ATTACKS[name] = cls
-        return cls
-
-    return deco
-
-
-def list_attacks() -> list[str]:
-    return sorted(_ATTACKS)
-
-
-def attack_class(name: str) -> type:
-    if name not in _ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; registered: {list_attacks()}")
-    return _ATTACKS[name]
+ATTACKS = Registry("attack")
+register_attack = ATTACKS.register
+list_attacks = ATTACKS.names
+attack_class = ATTACKS.get
 
 
 def create_attack(name: str, **config):

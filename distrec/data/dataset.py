@@ -220,3 +220,25 @@ class PreparedDataset:
         out["bad_lines"] = m["bad_lines"]
         out["notes"] = m["notes"]
         return out
+
+
+class InMemoryDataset(PreparedDataset):
+    """A prepared dataset held as Arrow tables, e.g. passed to Ray tasks and actors through the object
+    store, so that a worker on another node never reads the driver's local paths."""
+
+    def __init__(self, tables: dict[str, pa.Table], metadata: dict, uri: str = "memory://"):
+        self.uri, self.fs, self.root = uri, None, None
+        self.tables = tables
+        self.metadata = dict(metadata, tables={name: {"file": None, "rows": t.num_rows} for name, t in tables.items()})
+
+    @classmethod
+    def load(cls, dataset: PreparedDataset) -> "InMemoryDataset":
+        return cls({name: dataset.table(name) for name in dataset.metadata["tables"]}, dataset.metadata, dataset.uri)
+
+    def path(self, name: str) -> str:
+        raise ValueError(f"{self.uri} is held in memory; read it with table({name!r})")
+
+    def table(self, name: str, columns: list[str] | None = None) -> pa.Table:
+        if name not in self.tables:
+            raise KeyError(f"{self.uri} has no table {name!r}; it has {sorted(self.tables)}")
+        return self.tables[name].select(columns) if columns else self.tables[name]

@@ -139,7 +139,10 @@ class InteractionStream:
 
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True
-        ds = ray.data.read_parquet(self.dataset.path(self.split), filesystem=self.dataset.fs).select_columns(["user_id", "item_id"])
+        if self.dataset.fs is None:  # held in memory (object store)
+            ds = ray.data.from_arrow(self.dataset.table(self.split, ["user_id", "item_id"]))
+        else:
+            ds = ray.data.read_parquet(self.dataset.path(self.split), filesystem=self.dataset.fs).select_columns(["user_id", "item_id"])
         ds = ds.map_batches(
             add_negatives,
             fn_kwargs={"pos_keys": self.pos_keys, "n_items": self.n_items, "num_negatives": self.num_negatives, "seed": self.seed, "epoch": epoch},

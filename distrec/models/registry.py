@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from distrec.registry import Registry
 
-_VICTIMS: dict[str, type] = {}
-
-
-def register_victim(name: str) -> Callable[[type], type]:
-    def deco(cls: type) -> type:
-        if name in _VICTIMS:
-            raise ValueError(f"victim {name!r} is already registered")
-        cls.name = name
-        _VICTIMS[name] = cls
-        return cls
-
-    return deco
-
-
-def list_victims() -> list[str]:
-    return sorted(_VICTIMS)
-
-
-def victim_class(name: str) -> type:
-    if name not in _VICTIMS:
-        raise ValueError(f"unknown victim {name!r}; registered: {list_victims()}")
-    return _VICTIMS[name]
+VICTIMS = Registry("victim")
+register_victim = VICTIMS.register
+list_victims = VICTIMS.names
+victim_class = VICTIMS.get
 
 
 def create_victim(name: str, n_users: int, n_items: int, **config):

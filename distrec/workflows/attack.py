@@ -81,7 +81,7 @@ def original_to_internal(item_map, originals: list, source: str) -> list[int]:
 
 def run_attack(
     name: str,
-    data: str | Path,
+    data: str | Path | PreparedDataset,
     surrogate: str = "wrmf",
     sharpap: bool = False,
     config: dict | None = None,
@@ -94,7 +94,7 @@ def run_attack(
     wall time and the peak memory."""
     threat_cfg, sharp_cfg, surrogate_cfg, attack_cfg = split_config(config or {}, name, sharpap, config_source)
     threat = ThreatModel(**threat_cfg)
-    dataset = PreparedDataset(data)
+    dataset = data if isinstance(data, PreparedDataset) else PreparedDataset(data)
     train_table = dataset.table("train")
     if bool(pc.any(train_table.column("is_fake")).as_py()):
         raise ValueError(f"{data} already holds fake users; attack a clean dataset")
@@ -132,7 +132,7 @@ def run_attack(
         craft_seconds=round(seconds, 3),
         peak_rss_mb=round(peak_rss_mb(), 1),
         history=getattr(attack, "history", []),
-        data=str(data),
+        data=dataset.uri,
     )
     if out is not None:
         write_poisoned(dataset, fake, out, meta)
@@ -146,14 +146,18 @@ def train_and_measure(name: str, dataset: PreparedDataset, config: dict, targets
     model = create_victim(name, dataset.n_users, dataset.n_items, **config)
     t0 = time.perf_counter()
     model.fit(dataset, progress=False)
-    fit_seconds = time.perf_counter() - t0
+    return dict(measure(model, dataset, targets, n_real, ks), fit_seconds=round(time.perf_counter() - t0, 3))
+
+
+def measure(model, dataset: PreparedDataset, targets: np.ndarray, n_real: int, ks=(10, 20, 50)) -> dict:
+    """Target metrics of a trained victim over the real users, and Recall/NDCG@20 on the test split."""
     model.eval()
     device = pick_device(getattr(model.config, "device", None))
     train = UserItemCSR.from_table(dataset.table("train"), dataset.n_users, dataset.n_items)
     test = UserItemCSR.from_table(dataset.table("test"), dataset.n_users, dataset.n_items)
     out = target_metrics(model.score, train, targets, np.arange(n_real), ks, device=device)
     acc = full_ranking_metrics(model.score, train, test, (20,), device=device)
-    out.update({"recall@20": acc["recall@20"], "ndcg@20": acc["ndcg@20"], "fit_seconds": round(fit_seconds, 3)})
+    out.update({"recall@20": acc["recall@20"], "ndcg@20": acc["ndcg@20"]})
     return out
 
 

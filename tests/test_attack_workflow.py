@@ -1,0 +1,93 @@
+"""The attack and evaluate-attack commands end to end on the synthetic dataset."""
+
+import json
+
+import pytest
+
+from distrec.cli import main
+from distrec.data.dataset import PreparedDataset
+from distrec.workflows.attack import evaluate_attack, run_attack
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def poisoned(synthetic_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("attack") / "revadv"
+    result = run_attack(
+        "revadv",
+        synthetic_dataset.uri,
+        sharpap=True,
+        config={"fake_ratio": 0.02, "n_targets": 2, "target_bucket": "torso", "outer_steps": 2, "rho": 0.1, "surrogate.factors": 8, "surrogate.iterations": 4},
+        out=out,
+        progress=False,
+    )
+    return out, result
+
+
+def test_attack_result_carries_config_seed_budget_and_timings(poisoned, synthetic_dataset):
+    out, result = poisoned
+    assert result["attack"] == "revadv+sharpap" and result["sharpap"]["rho"] == 0.1
+    assert result["config"]["outer_steps"] == 2 and result["surrogate"]["config"]["factors"] == 8
+    n_real = synthetic_dataset.n_users
+    assert result["budget"] == {"n_fake": round(0.02 * n_real), "n_filler": result["budget"]["n_filler"]}
+    assert result["seed"] == 0 and len(result["targets"]) == 2 and result["craft_seconds"] > 0 and result["peak_rss_mb"] > 0
+    assert len(result["history"]) == 3 and all("rho_effective" in h for h in result["history"])
+    ds = PreparedDataset(out)
+    assert ds.metadata["attack"]["targets"] == result["targets"] and ds.info()["fake_users"] == result["n_fake"]
+
+
+def test_evaluate_attack_reports_means_stds_and_reuses_clean_runs(poisoned):
+    out, _ = poisoned
+    cache: dict = {}
+    configs = {"wrmf": {"factors": 8, "iterations": 3}, "bpr": {"dim": 8, "epochs": 1, "backend": "memory"}}
+    result = evaluate_attack(out, ["wrmf", "bpr"], 2, configs, progress=False, clean_cache=cache)
+    assert set(result["victims"]) == {"wrmf", "bpr"} and result["seeds"] == [0, 1] and len(cache) == 4
+    wrmf = result["victims"]["wrmf"]
+    for key in ("t_hr@10", "t_hr@20", "t_hr@50", "t_ndcg@10", "hitone@10", "recall@20_with_fakes", "recall@20_without_fakes"):
+        assert key in wrmf and key in wrmf["std"]
+    runs = wrmf["runs"]
+    assert wrmf["t_hr@10"] == pytest.approx((runs[0]["poisoned"]["t_hr@10"] + runs[1]["poisoned"]["t_hr@10"]) / 2)
+    assert runs[0]["poisoned"]["recall@20"] != runs[0]["clean"]["recall@20"]  # the fake users change the model
+    again = evaluate_attack(out, ["wrmf"], [0], configs, progress=False, clean_cache=cache)
+    assert again["victims"]["wrmf"]["runs"][0]["clean"] is cache[next(k for k in cache if '"wrmf"' in k and '"seed": 0' in k)]
+
+
+def test_cli_attack_and_evaluate_json(synthetic_dataset, tmp_path, capsys):
+    code, out, _ = run(capsys, "attack", "bandwagon", "--data", synthetic_dataset.uri, "--set", "n_fake=5", "--set", "n_filler=12", "--out", str(tmp_path / "p"), "--json")
+    assert code == 0
+    crafted = json.loads(out)
+    assert crafted["n_fake"] == 5 and crafted["fake_interactions"] == 60
+    cfg = tmp_path / "victims.yaml"
+    cfg.write_text("wrmf: {factors: 8, iterations: 3}\n")
+    code, out, _ = run(capsys, "evaluate-attack", "--poisoned", str(tmp_path / "p"), "--victims", "wrmf", "--seeds", "2", "--victim-config", str(cfg), "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert {"t_hr@10", "t_hr@20", "t_hr@50", "t_ndcg@10", "hitone@10", "std"} <= set(result["victims"]["wrmf"])
+
+
+def test_cli_rejects_bad_keys_and_non_gradient_sharpap(synthetic_dataset, tmp_path, capsys):
+    code, _, err = run(capsys, "attack", "random", "--data", synthetic_dataset.uri, "--set", "steps=3", "--out", str(tmp_path / "p"))
+    assert code == 2 and "unknown key 'steps'" in err and "--set" in err
+    code, _, err = run(capsys, "attack", "revadv", "--data", synthetic_dataset.uri, "--set", "outer_steps=abc", "--out", str(tmp_path / "p"))
+    assert code == 2 and "key outer_steps" in err
+    code, _, err = run(capsys, "attack", "random", "--sharpap", "--data", synthetic_dataset.uri, "--out", str(tmp_path / "p"))
+    assert code == 2 and "sharpap wraps a gradient attack" in err
+    code, _, err = run(capsys, "evaluate-attack", "--poisoned", synthetic_dataset.uri, "--victims", "wrmf")
+    assert code == 2 and "not a poisoned dataset" in err
+
+
+def test_imported_profiles_go_through_the_same_checks(synthetic_dataset, tmp_path):
+    item_map = synthetic_dataset.table("item_map").sort_by("internal").column("original").to_pylist()
+    path = tmp_path / "fake.txt"
+    path.write_text(f"{item_map[3]} {item_map[4]} {item_map[10]}\n{item_map[3]} {item_map[4]}\n")
+    config = {"path": str(path), "target_original_ids": [str(item_map[3]), str(item_map[4])], "n_filler": 3}
+    result = run_attack("import", synthetic_dataset.uri, config=config, out=tmp_path / "p", progress=False)
+    assert result["targets"] == [3, 4] and result["n_fake"] == 2 and result["fake_interactions"] == 5
+    path.write_text(f"{item_map[3]} {item_map[10]}\n")
+    with pytest.raises(ValueError, match="every target"):
+        run_attack("import", synthetic_dataset.uri, config=config, out=tmp_path / "q", progress=False)
