@@ -145,8 +145,12 @@ def _config_and_overrides(args) -> tuple[dict, str]:
 def cmd_attack(args) -> int:
     from distrec.workflows.attack import run_attack
 
+    from distrec.config import load_yaml
+
     config, source = _config_and_overrides(args)
-    result = run_attack(args.attack, args.data, args.surrogate, args.sharpap, config, args.out, progress=not args.json, config_source=source)
+    population = load_yaml(args.population) if args.population else None
+    sharpap = args.sharpap or population is not None
+    result = run_attack(args.attack, args.data, args.surrogate, sharpap, config, args.out, progress=not args.json, config_source=source, population=population)
     human = (
         f"{result['attack']}: {result['n_fake']} fake users, {result['fake_interactions']} interactions, targets {result['targets_original']}; "
         f"{result['craft_seconds']:.1f}s, peak RSS {result['peak_rss_mb']:.0f} MB -> {args.out}"
@@ -277,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="clean prepared dataset (folder or URI)")
     p.add_argument("--surrogate", default="wrmf", help="surrogate recommender of gradient attacks (default wrmf)")
     p.add_argument("--sharpap", action="store_true", help="wrap the gradient attack in SharpAP (rho etc. via --set)")
+    p.add_argument("--population", help="YAML population config (members, combine, member_cpus): SharpAP over surrogate actors on Ray")
     p.add_argument("--config", help="YAML file of config keys")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config key override")
     p.add_argument("--out", required=True, help="folder for the poisoned dataset")

@@ -89,9 +89,13 @@ class GradientAttack(Attack):
         record[f"surrogate_t_hr@{k}"] = target_metrics(lambda u: params.users[u] @ params.items.T, ctx.train, ctx.targets, np.arange(ctx.train.n_users), (k,))[f"t_hr@{k}"]
         return x.grad, record
 
-    def craft(self, ctx: AttackContext, surrogate=None, worst_case: WorstCase | None = None) -> torch.Tensor:
-        if surrogate is None:
+    def craft(self, ctx: AttackContext, surrogate=None, worst_case: WorstCase | None = None, gradient_fn=None) -> torch.Tensor:
+        """The outer loop. ``gradient_fn(fake) -> (grad, record)`` replaces the poison gradient of
+        ``surrogate`` (e.g. a population of surrogates on Ray); ``worst_case`` is SharpAP's hook."""
+        if surrogate is None and gradient_fn is None:
             raise ValueError(f"{self.label}: a gradient attack needs a surrogate")
+        if gradient_fn is None:
+            gradient_fn = lambda fake: self.poison_gradient(fake, ctx, surrogate, worst_case)  # noqa: E731
         cfg = self.config
         fake = initial_profiles(ctx)
         state = fake.clone()
@@ -102,7 +106,7 @@ class GradientAttack(Attack):
         bar = tqdm(range(cfg.outer_steps + 1), desc=f"{self.label} craft", disable=not ctx.progress, unit="step")
         for step in bar:
             t0 = time.perf_counter()
-            grad, record = self.poison_gradient(fake, ctx, surrogate, worst_case)
+            grad, record = gradient_fn(fake)
             record.update(step=step, seconds=round(time.perf_counter() - t0, 3))
             self.history.append(record)
             if record[metric] > best_score:

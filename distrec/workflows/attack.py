@@ -88,8 +88,11 @@ def run_attack(
     out: str | Path | None = None,
     progress: bool = True,
     config_source: str = "--set",
+    population: dict | None = None,
 ) -> dict:
     """Craft attack ``name`` on ``data``'s train split; write the poisoned dataset to ``out``.
+    ``population`` (a :class:`PopulationConfig` mapping) runs SharpAP's worst-case search over a
+    population of surrogate actors on Ray instead of one surrogate.
     The result carries the attack, its config, the surrogate, the seed, the targets, the budget, the
     wall time and the peak memory."""
     threat_cfg, sharp_cfg, surrogate_cfg, attack_cfg = split_config(config or {}, name, sharpap, config_source)
@@ -106,22 +109,33 @@ def run_attack(
     targets = select_targets(threat, train)
     device = pick_device(surrogate_cfg.get("device"))
     ctx = AttackContext(train, targets, budget, threat.seed, item_categories(dataset), item_map, progress, device)
-    attack = create_attack(name, **attack_cfg)
-    if sharpap:
-        attack = SharpAP(attack, **sharp_cfg)
-    model = None
-    if attack.uses_surrogate:
-        if surrogate not in SURROGATES:
-            raise ValueError(f"surrogate {surrogate!r} is not differentiable here; available: {sorted(SURROGATES)}")
-        model = SURROGATES[surrogate](train, budget.n_fake, device, **dict(surrogate_cfg, seed=surrogate_cfg.get("seed", threat.seed)))
+    surrogate_cfg = dict(surrogate_cfg, seed=surrogate_cfg.get("seed", threat.seed))
+    if population is not None:
+        from distrec.distributed.population import PopulationConfig, PopulationSharpAP
+        from distrec.distributed.runtime import init_ray
+
+        init_ray()
+        attack = PopulationSharpAP(name, attack_cfg, sharp_cfg, **validate(PopulationConfig, population, config_source, "population"))
+        crafter = lambda: attack.craft(ctx, surrogate_cfg)  # noqa: E731
+    else:
+        attack = create_attack(name, **attack_cfg)
+        if sharpap:
+            attack = SharpAP(attack, **sharp_cfg)
+        model = None
+        if attack.uses_surrogate:
+            if surrogate not in SURROGATES:
+                raise ValueError(f"surrogate {surrogate!r} is not differentiable here; available: {sorted(SURROGATES)}")
+            model = SURROGATES[surrogate](train, budget.n_fake, device, **surrogate_cfg)
+            surrogate_cfg = dataclasses.asdict(model.config)
+        crafter = lambda: attack.craft(ctx, model)  # noqa: E731
     t0 = time.perf_counter()
-    fake = attack.craft(ctx, model)
+    fake = crafter()
     seconds = time.perf_counter() - t0
     check_budget(fake, budget, targets)
     item_original = item_map.sort_by("internal").column("original").to_pylist()
     meta = dict(
         attack.describe(),
-        surrogate={"name": surrogate, "config": dataclasses.asdict(model.config)} if model is not None else None,
+        surrogate={"name": surrogate, "config": surrogate_cfg} if attack.uses_surrogate else None,
         threat_model=dataclasses.asdict(threat),
         seed=threat.seed,
         budget=dataclasses.asdict(budget),

@@ -48,9 +48,13 @@ class DatasetSpec:
 
 @pydantic.dataclasses.dataclass(config=FORBID)
 class AttackSpec:
+    """``sharpap``: SharpAP keys (wraps a gradient attack); ``population``: a population config
+    (members, combine, ...) for SharpAP's worst-case search over surrogate actors."""
+
     name: str
     config: dict = field(default_factory=dict)
     sharpap: dict | None = None
+    population: dict | None = None
 
 
 @pydantic.dataclasses.dataclass(config=FORBID)
@@ -94,7 +98,7 @@ def content_id(*parts) -> str:
 
 
 def attack_label(spec: AttackSpec, surrogate: str | None) -> str:
-    name = spec.name + ("+sharpap" if spec.sharpap is not None else "")
+    name = spec.name + ("+population-sharpap" if spec.population is not None else "+sharpap" if spec.sharpap is not None else "")
     return f"{name}@{surrogate}" if surrogate else name
 
 
@@ -122,8 +126,8 @@ def materialise_dataset(spec: DatasetSpec, out: str) -> PreparedDataset:
 
 
 @ray.remote
-def craft_task(name: str, data: InMemoryDataset, surrogate: str, sharpap: bool, config: dict, out: str) -> dict:
-    result = run_attack(name, data, surrogate, sharpap, config, out, progress=False)
+def craft_task(name: str, data: InMemoryDataset, surrogate: str, sharpap: bool, config: dict, out: str, population: dict | None = None) -> dict:
+    result = run_attack(name, data, surrogate, sharpap, config, out, progress=False, population=population)
     return {k: result[k] for k in ("attack", "targets", "craft_seconds", "peak_rss_mb", "n_fake", "seed")}
 
 
@@ -147,12 +151,12 @@ def run_study(config_path: str | Path, out: str, progress: bool = True, num_cpus
             config = dict(cfg.threat, **spec.config, **(spec.sharpap or {}))
             if sur is not None:
                 config.update({f"surrogate.{k}": v for k, v in cfg.surrogates[sur].items()})
-            craft_id = content_id(data_id, spec.name, spec.sharpap is not None, sur, config)
+            craft_id = content_id(data_id, spec.name, spec.sharpap is not None, sur, config, spec.population)
             crafts.append({"id": craft_id, "label": attack_label(spec, sur), "spec": spec, "surrogate": sur, "config": config, "uri": f"{out}/poisoned/{craft_id}"})
     pending = [c for c in crafts if not storage.exists(f"{c['uri']}/metadata.json")]
     refs = {
         c["id"]: craft_task.options(num_cpus=cfg.resources.craft_cpus, num_gpus=cfg.resources.craft_gpus).remote(
-            c["spec"].name, clean_ref, c["surrogate"] or "wrmf", c["spec"].sharpap is not None, c["config"], c["uri"]
+            c["spec"].name, clean_ref, c["surrogate"] or "wrmf", c["spec"].sharpap is not None or c["spec"].population is not None, c["config"], c["uri"], c["spec"].population
         )
         for c in pending
     }
