@@ -193,6 +193,19 @@ def cmd_study(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from distrec.workflows.sweep import run_sweep
+
+    result = run_sweep(args.config, args.out, progress=not args.json, num_cpus=args.num_cpus)
+    best = result["best"]
+    human = (
+        f"{len(result['trials'])} trials ({result['trials_run']} run now, {result['trials_skipped']} from earlier runs) in {result['storage']}\n"
+        f"best {best['metric']} {best['objective']:.4f}: {result['best_yaml']}"
+    )
+    emit(result, args.json, human)
+    return 0
+
+
 def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -304,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (ignored when joining a cluster via RAY_ADDRESS)")
     _add_json(p)
     p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("sweep", help="Ray Tune + Optuna (TPE) + ASHA sweep of attack hyperparameters; resumable")
+    p.add_argument("config", help="sweep YAML (see configs/sweep/demo.yaml)")
+    p.add_argument("--out", required=True, help="local output folder (Optuna sqlite by default, Tune results, best.yaml)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (ignored when joining a cluster via RAY_ADDRESS)")
+    _add_json(p)
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("demo", help="the main job on the embedded synthetic dataset")
     p.add_argument("--out", default="runs/demo")

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from distrec.workflows.study import load_study
+from distrec.workflows.sweep import load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = sorted((REPO / "k8s").glob("*.yaml"))
@@ -39,7 +40,7 @@ def docs():
 
 def test_there_are_cluster_and_job_manifests():
     kinds = {(name, d["kind"]) for name, d in docs()}
-    assert ("raycluster.yaml", "RayCluster") in kinds and ("rayjob-study.yaml", "RayJob") in kinds
+    assert {("raycluster.yaml", "RayCluster"), ("rayjob-study.yaml", "RayJob"), ("rayjob-sweep.yaml", "RayJob")} <= kinds
     assert all(d["apiVersion"] == "ray.io/v1" for _, d in docs())
 
 
@@ -77,9 +78,10 @@ def test_job_entrypoints_exist_with_their_configs(name, doc):
     assert (REPO / argv[1]).is_file(), argv[1]
     config = REPO / argv[2]
     assert config.is_file(), argv[2]
+    {"jobs/study.py": load_study, "jobs/sweep.py": load_sweep}[argv[1]](config)  # validates every key
+    assert "--out" in argv
     if argv[1] == "jobs/study.py":
-        load_study(config)  # validates every key
-    assert "--out" in argv and argv[argv.index("--out") + 1].startswith("s3://")
+        assert argv[argv.index("--out") + 1].startswith("s3://")  # results survive the cluster
     assert doc["spec"]["shutdownAfterJobFinishes"] is True
 
 
