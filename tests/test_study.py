@@ -113,3 +113,26 @@ def test_study_on_a_simulated_three_node_cluster(study_file, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"cells_run": 12, "nodes": 3}
+
+
+def test_stopping_the_driver_then_rerunning_skips_finished_cells(ray_session, study_file, tmp_path):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "stopped"
+    script = f"from distrec.workflows.study import run_study; run_study({str(study_file)!r}, {str(out)!r}, progress=False, num_cpus=2)"
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((out / "cells").glob("*.json"))) < 3 and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the study finished before it could be stopped"
+    os.kill(proc.pid, signal.SIGINT)  # Ctrl-C on the driver
+    proc.wait(timeout=120)
+    finished = {p.stem for p in (out / "cells").glob("*.json")}
+    assert 3 <= len(finished) < 12
+    result = run_study(study_file, str(out), progress=False)
+    assert result["cells_skipped"] == len(finished) and result["cells_run"] == 12 - len(finished)
+    reference = str(tmp_path / "reference")
+    run_study(study_file, reference, progress=False)
+    assert metrics_by_cell(str(out))[0] == metrics_by_cell(reference)[0]

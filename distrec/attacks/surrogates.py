@@ -126,7 +126,9 @@ class WRMFSurrogate:
         sum_v (1 + alpha x_jv) x_jv q_v."""
         a = self.config.alpha
         gram = q.T @ q + self.config.reg * torch.eye(q.shape[1], device=q.device)
-        lhs = gram + a * torch.einsum("fv,vd,ve->fde", fake, q, q)
+        f = q.shape[1]
+        outer = (q[:, :, None] * q[:, None, :]).reshape(len(q), f * f)  # q_v q_v^T per item: O(items x factors^2)
+        lhs = gram + a * (fake @ outer).reshape(len(fake), f, f)
         rhs = ((1.0 + a * fake) * fake) @ q
         return torch.linalg.solve(lhs, rhs.unsqueeze(-1)).squeeze(-1)
 
