@@ -311,19 +311,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(func=cmd_evaluate_attack)
 
-    p = sub.add_parser("study", help="a transferability study: attacks x surrogates x victims x seeds on Ray, as a matrix")
-    p.add_argument("config", help="study YAML (see configs/study/demo.yaml)")
-    p.add_argument("--out", required=True, help="output folder or pyarrow.fs URI; rerunning resumes")
-    p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (ignored when joining a cluster via RAY_ADDRESS)")
-    _add_json(p)
-    p.set_defaults(func=cmd_study)
-
-    p = sub.add_parser("sweep", help="Ray Tune + Optuna (TPE) + ASHA sweep of attack hyperparameters; resumable")
-    p.add_argument("config", help="sweep YAML (see configs/sweep/demo.yaml)")
-    p.add_argument("--out", required=True, help="local output folder (Optuna sqlite by default, Tune results, best.yaml)")
-    p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (ignored when joining a cluster via RAY_ADDRESS)")
-    _add_json(p)
-    p.set_defaults(func=cmd_sweep)
+    for name, func, help_text, example, out_help in (
+        ("study", cmd_study, "a transferability study: attacks x surrogates x victims x seeds on Ray, as a matrix", "configs/study/demo.yaml", "output folder or pyarrow.fs URI; rerunning resumes"),
+        ("sweep", cmd_sweep, "Ray Tune + Optuna (TPE) + ASHA sweep of attack hyperparameters; resumable", "configs/sweep/demo.yaml", "local folder (Optuna sqlite by default, Tune results, best.yaml)"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("config", help=f"{name} YAML (see {example})")
+        p.add_argument("--out", required=True, help=out_help)
+        p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (ignored when joining a cluster via RAY_ADDRESS)")
+        _add_json(p)
+        p.set_defaults(func=func)
 
     p = sub.add_parser("demo", help="the main job on the embedded synthetic dataset")
     p.add_argument("--out", default="runs/demo")

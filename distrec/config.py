@@ -53,3 +53,14 @@ def describe(schema: type) -> str:
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
         lines.append(f"  {f.name:<18} {kind:<14} default {default!r}")
     return "\n".join(lines)
+
+
+def load_document(schema: type, path: str | Path):
+    """Read the YAML file ``path`` and validate it against the (pydantic) dataclass ``schema``, nested
+    keys included; an unknown key or a wrong type is an error naming the file and the key path."""
+    raw = load_yaml(path)
+    try:
+        return pydantic.TypeAdapter(schema).validate_python(raw)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"key {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: {problems}") from None

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
-import torch
 from tqdm.auto import tqdm
 
 from distrec.attacks import SharpAP, attack_class, create_attack

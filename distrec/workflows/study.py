@@ -8,11 +8,10 @@ cells and resumes an interrupted study.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import ray
 from ray.util import ActorPool
 from tqdm.auto import tqdm
 
-from distrec.config import ConfigError, load_yaml
+from distrec.config import ConfigError, load_document
 from distrec.data.dataset import InMemoryDataset, PreparedDataset, prepare, write_prepared
 from distrec.data.preprocess import PrepareConfig
 from distrec.distributed import storage
@@ -82,12 +81,7 @@ class StudyConfig:
 
 def load_study(path: str | Path) -> StudyConfig:
     """Read and validate a study config; errors name the file and the key path."""
-    raw = load_yaml(path)
-    try:
-        cfg = pydantic.TypeAdapter(StudyConfig).validate_python(raw)
-    except pydantic.ValidationError as exc:
-        problems = "; ".join(f"key {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+    cfg = load_document(StudyConfig, path)
     for name in cfg.victims:
         victim_class(name)
     return cfg

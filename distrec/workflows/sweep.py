@@ -24,7 +24,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from distrec.config import ConfigError, load_yaml
+from distrec.config import ConfigError, load_document
 from distrec.data.dataset import InMemoryDataset, PreparedDataset
 from distrec.distributed.runtime import init_ray
 from distrec.workflows.attack import run_attack, train_and_measure
@@ -67,12 +67,7 @@ class SweepConfig:
 
 
 def load_sweep(path: str | Path) -> SweepConfig:
-    raw = load_yaml(path)
-    try:
-        cfg = pydantic.TypeAdapter(SweepConfig).validate_python(raw)
-    except pydantic.ValidationError as exc:
-        problems = "; ".join(f"key {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+    cfg = load_document(SweepConfig, path)
     for key, dim in cfg.search.items():
         if dim.type not in DISTRIBUTIONS:
             raise ConfigError(f"{path}: key search.{key}.type: {dim.type!r} is not one of {sorted(DISTRIBUTIONS)}")
