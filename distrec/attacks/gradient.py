@@ -75,7 +75,7 @@ class GradientAttack(Attack):
 
     def poison_gradient(self, fake: torch.Tensor, ctx: AttackContext, surrogate, worst_case: WorstCase | None = None) -> tuple[torch.Tensor, dict]:
         """d L_atk(theta*(X) [+ e]) / dX at the binary profiles ``fake``, and a record of the step."""
-        x = fake.clone().requires_grad_()
+        x = fake.to(ctx.device).clone().requires_grad_()
         trained = surrogate.fit(x, seed=ctx.seed)
         params = Factors(trained.users.detach(), trained.items.detach())
         loss, grads = self.attack_loss(params, ctx)
@@ -86,8 +86,9 @@ class GradientAttack(Attack):
         outputs = [(t, g) for t, g in ((trained.users, grads.users), (trained.items, grads.items)) if t.requires_grad]
         torch.autograd.backward([t for t, _ in outputs], [g for _, g in outputs])
         k = self.config.select_k
-        record[f"surrogate_t_hr@{k}"] = target_metrics(lambda u: params.users[u] @ params.items.T, ctx.train, ctx.targets, np.arange(ctx.train.n_users), (k,))[f"t_hr@{k}"]
-        return x.grad, record
+        metrics = target_metrics(lambda u: params.users[u] @ params.items.T, ctx.train, ctx.targets, np.arange(ctx.train.n_users), (k,), device=params.items.device)
+        record[f"surrogate_t_hr@{k}"] = metrics[f"t_hr@{k}"]
+        return x.grad.cpu(), record
 
     def craft(self, ctx: AttackContext, surrogate=None, worst_case: WorstCase | None = None, gradient_fn=None) -> torch.Tensor:
         """The outer loop. ``gradient_fn(fake) -> (grad, record)`` replaces the poison gradient of
