@@ -194,6 +194,9 @@ def test_sharpap_perturbs_within_rho_and_respects_the_rec_constraint(small_ctx):
     assert rec["rho_effective"] == pytest.approx(0.05 * norm, rel=1e-4) and rec["halvings"] == 0
     assert rec["worst_case_loss"] > rec["attack_loss"]  # the ascent step found a worse surrogate for the attacker
     assert not torch.allclose(g_plain, g_sharp)
+    bounded = SharpAP(attack, rho=0.5, rec_tolerance=0.01)
+    _, rec = attack.poison_gradient(fake, ctx, sur, bounded.worst_case)
+    assert rec["halvings"] > 0 and 0.0 <= rec["rec_loss_rise"] <= 0.01  # the constraint sets the radius
     strict = SharpAP(attack, rho=0.05, rec_tolerance=0.0, max_halvings=3)
     _, rec = attack.poison_gradient(fake, ctx, sur, strict.worst_case)
     assert rec["halvings"] == 3 and rec["rho_effective"] == pytest.approx(0.05 * norm / 8, rel=1e-4)
