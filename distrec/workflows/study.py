@@ -82,6 +82,8 @@ class StudyConfig:
 def load_study(path: str | Path) -> StudyConfig:
     """Read and validate a study config; errors name the file and the key path."""
     cfg = load_document(StudyConfig, path)
+    if not cfg.attacks:
+        raise ConfigError(f"{path}: key attacks: a study needs at least one attack")
     for name in cfg.victims:
         victim_class(name)
     return cfg
@@ -162,11 +164,14 @@ def run_study(config_path: str | Path, out: str, progress: bool = True, num_cpus
     # evaluation cells: (clean | poisoned) x victim x seed
     cells_dir = f"{out}/cells"
     datasets = {"clean": (clean_ref, None)}
-    targets = None
+    target_sets = set()
     for c in crafts:
         poisoned = PreparedDataset(c["uri"])
-        targets = poisoned.metadata["attack"]["targets"]
+        target_sets.add(tuple(poisoned.metadata["attack"]["targets"]))
         datasets[c["id"]] = (ray.put(InMemoryDataset.load(poisoned)), c)
+    if len(target_sets) != 1:
+        raise ValueError(f"the study's attacks promote different targets {sorted(target_sets)}; give them one threat model")
+    targets = list(target_sets.pop())
     n_real = clean.n_users
     cells = []
     for data_key, (ref, craft) in datasets.items():
