@@ -1,4 +1,4 @@
-"""The ``distrec`` command line: ``distrec data prepare|info|synthetic|download``, ``train``, ``attack``, ``evaluate-attack`` and ``demo``."""
+"""The ``distrec`` command line: ``data prepare|info|synthetic|download``, ``train``, ``attack``, ``evaluate-attack``, ``study``, ``sweep`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -143,9 +143,8 @@ def _config_and_overrides(args) -> tuple[dict, str]:
 
 
 def cmd_attack(args) -> int:
-    from distrec.workflows.attack import run_attack
-
     from distrec.config import load_yaml
+    from distrec.workflows.attack import run_attack
 
     config, source = _config_and_overrides(args)
     population = load_yaml(args.population) if args.population else None
