@@ -26,11 +26,11 @@ def write_poisoned(dataset: PreparedDataset, fake: torch.Tensor, out: str | Path
     """Copy ``dataset`` to ``out`` with the fake users' interactions appended to ``train`` (user ids
     ``n_users .. n_users + n_fake - 1``, rating 1, no timestamp) and ``attack_meta`` recorded under
     ``attack`` in the metadata. Other tables are copied unchanged."""
-    if dataset.has("train") and bool(pc.any(dataset.table("train").column("is_fake")).as_py()):
+    tables = {name: dataset.table(name) for name in dataset.metadata["tables"]}
+    if bool(pc.any(tables["train"].column("is_fake")).as_py()):
         raise ValueError(f"{dataset.uri} already holds fake users; poison a clean dataset")
     n_real, n_fake = dataset.n_users, fake.shape[0]
     rows, items = profile_rows(fake)
-    tables = {name: dataset.table(name) for name in dataset.metadata["tables"]}
     tables["train"] = pa.concat_tables([tables["train"], interactions_table(rows + n_real, items, is_fake=np.ones(len(rows), bool))])
     user_map = tables["user_map"]
     extra = pa.table(

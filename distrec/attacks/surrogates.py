@@ -62,11 +62,11 @@ class WRMFSurrogate:
         self.config = SurrogateConfig(**config)
         if self.config.gradient not in ("als", "unroll"):
             raise ValueError(f"surrogate gradient must be 'als' or 'unroll', got {self.config.gradient!r}")
-        self.train, self.n_fake, self.device = train, n_fake, torch.device(device)
+        self.n_fake, self.device = n_fake, torch.device(device)
         self.n_real, self.n_items = train.n_users, train.n_items
         self.real_side = _SparseSide(train, self.config.alpha, self.device)
+        self.real_rows = r, c = train.rows(np.arange(self.n_real))
         if self.config.gradient == "als":
-            r, c = train.rows(np.arange(self.n_real))
             self.real_buckets = _Buckets(train, self.config.alpha, 1 << 20, self.device)
             self.real_item_side = _SparseSide(UserItemCSR.from_arrays(c, r, self.n_items, self.n_real), self.config.alpha, self.device)
         else:
@@ -76,7 +76,6 @@ class WRMFSurrogate:
                     f"surrogate gradient='unroll' needs a dense {self.n_real + n_fake} x {self.n_items} matrix "
                     f"({entries:,} entries > max_dense_entries={self.config.max_dense_entries:,}); use gradient='als'"
                 )
-            r, c = train.rows(np.arange(self.n_real))
             self.real_dense = torch.zeros(self.n_real, self.n_items, device=self.device)
             self.real_dense[torch.as_tensor(r), torch.as_tensor(c)] = 1.0
 
@@ -95,7 +94,7 @@ class WRMFSurrogate:
         cfg = self.config
         n_all = self.n_real + self.n_fake
         fr, fc = torch.nonzero(fake.detach().cpu() > 0, as_tuple=True)
-        r, c = self.train.rows(np.arange(self.n_real))
+        r, c = self.real_rows
         users = np.concatenate([r, fr.numpy() + self.n_real])
         items = np.concatenate([c, fc.numpy()])
         values = np.concatenate([np.ones(len(r), np.float32), fake.detach().cpu()[fr, fc].numpy().astype(np.float32)])
@@ -199,16 +198,15 @@ class ItemStep(torch.autograd.Function):
     def forward(ctx, fake, p_real, p_fake, warm, surrogate):
         matvec, b = surrogate.item_system(p_real, p_fake, fake)
         q = conjugate_gradient(matvec, b, warm.clone(), surrogate.config.solve_steps)
-        ctx.save_for_backward(fake, p_real, p_fake, q)
-        ctx.surrogate = surrogate
+        ctx.save_for_backward(fake, p_fake, q)
+        ctx.surrogate, ctx.matvec = surrogate, matvec  # A_v is reused by the backward solve
         return q
 
     @staticmethod
     def backward(ctx, grad_q):
-        fake, p_real, p_fake, q = ctx.saved_tensors
+        fake, p_fake, q = ctx.saved_tensors
         surrogate = ctx.surrogate
-        matvec, _ = surrogate.item_system(p_real, p_fake, fake)
-        u = conjugate_gradient(matvec, grad_q, torch.zeros_like(grad_q), surrogate.config.solve_steps)
+        u = conjugate_gradient(ctx.matvec, grad_q, torch.zeros_like(grad_q), surrogate.config.solve_steps)
         pu = p_fake @ u.T  # [n_fake, n_items]
         a = surrogate.config.alpha
         pq = p_fake @ q.T

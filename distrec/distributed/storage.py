@@ -1,4 +1,4 @@
-"""Copying folders to and from a storage URI (a local folder or any ``pyarrow.fs`` URI)."""
+"""Files and folders at a storage URI (a local path or any ``pyarrow.fs`` URI)."""
 
 from __future__ import annotations
 
@@ -25,3 +25,28 @@ def download(uri: str, local_dir: str | Path) -> Path:
     Path(local_dir).mkdir(parents=True, exist_ok=True)
     pafs.copy_files(path, str(Path(local_dir).resolve()), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
     return Path(local_dir)
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    fs, path = resolve_uri(uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as fh:
+        fh.write(data)
+
+
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode())
+
+
+def read_text(uri: str) -> str:
+    fs, path = resolve_uri(uri)
+    with fs.open_input_stream(path) as fh:
+        return fh.read().decode()
+
+
+def list_files(uri: str, suffix: str = "") -> list[str]:
+    """Paths of the files directly in folder ``uri`` ending with ``suffix`` (none if it does not exist)."""
+    fs, path = resolve_uri(uri)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return []
+    return [i.path for i in fs.get_file_info(pafs.FileSelector(path)) if i.path.endswith(suffix)]

@@ -182,17 +182,17 @@ def run_study(config_path: str | Path, out: str, progress: bool = True, num_cpus
                 cells.append(
                     {"id": cell_id, "data": data_key, "attack": "no attack" if craft is None else craft["label"], "victim": victim, "seed": seed, "config": config, "ref": ref}
                 )
-    done = {p.stem for p in _list_json(cells_dir)}
+    done = {Path(p).stem for p in storage.list_files(cells_dir, ".json")}
     todo = [c for c in cells if c["id"] not in done]
     if todo:
         actors = [victim_actor(cfg.resources.victim_cpus, cfg.resources.victim_gpus, f"{out}/checkpoints") for _ in range(max(1, min(cfg.resources.actors, len(todo))))]
         pool = ActorPool(actors)
         work = pool.map_unordered(lambda a, c: a.run_cell.remote({k: v for k, v in c.items() if k != "ref"}, c["ref"], targets, n_real), todo)
         for row in tqdm(work, total=len(todo), desc="cells", disable=not progress, unit="cell"):
-            _write_json(f"{cells_dir}/{row['id']}.json", row)
+            storage.write_text(f"{cells_dir}/{row['id']}.json", json.dumps(row, indent=2, default=str))
         for a in actors:
             ray.kill(a)
-    rows = [json.loads(_read_text(f"{cells_dir}/{c['id']}.json")) for c in cells]
+    rows = [json.loads(storage.read_text(f"{cells_dir}/{c['id']}.json")) for c in cells]
     paths = write_outputs(rows, cfg, out, config_path)
     return dict(paths, cells=len(cells), cells_run=len(todo), cells_skipped=len(cells) - len(todo), crafts=len(crafts), crafts_run=len(pending), seconds=round(time.perf_counter() - t0, 1))
 
@@ -228,8 +228,8 @@ def write_outputs(rows: list[dict], cfg: StudyConfig, out: str, config_path) -> 
     for a in attacks:
         md.append(f"| {a} | " + " | ".join(f"{100 * stats[a, v][0]:.2f} ± {100 * stats[a, v][1]:.2f}" for v in victims) + " |")
         csv.append(a + "," + ",".join(f"{stats[a, v][0]:.6f},{stats[a, v][1]:.6f}" for v in victims))
-    _write_text(f"{out}/matrix.md", "\n".join(md) + "\n")
-    _write_text(f"{out}/matrix.csv", "\n".join(csv) + "\n")
+    storage.write_text(f"{out}/matrix.md", "\n".join(md) + "\n")
+    storage.write_text(f"{out}/matrix.csv", "\n".join(csv) + "\n")
     _heatmap(stats, attacks, victims, cfg.metric, f"{out}/heatmap.png")
     return {"results": f"{out}/results.parquet", "matrix_md": f"{out}/matrix.md", "matrix_csv": f"{out}/matrix.csv", "heatmap_png": f"{out}/heatmap.png", "matrix": "\n".join(md)}
 
@@ -255,34 +255,4 @@ def _heatmap(stats: dict, attacks: list[str], victims: list[str], metric: str, u
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    _write_bytes(uri, buf.getvalue())
-
-
-def _write_bytes(uri: str, data: bytes) -> None:
-    fs, path = storage.resolve_uri(uri)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as fh:
-        fh.write(data)
-
-
-def _write_text(uri: str, text: str) -> None:
-    _write_bytes(uri, text.encode())
-
-
-def _write_json(uri: str, obj: dict) -> None:
-    _write_text(uri, json.dumps(obj, indent=2, default=str))
-
-
-def _read_text(uri: str) -> str:
-    fs, path = storage.resolve_uri(uri)
-    with fs.open_input_stream(path) as fh:
-        return fh.read().decode()
-
-
-def _list_json(uri: str) -> list[Path]:
-    import pyarrow.fs as pafs
-
-    fs, path = storage.resolve_uri(uri)
-    if fs.get_file_info(path).type != pafs.FileType.Directory:
-        return []
-    return [Path(i.path) for i in fs.get_file_info(pafs.FileSelector(path)) if i.path.endswith(".json")]
+    storage.write_bytes(uri, buf.getvalue())
