@@ -115,11 +115,15 @@ def test_study_on_a_simulated_three_node_cluster(study_file, tmp_path):
     assert result == {"cells_run": 12, "nodes": 3}
 
 
-def test_stopping_the_driver_then_rerunning_skips_finished_cells(ray_session, study_file, tmp_path):
+def test_stopping_the_driver_then_rerunning_skips_finished_cells(ray_session, tmp_path):
     import os
     import signal
     import time
 
+    # cells long enough (about a second each) that the driver is stopped while most are still to run
+    study_file = tmp_path / "slow.yaml"
+    study_file.write_text(STUDY.replace("bpr: {dim: 8, epochs: 2,", "bpr: {dim: 8, epochs: 40,"))
+    assert "epochs: 40" in study_file.read_text()
     out = tmp_path / "stopped"
     script = f"from distrec.workflows.study import run_study; run_study({str(study_file)!r}, {str(out)!r}, progress=False, num_cpus=2)"
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
