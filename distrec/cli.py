@@ -1,4 +1,5 @@
-"""The ``distrec`` command line: ``data prepare|info|synthetic|download``, ``train``, ``attack``, ``evaluate-attack``, ``study``, ``sweep`` and ``demo``."""
+"""The ``distrec`` command line: ``data prepare|info|synthetic|download``, ``train``, ``attack``, ``evaluate-attack``, ``study``, ``sweep``,
+``rank train|attack|grid`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -205,6 +206,71 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+RANK_TRAIN_KEYS = ("model", "model_config", "training", "defense", "est", "train_limit")
+
+
+def _rank_train_config(args) -> tuple[dict, str]:
+    """``--config`` YAML with sections ``model_config``, ``training``, ``est`` (and ``model``, ``defense``,
+    ``train_limit``), updated by ``--set SECTION.KEY=VALUE``; flags given on the command line win."""
+    from distrec.config import load_yaml
+
+    config, source = (load_yaml(args.config), str(args.config)) if args.config else ({}, "--set")
+    for key, value in parse_assignments(args.set).items():
+        section, dot, name = key.partition(".")
+        if section not in RANK_TRAIN_KEYS:
+            raise ConfigError(f"--set {key}: unknown key {section!r}; valid keys are {list(RANK_TRAIN_KEYS)} (sections take SECTION.KEY)")
+        if dot:
+            config.setdefault(section, {})[name] = value
+        else:
+            config[section] = value
+    unknown = sorted(set(config) - set(RANK_TRAIN_KEYS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown}; valid keys are {list(RANK_TRAIN_KEYS)}")
+    for flag in ("model", "defense"):
+        if getattr(args, flag) is not None:
+            config[flag] = getattr(args, flag)
+    return config, source
+
+
+def cmd_rank_train(args) -> int:
+    from distrec.workflows.rank import train_ranker
+
+    config, source = _rank_train_config(args)
+    result = train_ranker(args.data, out=args.out, progress=not args.json, source=source, **config)
+    m = result["metrics"]
+    emit(result, args.json, f"{result['model']} ({result['defense']}): recall@1 {m['recall@1']:.2f}%  recall@10 {m['recall@10']:.2f}%  fit {result['fit_seconds']:.1f}s -> {args.out}")
+    return 0
+
+
+def cmd_rank_attack(args) -> int:
+    import torch
+
+    from distrec.data.labeled_images import load_labeled_images
+    from distrec.evaluation.retrieval import embed_pool
+    from distrec.models.embedding import Embedder
+    from distrec.workflows.rank import attack_cell
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = Embedder.load(Path(args.model) / "model" if (Path(args.model) / "model").is_dir() else args.model, device=device)
+    pool_images = load_labeled_images(args.data, args.split)
+    pool = embed_pool(model, pool_images)
+    result = attack_cell(
+        model, pool_images, pool, args.attack, args.eps, args.k, args.trials, args.seed, args.batch_size, args.xi, args.alpha, args.steps, args.norm, args.random_start, args.top_fraction
+    )
+    human = f"{result['attack']} eps {args.eps:g} k={args.k}: rank percentile {result['rank_before']:.2f} -> {result['rank']:.2f} (+-{result['rank_sem']:.2f}) over {result['trials']} trials, {result['steps']} steps of {result['alpha']:.4f}"
+    emit(result, args.json, human)
+    return 0
+
+
+def cmd_rank_grid(args) -> int:
+    from distrec.workflows.rank import run_grid
+
+    result = run_grid(args.config, args.out, progress=not args.json, num_cpus=args.num_cpus)
+    table = Path(args.out) / f"advrank_{result['meta']['dataset']}.md"
+    emit(result, args.json, f"{table.read_text()}\n-> {table}")
+    return 0
+
+
 def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -320,6 +386,42 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (ignored when joining a cluster via RAY_ADDRESS)")
         _add_json(p)
         p.set_defaults(func=func)
+
+    rank = sub.add_parser("rank", help="adversarial ranking (AdvRank) on metric-learning retrieval").add_subparsers(dest="rank_command", required=True)
+    p = rank.add_parser("train", help="train an embedding network with the triplet loss (optionally EST), report Recall@1 on the test pool")
+    p.add_argument("--data", required=True, help="prepared labeled-image dataset (distrec data prepare idx ...)")
+    p.add_argument("--model", help="embedder: c2f2 (default) or timm")
+    p.add_argument("--defense", choices=("none", "est"), help="est: embedding-shifting adversarial training")
+    p.add_argument("--config", help="YAML with model_config / training / est sections (configs/rank/)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="e.g. training.epochs=5, est.steps=3, model_config.metric=euclidean")
+    p.add_argument("--out", required=True, help="folder for model/ (safetensors + JSON) and result.json")
+    _add_json(p)
+    p.set_defaults(func=cmd_rank_train)
+    p = rank.add_parser("attack", help="one ranking attack cell: rank percentile before and after")
+    p.add_argument("--model", required=True, help="folder written by 'rank train --out' (or its model/)")
+    p.add_argument("--data", required=True, help="prepared labeled-image dataset; the --split images are the candidate pool")
+    p.add_argument("--split", default="test")
+    p.add_argument("--attack", required=True, help="CA+, CA-, QA+, QA-, SP-QA+, SP-QA-")
+    p.add_argument("--eps", type=float, required=True, help="L-inf (or L2) budget in [0, 1] pixel units")
+    p.add_argument("--k", type=int, default=1, help="w (queries, CA) or m (candidates, QA)")
+    p.add_argument("--trials", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--xi", type=float, help="SP weight (default 1 for SP-QA+, 100 for SP-QA-)")
+    p.add_argument("--alpha", type=float, help="step size (default AdvRank's schedule)")
+    p.add_argument("--steps", type=int, help="PGD iterations (default AdvRank's schedule)")
+    p.add_argument("--norm", choices=("linf", "l2"), default="linf")
+    p.add_argument("--random-start", action="store_true")
+    p.add_argument("--top-fraction", type=float, default=0.01, help="neighbourhood of CA- queries and QA- candidates (AdvRank: 0.01)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    _add_json(p)
+    p.set_defaults(func=cmd_rank_attack)
+    p = rank.add_parser("grid", help="the AdvRank table (attacks x eps x w/m, undefended and EST) as Ray tasks; resumable")
+    p.add_argument("config", help="grid YAML (see configs/rank/mnist_cpu.yaml)")
+    p.add_argument("--out", required=True, help="folder for models, cells and advrank_<dataset>.json/.md")
+    p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (ignored when joining a cluster via RAY_ADDRESS)")
+    _add_json(p)
+    p.set_defaults(func=cmd_rank_grid)
 
     p = sub.add_parser("demo", help="the main job on the embedded synthetic dataset")
     p.add_argument("--out", default="runs/demo")

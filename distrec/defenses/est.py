@@ -1,0 +1,35 @@
+"""Embedding-shifting adversarial training (EST, Zhou et al., ECCV 2020): the ranking model is trained on
+x~ = argmax_{||x~ - x||_inf <= eps} d(f(x~), f(x)) instead of x, i.e. min_theta L_triplet(f(x~)), which
+bounds how far any attack of that budget can move an embedding and so mitigates CA and QA alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from distrec.attacks.ranking.objectives import EmbeddingShiftObjective
+from distrec.attacks.ranking.pgd import RankPGD
+
+
+@dataclass
+class EmbeddingShiftingTraining:
+    """The inner PGD: ``eps`` (0.3 on MNIST in the paper), ``steps``/``alpha`` (default AdvRank's schedule:
+    30 steps of 0.01 at eps 0.3), ``random_start``."""
+
+    eps: float = 0.3
+    steps: int | None = None
+    alpha: float | None = None
+    random_start: bool = False
+
+    def __post_init__(self):
+        if self.eps <= 0:
+            raise ValueError(f"est.eps must be > 0, got {self.eps}")
+
+    def perturb(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """The embedding-shifting adversarial examples of a training batch."""
+        with torch.no_grad():
+            reference = model(images)
+        attack = RankPGD(model, self.eps, self.alpha, self.steps, random_start=self.random_start)
+        return attack(images, EmbeddingShiftObjective(reference, model.metric))
