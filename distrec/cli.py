@@ -1,5 +1,5 @@
 """The ``distrec`` command line: ``data prepare|info|synthetic|download``, ``train``, ``attack``, ``evaluate-attack``, ``study``, ``sweep``,
-``rank train|attack|grid`` and ``demo``."""
+``rank train|attack|grid``, ``vars encoder|run`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -271,6 +271,34 @@ def cmd_rank_grid(args) -> int:
     return 0
 
 
+def cmd_vars_encoder(args) -> int:
+    from distrec.config import validate
+    from distrec.data.dataset import PreparedDataset
+    from distrec.data.item_images import load_item_images
+    from distrec.models.image_encoder import GenreEncoderConfig, pretrain_genre_encoder
+
+    config = GenreEncoderConfig(**validate(GenreEncoderConfig, parse_assignments(args.set), "--set", "the image encoder"))
+    data = PreparedDataset(args.data)
+    categories = data.item_categories()
+    if categories is None:
+        raise ValueError(f"{args.data}: no item_attributes table with categories to pre-train the encoder on")
+    encoder, report = pretrain_genre_encoder(load_item_images(data, args.image_size), categories, config, progress=not args.json)
+    encoder.save(args.out)
+    report["out"] = args.out
+    Path(args.out, "report.json").write_text(json.dumps(report, indent=2))
+    emit(report, args.json, f"encoder -> {args.out}: genre top-1 precision {report['holdout_top1_precision']:.3f} (majority baseline {report['majority_baseline']:.3f})")
+    return 0
+
+
+def cmd_vars_run(args) -> int:
+    from distrec.workflows.vars import run_vars
+
+    result = run_vars(args.config, args.out, progress=not args.json, num_cpus=args.num_cpus)
+    cells = {k: v for k, v in result.items() if k.endswith("/t_hr@10")}
+    emit(result, args.json, "\n".join(f"{k}: {v:.4f}" for k, v in cells.items()) + f"\n-> {Path(args.out) / 'vars.json'}")
+    return 0
+
+
 def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -422,6 +450,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (ignored when joining a cluster via RAY_ADDRESS)")
     _add_json(p)
     p.set_defaults(func=cmd_rank_grid)
+
+    vars_ = sub.add_parser("vars", help="image attacks on visually-aware recommenders (VBPR, DeepStyle, AMR) and their defenses").add_subparsers(dest="vars_command", required=True)
+    p = vars_.add_parser("encoder", help="pre-train a timm image encoder on the items' images to predict their categories")
+    p.add_argument("--data", required=True, help="prepared dataset with item_images and item_attributes (distrec data prepare ... --images)")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="backbone=resnet18 feature_dim=64 epochs=10 lr=0.001 batch_size=128 checkpoint=PATH")
+    p.add_argument("--out", required=True)
+    _add_json(p)
+    p.set_defaults(func=cmd_vars_encoder)
+    p = vars_.add_parser("run", help="the attack x defense study: T-HR@10, target rank, clean Recall@20, detection AUC")
+    p.add_argument("config", help="YAML (see configs/vars/ml1m_cpu.yaml)")
+    p.add_argument("--out", required=True, help="folder for the encoder, victims, ViT defense and vars.json (reused on a rerun)")
+    p.add_argument("--num-cpus", type=int)
+    _add_json(p)
+    p.set_defaults(func=cmd_vars_run)
 
     p = sub.add_parser("demo", help="the main job on the embedded synthetic dataset")
     p.add_argument("--out", default="runs/demo")

@@ -181,6 +181,16 @@ class PreparedDataset:
     def splits(self) -> list[str]:
         return [s for s in SPLITS if self.has(s)]
 
+    def item_categories(self) -> list[list[int]] | None:
+        """Each internal item's category ids (e.g. ML genres; names in ``metadata['category_names']``), or None."""
+        if not self.has("item_attributes"):
+            return None
+        table = self.table("item_attributes", ["item_id", "categories"])
+        cats: list[list[int]] = [[] for _ in range(self.n_items)]
+        for item, c in zip(table.column("item_id").to_pylist(), table.column("categories").to_pylist()):
+            cats[item] = c or []
+        return cats
+
     def interactions(self, splits: list[str] | None = None) -> pa.Table:
         """The named splits (default: all) concatenated."""
         return pa.concat_tables([self.table(s) for s in (splits or self.splits)])

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from distrec.attacks.ranking.objectives import EmbeddingShiftObjective
-from distrec.attacks.ranking.pgd import RankPGD
+from distrec.attacks.pgd import RankPGD
 
 
 @dataclass

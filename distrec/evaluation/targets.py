@@ -56,3 +56,31 @@ def target_metrics(
         out[f"t_ndcg@{k}"] = float((gains[k] / denom).mean())
         out[f"hitone@{k}"] = hit_one[k] / max(len(real_users), 1)
     return out
+
+
+@torch.no_grad()
+def target_mean_rank(
+    score_fn: Callable[[torch.Tensor], torch.Tensor],
+    train: UserItemCSR,
+    targets: Sequence[int],
+    real_users: np.ndarray,
+    chunk_users: int = 1024,
+    device: str | torch.device = "cpu",
+) -> float:
+    """Mean over targets of the mean 1-based rank of the target among each eligible user's non-training
+    items (1 = top): a finer signal than T-HR@K when attacks move targets without reaching the top-K."""
+    targets_t = torch.as_tensor(np.asarray(targets), device=device)
+    train_keys = torch.as_tensor(train.keys(), device=device)
+    rank_sum = torch.zeros(len(targets), dtype=torch.float64, device=device)
+    eligible = torch.zeros(len(targets), dtype=torch.float64, device=device)
+    for s in range(0, len(real_users), chunk_users):
+        batch = np.asarray(real_users[s : s + chunk_users])
+        scores = score_fn(torch.as_tensor(batch, device=device)).to(device=device, dtype=torch.float32).clone()
+        r, c = train.rows(batch)
+        scores[torch.as_tensor(r, device=device), torch.as_tensor(c, device=device)] = -torch.inf
+        target_scores = scores[:, targets_t]  # [B, T]
+        ranks = 1 + (scores[:, None, :] > target_scores[:, :, None]).sum(-1).double()  # [B, T]
+        ok = ~contains(train_keys, torch.as_tensor(batch, device=device)[:, None] * train.n_items + targets_t[None, :])
+        rank_sum += (ranks * ok).sum(0)
+        eligible += ok.double().sum(0)
+    return float((rank_sum / eligible.clamp_min(1)).mean())

@@ -59,16 +59,6 @@ def split_config(config: dict, attack: str, sharpap: bool, source: str) -> tuple
     return threat, sharp, surrogate, attack_cfg
 
 
-def item_categories(dataset: PreparedDataset) -> list[list[int]] | None:
-    if not dataset.has("item_attributes"):
-        return None
-    table = dataset.table("item_attributes", ["item_id", "categories"])
-    cats: list[list[int]] = [[] for _ in range(dataset.n_items)]
-    for item, c in zip(table.column("item_id").to_pylist(), table.column("categories").to_pylist()):
-        cats[item] = c or []
-    return cats
-
-
 def original_to_internal(item_map, originals: list, source: str) -> list[int]:
     """Internal ids of items given by their source ids (``target_original_ids``)."""
     lookup = {str(o): i for o, i in zip(item_map.column("original").to_pylist(), item_map.column("internal").to_pylist())}
@@ -107,7 +97,7 @@ def run_attack(
     budget = resolve_budget(threat, train)
     targets = select_targets(threat, train)
     device = pick_device(surrogate_cfg.get("device"))
-    ctx = AttackContext(train, targets, budget, threat.seed, item_categories(dataset), item_map, progress, device)
+    ctx = AttackContext(train, targets, budget, threat.seed, dataset.item_categories(), item_map, progress, device)
     surrogate_cfg = dict(surrogate_cfg, seed=surrogate_cfg.get("seed", threat.seed))
     if population is not None:
         from distrec.distributed.population import PopulationConfig, PopulationSharpAP

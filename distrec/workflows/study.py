@@ -36,13 +36,15 @@ FORBID = pydantic.ConfigDict(extra="forbid")
 
 @pydantic.dataclasses.dataclass(config=FORBID)
 class DatasetSpec:
-    """``synthetic`` (generator options), ``path`` (a prepared dataset), or ``format`` + ``root`` (+ ``prepare``)."""
+    """``synthetic`` (generator options), ``path`` (a prepared dataset), or ``format`` + ``root`` (+ ``prepare``,
+    and ``images``: a tar or folder of item images named by source item id, e.g. the ML-1M posters)."""
 
     synthetic: dict | None = None
     path: str | None = None
     format: str | None = None
     root: str | None = None
     prepare: dict = field(default_factory=dict)
+    images: str | None = None
 
 
 @pydantic.dataclasses.dataclass(config=FORBID)
@@ -115,6 +117,10 @@ def materialise_dataset(spec: DatasetSpec, out: str) -> PreparedDataset:
         from distrec.data.readers import read_source
 
         raw, fmt, cfg = read_source(spec.format, spec.root), spec.format, PrepareConfig(**spec.prepare)
+        if spec.images:
+            from distrec.data.readers.images import read_image_collection
+
+            raw.item_images = read_image_collection(spec.images, raw.bad_lines)
     else:
         raise ConfigError("study dataset: give synthetic, path, or format + root")
     tables, meta = prepare(raw, cfg, fmt)

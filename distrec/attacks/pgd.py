@@ -1,5 +1,6 @@
-"""Projected gradient descent on input images against a ranking objective, in the torchattacks style:
-explicit ``eps``, ``alpha``, ``steps``, ``norm``, ``random_start``, a valid pixel range, a pluggable loss."""
+"""Projected gradient descent on input images, in the torchattacks style: explicit ``eps``, ``alpha``,
+``steps``, ``norm``, ``random_start``, a valid pixel range and a pluggable loss of the model's output.
+Shared by the ranking attacks (on embeddings) and the image attacks on visually-aware recommenders."""
 
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ def advrank_schedule(eps: float) -> tuple[float, int]:
     return alpha, int(min(max(10, 2 * eps / alpha), 30))
 
 
-class RankPGD:
+class PGD:
     """PGD that MINIMISES ``loss(model(x~))`` (summed over the batch) over x~ in the ``norm`` ball of
-    radius ``eps`` around x, clamped to ``clamp``. ``alpha``/``steps`` default to :func:`advrank_schedule`.
+    radius ``eps`` around x, clamped to ``clamp`` (Madry et al. 2018; ``steps=1, alpha=eps`` is FGSM).
     ``random_start`` begins at a uniform point of the ball (L-inf) or a random direction inside it (L2).
     The model's parameters are frozen during the attack and restored afterwards.
     """
@@ -31,8 +32,8 @@ class RankPGD:
         self,
         model: nn.Module,
         eps: float,
-        alpha: float | None = None,
-        steps: int | None = None,
+        alpha: float,
+        steps: int,
         norm: str = "linf",
         random_start: bool = False,
         clamp: tuple[float, float] = (0.0, 1.0),
@@ -42,11 +43,8 @@ class RankPGD:
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
-        default_alpha, default_steps = advrank_schedule(eps)
-        self.model, self.eps, self.norm, self.random_start, self.clamp = model, eps, norm, random_start, clamp
-        self.alpha = default_alpha if alpha is None else alpha
-        self.steps = default_steps if steps is None else steps
-        self.generator = generator
+        self.model, self.eps, self.alpha, self.steps = model, eps, alpha, steps
+        self.norm, self.random_start, self.clamp, self.generator = norm, random_start, clamp, generator
 
     def _project(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         delta = x - x0
@@ -91,3 +89,12 @@ class RankPGD:
                 p.requires_grad_(flag)
             self.model.train(was_training)
         return x.detach()
+
+
+class RankPGD(PGD):
+    """PGD against a ranking objective with AdvRank's defaults: ``alpha``/``steps`` from
+    :func:`advrank_schedule` unless given."""
+
+    def __init__(self, model: nn.Module, eps: float, alpha: float | None = None, steps: int | None = None, **kw):
+        default_alpha, default_steps = advrank_schedule(eps)
+        super().__init__(model, eps, default_alpha if alpha is None else alpha, default_steps if steps is None else steps, **kw)

@@ -1,0 +1,93 @@
+"""FGSM / PGD on item images of visually-aware recommenders (methods.md section 3): perturb a target
+item's pixels within an L-inf ball to raise (promote) or lower (demote) its mean score over users,
+optionally through a defense (adaptive attacker: BPDA for non-differentiable filters, EOT over a
+randomised one)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from distrec.attacks.pgd import PGD
+from distrec.models.visual import VisualVictim
+
+METHODS = ("fgsm", "pgd")
+GOALS = ("promote", "demote")
+
+
+@dataclass
+class ImageAttackConfig:
+    """``eps`` in pixel units (8/255 = 0.0314); PGD ``alpha`` defaults to eps/4; FGSM is one step of eps.
+    ``eot_samples``: gradient samples per step through a randomised defense (EOT)."""
+
+    method: str = "pgd"
+    eps: float = 8 / 255
+    alpha: float | None = None
+    steps: int = 10
+    random_start: bool = True
+    goal: str = "promote"
+    eot_samples: int = 1
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"image attack: method {self.method!r} is not one of {METHODS}")
+        if self.goal not in GOALS:
+            raise ValueError(f"image attack: goal {self.goal!r} is not one of {GOALS}")
+
+
+def straight_through(filter_: nn.Module) -> nn.Module:
+    """BPDA (Athalye et al. 2018): the filter forward, the identity backward."""
+
+    class StraightThrough(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = filter_
+
+        def forward(self, x):
+            return x + (self.inner(x) - x).detach()
+
+    return StraightThrough()
+
+
+class _FeaturesThrough(nn.Module):
+    """pixels -> image features [B, E, F] of ``eot`` passes through ``defense`` (if any)."""
+
+    def __init__(self, victim: VisualVictim, defense: nn.Module | None, eot: int):
+        super().__init__()
+        self.victim, self.defense, self.eot = victim, defense, eot
+
+    def forward(self, x):
+        views = [self.defense(x) if self.defense is not None else x for _ in range(self.eot)]
+        return torch.stack([self.victim.image_features(v) for v in views], 1)
+
+
+class ItemImageAttack:
+    """Crafts adversarial images for target items against ``victim``. ``defense``: a pixels -> pixels
+    module the attacker differentiates through (wrap non-differentiable filters in
+    :func:`straight_through`)."""
+
+    def __init__(self, victim: VisualVictim, config: ImageAttackConfig, defense: nn.Module | None = None):
+        self.victim, self.config, self.defense = victim, config, defense
+
+    def objective(self, items: torch.Tensor, users: torch.Tensor):
+        """Per image: -/+ mean over ``users`` of the item's score with the perturbed image's features."""
+        with torch.no_grad():
+            mean_user = self.victim.user_vectors(users).mean(0)
+        sign = -1.0 if self.config.goal == "promote" else 1.0
+
+        def loss(features: torch.Tensor) -> torch.Tensor:  # [T, E, F]
+            t, e, f = features.shape
+            vectors = self.victim.item_vectors(items.repeat_interleave(e), features.reshape(t * e, f))
+            return sign * (vectors @ mean_user).view(t, e).mean(1)
+
+        return loss
+
+    def __call__(self, images: torch.Tensor, items: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        alpha, steps = (c.eps, 1) if c.method == "fgsm" else (c.eps / 4 if c.alpha is None else c.alpha, c.steps)
+        model = _FeaturesThrough(self.victim, self.defense, c.eot_samples)
+        pgd = PGD(model, c.eps, alpha, steps, random_start=c.random_start and c.method == "pgd", generator=torch.Generator().manual_seed(c.seed))
+        return pgd(images, self.objective(items, users))

@@ -1,0 +1,56 @@
+"""Input-transformation baselines against image attacks: JPEG compression, bit-depth reduction and the
+median filter (Xu et al. 2018 "feature squeezing"; Guo et al. 2018). Pixels in [0, 1], ``[B, C, H, W]``.
+None is differentiable; an adaptive attacker goes through them with BPDA
+(:func:`distrec.attacks.item_image.straight_through`)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+
+class JPEGFilter(nn.Module):
+    def __init__(self, quality: int = 75):
+        super().__init__()
+        self.quality = quality
+
+    def _roundtrip(self, image: np.ndarray) -> np.ndarray:
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="JPEG", quality=self.quality)
+        buf.seek(0)
+        with Image.open(buf) as im:
+            return np.asarray(im.convert("RGB"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hwc = (x.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        decoded = np.stack([self._roundtrip(img) for img in hwc])
+        return torch.from_numpy(decoded).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255.0
+
+
+class BitDepthFilter(nn.Module):
+    def __init__(self, bits: int = 4):
+        super().__init__()
+        self.levels = 2**bits - 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x * self.levels) / self.levels
+
+
+class MedianFilter(nn.Module):
+    def __init__(self, kernel: int = 3):
+        super().__init__()
+        self.kernel = kernel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, (b, c, h, w) = self.kernel, x.shape
+        padded = F.pad(x, (k // 2, k // 2, k // 2, k // 2), mode="reflect")
+        patches = F.unfold(padded, k).view(b, c, k * k, h * w)
+        return patches.median(dim=2).values.view(b, c, h, w)
+
+
+FILTERS = {"jpeg": JPEGFilter, "bit_depth": BitDepthFilter, "median": MedianFilter}

@@ -1,0 +1,156 @@
+"""Visually-aware victims, image attacks, input filters, the ViT defense and the study workflow."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from distrec.attacks.item_image import ImageAttackConfig, ItemImageAttack, straight_through
+from distrec.data.item_images import load_item_images
+from distrec.data.matrix import UserItemCSR
+from distrec.defenses.filters import BitDepthFilter, JPEGFilter, MedianFilter
+from distrec.defenses.vit_defense import ViTDefense, mask_patches, supervised_contrastive, train_vit_defense
+from distrec.evaluation.targets import target_mean_rank
+from distrec.models import create_victim
+from distrec.models.image_encoder import GenreEncoderConfig, pretrain_genre_encoder
+from distrec.workflows.vars import run_vars
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(synthetic_dataset, tmp_path_factory):
+    images = load_item_images(synthetic_dataset, 16, backend="memory")
+    encoder, report = pretrain_genre_encoder(images, synthetic_dataset.item_categories(), GenreEncoderConfig(backbone="test_resnet", feature_dim=16, epochs=2, batch_size=64), progress=False)
+    assert report["train_items"] + report["holdout_items"] == int(images.has_image.sum())
+    return encoder.save(tmp_path_factory.mktemp("encoder") / "enc")
+
+
+@pytest.fixture(scope="module")
+def vbpr(synthetic_dataset, encoder_dir):
+    victim = create_victim("vbpr", synthetic_dataset.n_users, synthetic_dataset.n_items, encoder=str(encoder_dir), image_size=16, epochs=4, lr=0.01, batch_size=256, backend="memory")
+    history = victim.fit(synthetic_dataset, progress=False)
+    assert history[-1]["loss"] < history[0]["loss"]
+    return victim.eval()
+
+
+def test_item_images_ray_and_memory_agree(synthetic_dataset, ray_session):
+    a = load_item_images(synthetic_dataset, 12, backend="ray")
+    b = load_item_images(synthetic_dataset, 12, backend="memory")
+    assert torch.equal(a.pixels, b.pixels) and torch.equal(a.has_image, b.has_image) and a.pixels.shape[1:] == (3, 12, 12)
+
+
+def test_visual_scores_are_differentiable_in_the_pixels(vbpr, synthetic_dataset):
+    users, items = torch.arange(10), torch.arange(synthetic_dataset.n_items)
+    assert torch.allclose(vbpr.score(users), vbpr.score_items_with(users, items, vbpr.features))
+    pixels = load_item_images(synthetic_dataset, 16, backend="memory").floats(torch.tensor([3])).requires_grad_()
+    score = vbpr.score_items_with(users, torch.tensor([3]), vbpr.image_features(pixels)).mean()
+    (grad,) = torch.autograd.grad(score, pixels)
+    assert grad.abs().sum() > 0 and not any(p.requires_grad for p in vbpr.encoder.parameters())
+
+
+def test_amr_adds_the_adversarial_term_and_deepstyle_checks_dims(synthetic_dataset, encoder_dir):
+    amr = create_victim("amr", synthetic_dataset.n_users, synthetic_dataset.n_items, encoder=str(encoder_dir), image_size=16, adv_eps=0.5, adv_weight=1.0)
+    amr.prepare_fit(synthetic_dataset, torch.device("cpu"))
+    users, pos, neg = torch.arange(8), torch.arange(8), torch.arange(8, 16)
+    amr.start_epoch(0)
+    clean = amr.bpr_with(users, pos, neg, amr.features[pos], amr.features[neg])
+    assert amr.loss(users, pos, neg) > clean * 1.5  # clean + a larger adversarial BPR
+    amr.config.adv_weight = 0
+    assert torch.equal(amr.loss(users, pos, neg), clean)
+    with pytest.raises(ValueError, match="visual_dim .* must equal dim"):
+        create_victim("deepstyle", 10, 10, encoder=str(encoder_dir), dim=8, visual_dim=4)
+    with pytest.raises(ValueError, match="config key encoder"):
+        create_victim("vbpr", 10, 10)
+
+
+@pytest.mark.parametrize("goal", ["promote", "demote"])
+@pytest.mark.parametrize("method", ["fgsm", "pgd"])
+def test_image_attacks_move_the_target_score_within_eps(vbpr, synthetic_dataset, goal, method):
+    items, users = torch.tensor([1, 2, 3, 4]), torch.arange(synthetic_dataset.n_users)
+    x = load_item_images(synthetic_dataset, 16, backend="memory").floats(items)
+    adv = ItemImageAttack(vbpr, ImageAttackConfig(method=method, eps=8 / 255, steps=5, goal=goal))(x, items, users)
+    assert (adv - x).abs().max() <= 8 / 255 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    with torch.no_grad():
+        before = vbpr.score_items_with(users, items, vbpr.image_features(x)).mean(0)
+        after = vbpr.score_items_with(users, items, vbpr.image_features(adv)).mean(0)
+    assert ((after > before) if goal == "promote" else (after < before)).all()
+
+
+def test_filters_and_bpda():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(BitDepthFilter(1)(x), (x >= 0.5).float())
+    flat = torch.full((1, 3, 16, 16), 0.5)
+    salted = flat.clone()
+    salted[0, :, 5, 5] = 1.0
+    assert torch.equal(MedianFilter(3)(salted), flat)
+    smooth = torch.linspace(0, 1, 16).repeat(1, 3, 16, 1)
+    assert (JPEGFilter(95)(smooth) - smooth).abs().max() < 0.05 and (JPEGFilter(5)(x) - x).abs().mean() > (JPEGFilter(95)(x) - x).abs().mean()
+    xr = x.clone().requires_grad_()
+    (g,) = torch.autograd.grad(straight_through(JPEGFilter(50))(xr).sum(), xr)
+    assert torch.equal(g, torch.ones_like(x))
+
+
+def test_vit_defense_pieces():
+    x = torch.ones(4, 3, 16, 16)
+    masked = mask_patches(x, 4, 0.5, torch.Generator().manual_seed(0))
+    assert set(masked.unique().tolist()) == {0.0, 1.0} and 0.2 < (masked == 0).float().mean() < 0.8
+    labels = torch.tensor([0, 0, 1, 1])
+    apart = F.normalize(torch.tensor([[1.0, 0], [1, 0.01], [0, 1], [0.01, 1]]), dim=1)
+    mixed = apart[[0, 2, 1, 3]]
+    assert supervised_contrastive(apart, labels, 0.1) < supervised_contrastive(mixed, labels, 0.1)
+    defense = ViTDefense(img_size=16, patch_size=4, depth=1, model="test_vit", epochs=3, batch_size=16)
+    assert defense.purify(x).shape == x.shape
+
+
+def test_vit_defense_learns_to_detect_and_denoise():
+    torch.manual_seed(0)
+    smooth = lambda n: F.interpolate(torch.rand(n, 3, 4, 4), size=16, mode="bilinear") * 0.5 + 0.25  # noqa: E731
+    clean = smooth(320)
+    noisy = (clean + 0.2 * torch.sign(torch.randn_like(clean))).clamp(0, 1)
+    defense = ViTDefense(img_size=16, patch_size=4, depth=1, model="test_vit", epochs=20, batch_size=32, lr=2e-3, mask_ratio=0.0, joint=False)
+    history = train_vit_defense(defense, clean, noisy, progress=False)
+    assert history[-1]["reconstruction"] < history[0]["reconstruction"]
+    fresh = smooth(40)
+    fresh_noisy = (fresh + 0.2 * torch.sign(torch.randn_like(fresh))).clamp(0, 1)
+    assert defense.flag(fresh_noisy).float().mean() > 0.8 and defense.flag(fresh).float().mean() < 0.3
+    with torch.no_grad():
+        assert F.mse_loss(defense.purify(fresh_noisy), fresh) < F.mse_loss(fresh_noisy, fresh)
+
+
+def test_target_mean_rank_by_hand():
+    train = UserItemCSR.from_arrays(np.array([0]), np.array([0]), 2, 4)
+    scores = torch.tensor([[9.0, 1.0, 3.0, 2.0], [0.0, 1.0, 3.0, 2.0]])
+    # target 3: user 0 ranks it 2nd among items 1..3 (item 0 is a training item), user 1 2nd of 4
+    assert target_mean_rank(lambda u: scores[u], train, [3], np.array([0, 1])) == pytest.approx(2.0)
+    # target 0 is user 0's training item: only user 1 counts, where it is last
+    assert target_mean_rank(lambda u: scores[u], train, [0], np.array([0, 1])) == pytest.approx(4.0)
+
+
+def test_vars_study_end_to_end(synthetic_dataset, encoder_dir, tmp_path, ray_session):
+    config = {
+        "dataset": {"path": synthetic_dataset.uri},
+        "image_size": 16,
+        "encoder": {"backbone": "test_resnet", "feature_dim": 16, "epochs": 1, "batch_size": 64},
+        "victims": {"vbpr": {"epochs": 3, "lr": 0.01, "batch_size": 256, "backend": "memory"}},
+        "n_targets": 4,
+        "target_bucket": "any",
+        "methods": ["pgd"],
+        "eps": [16],
+        "pgd_steps": 4,
+        "defenses": ["none", "bit_depth", "vit_filter", "vit_filter_detector"],
+        "vit": {"model": "test_vit", "patch_size": 4, "depth": 1, "epochs": 2, "batch_size": 32},
+        "vit_train_items": 60,
+        "detection_items": 30,
+        "adaptive_eps": 16,
+    }
+    path = tmp_path / "vars.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = run_vars(path, tmp_path / "out", progress=False)
+    for d in config["defenses"]:
+        assert f"vbpr/none/0/{d}/t_hr@10" in result and f"vbpr/pgd/16/{d}/t_hr@10" in result and f"vbpr/clean_recall@20/{d}" in result
+    assert "vbpr/pgd_adaptive/16/bit_depth/t_hr@10" in result and 0 <= result["detector/auc"] <= 1
+    assert result["vbpr/pgd/16/none/mean_rank"] < result["vbpr/none/0/none/mean_rank"]
+    assert json.loads((tmp_path / "out/vars.json").read_text())["meta"]["seed"] == 0
