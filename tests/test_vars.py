@@ -140,7 +140,7 @@ def test_vars_study_end_to_end(synthetic_dataset, encoder_dir, tmp_path, ray_ses
         "methods": ["pgd"],
         "eps": [16],
         "pgd_steps": 4,
-        "defenses": ["none", "bit_depth", "vit_filter", "vit_filter_detector"],
+        "defenses": ["none", "bit_depth", "vit_filter", "vit_detector", "vit_filter_detector"],
         "vit": {"model": "test_vit", "patch_size": 4, "depth": 1, "epochs": 2, "batch_size": 32},
         "vit_train_items": 60,
         "detection_items": 30,

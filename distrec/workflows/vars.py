@@ -36,14 +36,16 @@ from distrec.workflows.study import DatasetSpec, materialise_dataset
 from distrec.workflows.train import peak_rss_mb
 
 FORBID = pydantic.ConfigDict(extra="forbid")
-VIT_DEFENSES = ("vit_filter", "vit_filter_detector")
+VIT_DEFENSES = ("vit_filter", "vit_detector", "vit_filter_detector")
 
 
 @pydantic.dataclasses.dataclass(config=FORBID)
 class VarsConfig:
     """``victims``: name -> training config (``encoder`` and ``image_size`` are filled in); ``eps``: numerators
     over 255; ``defenses``: ``none``, the filters (``jpeg``, ``bit_depth``, ``median``), ``vit_filter``,
-    ``vit_filter_detector``; ``adaptive_eps``: eps of the adaptive (through-the-defense) PGD."""
+    ``vit_detector``, ``vit_filter_detector``; ``adaptive_eps``: eps of the adaptive PGD, which differentiates
+    through the filter (BPDA for the non-differentiable ones, EOT over the ViT's random masks when
+    ``vit.eval_mask_ratio`` > 0) but does not try to evade the detector."""
 
     dataset: DatasetSpec
     image_size: int = 64
@@ -55,7 +57,7 @@ class VarsConfig:
     eps: list[int] = field(default_factory=lambda: [4, 8, 16])
     pgd_steps: int = 10
     goal: str = "promote"
-    defenses: list[str] = field(default_factory=lambda: ["none", "jpeg", "bit_depth", "median", "vit_filter", "vit_filter_detector"])
+    defenses: list[str] = field(default_factory=lambda: ["none", "jpeg", "bit_depth", "median", "vit_filter", "vit_detector", "vit_filter_detector"])
     filters: dict[str, dict] = field(default_factory=dict)
     vit: dict = field(default_factory=dict)
     vit_train_items: int = 1500
@@ -192,6 +194,8 @@ def _deploy(name: str, cfg: VarsConfig, vit: ViTDefense | None) -> Deployed:
         return Deployed(name, FILTERS[name](**cfg.filters.get(name, {})), None)
     if name == "vit_filter":
         return Deployed(name, vit, None)
+    if name == "vit_detector":
+        return Deployed(name, None, vit)
     if name == "vit_filter_detector":
         return Deployed(name, vit, vit)
     raise ValueError(f"unknown defense {name!r}; choose from none, {', '.join(FILTERS)}, {', '.join(VIT_DEFENSES)}")
