@@ -28,7 +28,7 @@ def restored(result: dict, victim: str, defense: str, eps: int) -> float | None:
         shift_def = result[f"{victim}/none/0/{defense}/mean_rank"] - result[f"{victim}/pgd/{eps}/{defense}/mean_rank"]
     except KeyError:
         return None
-    return None if shift_none <= 0 else 1 - shift_def / shift_none
+    return None if shift_none < 1 else 1 - shift_def / shift_none  # no shift to undo
 
 
 def tables(result: dict, cfg) -> list[str]:

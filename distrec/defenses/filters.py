@@ -14,6 +14,13 @@ from PIL import Image
 from torch import nn
 
 
+def median_filter(x: torch.Tensor, kernel: int = 3) -> torch.Tensor:
+    """k x k median of each pixel's neighbourhood (reflect padding)."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (kernel // 2,) * 4, mode="reflect")
+    return F.unfold(padded, kernel).view(b, c, kernel * kernel, h * w).median(dim=2).values.view(b, c, h, w)
+
+
 class JPEGFilter(nn.Module):
     def __init__(self, quality: int = 75):
         super().__init__()
@@ -47,10 +54,7 @@ class MedianFilter(nn.Module):
         self.kernel = kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k, (b, c, h, w) = self.kernel, x.shape
-        padded = F.pad(x, (k // 2, k // 2, k // 2, k // 2), mode="reflect")
-        patches = F.unfold(padded, k).view(b, c, k * k, h * w)
-        return patches.median(dim=2).values.view(b, c, h, w)
+        return median_filter(x, self.kernel)
 
 
 FILTERS = {"jpeg": JPEGFilter, "bit_depth": BitDepthFilter, "median": MedianFilter}

@@ -2,7 +2,8 @@
 
 - a purifier: a timm vision transformer over the image's patches with a linear patch decoder, trained
   to map perturbed and randomly masked images back to the clean ones (masked-autoencoder style);
-- a detector: a projection of the transformer's class token trained with a supervised contrastive loss
+- a detector: a projection of the class token of a transformer that reads the image's high-pass residual
+  (or the image, or the purifier's residual: ``detector_input``), trained with a supervised contrastive loss
   (Khosla et al. 2020, eq. 2) that pulls clean images together and pushes adversarial ones away; an image
   is flagged when its cosine distance to the clean centroid exceeds a threshold calibrated on held-out
   clean images at a chosen false-positive rate.
@@ -23,6 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from distrec.defenses.filters import median_filter
+
+
+DETECTOR_INPUTS = ("image", "highpass", "purifier_residual")
+
 
 @dataclass
 class ViTDefenseConfig:
@@ -33,6 +39,8 @@ class ViTDefenseConfig:
     detector_dim: int = 64
     mask_ratio: float = 0.25
     eval_mask_ratio: float = 0.0
+    detector_input: str = "highpass"
+    residual_scale: float = 8.0
     temperature: float = 0.1
     detector_weight: float = 1.0
     joint: bool = True
@@ -76,6 +84,8 @@ class ViTDefense(nn.Module):
     def __init__(self, config: ViTDefenseConfig | None = None, **kw):
         super().__init__()
         self.config = c = config or ViTDefenseConfig(**kw)
+        if c.detector_input not in DETECTOR_INPUTS:
+            raise ValueError(f"vit.detector_input must be one of {DETECTOR_INPUTS}, got {c.detector_input!r}")
         self.purifier_body = _ViTBody(c)
         self.detector_body = self.purifier_body if c.joint else _ViTBody(c)
         dim = self.purifier_body.vit.embed_dim
@@ -96,8 +106,18 @@ class ViTDefense(nn.Module):
 
     forward = purify
 
+    def detector_view(self, x: torch.Tensor) -> torch.Tensor:
+        """What the detector looks at: the image, its high-pass residual x - median3(x), or the purifier's
+        residual x - purify(x), both scaled by ``residual_scale`` around 0.5 (perturbations of a few /255
+        are high-frequency; the image content mostly is not)."""
+        mode = self.config.detector_input
+        if mode == "image":
+            return x
+        smooth = median_filter(x, 3) if mode == "highpass" else self.purify(x, 0.0).detach()
+        return (0.5 + self.config.residual_scale * (x - smooth)).clamp(0, 1)
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.projector(self.detector_body(x)[:, 0]), dim=1)
+        return F.normalize(self.projector(self.detector_body(self.detector_view(x))[:, 0]), dim=1)
 
     @torch.no_grad()
     def detection_score(self, x: torch.Tensor) -> torch.Tensor:

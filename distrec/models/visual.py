@@ -122,10 +122,11 @@ class VBPR(VisualVictim):
 
 @dataclass
 class AMRConfig(VisualConfig):
-    """``adv_eps``: the feature perturbation's norm relative to ||f_i||; ``adv_weight``: lambda;
-    ``adv_start``: the epoch adversarial training begins (AMR pre-trains VBPR first)."""
+    """``adv_eps``: the feature perturbation's norm relative to ||f_i|| (at 0.5 on ML-1M the model learns to
+    ignore the images altogether); ``adv_weight``: lambda; ``adv_start``: the epoch adversarial training
+    begins (AMR pre-trains VBPR first)."""
 
-    adv_eps: float = 0.5
+    adv_eps: float = 0.1
     adv_weight: float = 1.0
     adv_start: int = 0
 

@@ -32,7 +32,7 @@ from distrec.models.base import Victim
 from distrec.models.embedding import Embedder
 from distrec.models.image_encoder import GenreEncoderConfig, encode_images, pretrain_genre_encoder
 from distrec.models.registry import create_victim
-from distrec.workflows.study import DatasetSpec, materialise_dataset
+from distrec.workflows.study import DatasetSpec, content_id, materialise_dataset
 from distrec.workflows.train import peak_rss_mb
 
 FORBID = pydantic.ConfigDict(extra="forbid")
@@ -110,7 +110,7 @@ def run_vars(config_path: str | Path, out: str | Path, progress: bool = True, nu
     log(f"{int(images.has_image.sum())} of {data.n_items} items have an image")
     report: dict = {"items_with_image": int(images.has_image.sum()), "items": data.n_items}
 
-    encoder_dir = out / "encoder"
+    encoder_dir = out / f"encoder-{content_id(data.uri, cfg.image_size, cfg.encoder)}"
     enc_cfg = GenreEncoderConfig(**validate(GenreEncoderConfig, cfg.encoder, str(config_path), "encoder"))
     if not (encoder_dir / "config.json").exists():
         encoder, enc_report = pretrain_genre_encoder(images, data.item_categories(), enc_cfg, progress)
@@ -123,7 +123,7 @@ def run_vars(config_path: str | Path, out: str | Path, progress: bool = True, nu
     test = UserItemCSR.from_table(data.table("test"), data.n_users, data.n_items)
     victims: dict[str, Victim] = {}
     for name, vcfg in cfg.victims.items():
-        vdir = out / "victims" / name
+        vdir = out / "victims" / f"{name}-{content_id(encoder_dir.name, vcfg)}"
         if (vdir / "config.json").exists():
             victims[name] = Victim.load(vdir)
         else:
@@ -148,7 +148,8 @@ def run_vars(config_path: str | Path, out: str | Path, progress: bool = True, nu
 
     vit = None
     if any(d in VIT_DEFENSES for d in cfg.defenses):
-        vit = _vit_defense(cfg, victims[next(iter(victims))], images, targets, out, progress, log)
+        first = next(iter(victims))
+        vit = _vit_defense(cfg, victims[first], images, targets, out / f"vit-{content_id(first, cfg.victims[first], encoder_dir.name, cfg.vit, cfg.eps, cfg.pgd_steps, cfg.vit_train_items, targets.tolist())}", progress, log)
     deployed = {d: _deploy(d, cfg, vit) for d in cfg.defenses}
 
     result: dict = {}
@@ -221,10 +222,10 @@ def _vit_items(cfg: VarsConfig, images: ItemImages, targets: np.ndarray) -> torc
 
 
 def _vit_defense(cfg: VarsConfig, victim, images: ItemImages, targets: np.ndarray, out: Path, progress: bool, log) -> ViTDefense:
-    """Train (or reload) the ViT purifier + detector on clean posters of non-target items and PGD
-    versions of them crafted against ``victim`` (promote and demote, eps drawn from ``cfg.eps``)."""
+    """Train (or reload from ``out``) the ViT purifier + detector on clean posters of non-target items and
+    PGD versions of them crafted against ``victim`` (promote and demote, eps drawn from ``cfg.eps``)."""
     vcfg = ViTDefenseConfig(**{"img_size": cfg.image_size, **validate(ViTDefenseConfig, cfg.vit, "vars config", "vit")})
-    path = out / "vit_defense.safetensors"
+    path = out / "model.safetensors"
     defense = ViTDefense(vcfg)
     if path.exists():
         load_model(defense, path)
@@ -244,8 +245,9 @@ def _vit_defense(cfg: VarsConfig, victim, images: ItemImages, targets: np.ndarra
                 adversarial[rows] = attack(clean[rows], items[rows], users)
     log(f"vit defense: {len(items)} clean/adversarial pairs")
     history = train_vit_defense(defense, clean, adversarial, progress)
+    out.mkdir(parents=True, exist_ok=True)
     save_model(defense, str(path))  # handles the transformer shared by both heads under joint training
-    (out / "vit_defense.json").write_text(json.dumps({"config": dataclasses.asdict(vcfg), "history": history, "items": items.tolist()}, indent=2))
+    (out / "train.json").write_text(json.dumps({"config": dataclasses.asdict(vcfg), "history": history, "items": items.tolist()}, indent=2))
     return defense.eval()
 
 
