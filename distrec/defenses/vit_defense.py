@@ -90,6 +90,8 @@ class ViTDefense(nn.Module):
         self.detector_body = self.purifier_body if c.joint else _ViTBody(c)
         dim = self.purifier_body.vit.embed_dim
         self.decoder = nn.Linear(dim, c.patch_size**2 * 3)
+        nn.init.zeros_(self.decoder.weight)  # the purifier starts as the identity and learns corrections
+        nn.init.zeros_(self.decoder.bias)
         self.projector = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, c.detector_dim))
         self.register_buffer("clean_centroid", torch.zeros(c.detector_dim))
         self.register_buffer("threshold", torch.tensor(float("inf")))

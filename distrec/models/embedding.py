@@ -65,7 +65,7 @@ class Embedder(nn.Module):
         """Rebuild a saved embedder from safetensors + JSON (no pickle)."""
         directory = Path(directory)
         if not (directory / "config.json").exists():
-            raise FileNotFoundError(f"{directory}: no config.json; expected a folder written by Embedder.save ('distrec rank train --out')")
+            raise FileNotFoundError(f"{directory}: no config.json; expected a folder written by Embedder.save ('distrec rank train --out', 'distrec vars encoder --out')")
         meta = json.loads((directory / "config.json").read_text())
         model = create_embedder(meta["name"], **meta["config"])
         model.load_state_dict(load_file(directory / "model.safetensors", device=str(device)))

@@ -155,18 +155,17 @@ def run_vars(config_path: str | Path, out: str | Path, progress: bool = True, nu
     result: dict = {}
     cells = []
     for vname, victim in victims.items():
+        crafted = {("none", 0): clean_targets}  # the non-adaptive attacker does not know the defense
+        for method in cfg.methods:
+            for eps in cfg.eps:
+                attack = ItemImageAttack(victim, ImageAttackConfig(method=method, eps=eps / 255, steps=cfg.pgd_steps, goal=cfg.goal, seed=cfg.seed))
+                crafted[(method, eps)] = attack(clean_targets, target_t, users_t)
         for dname, dep in deployed.items():
             base, _ = dep.apply(images.floats(), images.floats())
             features = _features(victim, base)
             clean = full_ranking_metrics(lambda u: victim.score_items_with(u, torch.arange(data.n_items), features), train, test, (20,))
             result[f"{vname}/clean_recall@20/{dname}"] = round(clean["recall@20"], 5)
-            variants = [("none", 0)] + [(m, e) for m in cfg.methods for e in cfg.eps]
-            for method, eps in variants:
-                if method == "none":
-                    uploaded = clean_targets
-                else:
-                    attack = ItemImageAttack(victim, ImageAttackConfig(method=method, eps=eps / 255, steps=cfg.pgd_steps, goal=cfg.goal, seed=cfg.seed))
-                    uploaded = attack(clean_targets, target_t, users_t)
+            for (method, eps), uploaded in crafted.items():
                 cells.append(_cell(victim, vname, dname, dep, method, eps, uploaded, clean_targets, features, target_t, users, train, result))
             if dname != "none":
                 adaptive = ImageAttackConfig(method="pgd", eps=cfg.adaptive_eps / 255, steps=cfg.pgd_steps, goal=cfg.goal, seed=cfg.seed, eot_samples=cfg.eot_samples if dname in VIT_DEFENSES and cfg.vit.get("eval_mask_ratio", 0) > 0 else 1)
