@@ -1,6 +1,5 @@
 """Adversarial ranking (AdvRank): objectives, trial selection, ranking PGD, EST, metric learning."""
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

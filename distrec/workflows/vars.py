@@ -29,8 +29,7 @@ from distrec.distributed.runtime import init_ray
 from distrec.evaluation.ranking import full_ranking_metrics
 from distrec.evaluation.targets import target_mean_rank, target_metrics
 from distrec.models.base import Victim
-from distrec.models.embedding import Embedder
-from distrec.models.image_encoder import GenreEncoderConfig, encode_images, pretrain_genre_encoder
+from distrec.models.image_encoder import GenreEncoderConfig, pretrain_genre_encoder
 from distrec.models.registry import create_victim
 from distrec.workflows.study import DatasetSpec, content_id, materialise_dataset
 from distrec.workflows.train import peak_rss_mb
