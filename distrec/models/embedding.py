@@ -69,7 +69,7 @@ class Embedder(nn.Module):
         meta = json.loads((directory / "config.json").read_text())
         model = create_embedder(meta["name"], **meta["config"])
         model.load_state_dict(load_file(directory / "model.safetensors", device=str(device)))
-        return model.to(device)
+        return model.to(device).eval()
 
 
 def create_embedder(name: str, **config) -> Embedder:

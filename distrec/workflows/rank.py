@@ -114,6 +114,7 @@ def attack_cell(
     targets before and after the attack (and of the SP set for SP-QA). ``top_fraction`` is the
     neighbourhood CA- queries and QA- candidates come from (AdvRank: 1%), ``preserve_size`` G of SP-QA."""
     spec = parse_attack(attack)
+    model.eval()  # batch-norm backbones (timm) must not use or update batch statistics here
     device = pool.device
     rows = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:trials]
     pick = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(f"{spec.name}/{k}".encode()))
