@@ -246,14 +246,13 @@ def cmd_rank_attack(args) -> int:
     import torch
 
     from distrec.data.labeled_images import load_labeled_images
-    from distrec.evaluation.retrieval import embed_pool
-    from distrec.models.embedding import Embedder
+    from distrec.models.embedding import Embedder, embed_images
     from distrec.workflows.rank import attack_cell
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = Embedder.load(Path(args.model) / "model" if (Path(args.model) / "model").is_dir() else args.model, device=device)
     pool_images = load_labeled_images(args.data, args.split)
-    pool = embed_pool(model, pool_images)
+    pool = embed_images(model, pool_images, 1000)
     result = attack_cell(
         model, pool_images, pool, args.attack, args.eps, args.k, args.trials, args.seed, args.batch_size, args.xi, args.alpha, args.steps, args.norm, args.random_start, args.top_fraction
     )

@@ -17,8 +17,8 @@ from distrec.attacks.ranking import (
 )
 from distrec.data.labeled_images import LabeledImages, load_labeled_images
 from distrec.defenses.est import EmbeddingShiftingTraining
-from distrec.evaluation.retrieval import embed_pool, recall_at_k
-from distrec.models.embedding import Embedder, create_embedder
+from distrec.evaluation.retrieval import recall_at_k
+from distrec.models.embedding import Embedder, create_embedder, embed_images
 from distrec.models.embedding_trainer import TripletTrainingConfig, fit_embedder
 from distrec.models.triplet import cross_distance, pair_distance, sample_triplets, triplet_loss
 
@@ -165,9 +165,9 @@ def test_training_learns_a_retrieval_model(digit_dataset):
     train, test = load_labeled_images(digit_dataset, "train"), load_labeled_images(digit_dataset, "test")
     torch.manual_seed(0)
     model = create_embedder("c2f2", embed_dim=64)
-    before = recall_at_k(embed_pool(model, test), test.labels, "cosine")["recall@1"]
+    before = recall_at_k(embed_images(model, test), test.labels, "cosine")["recall@1"]
     history = fit_embedder(model, train, TripletTrainingConfig(epochs=3, batch_size=100), progress=False)
-    after = recall_at_k(embed_pool(model, test), test.labels, "cosine")["recall@1"]
+    after = recall_at_k(embed_images(model, test), test.labels, "cosine")["recall@1"]
     assert history[-1]["loss"] < history[0]["loss"]
     assert after > 95 and after > before + 5
 

@@ -20,6 +20,9 @@ class ItemImages:
     pixels: torch.Tensor
     has_image: torch.Tensor
 
+    def __len__(self) -> int:
+        return len(self.pixels)
+
     def floats(self, items: torch.Tensor | slice | None = None) -> torch.Tensor:
         x = self.pixels if items is None else self.pixels[items]
         return x.float().div_(255.0)

@@ -24,8 +24,8 @@ def contains(sorted_keys: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
     return sorted_keys[pos] == probe
 
 
-def masked_topk(score_fn: Callable[[torch.Tensor], torch.Tensor], users: np.ndarray, train: UserItemCSR, k: int, device) -> torch.Tensor:
-    """Top-``k`` item ids of each user in ``users``, the user's training items excluded.
+def masked_scores(score_fn: Callable[[torch.Tensor], torch.Tensor], users: np.ndarray, train: UserItemCSR, device) -> torch.Tensor:
+    """Scores ``[len(users), n_items]`` with each user's training items set to -inf.
 
     The training items' scores are overwritten in place, so ``score_fn`` returns a fresh tensor
     (a view, such as an expanded vector, is copied first)."""
@@ -34,7 +34,12 @@ def masked_topk(score_fn: Callable[[torch.Tensor], torch.Tensor], users: np.ndar
         scores = scores.clone()
     r, c = train.rows(users)
     scores[torch.as_tensor(r, device=device), torch.as_tensor(c, device=device)] = -torch.inf
-    return torch.topk(scores, k, dim=1).indices
+    return scores
+
+
+def masked_topk(score_fn: Callable[[torch.Tensor], torch.Tensor], users: np.ndarray, train: UserItemCSR, k: int, device) -> torch.Tensor:
+    """Top-``k`` item ids of each user in ``users``, the user's training items excluded (see :func:`masked_scores`)."""
+    return torch.topk(masked_scores(score_fn, users, train, device), k, dim=1).indices
 
 
 @torch.no_grad()

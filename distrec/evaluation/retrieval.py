@@ -1,24 +1,10 @@
-"""Retrieval evaluation for metric-learning models: embeddings of a pool and Recall@K."""
+"""Retrieval evaluation for metric-learning models: Recall@K over a pool of embeddings."""
 
 from __future__ import annotations
 
 import torch
 
-from distrec.data.labeled_images import LabeledImages
-from distrec.models.embedding import Embedder
 from distrec.models.triplet import cross_distance
-
-
-@torch.no_grad()
-def embed_pool(model: Embedder, data: LabeledImages, batch_size: int = 1000) -> torch.Tensor:
-    """Embeddings of every image (the model in eval mode), on the model's device; plain tensors (not
-    inference-mode ones), so attacks can build autograd graphs on them."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = torch.cat([model(data.floats(slice(i, i + batch_size)).to(device)) for i in range(0, len(data), batch_size)])
-    model.train(was_training)
-    return out
 
 
 @torch.inference_mode()

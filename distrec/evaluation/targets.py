@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from distrec.data.matrix import UserItemCSR
-from distrec.evaluation.ranking import contains, masked_topk
+from distrec.evaluation.ranking import contains, masked_scores, masked_topk
 
 
 @torch.no_grad()
@@ -75,9 +75,7 @@ def target_mean_rank(
     eligible = torch.zeros(len(targets), dtype=torch.float64, device=device)
     for s in range(0, len(real_users), chunk_users):
         batch = np.asarray(real_users[s : s + chunk_users])
-        scores = score_fn(torch.as_tensor(batch, device=device)).to(device=device, dtype=torch.float32).clone()
-        r, c = train.rows(batch)
-        scores[torch.as_tensor(r, device=device), torch.as_tensor(c, device=device)] = -torch.inf
+        scores = masked_scores(score_fn, batch, train, device)
         target_scores = scores[:, targets_t]  # [B, T]
         ranks = 1 + (scores[:, None, :] > target_scores[:, :, None]).sum(-1).double()  # [B, T]
         ok = ~contains(train_keys, torch.as_tensor(batch, device=device)[:, None] * train.n_items + targets_t[None, :])

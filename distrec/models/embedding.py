@@ -72,6 +72,20 @@ class Embedder(nn.Module):
         return model.to(device).eval()
 
 
+@torch.no_grad()
+def embed_images(model: nn.Module, images, batch_size: int = 256) -> torch.Tensor:
+    """``model`` applied in eval mode, in batches, to every image of ``images`` (a float tensor in [0, 1],
+    or anything with ``floats(slice)`` and ``len``: labeled or item images), on the model's device. Plain
+    tensors, not inference-mode ones, so attacks can build autograd graphs on them."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    batch = (lambda s: images[s]) if isinstance(images, torch.Tensor) else images.floats  # noqa: E731
+    out = torch.cat([model(batch(slice(i, i + batch_size)).to(device)) for i in range(0, len(images), batch_size)])
+    model.train(was_training)
+    return out
+
+
 def create_embedder(name: str, **config) -> Embedder:
     """Build embedder ``name``; unknown config keys are an error naming them."""
     return EMBEDDERS.get(name)(**config)

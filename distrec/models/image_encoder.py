@@ -35,17 +35,6 @@ def multi_hot(categories: list[list[int]], n_categories: int) -> torch.Tensor:
     return out
 
 
-@torch.no_grad()
-def encode_images(encoder: torch.nn.Module, images: ItemImages, batch_size: int = 256) -> torch.Tensor:
-    """Features of every item image (the encoder in eval mode)."""
-    device = next(encoder.parameters()).device
-    was_training = encoder.training
-    encoder.eval()
-    out = torch.cat([encoder(images.floats(slice(i, i + batch_size)).to(device)) for i in range(0, len(images.pixels), batch_size)])
-    encoder.train(was_training)
-    return out
-
-
 def pretrain_genre_encoder(images: ItemImages, categories: list[list[int]], config: GenreEncoderConfig, progress: bool = True) -> tuple[TimmEmbedder, dict]:
     """Multi-label genre classification (BCE) on the items that have an image and a category; a held-out
     ``holdout`` share of them measures it: top-1 precision (the best-scored genre is one of the item's)

@@ -15,8 +15,7 @@ import torch.nn.functional as F
 
 from distrec.data.dataset import PreparedDataset
 from distrec.data.item_images import load_item_images
-from distrec.models.embedding import Embedder
-from distrec.models.image_encoder import encode_images
+from distrec.models.embedding import Embedder, embed_images
 from distrec.models.losses import bpr_loss, l2_reg
 from distrec.models.registry import register_victim
 from distrec.models.trainer import PairwiseVictim, TrainConfig
@@ -64,7 +63,7 @@ class VisualVictim(PairwiseVictim):
 
     def prepare_fit(self, dataset: PreparedDataset, device: torch.device) -> None:
         images = load_item_images(dataset, self.config.image_size)
-        self.features.copy_(encode_images(self.encoder, images).to(device))
+        self.features.copy_(embed_images(self.encoder, images).to(device))
         self.images_missing = int((~images.has_image).sum())
 
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:

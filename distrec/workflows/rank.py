@@ -21,8 +21,8 @@ from distrec.config import ConfigError, load_document, validate
 from distrec.data.labeled_images import LabeledImages, load_labeled_images
 from distrec.defenses.est import EmbeddingShiftingTraining
 from distrec.distributed.runtime import init_ray
-from distrec.evaluation.retrieval import embed_pool, recall_at_k
-from distrec.models.embedding import Embedder, create_embedder
+from distrec.evaluation.retrieval import recall_at_k
+from distrec.models.embedding import Embedder, create_embedder, embed_images
 from distrec.models.embedding_trainer import TripletTrainingConfig, fit_embedder
 from distrec.workflows.study import DatasetSpec, content_id, materialise_dataset
 from distrec.workflows.train import peak_rss_mb
@@ -68,7 +68,7 @@ def train_ranker(
     t0 = time.perf_counter()
     history = fit_embedder(net, train, train_cfg, perturb=est_cfg.perturb if est_cfg else None, progress=progress)
     fit_seconds = time.perf_counter() - t0
-    metrics = recall_at_k(embed_pool(net, test), test.labels, net.metric, ks=(1, 10))
+    metrics = recall_at_k(embed_images(net, test, 1000), test.labels, net.metric, ks=(1, 10))
     result = {
         "model": model,
         "model_config": dataclasses.asdict(net.config),
@@ -245,7 +245,7 @@ def run_grid(config_path: str | Path, out: str | Path, progress: bool = True, nu
 
     def submit_cells(role: str) -> None:
         weights = model_dirs[role] / "model"
-        pool_ref = ray.put(embed_pool(Embedder.load(weights), test).cpu())
+        pool_ref = ray.put(embed_images(Embedder.load(weights), test, 1000).cpu())
         for attack in cfg.attacks:
             for eps in cfg.eps:
                 for k in cfg.ks:

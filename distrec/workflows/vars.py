@@ -29,6 +29,7 @@ from distrec.distributed.runtime import init_ray
 from distrec.evaluation.ranking import full_ranking_metrics
 from distrec.evaluation.targets import target_mean_rank, target_metrics
 from distrec.models.base import Victim
+from distrec.models.embedding import embed_images
 from distrec.models.image_encoder import GenreEncoderConfig, pretrain_genre_encoder
 from distrec.models.registry import create_victim
 from distrec.workflows.study import DatasetSpec, content_id, materialise_dataset
@@ -90,11 +91,6 @@ class Deployed:
         if self.filter is None:
             return None
         return self.filter if isinstance(self.filter, ViTDefense) else straight_through(self.filter)
-
-
-def _features(victim, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([victim.image_features(images[i : i + batch]) for i in range(0, len(images), batch)])
 
 
 def run_vars(config_path: str | Path, out: str | Path, progress: bool = True, num_cpus: int | None = None) -> dict:
@@ -161,7 +157,7 @@ def run_vars(config_path: str | Path, out: str | Path, progress: bool = True, nu
                 crafted[(method, eps)] = attack(clean_targets, target_t, users_t)
         for dname, dep in deployed.items():
             base, _ = dep.apply(images.floats(), images.floats())
-            features = _features(victim, base)
+            features = embed_images(victim.encoder, base)
             clean = full_ranking_metrics(lambda u: victim.score_items_with(u, torch.arange(data.n_items), features), train, test, (20,))
             result[f"{vname}/clean_recall@20/{dname}"] = round(clean["recall@20"], 5)
             for (method, eps), uploaded in crafted.items():
@@ -203,7 +199,7 @@ def _deploy(name: str, cfg: VarsConfig, vit: ViTDefense | None) -> Deployed:
 def _cell(victim, vname, dname, dep: Deployed, method, eps, uploaded, clean_targets, features, target_t, users, train, result) -> dict:
     seen, rejected = dep.apply(uploaded, clean_targets)
     feats = features.clone()
-    feats[target_t] = _features(victim, seen)
+    feats[target_t] = embed_images(victim.encoder, seen)
     score = lambda u: victim.score_items_with(u, torch.arange(len(feats)), feats)  # noqa: E731
     metrics = target_metrics(score, train, target_t.tolist(), users, ks=(10, 20))
     mean_rank = target_mean_rank(score, train, target_t.tolist(), users)
