@@ -5,6 +5,9 @@
   python bench/victims.py eval               # full-ranking evaluation vs the bare user x item score product
   python bench/victims.py curves [--budget configs/victims/cpu_budget.yaml] [--only gowalla:lightgcn]
                                              # every victim trained under a budget, test Recall/NDCG@20 per evaluation
+  python bench/victims.py contrastive [--out docs/results/contrastive_ml100k.json]
+                                             # SGL / SimGCL weights and temperatures on ML-100K validation, and the
+                                             # gradient norms of their BPR and contrastive terms at initialisation
 Each prints its table; results are recorded in docs/benchmarks.md.
 """
 
@@ -159,6 +162,54 @@ def curves(budget: str, only: list[str] | None, out: str | None) -> None:
             # the result is the last epoch; the best epoch was picked on the test split and is shown for reference only
             print(f"{data_name:>8} {victim:>9}: last epoch recall@20 {evals[-1]['valid_recall@20']:.4f} ndcg@20 {evals[-1]['valid_ndcg@20']:.4f} "
                   f"| {r['seconds_per_epoch']:.1f} s/epoch, {len(r['history'])} epochs, peak RSS {r['peak_rss_mb']:.0f} MB | curve {curve}", flush=True)
+    if out:  # cells run now replace their earlier entries; the others are kept
+        path = Path(out)
+        ran = {(r["data"], r["victim"]) for r in results}
+        kept = [r for r in json.loads(path.read_text()) if (r["data"], r["victim"]) not in ran] if path.exists() else []
+        path.write_text(json.dumps(kept + results, indent=2))
+
+
+CONTRASTIVE_GRID = (
+    [("lightgcn", {})]
+    + [("sgl", {"ssl_reg": w}) for w in (0.005, 0.01, 0.02, 0.05, 0.1)]
+    + [("simgcl", {"cl_reg": w}) for w in (0.005, 0.02, 0.2)]
+    + [("simgcl", {"cl_temp": t}) for t in (0.5, 1.0)]
+    + [("simgcl", {"cl_temp": 1.0, "cl_reg": 0.02})]
+)
+
+
+def term_gradients(ds: PreparedDataset, victim: str, config: dict) -> dict:
+    """Norms of the gradients of the BPR term and of the contrastive term w.r.t. the embedding table,
+    on the first training batch at initialisation."""
+    from distrec.data.streaming import InteractionStream
+
+    model = create_victim(victim, n_users=ds.n_users, n_items=ds.n_items, **config)
+    model.prepare_fit(ds, torch.device("cpu"))
+    model.start_epoch(0)
+    model.train()
+    batch = next(iter(InteractionStream(ds, "train", batch_size=model.config.batch_size, seed=0, backend="memory").epoch(0)))
+    users, pos, neg = batch["user_id"], batch["item_id"], batch["neg_item"][:, 0]
+    rec = model.rec_loss(users, pos, neg, *model.batch_embeddings(users, pos, neg))
+    g_rec = torch.autograd.grad(rec, model.embedding)[0]
+    g_total = torch.autograd.grad(model.loss(users, pos, neg), model.embedding)[0]
+    return {"grad_bpr": float(g_rec.norm()), "grad_contrastive": float((g_total - g_rec).norm())}
+
+
+def contrastive(out: str | None, epochs: int = 15) -> None:
+    ds = dataset("ml-100k")
+    train = UserItemCSR.from_table(ds.table("train"), ds.n_users, ds.n_items)
+    valid = UserItemCSR.from_table(ds.table("valid"), ds.n_users, ds.n_items)
+    print(f"machine: {machine()}; ML-100K, per-user 70/10/20 split (seed 0), {epochs} epochs, validation Recall@20 after each")
+    results = []
+    for victim, config in CONTRASTIVE_GRID:
+        row = {"victim": victim, "config": config, **(term_gradients(ds, victim, config) if victim != "lightgcn" else {})}
+        model = create_victim(victim, n_users=ds.n_users, n_items=ds.n_items, epochs=epochs, **config)
+        curve = []
+        model.fit(ds, progress=False, on_epoch=lambda r: curve.append(full_ranking_metrics(model.score, train, valid, (20,))["recall@20"]))
+        row["valid_recall@20"] = curve
+        results.append(row)
+        grads = f"| grad BPR {row['grad_bpr']:.2e}, contrastive {row['grad_contrastive']:.2e} " if "grad_bpr" in row else ""
+        print(f"{victim:>8} {json.dumps(config):<34} {grads}| Recall@20 ep1 {curve[0]:.4f} ep5 {curve[4]:.4f} ep{epochs} {curve[-1]:.4f}", flush=True)
     if out:
         Path(out).write_text(json.dumps(results, indent=2))
 
@@ -176,7 +227,7 @@ def one_curve(data_name: str, victim: str, config: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["wrmf-vs-implicit", "lightgcn-epoch", "eval", "curves", "one-curve"])
+    parser.add_argument("what", choices=["wrmf-vs-implicit", "lightgcn-epoch", "eval", "curves", "one-curve", "contrastive"])
     parser.add_argument("args", nargs="*")
     parser.add_argument("--budget", default="configs/victims/cpu_budget.yaml")
     parser.add_argument("--only", nargs="*")
@@ -190,6 +241,8 @@ def main() -> None:
         evaluation()
     elif a.what == "curves":
         curves(a.budget, a.only, a.out)
+    elif a.what == "contrastive":
+        contrastive(a.out)
     else:
         one_curve(*a.args)
 

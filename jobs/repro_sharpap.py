@@ -4,7 +4,8 @@ every victim on clean and poisoned data for each seed, and write the T-HR table.
     python jobs/repro_sharpap.py --config configs/attacks/sharpap_ml1m_cpu.yaml --out runs/sharpap_ml1m \
         --results docs/results/sharpap_ml1m_cpu
 
-Resumable: an attack whose result file exists in --out is not run again. Submit to a Ray cluster with
+Resumable: an attack whose result file in --out was made with the same attack spec is not crafted
+again, and only the victims whose config (or the seeds) changed since are retrained. Submit to a Ray cluster with
 ``ray job submit -- python jobs/repro_sharpap.py ...`` (it runs on the driver's node).
 """
 
@@ -21,7 +22,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import machine, shared_data  # noqa: E402
 from distrec.config import load_yaml  # noqa: E402
-from distrec.workflows.attack import run_attack, evaluate_attack  # noqa: E402
+from distrec.workflows.attack import evaluate_attack, resolved_victim_configs, run_attack  # noqa: E402
 
 
 def label(spec: dict) -> str:
@@ -40,6 +41,17 @@ def prepared(cfg: dict, out: Path) -> Path:
         tables, meta = prepare(raw, PrepareConfig(**d["prepare"]), d["format"])
         write_prepared(tables, meta, path)
     return path
+
+
+def as_json(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def stale_victims(saved: dict, configs: dict, seeds: list[int]) -> list[str]:
+    """Victims of a saved evaluation that must be retrained: missing, other config, or other seeds."""
+    if saved["seeds"] != seeds:
+        return list(configs)
+    return [v for v, c in configs.items() if as_json(saved["victims"].get(v, {}).get("config")) != as_json(c)]
 
 
 def table(results: dict, victims: list[str], metric: str) -> str:
@@ -64,25 +76,39 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = prepared(cfg, out)
     victims = list(cfg["victims"])
+    configs = resolved_victim_configs(victims, cfg["victims"], args.config)
     clean_cache: dict = {}
     results, crafting = {}, {}
     t0 = time.perf_counter()
     for spec in cfg["attacks"]:
         name = label(spec)
         result_file = out / f"{name}.json"
-        if result_file.exists():
-            saved = json.loads(result_file.read_text())
-            results[name], crafting[name] = saved["evaluation"], saved["crafting"]
-            continue
         config = dict(cfg["threat"], **(spec.get("config") or {}), **(spec.get("sharpap") or {}))
         config.update({f"surrogate.{k}": v for k, v in cfg["surrogate"]["config"].items()})
-        print(f"[repro] crafting {name}", flush=True)
-        craft = run_attack(spec["name"], data, cfg["surrogate"]["name"], spec.get("sharpap") is not None, config, out / "poisoned" / name, progress=True, config_source=args.config)
-        print(f"[repro] evaluating {name} ({craft['craft_seconds']:.0f}s to craft)", flush=True)
-        ev = evaluate_attack(out / "poisoned" / name, victims, cfg["seeds"], cfg["victims"], progress=True, config_source=args.config, clean_cache=clean_cache)
-        crafting[name] = {k: craft[k] for k in ("craft_seconds", "peak_rss_mb", "targets", "targets_original", "budget", "history")}
+        craft_spec = {"attack": spec["name"], "sharpap": spec.get("sharpap") is not None, "config": config, "surrogate": cfg["surrogate"]["name"]}
+        saved = json.loads(result_file.read_text()) if result_file.exists() else None
+        if saved is not None and "craft_spec" not in saved:
+            print(f"[repro] {result_file}: no craft_spec (written by an older job); assuming it matches {args.config}", flush=True)
+            saved["craft_spec"] = craft_spec
+        if saved is None or as_json(saved["craft_spec"]) != as_json(craft_spec):
+            print(f"[repro] crafting {name}", flush=True)
+            craft = run_attack(spec["name"], data, cfg["surrogate"]["name"], craft_spec["sharpap"], config, out / "poisoned" / name, progress=True, config_source=args.config)
+            print(f"[repro] crafted {name} in {craft['craft_seconds']:.0f}s", flush=True)
+            crafting[name] = {k: craft[k] for k in ("craft_seconds", "peak_rss_mb", "targets", "targets_original", "budget", "history")}
+            ev, stale = None, victims
+        else:
+            crafting[name], ev = saved["crafting"], saved["evaluation"]
+            stale = stale_victims(ev, configs, cfg["seeds"])
+        if stale:
+            print(f"[repro] evaluating {name} on {', '.join(stale)}", flush=True)
+            fresh = evaluate_attack(out / "poisoned" / name, stale, cfg["seeds"], cfg["victims"], progress=True, config_source=args.config, clean_cache=clean_cache)
+            if ev is None:
+                ev = fresh
+            else:
+                ev["victims"].update(fresh["victims"])
+                ev["seconds"] = round(ev["seconds"] + fresh["seconds"], 3)
+            result_file.write_text(json.dumps({"craft_spec": craft_spec, "evaluation": ev, "crafting": crafting[name]}, indent=2, default=str))
         results[name] = ev
-        result_file.write_text(json.dumps({"evaluation": ev, "crafting": crafting[name]}, indent=2))
     summary = {"config": cfg, "config_file": args.config, "machine": machine(), "wall_seconds": round(time.perf_counter() - t0, 1), "crafting": crafting, "results": results}
     md = [f"# SharpAP reproduction: {Path(args.config).name}", "", f"Machine: {machine()}.", ""]
     for metric in ("t_hr@10", "t_hr@20"):

@@ -164,6 +164,12 @@ def measure(model, dataset: PreparedDataset, targets: np.ndarray, n_real: int, k
     return out
 
 
+def resolved_victim_configs(victims: list[str], victim_configs: dict | None, config_source: str = "--victim-config") -> dict:
+    """Each victim's full, validated config (defaults filled in), as an evaluation records it."""
+    victim_configs = victim_configs or {}
+    return {v: validate(victim_class(v).Config, dict(victim_configs.get(v) or {}), config_source, f"victim {v!r}") for v in victims}
+
+
 def evaluate_attack(
     poisoned: str | Path,
     victims: list[str],
@@ -182,8 +188,7 @@ def evaluate_attack(
     if attack is None:
         raise ValueError(f"{poisoned} is not a poisoned dataset (no 'attack' in its metadata); run 'distrec attack' first")
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    victim_configs = victim_configs or {}
-    configs = {v: validate(victim_class(v).Config, dict(victim_configs.get(v) or {}), config_source, f"victim {v!r}") for v in victims}
+    configs = resolved_victim_configs(victims, victim_configs, config_source)
     targets = np.asarray(attack["targets"])
     n_real = ds.metadata["n_real_users"]
     cache = {} if clean_cache is None else clean_cache
