@@ -26,7 +26,7 @@ class SGL(LightGCN):
     """Loss = BPR + ssl_reg * (InfoNCE over batch users + InfoNCE over batch items) between two views
     (eq. 10-11). Views are redrawn every epoch: ``ed`` edge dropout (each interaction kept with
     probability 1 - ssl_ratio) or ``nd`` node dropout (each node with its edges), then renormalised.
-    Defaults are the paper's (Yelp / Amazon); on MovieLens the InfoNCE gradient is 12x the BPR one at
+    Defaults are the paper's (Yelp / Amazon); on MovieLens the InfoNCE gradient is 13x the BPR one at
     initialisation with ssl_reg 0.1 and SGL never learns to rank, ssl_reg 0.01 works (docs/benchmarks.md)."""
 
     Config = SGLConfig
