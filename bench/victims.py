@@ -50,8 +50,9 @@ def dataset(name: str) -> PreparedDataset:
     return write_prepared(*prepare(raw, PrepareConfig(**recipe["prepare"]), recipe["format"]), out)
 
 
-def csrs(ds: PreparedDataset):
-    return UserItemCSR.from_table(ds.table("train"), ds.n_users, ds.n_items), UserItemCSR.from_table(ds.table("test"), ds.n_users, ds.n_items)
+def csrs(ds: PreparedDataset, held_out: str = "test"):
+    """The training split and a held-out split as CSR matrices."""
+    return UserItemCSR.from_table(ds.table("train"), ds.n_users, ds.n_items), UserItemCSR.from_table(ds.table(held_out), ds.n_users, ds.n_items)
 
 
 def wrmf_vs_implicit(seeds=(0, 1, 2), factors=64, iterations=15, alpha=10.0, reg=0.01) -> None:
@@ -197,8 +198,7 @@ def term_gradients(ds: PreparedDataset, victim: str, config: dict) -> dict:
 
 def contrastive(out: str | None, epochs: int = 15) -> None:
     ds = dataset("ml-100k")
-    train = UserItemCSR.from_table(ds.table("train"), ds.n_users, ds.n_items)
-    valid = UserItemCSR.from_table(ds.table("valid"), ds.n_users, ds.n_items)
+    train, valid = csrs(ds, "valid")
     print(f"machine: {machine()}; ML-100K, per-user 70/10/20 split (seed 0), {epochs} epochs, validation Recall@20 after each")
     results = []
     for victim, config in CONTRASTIVE_GRID:
