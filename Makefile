@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine with Python 3.11, git and make:
 #   make demo   runs the main job: a transferability study on the embedded synthetic dataset
-#   make test   runs the test suite
+#   make test   lints (ruff) and runs the test suite
 # Both create or update .venv from constraints.txt; nothing is reinstalled when
 # pyproject.toml and constraints.txt are unchanged.
 PYTHON ?= python3.11
@@ -8,7 +8,7 @@ VENV ?= .venv
 STAMP := $(VENV)/.distrec-installed
 BIN := $(VENV)/bin
 
-.PHONY: demo test venv bench-data bench-victims clean
+.PHONY: demo test lint venv bench-data bench-victims clean
 
 venv: $(STAMP)
 
@@ -22,8 +22,12 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/distrec study configs/study/demo.yaml --out runs/study-demo
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check distrec tests jobs bench
+	$(BIN)/ruff format --check distrec tests jobs bench
 
 bench-data: $(STAMP)
 	$(BIN)/python bench/data_prepare.py

@@ -38,7 +38,14 @@ def one_run(mode: str, sharpap: bool, steps: int) -> dict:
         attack = SharpAP(attack, rho=0.05)
     attack.craft(ctx, WRMFSurrogate(train, budget.n_fake, gradient=mode))
     seconds = [h["seconds"] for h in attack.history]
-    return {"mode": mode, "sharpap": sharpap, "steps": len(seconds), "median_step_seconds": statistics.median(seconds), "step_seconds": seconds, "peak_rss_mb": round(peak_rss_mb(), 1)}
+    return {
+        "mode": mode,
+        "sharpap": sharpap,
+        "steps": len(seconds),
+        "median_step_seconds": statistics.median(seconds),
+        "step_seconds": seconds,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
 
 
 def revadv_resources(steps: int = 3) -> None:
@@ -48,7 +55,10 @@ def revadv_resources(steps: int = 3) -> None:
     for mode, sharp in (("als", False), ("als", True), ("unroll", False), ("unroll", True)):
         out = subprocess.run([sys.executable, __file__, "_run", mode, str(int(sharp)), str(steps)], capture_output=True, text=True, check=True, cwd=REPO)
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"| {mode} | {'yes' if sharp else 'no'} | {r['median_step_seconds']:.2f} ({', '.join(f'{s:.2f}' for s in r['step_seconds'])}) | {r['peak_rss_mb'] / 1024:.2f} GB |", flush=True)
+        print(
+            f"| {mode} | {'yes' if sharp else 'no'} | {r['median_step_seconds']:.2f} ({', '.join(f'{s:.2f}' for s in r['step_seconds'])}) | {r['peak_rss_mb'] / 1024:.2f} GB |",
+            flush=True,
+        )
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Ray engine benchmarks.
 
-  python bench/engine.py cells        # evaluation cells: in-process vs one victim actor vs two (cells per hour,
-                                      # parallel efficiency, Ray overhead per cell), on the synthetic dataset
+  python bench/engine.py cells        # poisoning cells: in-process vs the study engine on 1 and 2 Ray workers
+                                      # (cells per hour, parallel efficiency, engine overhead per cell), synthetic data
   python bench/engine.py population   # population SharpAP on ML-1M: seconds per outer step vs P, and the
                                       # T-HR@20 of the crafted poison on held-out victims vs P
 Results are recorded in docs/benchmarks.md.
@@ -10,58 +10,83 @@ Results are recorded in docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import ray
+import torch
+import yaml
 from common import machine
 
-from distrec.data.dataset import InMemoryDataset, PreparedDataset, prepare, write_prepared
+from distrec.data.dataset import PreparedDataset, prepare, write_prepared
 from distrec.data.preprocess import PrepareConfig
 from distrec.data.synthetic import make_synthetic
 from distrec.distributed.runtime import init_ray
-from distrec.distributed.victim_actor import VictimHost, victim_actor
+from distrec.study import load_study
+from distrec.study.engine import UnitContext, execute
 
 warnings.filterwarnings("ignore")
 
-CELL_VICTIMS = {"bpr": {"dim": 32, "epochs": 15, "lr": 0.01, "batch_size": 1024, "backend": "memory"}, "lightgcn": {"dim": 32, "layers": 2, "epochs": 8, "lr": 0.01, "batch_size": 2048, "backend": "memory"}}
+CELL_VICTIMS = {
+    "bpr": {"dim": 32, "epochs": 40, "lr": 0.01, "batch_size": 1024, "backend": "memory"},
+    "lightgcn": {"dim": 32, "layers": 2, "epochs": 15, "lr": 0.01, "batch_size": 2048, "backend": "memory"},
+}
 
 
-def cells(repeats: int = 3, seeds: int = 4) -> None:
+def _poisoning_study(tmp: str, seeds: int) -> str:
+    data = f"{tmp}/data"
+    write_prepared(*prepare(make_synthetic(n_users=3000, n_items=1000, seed=0), PrepareConfig(seed=0), "synthetic"), data)
+    config = {
+        "dataset": {"path": data},
+        "threat": {"fake_ratio": 0.01, "n_targets": 3, "target_bucket": "torso"},
+        "attacks": [{"name": "random"}],
+        "victims": CELL_VICTIMS,
+        "seeds": list(range(seeds)),
+        "resources": {"craft": {"num_cpus": 1}, "cell": {"num_cpus": 1}},
+    }
+    Path(f"{tmp}/study.yaml").write_text(yaml.safe_dump(config))
+    return f"{tmp}/study.yaml"
+
+
+def cells(repeats: int = 3, seeds: int = 3) -> None:
+    """Poisoning cells (one victim trained and measured each) in-process vs through the engine on 1 and
+    2 Ray workers: cells per hour and the engine's overhead per cell."""
     tmp = tempfile.mkdtemp()
-    tables, meta = prepare(make_synthetic(seed=0), PrepareConfig(seed=0), "synthetic")
-    data = InMemoryDataset.load(write_prepared(tables, meta, f"{tmp}/data"))
-    todo = [{"id": f"{v}-{s}", "victim": v, "seed": s, "config": dict(cfg, seed=s)} for v, cfg in CELL_VICTIMS.items() for s in range(seeds)]
-    targets, n_real = [1, 2, 3], data.n_users
-    init_ray(num_cpus=2)
-    ref = ray.put(data)
-    host = VictimHost()
-    times = {"in-process": [], "1 actor": [], "2 actors": []}
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for c in todo:
-            host.run_cell(c, data, targets, n_real)
-        times["in-process"].append(time.perf_counter() - t0)
-        for n in (1, 2):
-            actors = [victim_actor(1, 0) for _ in range(n)]
-            ray.get([a.__ray_ready__.remote() for a in actors])  # actor start-up is paid once per study
+    scenario = load_study(_poisoning_study(tmp, seeds))
+    times = {"in-process": [], "engine, 1 worker": [], "engine, 2 workers": []}
+    n_cells = 0
+    for r in range(repeats):
+        for label, workers in (("in-process", 0), ("engine, 1 worker", 1), ("engine, 2 workers", 2)):
+            out = f"{tmp}/run-{r}-{workers}"
+            init_ray(num_cpus=max(1, workers))
+            units = scenario.plan(out)
+            crafts, todo = [u for u in units if u.stage == "craft"], [u for u in units if u.stage == "cell"]
+            n_cells = len(todo)
+            execute(scenario, crafts, out, {}, progress=False)  # crafting is not what is measured
+            deps = {u.id: json.loads(Path(f"{out}/craft/{u.id}.json").read_text()) for u in crafts}
             t0 = time.perf_counter()
-            ray.get([actors[i % n].run_cell.remote(c, ref, targets, n_real) for i, c in enumerate(todo)])
-            times[f"{n} actor{'s' if n > 1 else ''}"].append(time.perf_counter() - t0)
-            for a in actors:
-                ray.kill(a)
+            if workers == 0:
+                torch.set_num_threads(1)
+                for u in todo:
+                    scenario.run(u, {k: deps[v] for k, v in u.deps.items()}, UnitContext(out, u, 1))
+            else:
+                execute(scenario, todo + crafts, out, {}, progress=False)
+            times[label].append(time.perf_counter() - t0)
+            ray.shutdown()
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"machine: {machine()}; {len(todo)} cells (bpr 15 epochs, lightgcn 8 epochs, synthetic 1000 x 400), median of {repeats}")
+    print(f"machine: {machine()}; {n_cells} poisoning cells (bpr 40 epochs, lightgcn 15 epochs, synthetic 3000 x 1000), median of {repeats}")
     print("| run | wall s (median) | runs | cells / hour | per cell s |")
     print("|---|---|---|---|---|")
     for k, v in times.items():
-        print(f"| {k} | {med[k]:.1f} | {', '.join(f'{x:.1f}' for x in v)} | {3600 * len(todo) / med[k]:.0f} | {med[k] / len(todo):.2f} |")
-    print(f"Ray overhead per cell (1 actor vs in-process): {(med['1 actor'] - med['in-process']) / len(todo):.3f} s = {100 * (med['1 actor'] / med['in-process'] - 1):.1f}%")
-    print(f"parallel efficiency, 2 actors on 2 cores: {med['1 actor'] / (2 * med['2 actors']):.2f}")
-    ray.shutdown()
+        print(f"| {k} | {med[k]:.1f} | {', '.join(f'{x:.1f}' for x in v)} | {3600 * n_cells / med[k]:.0f} | {med[k] / n_cells:.2f} |")
+    base, one = med["in-process"], med["engine, 1 worker"]
+    print(f"engine overhead per cell (1 worker vs in-process): {(one - base) / n_cells:.3f} s = {100 * (one / base - 1):.1f}%")
+    print(f"parallel efficiency, 2 workers on 2 cores: {one / (2 * med['engine, 2 workers']):.2f}")
 
 
 def population(steps: int = 8, sizes=(1, 2, 4)) -> None:
@@ -77,7 +102,9 @@ def population(steps: int = 8, sizes=(1, 2, 4)) -> None:
     print("| P | craft s | s / outer step | T-HR@20 bpr | T-HR@20 lightgcn |")
     print("|---|---|---|---|---|")
     cache: dict = {}
-    rows = [("plain revadv", None)] + [(str(p), {"members": [{"kind": "sam", "rho": 0.05}] + [{"kind": "random", "rho": 0.05, "seed": i} for i in range(1, p)], "member_cpus": 2 / p}) for p in sizes]
+    rows = [("plain revadv", None)] + [
+        (str(p), {"members": [{"kind": "sam", "rho": 0.05}] + [{"kind": "random", "rho": 0.05, "seed": i} for i in range(1, p)], "member_cpus": 2 / p}) for p in sizes
+    ]
     for label, pop in rows:
         out = tempfile.mkdtemp()
         r = run_attack("revadv", PreparedDataset(ds.uri), "wrmf", pop is not None, threat, f"{out}/p", progress=False, population=pop)

@@ -93,7 +93,9 @@ def wrmf_vs_implicit(seeds=(0, 1, 2), factors=64, iterations=15, alpha=10.0, reg
         secs = [r[0] for r in runs]
         rec = [r[1]["recall@20"] for r in runs]
         ndcg = [r[1]["ndcg@20"] for r in runs]
-        print(f"{name:>46}: fit median {statistics.median(secs):.2f}s (runs {', '.join(f'{s:.2f}' for s in secs)}); recall@20 mean {np.mean(rec):.4f} ({', '.join(f'{r:.4f}' for r in rec)}); ndcg@20 mean {np.mean(ndcg):.4f}")
+        print(
+            f"{name:>46}: fit median {statistics.median(secs):.2f}s (runs {', '.join(f'{s:.2f}' for s in secs)}); recall@20 mean {np.mean(rec):.4f} ({', '.join(f'{r:.4f}' for r in rec)}); ndcg@20 mean {np.mean(ndcg):.4f}"
+        )
 
 
 def lightgcn_epoch(epochs: int = 3, profile_batches: int = 20) -> None:
@@ -161,8 +163,11 @@ def curves(budget: str, only: list[str] | None, out: str | None) -> None:
             evals = [h for h in r["history"] if "valid_recall@20" in h]
             curve = ", ".join(f"ep{h['epoch'] + 1}: {h['valid_recall@20']:.4f}" for h in evals)
             # the result is the last epoch; the best epoch was picked on the test split and is shown for reference only
-            print(f"{data_name:>8} {victim:>9}: last epoch recall@20 {evals[-1]['valid_recall@20']:.4f} ndcg@20 {evals[-1]['valid_ndcg@20']:.4f} "
-                  f"| {r['seconds_per_epoch']:.1f} s/epoch, {len(r['history'])} epochs, peak RSS {r['peak_rss_mb']:.0f} MB | curve {curve}", flush=True)
+            print(
+                f"{data_name:>8} {victim:>9}: last epoch recall@20 {evals[-1]['valid_recall@20']:.4f} ndcg@20 {evals[-1]['valid_ndcg@20']:.4f} "
+                f"| {r['seconds_per_epoch']:.1f} s/epoch, {len(r['history'])} epochs, peak RSS {r['peak_rss_mb']:.0f} MB | curve {curve}",
+                flush=True,
+            )
     if out:  # cells run now replace their earlier entries; the others are kept
         path = Path(out)
         ran = {(r["data"], r["victim"]) for r in results}

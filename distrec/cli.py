@@ -42,9 +42,7 @@ def cmd_data_prepare(args) -> int:
     from distrec.data.readers.images import read_image_collection
 
     options = parse_assignments(args.set)
-    config = PrepareConfig(
-        implicit_threshold=args.implicit_threshold, kcore=args.kcore, split=args.split, test_ratio=args.test_ratio, valid_ratio=args.valid_ratio, seed=args.seed
-    )
+    config = PrepareConfig(implicit_threshold=args.implicit_threshold, kcore=args.kcore, split=args.split, test_ratio=args.test_ratio, valid_ratio=args.valid_ratio, seed=args.seed)
     t0 = time.perf_counter()
     _log(f"reading {args.format} from {args.root}")
     raw = read_source(args.format, args.root, on_bad_lines=args.on_bad_lines, **options)
@@ -181,12 +179,13 @@ def cmd_evaluate_attack(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from distrec.workflows.study import run_study
+    from distrec.study import run_study
 
     result = run_study(args.config, args.out, progress=not args.json, num_cpus=args.num_cpus)
     human = (
         f"{result['matrix']}\n\n{result['cells_run']} cells run, {result['cells_skipped']} already done; "
-        f"{result['crafts_run']} of {result['crafts']} attacks crafted; {result['seconds']:.0f}s\n"
+        + "; ".join(f"{stage}: {c['run']} run, {c['skipped']} done" for stage, c in result["stages"].items())
+        + f"; {result['seconds']:.0f}s\n"
         f"results {result['results']}\nmatrix {result['matrix_md']}, {result['matrix_csv']}\nheatmap {result['heatmap_png']}"
     )
     emit(result, args.json, human)
@@ -238,7 +237,11 @@ def cmd_rank_train(args) -> int:
     config, source = _rank_train_config(args)
     result = train_ranker(args.data, out=args.out, progress=not args.json, source=source, **config)
     m = result["metrics"]
-    emit(result, args.json, f"{result['model']} ({result['defense']}): recall@1 {m['recall@1']:.2f}%  recall@10 {m['recall@10']:.2f}%  fit {result['fit_seconds']:.1f}s -> {args.out}")
+    emit(
+        result,
+        args.json,
+        f"{result['model']} ({result['defense']}): recall@1 {m['recall@1']:.2f}%  recall@10 {m['recall@10']:.2f}%  fit {result['fit_seconds']:.1f}s -> {args.out}",
+    )
     return 0
 
 
@@ -254,7 +257,21 @@ def cmd_rank_attack(args) -> int:
     pool_images = load_labeled_images(args.data, args.split)
     pool = embed_images(model, pool_images, 1000)
     result = attack_cell(
-        model, pool_images, pool, args.attack, args.eps, args.k, args.trials, args.seed, args.batch_size, args.xi, args.alpha, args.steps, args.norm, args.random_start, args.top_fraction
+        model,
+        pool_images,
+        pool,
+        args.attack,
+        args.eps,
+        args.k,
+        args.trials,
+        args.seed,
+        args.batch_size,
+        args.xi,
+        args.alpha,
+        args.steps,
+        args.norm,
+        args.random_start,
+        args.top_fraction,
     )
     human = f"{result['attack']} eps {args.eps:g} k={args.k}: rank percentile {result['rank_before']:.2f} -> {result['rank']:.2f} (+-{result['rank_sem']:.2f}) over {result['trials']} trials, {result['steps']} steps of {result['alpha']:.4f}"
     emit(result, args.json, human)
@@ -378,7 +395,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="craft an injective (fake-user) attack and write the poisoned dataset",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(
-            ["threat model keys:", describe(ThreatModel), "SharpAP keys (with --sharpap):", describe(SharpAPConfig), "surrogate keys (as surrogate.KEY):", describe(SurrogateConfig)]
+            [
+                "threat model keys:",
+                describe(ThreatModel),
+                "SharpAP keys (with --sharpap):",
+                describe(SharpAPConfig),
+                "surrogate keys (as surrogate.KEY):",
+                describe(SurrogateConfig),
+            ]
             + [f"{name} keys:\n{describe(attack_class(name).Config) or '  (none)'}" for name in list_attacks()]
         ),
     )
@@ -404,8 +428,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate_attack)
 
     for name, func, help_text, example, out_help in (
-        ("study", cmd_study, "a transferability study: attacks x surrogates x victims x seeds on Ray, as a matrix", "configs/study/demo.yaml", "output folder or pyarrow.fs URI; rerunning resumes"),
-        ("sweep", cmd_sweep, "Ray Tune + Optuna (TPE) + ASHA sweep of attack hyperparameters; resumable", "configs/sweep/demo.yaml", "local folder (Optuna sqlite by default, Tune results, best.yaml)"),
+        (
+            "study",
+            cmd_study,
+            "a transferability study: attacks x surrogates x victims x seeds on Ray, as a matrix",
+            "configs/study/demo.yaml",
+            "output folder or pyarrow.fs URI; rerunning resumes",
+        ),
+        (
+            "sweep",
+            cmd_sweep,
+            "Ray Tune + Optuna (TPE) + ASHA sweep of attack hyperparameters; resumable",
+            "configs/sweep/demo.yaml",
+            "local folder (Optuna sqlite by default, Tune results, best.yaml)",
+        ),
     ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("config", help=f"{name} YAML (see {example})")

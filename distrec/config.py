@@ -45,6 +45,27 @@ def validate(schema: type, values: dict, source: str, what: str) -> dict:
     return {k: getattr(obj, k) for k in values}
 
 
+def check_keys(schema: type, values: dict | None, source: str, path: str) -> dict:
+    """Like :func:`validate`, for one section of a larger document: errors name the file and the full
+    key path (``study.yaml: victims.wrmf.factorz: unknown key; valid keys: ...``)."""
+    if values is not None and not isinstance(values, dict):
+        raise ConfigError(f"{source}: {path}: expected a mapping, found {type(values).__name__}")
+    values = dict(values or {})
+    names = sorted(f.name for f in dataclasses.fields(schema))
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"{source}: {path}.{unknown[0]}: unknown key; valid keys: {', '.join(names)}")
+    try:
+        obj = pydantic.TypeAdapter(schema).validate_python(values, strict=False)
+    except pydantic.ValidationError as exc:
+        e = exc.errors()[0]
+        where = ".".join([path, *(str(p) for p in e["loc"])])
+        raise ConfigError(f"{source}: {where}: {e['msg']} (got {e.get('input')!r})") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{source}: {path}: {exc}") from None
+    return {k: getattr(obj, k) for k in values}
+
+
 def describe(schema: type) -> str:
     """One line per config key: name, type and default."""
     lines = []

@@ -82,13 +82,17 @@ def main() -> int:
     meta["machine"] = machine()
     meta["command"] = f"python jobs/repro_advrank.py --config {args.config} --out {args.out}" + (f" --results {args.results}" if args.results else "")
     text = [f"# AdvRank on {cfg.dataset}: rank percentile of the attacked targets (%, 0 = top, 50 = random)", ""]
-    text += [f"Command: `{meta['command']}` ({meta['machine']}); config `{args.config}`; wall time of the whole grid "
-             f"including training: {meta['wall_seconds'] / 60:.1f} min.", ""]
-    text += ["Ours (cells: w = 1 / 2 / 5 / 10 for CA, m = 1 / 2 / 5 / 10 for QA; QA columns are the semantics-preserving "
-             "SP-QA attacks, as in the reference pipeline):", "", grid_markdown(result, cfg)]
+    text += [f"Command: `{meta['command']}` ({meta['machine']}); config `{args.config}`; wall time of the whole grid including training: {meta['wall_seconds'] / 60:.1f} min.", ""]
+    text += [
+        "Ours (cells: w = 1 / 2 / 5 / 10 for CA, m = 1 / 2 / 5 / 10 for QA; QA columns are the semantics-preserving SP-QA attacks, as in the reference pipeline):",
+        "",
+        grid_markdown(result, cfg),
+    ]
     for role, t in meta["training"].items():
-        text.append(f"- {role}: Recall@1 {t['metrics']['recall@1']:.2f}%, Recall@10 {t['metrics']['recall@10']:.2f}%, "
-                    f"{t['training']['epochs']} epochs in {t['fit_seconds'] / 60:.1f} min" + (f", EST {t['est']}" if t["est"] else ""))
+        text.append(
+            f"- {role}: Recall@1 {t['metrics']['recall@1']:.2f}%, Recall@10 {t['metrics']['recall@10']:.2f}%, "
+            f"{t['training']['epochs']} epochs in {t['fit_seconds'] / 60:.1f} min" + (f", EST {t['est']}" if t["est"] else "")
+        )
     if cfg.dataset == "mnist":
         table, within, total = comparison(result)
         meta["paper_within_5"] = {"cells": within, "of": total}

@@ -114,7 +114,10 @@ def main() -> None:
     for metric in ("t_hr@10", "t_hr@20"):
         md += [f"## {metric.upper()} (%), mean ± std over seeds {cfg['seeds']}", "", table(results, victims, metric), ""]
     md += ["## Clean Recall@20 with the fake users (without: the no-attack row's victims)", ""]
-    md += [f"- {name}: " + ", ".join(f"{v} {r['victims'][v]['recall@20_with_fakes']:.4f} (without {r['victims'][v]['recall@20_without_fakes']:.4f})" for v in victims) for name, r in results.items()]
+    md += [
+        f"- {name}: " + ", ".join(f"{v} {r['victims'][v]['recall@20_with_fakes']:.4f} (without {r['victims'][v]['recall@20_without_fakes']:.4f})" for v in victims)
+        for name, r in results.items()
+    ]
     md += ["", "## Crafting", ""] + [f"- {name}: {c['craft_seconds']:.1f} s, peak RSS {c['peak_rss_mb']:.0f} MB" for name, c in crafting.items()]
     text = "\n".join(md) + "\n"
     print(text)

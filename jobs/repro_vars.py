@@ -46,8 +46,10 @@ def tables(result: dict, cfg) -> list[str]:
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
             lines.append("")
         base = result[f"{victim}/clean_recall@20/none"]
-        lines.append(f"Clean Recall@20 of {victim} per defense (relative change): " + ", ".join(
-            f"{d} {result[f'{victim}/clean_recall@20/{d}']:.4f} ({100 * (result[f'{victim}/clean_recall@20/{d}'] / base - 1):+.1f}%)" for d in cfg.defenses))
+        lines.append(
+            f"Clean Recall@20 of {victim} per defense (relative change): "
+            + ", ".join(f"{d} {result[f'{victim}/clean_recall@20/{d}']:.4f} ({100 * (result[f'{victim}/clean_recall@20/{d}'] / base - 1):+.1f}%)" for d in cfg.defenses)
+        )
         lines.append("")
         parts = [f"{d} {100 * r:.0f}%" for d in cfg.defenses if d != "none" and (r := restored(result, victim, d, 8)) is not None]
         lines += [f"Share of the PGD 8/255 target-rank shift undone on {victim}: " + ", ".join(parts), ""]
@@ -67,11 +69,16 @@ def main() -> int:
     meta["machine"] = machine()
     meta["command"] = f"python jobs/repro_vars.py --config {args.config} --out {args.out}" + (f" --results {args.results}" if args.results else "")
     text = ["# Image attacks on visually-aware recommenders (ML-1M posters) and defenses", ""]
-    text += [f"Command: `{meta['command']}` ({meta['machine']}); wall time {meta['wall_seconds'] / 60:.1f} min, peak RSS {meta['peak_rss_mb']:.0f} MB.",
-             f"{meta['items_with_image']} of {meta['items']} items have a poster; encoder genre top-1 precision "
-             f"{meta['encoder']['holdout_top1_precision']:.3f} (majority baseline {meta['encoder']['majority_baseline']:.3f}); "
-             f"{len(meta['targets'])} target items ({cfg.target_bucket} bucket), goal {cfg.goal}; detector: "
-             + ", ".join(f"eps {e}/255 AUC {result.get(f'detector/pgd/{e}/auc', float('nan')):.3f} accuracy {result.get(f'detector/pgd/{e}/accuracy', float('nan')):.3f}" for e in cfg.eps), ""]
+    text += [
+        f"Command: `{meta['command']}` ({meta['machine']}); wall time {meta['wall_seconds'] / 60:.1f} min, peak RSS {meta['peak_rss_mb']:.0f} MB.",
+        f"{meta['items_with_image']} of {meta['items']} items have a poster; encoder genre top-1 precision "
+        f"{meta['encoder']['holdout_top1_precision']:.3f} (majority baseline {meta['encoder']['majority_baseline']:.3f}); "
+        f"{len(meta['targets'])} target items ({cfg.target_bucket} bucket), goal {cfg.goal}; detector: "
+        + ", ".join(
+            f"eps {e}/255 AUC {result.get(f'detector/pgd/{e}/auc', float('nan')):.3f} accuracy {result.get(f'detector/pgd/{e}/accuracy', float('nan')):.3f}" for e in cfg.eps
+        ),
+        "",
+    ]
     text += tables(result, cfg)
     if args.results:
         res = Path(args.results)

@@ -12,7 +12,9 @@ def run(capsys, *argv):
 def test_prepare_and_info_json(tmp_path, capsys):
     (tmp_path / "src").mkdir()
     (tmp_path / "src/ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,10\n1,2,2.0,20\n2,1,5.0,30\n2,3,4.5,40\n")
-    code, out, _ = run(capsys, "data", "prepare", "ml-latest", "--root", str(tmp_path / "src"), "--out", str(tmp_path / "ds"), "--implicit-threshold", "4", "--split", "none", "--json")
+    code, out, _ = run(
+        capsys, "data", "prepare", "ml-latest", "--root", str(tmp_path / "src"), "--out", str(tmp_path / "ds"), "--implicit-threshold", "4", "--split", "none", "--json"
+    )
     assert code == 0
     prepared = json.loads(out)
     assert (prepared["users"], prepared["items"], prepared["interactions"]) == (2, 2, 3)
@@ -37,7 +39,23 @@ def test_skip_reports_skipped_lines(tmp_path, capsys):
 
 def test_reader_options_through_set(tmp_path, capsys):
     (tmp_path / "t.csv").write_text("who,what\n5,6\n5,7\n")
-    code, out, _ = run(capsys, "data", "prepare", "table", "--root", str(tmp_path / "t.csv"), "--out", str(tmp_path / "ds"), "--set", "user_col=who", "--set", "item_col=what", "--split", "none", "--json")
+    code, out, _ = run(
+        capsys,
+        "data",
+        "prepare",
+        "table",
+        "--root",
+        str(tmp_path / "t.csv"),
+        "--out",
+        str(tmp_path / "ds"),
+        "--set",
+        "user_col=who",
+        "--set",
+        "item_col=what",
+        "--split",
+        "none",
+        "--json",
+    )
     assert code == 0 and json.loads(out)["interactions"] == 2
     code, _, err = run(capsys, "data", "prepare", "table", "--root", str(tmp_path / "t.csv"), "--out", str(tmp_path / "ds2"), "--set", "user=who")
     assert code == 2 and "has no option(s) ['user']" in err

@@ -8,7 +8,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from distrec.workflows.study import load_study
+from distrec.study import load_study
 from distrec.workflows.sweep import load_sweep
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,22 @@ def run_cli(capsys, *argv) -> dict:
 
 def test_rank_train_and_attack_cli(digit_dataset, tmp_path, capsys):
     data = digit_dataset.uri
-    trained = run_cli(capsys, "rank", "train", "--data", data, "--set", "training.epochs=2", "--set", "training.batch_size=100", "--set", "model_config.embed_dim=64", "--out", str(tmp_path / "m"), "--json")
+    trained = run_cli(
+        capsys,
+        "rank",
+        "train",
+        "--data",
+        data,
+        "--set",
+        "training.epochs=2",
+        "--set",
+        "training.batch_size=100",
+        "--set",
+        "model_config.embed_dim=64",
+        "--out",
+        str(tmp_path / "m"),
+        "--json",
+    )
     assert trained["metrics"]["recall@1"] > 95 and trained["training"]["epochs"] == 2 and (tmp_path / "m/model/model.safetensors").exists()
     common = ["rank", "attack", "--model", str(tmp_path / "m"), "--data", data, "--k", "2", "--trials", "40", "--top-fraction", "0.05", "--json"]
     clean = run_cli(capsys, *common, "--attack", "CA+", "--eps", "0")

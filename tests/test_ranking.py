@@ -3,8 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import make_digits as digits
+
 from distrec.attacks.ranking import (
     CandidateObjective,
     EmbeddingShiftObjective,

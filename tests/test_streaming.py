@@ -36,6 +36,6 @@ def test_images_decode_lazily_through_ray_data(ray_session, synthetic_dataset):
     batch = image_dataset(synthetic_dataset, size=8).take_batch(4, batch_format="numpy")
     assert batch["pixels"].shape == (4, 8, 8, 3) and batch["pixels"].dtype == np.uint8
     x = pixels_to_tensor(batch["pixels"])
-    assert x.shape == (4, 3, 8, 8) and 0.0 <= x.min() and x.max() <= 1.0
+    assert x.shape == (4, 3, 8, 8) and x.min() >= 0.0 and x.max() <= 1.0
     resized = image_dataset(PreparedDataset(synthetic_dataset.uri), size=4).take_batch(1, batch_format="numpy")
     assert resized["pixels"].shape == (1, 4, 4, 3)

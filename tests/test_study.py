@@ -1,16 +1,18 @@
-"""Transferability studies on Ray: outputs, resume, a crashed victim actor, config errors, 3 nodes."""
+"""The study engine with the poisoning scenario: outputs, resume, a crashed worker, config errors,
+a file:// URI, 3 nodes, a defended column."""
 
 import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from distrec.config import ConfigError
-from distrec.distributed.victim_actor import CRASH_ENV
-from distrec.workflows.study import load_study, run_study
+from distrec.study import load_study, run_study
+from distrec.study.engine import CRASH_ENV
 
 STUDY = """
 dataset:
@@ -25,7 +27,7 @@ victims:
   wrmf: {factors: 8, iterations: 4}
   bpr: {dim: 8, epochs: 2, lr: 0.01, batch_size: 256, backend: memory}
 seeds: [0, 1]
-resources: {actors: 2}
+resources: {craft: {num_cpus: 1}, cell: {num_cpus: 1}}
 """
 
 
@@ -44,19 +46,23 @@ def metrics_by_cell(out):
 def test_study_outputs_and_resume(ray_session, study_file, tmp_path):
     out = str(tmp_path / "run")
     first = run_study(study_file, out, progress=False)
-    assert (first["cells"], first["cells_run"], first["cells_skipped"], first["crafts_run"]) == (12, 12, 0, 2)
+    assert (first["cells"], first["cells_run"], first["cells_skipped"], first["stages"]["craft"]["run"]) == (12, 12, 0, 2)
     metrics, rows = metrics_by_cell(out)
-    assert {r["attack"] for r in rows} == {"no attack", "random", "revadv@wrmf"} and len(rows) == 12
+    assert {r["row"] for r in rows} == {"no attack", "random", "revadv@wrmf"} and len(rows) == 12
     assert all(json.loads(r["config"])["seed"] == r["seed"] and r["host"] for r in rows)
-    md = open(first["matrix_md"]).read()
-    assert "| revadv@wrmf |" in md and "| wrmf | bpr |" in md
-    assert open(first["heatmap_png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    md = Path(first["matrix_md"]).read_text()
+    assert "| revadv@wrmf |" in md and "| wrmf | bpr |" in md and "x) |" in md  # the lift over no attack
+    baseline = {r["column"]: r["t_hr@20"] for r in rows if r["row"] == "no attack" and r["seed"] == 0}
+    assert all(r["mean_rank"] >= 1 for r in rows) and set(baseline) == {"wrmf", "bpr"}
+    assert Path(first["heatmap_png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    study = json.loads(Path(first["study_json"]).read_text())
+    assert study["stages"]["cell"] == {"total": 12, "skipped": 0, "run": 12} and study["config"]["seeds"] == [0, 1]
     again = run_study(study_file, out, progress=False)
-    assert (again["cells_run"], again["cells_skipped"], again["crafts_run"]) == (0, 12, 0)
+    assert (again["cells_run"], again["cells_skipped"], again["stages"]["craft"]["run"]) == (0, 12, 0)
     # an interrupted study: two cells lost their results; rerunning computes only those, identically
     lost = [r["cell_id"] for r in rows[:2]]
     for cell in lost:
-        (tmp_path / "run" / "cells" / f"{cell}.json").unlink()
+        (tmp_path / "run" / "cell" / f"{cell}.json").unlink()
     resumed = run_study(study_file, out, progress=False)
     assert resumed["cells_run"] == 2
     assert metrics_by_cell(out)[0] == metrics
@@ -66,28 +72,84 @@ def test_a_killed_victim_actor_does_not_change_the_study(ray_session, study_file
     reference = str(tmp_path / "ref")
     run_study(study_file, reference, progress=False)
     expected, rows = metrics_by_cell(reference)
-    victim_cell = next(r["cell_id"] for r in rows if r["attack"] == "revadv@wrmf" and r["victim"] == "bpr")
+    victim_cell = next(r["cell_id"] for r in rows if r["row"] == "revadv@wrmf" and r["column"] == "bpr")
     marker = tmp_path / "crashed"
     monkeypatch.setenv(CRASH_ENV, f"{victim_cell}:{marker}")
     out = str(tmp_path / "chaos")
     result = run_study(study_file, out, progress=False)
-    assert marker.exists()  # the actor process did exit in the middle of that cell
+    assert marker.exists()  # the worker process did exit in the middle of that cell
     assert result["cells_run"] == 12 and metrics_by_cell(out)[0] == expected
-    row = json.loads((tmp_path / "chaos" / "cells" / f"{victim_cell}.json").read_text())
-    assert row["restored"] is True  # the restarted actor resumed from the cell's checkpoint
+    row = json.loads((tmp_path / "chaos" / "cell" / f"{victim_cell}.json").read_text())
+    assert row["restored"] is True  # the retried cell resumed from its checkpoint
 
 
-def test_study_config_errors_name_file_and_key(tmp_path):
-    path = tmp_path / "bad.yaml"
-    path.write_text(STUDY.replace("resources: {actors: 2}", "resources: {actor: 2}"))
-    with pytest.raises(ConfigError, match=rf"{path}: key resources.actor"):
+BAD_CONFIGS = [
+    ("resources: {craft: {num_cpus: 1}, cell: {num_cpus: 1}}", "resources: {craft: {num_cpu: 1}}", "resources.craft.num_cpu: unknown key; valid keys: num_cpus, num_gpus"),
+    ("resources: {craft: {num_cpus: 1}, cell: {num_cpus: 1}}", "resources: {train: {num_cpus: 1}}", "resources.train: unknown stage; the poisoning scenario's stages: craft, cell"),
+    ("seeds: [0, 1]", "seeds: [zero]", "seeds.0: Input should be a valid integer"),
+    ("seeds: [0, 1]", "seedz: [0, 1]", "seedz: unknown key; valid keys: dataset, attacks, victims"),
+    (
+        "  wrmf: {factors: 8, iterations: 4}",
+        "  wrmf: {factorz: 8, iterations: 4}",
+        "victims.wrmf.factorz: unknown key; valid keys: alpha, bucket_entries, cg_steps, device, eval_every, factors",
+    ),
+    ("  wrmf: {factors: 8, iterations: 4}", "  wrmff: {factors: 8}", "victims.wrmff: unknown victim; registered: "),
+    ("  wrmf: {factors: 8, iterations: 4}", "  wrmf: {factors: eight, iterations: 4}", "victims.wrmf.factors: Input should be a valid integer"),
+    ("- {name: random}", "- {name: randon}", "attacks.0.name: unknown attack 'randon'; registered: "),
+    ("config: {outer_steps: 1, lr: 2.0}", "config: {outer_step: 1, lr: 2.0}", "attacks.1.config.outer_step: unknown key; valid keys: "),
+    ("- {name: random}", "- {name: random, sharpap: {rho: 0.1}}", "attacks.0: SharpAP wraps gradient attacks only; 'random' uses no surrogate"),
+    ("n_fake: 4,", "fake_ratio: 1.5,", "threat: Value error, fake_ratio must be in (0, 1], got 1.5"),
+    ("target_bucket: torso", "target_bucket: middle", "target_bucket must be one of"),
+    ("  wrmf: {factors: 8, iterations: 3}", "  bpr: {factors: 8}", "surrogates.bpr: unknown surrogate; differentiable surrogates: wrmf"),
+    ("seeds: [0, 1]", "seeds: [0, 1]\nmetric: t_hr@21", "metric: unknown metric 't_hr@21'"),
+    ("seeds: [0, 1]", "seeds: [0, 1]\ncolumns: [wrmf+apr]\ndefenses: {apr: {}}", "columns.0: defense 'apr' cannot be applied to victim 'wrmf'; it supports bpr, lightgcn"),
+    ("seeds: [0, 1]", "seeds: [0, 1]\ndefenses: {apr: {epz: 1}}", "defenses.apr.epz: unknown key; valid keys: adv_reg, eps, warmup_epochs"),
+    ("seeds: [0, 1]", "seeds: [0, 1]\ndefenses: {apr: {eps: -1}}", "defenses.apr: Value error, eps must be positive, got -1"),
+    ("seeds: [0, 1]", "seeds: [0, 1]\ndefenses: {aprr: {}}", "defenses.aprr: unknown defense; registered: "),
+    ("seeds: [0, 1]", "seeds: [0, 1]\nscenario: poisonning", "scenario: unknown scenario 'poisonning'; registered: "),
+    ("  synthetic: {n_users: 150,", "  synthetic: {n_user: 150,", "dataset.synthetic.n_user: unknown key; valid keys: "),
+    ("  synthetic: {n_users: 150, n_items: 80, avg_degree: 10, image_size: 0, seed: 2}", "  path: /nonexistent/ds", "dataset.path: /nonexistent/ds is not a prepared dataset"),
+    ("  synthetic: {n_users: 150, n_items: 80, avg_degree: 10, image_size: 0, seed: 2}", "  {format: ml-100k, root: /nonexistent}", "dataset.root: '/nonexistent' does not exist"),
+]
+
+
+@pytest.mark.parametrize("old,new,message", BAD_CONFIGS, ids=[m.split(":")[0] for _, _, m in BAD_CONFIGS])
+def test_every_config_error_names_file_and_key_before_ray_starts(tmp_path, old, new, message):
+    import ray
+
+    path = tmp_path / "study.yaml"
+    assert old in STUDY
+    path.write_text(STUDY.replace(old, new))
+    started = ray.is_initialized()
+    with pytest.raises(ConfigError) as err:
         load_study(path)
-    path.write_text(STUDY.replace("seeds: [0, 1]", "seeds: [zero]"))
-    with pytest.raises(ConfigError, match=r"key seeds.0"):
-        load_study(path)
-    path.write_text(STUDY.replace("  wrmf: {factors: 8, iterations: 4}", "  wrmff: {factors: 8}"))
-    with pytest.raises(ValueError, match="unknown victim 'wrmff'"):
-        load_study(path)
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value), str(err.value)
+    assert ray.is_initialized() == started  # nothing was started to find the problem
+
+
+def test_the_cli_prints_a_config_error_without_a_traceback(tmp_path, capsys):
+    from distrec.cli import main
+
+    path = tmp_path / "study.yaml"
+    path.write_text(STUDY.replace("  wrmf: {factors: 8, iterations: 4}", "  wrmf: {factorz: 8}"))
+    assert main(["study", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: victims.wrmf.factorz: unknown key" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_study_on_a_file_uri_with_a_defended_column(ray_session, tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(STUDY.replace("seeds: [0, 1]", "seeds: [0]\ndefenses: {apr: {eps: 0.5, adv_reg: 1.0, warmup_epochs: 1}}"))
+    out = f"file://{tmp_path}/uri-study"
+    result = run_study(path, out, progress=False)
+    _, rows = metrics_by_cell(str(tmp_path / "uri-study"))
+    assert {r["column"] for r in rows} == {"wrmf", "bpr", "bpr+apr"} and result["cells"] == 9
+    assert (tmp_path / "uri-study" / "matrix.md").exists() and (tmp_path / "uri-study" / "study.json").exists()
+    plain = {r["row"]: r["recall@20"] for r in rows if r["column"] == "bpr"}
+    defended = {r["row"]: r["recall@20"] for r in rows if r["column"] == "bpr+apr"}
+    assert plain != defended  # APR changed how the column's victim was trained
+    assert all(json.loads(r["config"])["defense"] == "apr" for r in rows if r["column"] == "bpr+apr")
 
 
 def test_study_on_a_simulated_three_node_cluster(study_file, tmp_path):
@@ -96,7 +158,7 @@ def test_study_on_a_simulated_three_node_cluster(study_file, tmp_path):
         f"""
         import json, ray
         from ray.cluster_utils import Cluster
-        from distrec.workflows.study import run_study
+        from distrec.study import run_study
         cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
         for _ in range(2):
             cluster.add_node(num_cpus=1)
@@ -120,20 +182,20 @@ def test_stopping_the_driver_then_rerunning_skips_finished_cells(ray_session, tm
     import signal
     import time
 
-    # cells long enough (about a second each) that the driver is stopped while most are still to run
+    # cells long enough (a few seconds each) that the driver is stopped while most are still to run
     study_file = tmp_path / "slow.yaml"
-    study_file.write_text(STUDY.replace("bpr: {dim: 8, epochs: 2,", "bpr: {dim: 8, epochs: 40,"))
-    assert "epochs: 40" in study_file.read_text()
+    study_file.write_text(STUDY.replace("bpr: {dim: 8, epochs: 2,", "bpr: {dim: 8, epochs: 150,"))
+    assert "epochs: 150" in study_file.read_text()
     out = tmp_path / "stopped"
-    script = f"from distrec.workflows.study import run_study; run_study({str(study_file)!r}, {str(out)!r}, progress=False, num_cpus=2)"
+    script = f"from distrec.study import run_study; run_study({str(study_file)!r}, {str(out)!r}, progress=False, num_cpus=2)"
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and len(list((out / "cells").glob("*.json"))) < 3 and proc.poll() is None:
+    while time.time() < deadline and len(list((out / "cell").glob("*.json"))) < 3 and proc.poll() is None:
         time.sleep(0.2)
     assert proc.poll() is None, "the study finished before it could be stopped"
     os.kill(proc.pid, signal.SIGINT)  # Ctrl-C on the driver
     proc.wait(timeout=120)
-    finished = {p.stem for p in (out / "cells").glob("*.json")}
+    finished = {p.stem for p in (out / "cell").glob("*.json")}
     assert 3 <= len(finished) < 12
     result = run_study(study_file, str(out), progress=False)
     assert result["cells_skipped"] == len(finished) and result["cells_run"] == 12 - len(finished)

@@ -37,7 +37,11 @@ def test_sweep_runs_resumes_and_exports_the_best_config(ray_session, tmp_path):
     for t in result["trials"]:
         assert 0.01 <= t["params"]["rho"] <= 0.5 and 1.0 <= t["params"]["lr"] <= 4.0
     best = yaml.safe_load((out / "best.yaml").read_text())
-    assert best["name"] == "revadv" and best["sharpap"] is True and best["config"]["rho"] == result["trials"][[t["objective"] for t in result["trials"]].index(max(values))]["params"]["rho"]
+    assert (
+        best["name"] == "revadv"
+        and best["sharpap"] is True
+        and best["config"]["rho"] == result["trials"][[t["objective"] for t in result["trials"]].index(max(values))]["params"]["rho"]
+    )
     again = run_sweep(path, out, progress=False)
     assert again["trials_run"] == 0 and again["trials_skipped"] == 3
 

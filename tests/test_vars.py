@@ -22,14 +22,18 @@ from distrec.workflows.vars import run_vars
 @pytest.fixture(scope="module")
 def encoder_dir(synthetic_dataset, tmp_path_factory):
     images = load_item_images(synthetic_dataset, 16, backend="memory")
-    encoder, report = pretrain_genre_encoder(images, synthetic_dataset.item_categories(), GenreEncoderConfig(backbone="test_resnet", feature_dim=16, epochs=2, batch_size=64), progress=False)
+    encoder, report = pretrain_genre_encoder(
+        images, synthetic_dataset.item_categories(), GenreEncoderConfig(backbone="test_resnet", feature_dim=16, epochs=2, batch_size=64), progress=False
+    )
     assert report["train_items"] + report["holdout_items"] == int(images.has_image.sum())
     return encoder.save(tmp_path_factory.mktemp("encoder") / "enc")
 
 
 @pytest.fixture(scope="module")
 def vbpr(synthetic_dataset, encoder_dir):
-    victim = create_victim("vbpr", synthetic_dataset.n_users, synthetic_dataset.n_items, encoder=str(encoder_dir), image_size=16, epochs=4, lr=0.01, batch_size=256, backend="memory")
+    victim = create_victim(
+        "vbpr", synthetic_dataset.n_users, synthetic_dataset.n_items, encoder=str(encoder_dir), image_size=16, epochs=4, lr=0.01, batch_size=256, backend="memory"
+    )
     history = victim.fit(synthetic_dataset, progress=False)
     assert history[-1]["loss"] < history[0]["loss"]
     return victim.eval()

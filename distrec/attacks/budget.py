@@ -29,6 +29,17 @@ class ThreatModel:
     target_original_ids: list[str] = field(default_factory=list)
     seed: int = 0
 
+    def __post_init__(self):
+        if not 0 < self.fake_ratio <= 1:
+            raise ValueError(f"fake_ratio must be in (0, 1], got {self.fake_ratio}")
+        for key in ("n_fake", "n_filler"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.n_targets < 1:
+            raise ValueError(f"n_targets must be at least 1, got {self.n_targets}")
+        if self.target_bucket not in BUCKETS:
+            raise ValueError(f"target_bucket must be one of {BUCKETS}, got {self.target_bucket!r}")
+
 
 @dataclass(frozen=True)
 class Budget:

@@ -144,7 +144,6 @@ class WRMFSurrogate:
         b = torch.sparse.mm(self.real_item_side.confidence, p_real) + ((1.0 + a * fake) * fake).T @ p_fake
         return matvec, b
 
-
     # -- unrolled full-batch Adam -------------------------------------------------------------------
 
     def _fit_unrolled(self, fake: torch.Tensor, seed: int) -> Factors:

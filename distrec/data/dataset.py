@@ -121,7 +121,7 @@ def prepare(raw: RawDataset, config: PrepareConfig, fmt: str, reader_options: di
     return tables, meta
 
 
-def write_prepared(tables: dict[str, pa.Table], meta: dict, out: str | Path) -> "PreparedDataset":
+def write_prepared(tables: dict[str, pa.Table], meta: dict, out: str | Path) -> PreparedDataset:
     """Write the tables as Parquet and then ``metadata.json`` (written last: its presence marks a complete dataset)."""
     fs, root = resolve_uri(out)
     info = fs.get_file_info(root)
@@ -218,9 +218,7 @@ class PreparedDataset:
         if self.has("item_images"):
             images["items"] = m["tables"]["item_images"]["rows"]
         out["images"] = images
-        out["item_attributes"] = (
-            {"items": m["tables"]["item_attributes"]["rows"], "categories": len(m.get("category_names") or [])} if self.has("item_attributes") else None
-        )
+        out["item_attributes"] = {"items": m["tables"]["item_attributes"]["rows"], "categories": len(m.get("category_names") or [])} if self.has("item_attributes") else None
         if self.has("user_attributes"):
             cols = [c for c in self.table("user_attributes").column_names if c != "user_id"]
             out["user_attributes"] = {"users": m["tables"]["user_attributes"]["rows"], "columns": cols}
@@ -242,7 +240,7 @@ class InMemoryDataset(PreparedDataset):
         self.metadata = dict(metadata, tables={name: {"file": None, "rows": t.num_rows} for name, t in tables.items()})
 
     @classmethod
-    def load(cls, dataset: PreparedDataset) -> "InMemoryDataset":
+    def load(cls, dataset: PreparedDataset) -> InMemoryDataset:
         return cls({name: dataset.table(name) for name in dataset.metadata["tables"]}, dataset.metadata, dataset.uri)
 
     def path(self, name: str) -> str:

@@ -60,7 +60,9 @@ SOURCES: dict[str, Source] = {
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
         tuple(
             RemoteFile(n, f"md5:{h}")
-            for n, h in zip(_MNIST_FILES, ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432", "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"))
+            for n, h in zip(
+                _MNIST_FILES, ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432", "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c")
+            )
         ),
     ),
     "fashion-mnist": Source(
@@ -68,7 +70,9 @@ SOURCES: dict[str, Source] = {
         "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
         tuple(
             RemoteFile(n, f"md5:{h}")
-            for n, h in zip(_MNIST_FILES, ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe", "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"))
+            for n, h in zip(
+                _MNIST_FILES, ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe", "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310")
+            )
         ),
     ),
 }

@@ -28,7 +28,7 @@ class LabeledImages:
         x = self.images if index is None else self.images[index]
         return x.float().div_(255.0)
 
-    def subset(self, n: int, seed: int = 0) -> "LabeledImages":
+    def subset(self, n: int, seed: int = 0) -> LabeledImages:
         """``n`` rows drawn without replacement (seeded); all rows when ``n >= len(self)``."""
         if n >= len(self):
             return self

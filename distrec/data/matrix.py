@@ -19,7 +19,7 @@ class UserItemCSR:
     values: np.ndarray | None = None
 
     @classmethod
-    def from_arrays(cls, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, values: np.ndarray | None = None) -> "UserItemCSR":
+    def from_arrays(cls, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, values: np.ndarray | None = None) -> UserItemCSR:
         keys = users.astype(np.int64) * n_items + items.astype(np.int64)
         order = np.argsort(keys, kind="stable")
         keys = keys[order]
@@ -35,7 +35,7 @@ class UserItemCSR:
         return cls(indptr, i, n_items, summed)
 
     @classmethod
-    def from_table(cls, table: pa.Table, n_users: int, n_items: int) -> "UserItemCSR":
+    def from_table(cls, table: pa.Table, n_users: int, n_items: int) -> UserItemCSR:
         return cls.from_arrays(table.column("user_id").to_numpy(), table.column("item_id").to_numpy(), n_users, n_items)
 
     @property

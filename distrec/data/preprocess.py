@@ -98,9 +98,7 @@ def _rank_within_user(users: np.ndarray, order_key: np.ndarray) -> tuple[np.ndar
     return rank, counts[users]
 
 
-def split_rows(
-    users: np.ndarray, timestamps: np.ndarray | None, given: np.ndarray | None, ordered: bool, config: PrepareConfig
-) -> tuple[np.ndarray, str]:
+def split_rows(users: np.ndarray, timestamps: np.ndarray | None, given: np.ndarray | None, ordered: bool, config: PrepareConfig) -> tuple[np.ndarray, str]:
     """Assign each row to ``0`` train, ``1`` valid or ``2`` test; returns the labels and the method used."""
     method = config.split
     if method == "auto":

@@ -42,9 +42,7 @@ def positive_keys(users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndar
     return np.unique(users.astype(np.int64) * n_items + items.astype(np.int64))
 
 
-def sample_negatives(
-    users: np.ndarray, items: np.ndarray, pos_keys: np.ndarray, n_items: int, num_negatives: int, seed: int, epoch: int, max_attempts: int = 64
-) -> np.ndarray:
+def sample_negatives(users: np.ndarray, items: np.ndarray, pos_keys: np.ndarray, n_items: int, num_negatives: int, seed: int, epoch: int, max_attempts: int = 64) -> np.ndarray:
     """Uniform negatives ``[n, num_negatives]`` that are not among the user's positives (rejection sampling).
 
     A user who has interacted with every item cannot get a negative: that raises ``ValueError``."""

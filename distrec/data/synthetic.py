@@ -55,9 +55,7 @@ def make_synthetic(
         stamps.append(start[u] + np.cumsum(rng.integers(60, 86_400, len(chosen))))
 
     raw = RawDataset("synthetic", ordered=False)
-    raw.interactions = raw_interactions(
-        np.concatenate(users).astype(np.int64), np.concatenate(items).astype(np.int64), np.concatenate(ratings), np.concatenate(stamps)
-    )
+    raw.interactions = raw_interactions(np.concatenate(users).astype(np.int64), np.concatenate(items).astype(np.int64), np.concatenate(ratings), np.concatenate(stamps))
     cat_of_cluster = rng.integers(0, n_categories, n_clusters)
     secondary = rng.integers(0, n_categories, n_items)
     categories = [sorted({int(cat_of_cluster[c]), int(s)}) for c, s in zip(item_cluster, secondary)]

@@ -1,5 +1,7 @@
-"""Defenses against the attacks in :mod:`distrec.attacks`."""
+"""Defenses against the attacks in :mod:`distrec.attacks`, registered by name (``create_defense``)."""
 
+from distrec.defenses import apr, est  # noqa: F401  (registration)
 from distrec.defenses.est import EmbeddingShiftingTraining
+from distrec.defenses.registry import create_defense, defense_class, list_defenses
 
-__all__ = ["EmbeddingShiftingTraining"]
+__all__ = ["EmbeddingShiftingTraining", "create_defense", "defense_class", "list_defenses"]

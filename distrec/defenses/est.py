@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from distrec.attacks.ranking.objectives import EmbeddingShiftObjective
 from distrec.attacks.pgd import RankPGD
+from distrec.attacks.ranking.objectives import EmbeddingShiftObjective
+from distrec.defenses.registry import Defense, register_defense
 
 
 @dataclass
@@ -33,3 +34,25 @@ class EmbeddingShiftingTraining:
             reference = model(images)
         attack = RankPGD(model, self.eps, self.alpha, self.steps, random_start=self.random_start)
         return attack(images, EmbeddingShiftObjective(reference, model.metric))
+
+
+@register_defense("est")
+class EST(Defense):
+    """Embedding-shifting adversarial training of a metric-learning embedder (AdvRank section 4):
+    ``apply(embedder)`` gives the training batches' perturbation for :func:`fit_embedder`."""
+
+    Config = EmbeddingShiftingTraining
+    kind = "training"
+
+    @classmethod
+    def supports(cls, victim_cls: type) -> bool:
+        from distrec.models.embedding import Embedder
+
+        return issubclass(victim_cls, Embedder)
+
+    @classmethod
+    def supported_victims(cls) -> list[str]:
+        return ["embedders (c2f2, timm)"]
+
+    def apply(self, victim):
+        return self.config.perturb

@@ -26,7 +26,6 @@ from tqdm.auto import tqdm
 
 from distrec.defenses.filters import median_filter
 
-
 DETECTOR_INPUTS = ("image", "highpass", "purifier_residual")
 
 

@@ -109,7 +109,10 @@ class PopulationSharpAP(Attack):
         need = cfg.member_cpus * len(cfg.members)
         have = ray.cluster_resources().get("CPU", 0)
         if need > have:
-            warnings.warn(f"population: {len(cfg.members)} members x {cfg.member_cpus} CPUs = {need} CPUs, the cluster has {have}; members wait for resources (lower member_cpus or let the autoscaler add nodes)")
+            warnings.warn(
+                f"population: {len(cfg.members)} members x {cfg.member_cpus} CPUs = {need} CPUs, the cluster has {have}; members wait for resources (lower member_cpus or let the autoscaler add nodes)",
+                stacklevel=2,
+            )
         actor = ray.remote(SurrogateMember).options(num_cpus=cfg.member_cpus, num_gpus=cfg.member_gpus)
         members = [actor.remote(ctx, self.attack_name, self.attack_config, dict(surrogate_config or {}), m, self.sharpap) for m in cfg.members]
         try:

@@ -38,10 +38,14 @@ def write_text(uri: str, text: str) -> None:
     write_bytes(uri, text.encode())
 
 
-def read_text(uri: str) -> str:
+def read_bytes(uri: str) -> bytes:
     fs, path = resolve_uri(uri)
     with fs.open_input_stream(path) as fh:
-        return fh.read().decode()
+        return fh.read()
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode()
 
 
 def list_files(uri: str, suffix: str = "") -> list[str]:

@@ -59,7 +59,7 @@ class Victim(torch.nn.Module):
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | None = None) -> "Victim":
+    def load(cls, directory: str | Path, device: str | None = None) -> Victim:
         """Rebuild a saved victim (no pickle: safetensors weights and a JSON config)."""
         from distrec.models.registry import create_victim
 

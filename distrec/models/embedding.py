@@ -61,7 +61,7 @@ class Embedder(nn.Module):
         return directory
 
     @staticmethod
-    def load(directory: str | Path, device: str | torch.device = "cpu") -> "Embedder":
+    def load(directory: str | Path, device: str | torch.device = "cpu") -> Embedder:
         """Rebuild a saved embedder from safetensors + JSON (no pickle)."""
         directory = Path(directory)
         if not (directory / "config.json").exists():

@@ -61,6 +61,9 @@ class LightGCN(PairwiseVictim):
                 self._final = self.propagation(self.embedding, self.adj, skip_ego=self.skip_ego)
         return self._final
 
+    def embedding_parameters(self) -> list[torch.nn.Parameter]:
+        return [self.embedding]
+
     def score(self, users: torch.Tensor) -> torch.Tensor:
         final = self.final_embeddings()
         return final[users] @ final[self.n_users :].T

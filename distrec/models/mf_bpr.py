@@ -30,6 +30,9 @@ class MFBPR(PairwiseVictim):
         self.user_emb = torch.nn.Parameter(torch.randn(n_users, self.config.dim, generator=gen) * 0.1)
         self.item_emb = torch.nn.Parameter(torch.randn(n_items, self.config.dim, generator=gen) * 0.1)
 
+    def embedding_parameters(self) -> list[torch.nn.Parameter]:
+        return [self.user_emb, self.item_emb]
+
     def score(self, users: torch.Tensor) -> torch.Tensor:
         return self.user_emb[users] @ self.item_emb.T
 

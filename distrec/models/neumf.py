@@ -44,6 +44,9 @@ class NeuMF(PairwiseVictim):
         self.mlp = torch.nn.Sequential(*layers)
         self.out = torch.nn.Linear(cfg.dim + cfg.mlp_layers[-1], 1)
 
+    def embedding_parameters(self) -> list[torch.nn.Parameter]:
+        return [self.user_gmf, self.item_gmf, self.user_mlp, self.item_mlp]
+
     def logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid scores of aligned ``users`` and ``items`` (any matching shapes)."""
         gmf = self.user_gmf[users] * self.item_gmf[items]

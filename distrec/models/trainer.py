@@ -62,10 +62,28 @@ class TrainConfig:
     device: str | None = None
 
 
+class TrainingObjective:
+    """How one mini-batch becomes gradients: plain training back-propagates the victim's loss; a
+    training-time defense (:mod:`distrec.defenses`) replaces it, e.g. with APR's adversarial term."""
+
+    def backward(self, model: PairwiseVictim, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, epoch: int) -> torch.Tensor:
+        """Accumulate the batch's gradients into the parameters; returns the (detached) loss value."""
+        loss = model.loss(users, pos, neg)
+        loss.backward()
+        return loss.detach()
+
+
 class PairwiseVictim(Victim):
     """A victim trained on ``(user, positive, negatives)`` batches; subclasses define ``loss(batch)``.
 
-    ``prepare_fit(dataset)`` lets a subclass build what it needs from the training split (a graph)."""
+    ``prepare_fit(dataset)`` lets a subclass build what it needs from the training split (a graph);
+    ``objective`` turns a batch into gradients (a defense may set it); ``embedding_parameters()`` are
+    the embedding tables an embedding-perturbation defense (APR) perturbs."""
+
+    objective: TrainingObjective = TrainingObjective()
+
+    def embedding_parameters(self) -> list[torch.nn.Parameter]:
+        raise NotImplementedError(f"{self.name} has no embedding tables to perturb")
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -99,9 +117,8 @@ class PairwiseVictim(Victim):
             total, n = 0.0, 0
             for batch in stream.epoch(epoch):
                 neg = batch["neg_item"].to(device)
-                loss = self.loss(batch["user_id"].to(device), batch["item_id"].to(device), neg if cfg.num_negatives > 1 else neg[:, 0])
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss = self.objective.backward(self, batch["user_id"].to(device), batch["item_id"].to(device), neg if cfg.num_negatives > 1 else neg[:, 0], epoch)
                 opt.step()
                 total += loss.item() * len(batch["user_id"])
                 n += len(batch["user_id"])

@@ -158,7 +158,7 @@ class WRMF(Victim):
             out[rows] = torch.cholesky_solve(b.unsqueeze(-1), torch.linalg.cholesky(a)).squeeze(-1)
         return out
 
-    def solve_cg(self, fixed: torch.Tensor, side: "_SparseSide", current: torch.Tensor) -> torch.Tensor:
+    def solve_cg(self, fixed: torch.Tensor, side: _SparseSide, current: torch.Tensor) -> torch.Tensor:
         """``cg_steps`` conjugate-gradient steps per row, all rows at once, warm-started at ``current``.
         A_u v = v (Y^T Y + reg I) + sum_i w_ui (y_i . v) y_i: an SDDMM (``sampled_addmm``) and a CSR SpMM."""
         gram = self._gram(fixed)

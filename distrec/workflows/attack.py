@@ -23,8 +23,7 @@ from distrec.attacks.surrogates import SurrogateConfig, WRMFSurrogate
 from distrec.config import ConfigError, validate
 from distrec.data.dataset import PreparedDataset
 from distrec.data.matrix import UserItemCSR
-from distrec.evaluation.ranking import full_ranking_metrics
-from distrec.evaluation.targets import target_metrics
+from distrec.evaluation.attack_effect import measure
 from distrec.models import create_victim
 from distrec.models.base import pick_device
 from distrec.models.registry import victim_class
@@ -152,18 +151,6 @@ def train_and_measure(name: str, dataset: PreparedDataset, config: dict, targets
     return dict(measure(model, dataset, targets, n_real, ks), fit_seconds=round(time.perf_counter() - t0, 3))
 
 
-def measure(model, dataset: PreparedDataset, targets: np.ndarray, n_real: int, ks=(10, 20, 50)) -> dict:
-    """Target metrics of a trained victim over the real users, and Recall/NDCG@20 on the test split."""
-    model.eval()
-    device = pick_device(getattr(model.config, "device", None))
-    train = UserItemCSR.from_table(dataset.table("train"), dataset.n_users, dataset.n_items)
-    test = UserItemCSR.from_table(dataset.table("test"), dataset.n_users, dataset.n_items)
-    out = target_metrics(model.score, train, targets, np.arange(n_real), ks, device=device)
-    acc = full_ranking_metrics(model.score, train, test, (20,), device=device)
-    out.update({"recall@20": acc["recall@20"], "ndcg@20": acc["ndcg@20"]})
-    return out
-
-
 def resolved_victim_configs(victims: list[str], victim_configs: dict | None, config_source: str = "--victim-config") -> dict:
     """Each victim's full, validated config (defaults filled in), as an evaluation records it."""
     victim_configs = victim_configs or {}
@@ -192,7 +179,14 @@ def evaluate_attack(
     targets = np.asarray(attack["targets"])
     n_real = ds.metadata["n_real_users"]
     cache = {} if clean_cache is None else clean_cache
-    result = {"poisoned": str(poisoned), "attack": attack["attack"], "surrogate": (attack.get("surrogate") or {}).get("name"), "targets": targets.tolist(), "seeds": seeds, "victims": {}}
+    result = {
+        "poisoned": str(poisoned),
+        "attack": attack["attack"],
+        "surrogate": (attack.get("surrogate") or {}).get("name"),
+        "targets": targets.tolist(),
+        "seeds": seeds,
+        "victims": {},
+    }
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         clean = None
@@ -206,7 +200,7 @@ def evaluate_attack(
             runs = result["victims"].setdefault(v, {"config": configs[v], "runs": []})["runs"]
             run = {"seed": s, "poisoned": train_and_measure(v, ds, cfg, targets, n_real), "clean": cache[key]}
             runs.append(run)
-    for v, entry in result["victims"].items():
+    for entry in result["victims"].values():
         entry.update(summarize(entry["runs"]))
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result

@@ -16,15 +16,16 @@ import ray
 import torch
 from tqdm.auto import tqdm
 
-from distrec.attacks.ranking import RankPGD, build_objective, parse_attack, select_trials
+from distrec.attacks.ranking import RankPGD, Trials, build_objective, parse_attack, select_trials
 from distrec.config import ConfigError, load_document, validate
+from distrec.content_id import content_id
 from distrec.data.labeled_images import LabeledImages, load_labeled_images
+from distrec.data.spec import DatasetSpec, materialise_dataset
 from distrec.defenses.est import EmbeddingShiftingTraining
 from distrec.distributed.runtime import init_ray
 from distrec.evaluation.retrieval import recall_at_k
 from distrec.models.embedding import Embedder, create_embedder, embed_images
 from distrec.models.embedding_trainer import TripletTrainingConfig, fit_embedder
-from distrec.workflows.study import DatasetSpec, content_id, materialise_dataset
 from distrec.workflows.train import peak_rss_mb
 
 FORBID = pydantic.ConfigDict(extra="forbid")
@@ -108,24 +109,29 @@ def attack_cell(
     random_start: bool = False,
     top_fraction: float = 0.01,
     preserve_size: int = 5,
+    keep: bool = False,
 ) -> dict:
     """One AdvRank cell: ``trials`` attacked images drawn from the pool (the same rows for every cell with
     this ``seed``), ``k`` = w queries (CA) or m candidates (QA) per trial; mean rank percentile of the
     targets before and after the attack (and of the SP set for SP-QA). ``top_fraction`` is the
-    neighbourhood CA- queries and QA- candidates come from (AdvRank: 1%), ``preserve_size`` G of SP-QA."""
+    neighbourhood CA- queries and QA- candidates come from (AdvRank: 1%), ``preserve_size`` G of SP-QA.
+    ``keep``: also return the adversarial images and the trials (``adversarial``, ``trials``), so that
+    the same perturbations can be measured on other models (transfer)."""
     spec = parse_attack(attack)
     model.eval()  # batch-norm backbones (timm) must not use or update batch statistics here
     device = pool.device
     rows = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:trials]
     pick = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(f"{spec.name}/{k}".encode()))
     pgd = RankPGD(model, eps, alpha, steps, norm=norm, random_start=random_start, generator=torch.Generator().manual_seed(seed))
-    before, after, sp_before, sp_after = [], [], [], []
+    before, after, sp_before, sp_after, kept = [], [], [], [], []
     t0 = time.perf_counter()
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
         chosen = select_trials(spec, pool, batch.to(device), k, model.metric, pick, top_fraction, preserve_size)
         objective = build_objective(spec, pool, chosen, model.metric, xi)
         adv = pgd(pool_images.floats(batch).to(device), objective)
+        if keep:
+            kept.append((adv.cpu(), chosen))
         with torch.no_grad():
             emb = model(adv)
         before.append(objective.rank(pool[batch.to(device)]).cpu())
@@ -151,6 +157,9 @@ def attack_cell(
     if spec.sp:
         out["sp_rank_before"] = float(torch.cat(sp_before).mean())
         out["sp_rank"] = float(torch.cat(sp_after).mean())
+    if keep:
+        out["adversarial"] = torch.cat([a for a, _ in kept])
+        out["trials"] = Trials(*(torch.cat([getattr(t, f).cpu() for _, t in kept]) if getattr(kept[0][1], f) is not None else None for f in ("rows", "others", "preserve")))
     return out
 
 

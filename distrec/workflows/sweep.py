@@ -26,9 +26,10 @@ from ray.tune.search.optuna import OptunaSearch
 
 from distrec.config import ConfigError, load_document
 from distrec.data.dataset import InMemoryDataset, PreparedDataset
+from distrec.data.spec import DatasetSpec, materialise_dataset
 from distrec.distributed.runtime import init_ray
+from distrec.study.scenarios.poisoning import FORBID, AttackSpec
 from distrec.workflows.attack import run_attack, train_and_measure
-from distrec.workflows.study import FORBID, AttackSpec, DatasetSpec, materialise_dataset
 
 DISTRIBUTIONS = {"loguniform": tune.loguniform, "uniform": tune.uniform, "int": tune.randint, "choice": tune.choice}
 

@@ -21,8 +21,10 @@ from tqdm.auto import tqdm
 from distrec.attacks.budget import popularity_bucket
 from distrec.attacks.item_image import ImageAttackConfig, ItemImageAttack, straight_through
 from distrec.config import load_document, validate
+from distrec.content_id import content_id
 from distrec.data.item_images import ItemImages, load_item_images
 from distrec.data.matrix import UserItemCSR
+from distrec.data.spec import DatasetSpec, materialise_dataset
 from distrec.defenses.filters import FILTERS
 from distrec.defenses.vit_defense import ViTDefense, ViTDefenseConfig, train_vit_defense
 from distrec.distributed.runtime import init_ray
@@ -32,7 +34,6 @@ from distrec.models.base import Victim
 from distrec.models.embedding import embed_images
 from distrec.models.image_encoder import GenreEncoderConfig, pretrain_genre_encoder
 from distrec.models.registry import create_victim
-from distrec.workflows.study import DatasetSpec, content_id, materialise_dataset
 from distrec.workflows.train import peak_rss_mb
 
 FORBID = pydantic.ConfigDict(extra="forbid")
@@ -144,7 +145,15 @@ def run_vars(config_path: str | Path, out: str | Path, progress: bool = True, nu
     vit = None
     if any(d in VIT_DEFENSES for d in cfg.defenses):
         first = next(iter(victims))
-        vit = _vit_defense(cfg, victims[first], images, targets, out / f"vit-{content_id(first, cfg.victims[first], encoder_dir.name, cfg.vit, cfg.eps, cfg.pgd_steps, cfg.vit_train_items, targets.tolist())}", progress, log)
+        vit = _vit_defense(
+            cfg,
+            victims[first],
+            images,
+            targets,
+            out / f"vit-{content_id(first, cfg.victims[first], encoder_dir.name, cfg.vit, cfg.eps, cfg.pgd_steps, cfg.vit_train_items, targets.tolist())}",
+            progress,
+            log,
+        )
     deployed = {d: _deploy(d, cfg, vit) for d in cfg.defenses}
 
     result: dict = {}
@@ -163,7 +172,14 @@ def run_vars(config_path: str | Path, out: str | Path, progress: bool = True, nu
             for (method, eps), uploaded in crafted.items():
                 cells.append(_cell(victim, vname, dname, dep, method, eps, uploaded, clean_targets, features, target_t, users, train, result))
             if dname != "none":
-                adaptive = ImageAttackConfig(method="pgd", eps=cfg.adaptive_eps / 255, steps=cfg.pgd_steps, goal=cfg.goal, seed=cfg.seed, eot_samples=cfg.eot_samples if dname in VIT_DEFENSES and cfg.vit.get("eval_mask_ratio", 0) > 0 else 1)
+                adaptive = ImageAttackConfig(
+                    method="pgd",
+                    eps=cfg.adaptive_eps / 255,
+                    steps=cfg.pgd_steps,
+                    goal=cfg.goal,
+                    seed=cfg.seed,
+                    eot_samples=cfg.eot_samples if dname in VIT_DEFENSES and cfg.vit.get("eval_mask_ratio", 0) > 0 else 1,
+                )
                 uploaded = ItemImageAttack(victim, adaptive, dep.attack_path())(clean_targets, target_t, users_t)
                 cells.append(_cell(victim, vname, dname, dep, "pgd_adaptive", cfg.adaptive_eps, uploaded, clean_targets, features, target_t, users, train, result))
             log(f"{vname} / {dname}: clean recall@20 {clean['recall@20']:.4f}")

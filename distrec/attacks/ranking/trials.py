@@ -60,7 +60,9 @@ def _neighbours(pool: torch.Tensor, rows: torch.Tensor, metric: str, count: int)
     return d.topk(count + 1, largest=False).indices[:, 1:]
 
 
-def select_trials(spec: RankAttackSpec, pool: torch.Tensor, rows: torch.Tensor, k: int, metric: str, generator: torch.Generator, top_fraction: float = 0.01, preserve_size: int = 5) -> Trials:
+def select_trials(
+    spec: RankAttackSpec, pool: torch.Tensor, rows: torch.Tensor, k: int, metric: str, generator: torch.Generator, top_fraction: float = 0.01, preserve_size: int = 5
+) -> Trials:
     n = pool.shape[0]
     top = max(1, int(n * top_fraction))
     b = len(rows)

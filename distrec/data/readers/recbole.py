@@ -38,7 +38,7 @@ def read_atomic(path: Path, bad: BadLines) -> dict[str, tuple[str, list]]:
             continue
         row = []
         try:
-            for col, ((name, kind), value) in enumerate(zip(fields, parts), start=1):
+            for col, ((name, kind), value) in enumerate(zip(fields, parts), start=1):  # noqa: B007  (named in the error below)
                 if kind == "float":
                     row.append(float(value) if value else float("nan"))
                 elif kind == "float_seq":
@@ -103,9 +103,7 @@ def read_recbole(
     ts = np.concatenate(times)
     ts_valid = ~np.isnan(ts)
     raw.interactions = raw_interactions(users, items, ratings, None, splits or None)
-    raw.interactions = raw.interactions.set_column(
-        3, "timestamp", pa.array(np.where(ts_valid, ts, 0).astype(np.int64), pa.int64(), mask=~ts_valid)
-    )
+    raw.interactions = raw.interactions.set_column(3, "timestamp", pa.array(np.where(ts_valid, ts, 0).astype(np.int64), pa.int64(), mask=~ts_valid))
     item_path = root / f"{name}.item"
     if item_path.exists():
         data = read_atomic(item_path, bad)

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from distrec.data.errors import BadLines, DataFormatError
 from distrec.data.source import RawDataset, raw_interactions
 
+
 def _diagnose_csv(path: Path, expected: list[str], kinds: list[str], bad: BadLines) -> dict[str, list]:
     """Slow path for a CSV that Arrow rejected: parse row by row and locate every problem."""
     out = {name: [] for name in expected}

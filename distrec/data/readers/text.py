@@ -43,9 +43,7 @@ def iter_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int,
                 try:
                     text = raw.decode(encoding)
                 except UnicodeDecodeError as exc:
-                    raise DataFormatError(
-                        path, f"not valid {encoding} text (byte 0x{raw[exc.start]:02x}); this file must be {encoding}-encoded", lineno, exc.start + 1
-                    ) from None
+                    raise DataFormatError(path, f"not valid {encoding} text (byte 0x{raw[exc.start]:02x}); this file must be {encoding}-encoded", lineno, exc.start + 1) from None
                 yield lineno, text.rstrip("\r\n")
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataFormatError(path, f"corrupt or truncated gzip stream after line {lineno} ({exc})") from None
@@ -115,8 +113,7 @@ def parse_delimited(
             bad_lines.handle(
                 DataFormatError(
                     path,
-                    f"wrong field count: expected {n} fields separated by {sep!r}, found {len(parts)}"
-                    + separator_hint(text, n, sep),
+                    f"wrong field count: expected {n} fields separated by {sep!r}, found {len(parts)}" + separator_hint(text, n, sep),
                     lineno,
                 )
             )
@@ -166,9 +163,7 @@ def parse_id_lists(path: str | Path, bad_lines: BadLines, *, sep: str | None = N
         except ValueError:
             col_idx = next(i for i, p in enumerate(parts) if not p.lstrip("-").isdigit())
             hint = separator_hint(text, 2, " ") if len(parts) == 1 else ""
-            bad_lines.handle(
-                DataFormatError(path, f"non-numeric id {parts[col_idx]!r}{hint}", lineno, text.find(parts[col_idx]) + 1)
-            )
+            bad_lines.handle(DataFormatError(path, f"non-numeric id {parts[col_idx]!r}{hint}", lineno, text.find(parts[col_idx]) + 1))
             continue
         u = ids[0]
         users.extend([u] * (len(ids) - 1))

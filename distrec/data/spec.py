@@ -1,0 +1,90 @@
+"""Where a job's dataset comes from, and preparing it once under the job's output folder."""
+
+from __future__ import annotations
+
+from dataclasses import field
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pydantic
+
+from distrec.config import ConfigError
+from distrec.data.dataset import METADATA_FILE, PreparedDataset, prepare, resolve_uri, write_prepared
+from distrec.data.preprocess import PrepareConfig
+
+
+@pydantic.dataclasses.dataclass(config=pydantic.ConfigDict(extra="forbid"))
+class DatasetSpec:
+    """``synthetic`` (generator options), ``path`` (a prepared dataset), or ``format`` + ``root`` (+ ``prepare``,
+    and ``images``: a tar or folder of item images named by source item id, e.g. the ML-1M posters)."""
+
+    synthetic: dict | None = None
+    path: str | None = None
+    format: str | None = None
+    root: str | None = None
+    prepare: dict = field(default_factory=dict)
+    images: str | None = None
+
+
+def _exists(uri: str) -> bool:
+    fs, path = resolve_uri(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def check_dataset_spec(spec: DatasetSpec, source: str, key: str = "dataset") -> None:
+    """Every problem a spec can have that is visible without reading the data: one kind of source,
+    known format and prepare keys, paths that exist."""
+    kinds = [k for k, v in (("synthetic", spec.synthetic), ("path", spec.path), ("format", spec.format)) if v is not None]
+    if len(kinds) != 1:
+        raise ConfigError(f"{source}: {key}: give exactly one of synthetic, path, or format + root (found {kinds or 'none'})")
+    local = lambda uri: "://" not in uri or uri.startswith("file://")  # noqa: E731  (object stores are checked when read)
+    if spec.path is not None and local(spec.path) and not _exists(f"{spec.path}/{METADATA_FILE}"):
+        raise ConfigError(f"{source}: {key}.path: {spec.path} is not a prepared dataset (no {METADATA_FILE})")
+    if spec.format is not None:
+        from distrec.data.readers import READERS
+
+        if spec.format not in READERS:
+            raise ConfigError(f"{source}: {key}.format: unknown format {spec.format!r}; known: {', '.join(sorted(READERS))}")
+        if spec.root is None or not Path(spec.root).exists():
+            raise ConfigError(f"{source}: {key}.root: {spec.root!r} does not exist")
+        from distrec.config import check_keys
+
+        check_keys(PrepareConfig, spec.prepare, source, f"{key}.prepare")
+    if spec.images is not None and not Path(spec.images).exists():
+        raise ConfigError(f"{source}: {key}.images: {spec.images!r} does not exist")
+    if spec.synthetic is not None:
+        import inspect
+
+        from distrec.data.synthetic import make_synthetic
+
+        valid = set(inspect.signature(make_synthetic).parameters)
+        unknown = sorted(set(spec.synthetic) - valid)
+        if unknown:
+            raise ConfigError(f"{source}: {key}.synthetic.{unknown[0]}: unknown key; valid keys: {', '.join(sorted(valid))}")
+
+
+def materialise_dataset(spec: DatasetSpec, out: str) -> PreparedDataset:
+    """The job's clean dataset, prepared once under ``out/data`` (or the given ``path``)."""
+    if spec.path:
+        return PreparedDataset(spec.path)
+    target = f"{out}/data"
+    if _exists(f"{target}/{METADATA_FILE}"):
+        return PreparedDataset(target)
+    if spec.synthetic is not None:
+        from distrec.data.synthetic import make_synthetic
+
+        options = dict(spec.synthetic)
+        seed = options.pop("seed", 0)
+        raw, fmt, cfg = make_synthetic(seed=seed, **options), "synthetic", PrepareConfig(seed=seed)
+    elif spec.format and spec.root:
+        from distrec.data.readers import read_source
+
+        raw, fmt, cfg = read_source(spec.format, spec.root), spec.format, PrepareConfig(**spec.prepare)
+        if spec.images:
+            from distrec.data.readers.images import read_image_collection
+
+            raw.item_images = read_image_collection(spec.images, raw.bad_lines)
+    else:
+        raise ConfigError("dataset: give synthetic, path, or format + root")
+    tables, meta = prepare(raw, cfg, fmt)
+    return write_prepared(tables, meta, target)

@@ -1,0 +1,74 @@
+"""APR: adversarial personalised ranking (He et al., SIGIR 2018), a training-time defense of
+embedding-based recommenders against perturbations of their parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from distrec.defenses.registry import Defense, register_defense
+from distrec.models.trainer import PairwiseVictim, TrainingObjective
+
+
+@dataclass
+class APRConfig:
+    """``eps``: the perturbation norm per embedding row (paper: 0.5); ``adv_reg``: lambda, the weight
+    of the adversarial term (paper: 1); ``warmup_epochs``: plain epochs before APR starts (the paper
+    starts from a trained MF-BPR)."""
+
+    eps: float = 0.5
+    adv_reg: float = 1.0
+    warmup_epochs: int = 0
+
+    def __post_init__(self):
+        if self.eps <= 0:
+            raise ValueError(f"eps must be positive, got {self.eps}")
+        if self.adv_reg < 0:
+            raise ValueError(f"adv_reg must be non-negative, got {self.adv_reg}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be non-negative, got {self.warmup_epochs}")
+
+
+class APRObjective(TrainingObjective):
+    """L_APR = L(Theta) + lambda L(Theta + Delta_adv) (eq. 7), with Delta_adv = eps Gamma / |Gamma|
+    (eq. 6) and Gamma the gradient of L with respect to the embedding tables at Delta = 0, normalised
+    per row (the reference code's l2_normalize over the embedding dimension)."""
+
+    def __init__(self, config: APRConfig):
+        self.config = config
+
+    def backward(self, model: PairwiseVictim, users, pos, neg, epoch: int) -> torch.Tensor:
+        loss = super().backward(model, users, pos, neg, epoch)
+        if epoch < self.config.warmup_epochs:
+            return loss
+        params = model.embedding_parameters()
+        deltas = [self.config.eps * F.normalize(p.grad, dim=-1) if p.grad is not None else torch.zeros_like(p) for p in params]
+        with torch.no_grad():
+            for p, d in zip(params, deltas):
+                p.add_(d)
+        try:
+            adversarial = model.loss(users, pos, neg)
+            (self.config.adv_reg * adversarial).backward()
+        finally:
+            with torch.no_grad():
+                for p, d in zip(params, deltas):
+                    p.sub_(d)
+        return loss + self.config.adv_reg * adversarial.detach()
+
+
+@register_defense("apr")
+class APR(Defense):
+    """Trains the victim with :class:`APRObjective` (a per-instance ``objective``)."""
+
+    Config = APRConfig
+    kind = "training"
+
+    @classmethod
+    def supports(cls, victim_cls: type) -> bool:
+        return issubclass(victim_cls, PairwiseVictim) and victim_cls.embedding_parameters is not PairwiseVictim.embedding_parameters
+
+    def apply(self, victim):
+        victim.objective = APRObjective(self.config)
+        return victim

@@ -1,0 +1,99 @@
+"""``distrec study CONFIG --out URI``: read and check the whole config, then plan, run and write the study."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import types
+import typing
+from pathlib import Path
+
+import pydantic
+
+from distrec.config import ConfigError, load_yaml
+from distrec.distributed import storage
+from distrec.distributed.runtime import init_ray
+from distrec.study.engine import execute
+from distrec.study.outputs import write_matrix, write_results
+from distrec.study.scenario import SCENARIOS, Scenario
+
+
+def parse_config(schema: type, raw: dict, source: str):
+    """``raw`` as the pydantic dataclass ``schema``; errors name ``source`` and the key path."""
+    try:
+        return pydantic.TypeAdapter(schema).validate_python(raw)
+    except pydantic.ValidationError as exc:
+        e = exc.errors()[0]
+        where = ".".join(str(p) for p in e["loc"])
+        unknown = e["type"] == "unexpected_keyword_argument"
+        valid = ", ".join(f.name for f in dataclasses.fields(_schema_at(schema, e["loc"][:-1])) if not f.name.startswith("_")) if unknown else ""
+        raise ConfigError(f"{source}: {where}: " + (f"unknown key; valid keys: {valid}" if unknown else e["msg"])) from None
+
+
+def _schema_at(schema: type, loc) -> type:
+    """The dataclass that holds the key at ``loc`` (for listing the valid keys), through nested
+    dataclasses, ``dict[str, X]`` values and ``list[X]`` items."""
+    loc = list(loc)
+    while loc:
+        if dataclasses.is_dataclass(schema):
+            hint = typing.get_type_hints(schema).get(str(loc.pop(0)))
+        elif typing.get_origin(schema) in (dict, list):
+            hint = typing.get_args(schema)[-1]
+            loc.pop(0)
+        else:
+            return schema
+        args = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) in (typing.Union, types.UnionType) else [hint]
+        schema = args[0] if args else hint
+    return schema
+
+
+def load_study(path: str | Path) -> Scenario:
+    """The study's scenario with its validated config: every key, name, range and path is checked
+    here, before any Ray work or training."""
+    source = str(path)
+    raw = load_yaml(path)
+    name = raw.pop("scenario", "poisoning")
+    if name not in SCENARIOS.names():
+        raise ConfigError(f"{source}: scenario: unknown scenario {name!r}; registered: {', '.join(SCENARIOS.names())}")
+    cls = SCENARIOS.get(name)
+    scenario = cls(parse_config(cls.Config, raw, source), source)
+    for stage in scenario.config.resources:
+        if stage not in cls.stages:
+            raise ConfigError(f"{source}: resources.{stage}: unknown stage; the {name} scenario's stages: {', '.join(cls.stages)}")
+    scenario.check()
+    return scenario
+
+
+def _absolute(out: str) -> str:
+    return out if "://" in str(out) else str(Path(out).resolve())
+
+
+def run_study(config_path: str | Path, out: str, progress: bool = True, num_cpus: int | None = None, on_result=None, scenario: Scenario | None = None) -> dict:
+    """Run (or resume) the study; returns the output paths and the counts of units run and skipped per stage."""
+    scenario = scenario or load_study(config_path)
+    out = _absolute(str(out))
+    t0 = time.perf_counter()
+    init_ray(num_cpus=num_cpus)
+    units = scenario.plan(out)
+    results, counts = execute(scenario, units, out, scenario.config.resources, progress, on_result=on_result)
+    cells = scenario.cells(results)
+    paths = {"results": write_results(cells, out), **write_matrix(scenario, cells, out, f"{scenario.name} study {Path(str(config_path)).name}")}
+    cell_counts = counts.get("cell", {"total": 0, "run": 0, "skipped": 0})
+    summary = dict(
+        paths,
+        scenario=scenario.name,
+        cells=len(cells),
+        cells_run=cell_counts["run"],
+        cells_skipped=cell_counts["skipped"],
+        stages=counts,
+        seconds=round(time.perf_counter() - t0, 1),
+    )
+    study_json = {k: v for k, v in summary.items() if k != "matrix"}
+    study_json.update(config=_jsonable(scenario.config), config_file=str(config_path), study_json=f"{out}/study.json")
+    storage.write_text(f"{out}/study.json", json.dumps(study_json, indent=2, default=str))
+    return dict(summary, study_json=f"{out}/study.json")
+
+
+def _jsonable(config) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))

@@ -1,0 +1,60 @@
+"""The interface a method family implements to run as a study (one module per family under
+:mod:`distrec.study.scenarios`), and the scenario registry.
+
+A scenario knows its science and nothing about scheduling:
+
+- ``Config``: a pydantic dataclass of its YAML keys (unknown keys are errors); every scenario has
+  ``seeds`` and ``resources`` (stage -> :class:`~distrec.study.engine.StageResources`);
+- ``check()``: every problem visible before training (names, keys, ranges, paths), as
+  :class:`~distrec.config.ConfigError` naming the file and key path; the engine calls it before Ray starts;
+- ``plan(out)``: the study's :class:`~distrec.study.engine.Unit` s (it may prepare the dataset first);
+- ``run(unit, deps, ctx)``: computes one unit on a Ray worker and returns its JSON result;
+- ``cells(results)``: the matrix cells, one dict per (row, column, seed) with ``row`` (attack x
+  surrogate), ``column`` (victim x defense), ``seed``, ``config`` and ``metrics``;
+- ``metric``, ``percent``, ``higher_is_stronger``, ``extra_metrics``, ``protocol()``, ``baseline(row)``:
+  how the engine writes the matrix (the baseline row of each row, for the lift; or ``baseline_metric``,
+  a metric each cell measures before the attack).
+"""
+
+from __future__ import annotations
+
+from distrec.registry import Registry
+
+SCENARIOS = Registry("scenario")
+register_scenario = SCENARIOS.register
+
+
+class Scenario:
+    name = "scenario"
+    Config: type
+    stages: tuple[str, ...] = ()
+    percent = True
+    higher_is_stronger = True
+    extra_metrics: tuple[str, ...] = ()
+    baseline_metric: str | None = None
+
+    def __init__(self, config, source: str):
+        self.config, self.source = config, source
+
+    @property
+    def metric(self) -> str:
+        return self.config.metric
+
+    def check(self) -> None:
+        raise NotImplementedError
+
+    def plan(self, out: str) -> list:
+        raise NotImplementedError
+
+    def run(self, unit, deps: dict, ctx) -> dict:
+        raise NotImplementedError
+
+    def cells(self, results: dict[str, dict]) -> list[dict]:
+        raise NotImplementedError
+
+    def protocol(self) -> str:
+        return ""
+
+    def baseline(self, row: str) -> str | None:
+        """The row whose value in the same column is this row's no-attack baseline."""
+        return None

@@ -1,0 +1,260 @@
+"""Injective poisoning (methods.md section 2): craft fake users with every attack on every surrogate,
+retrain every victim (optionally trained with a defense) from scratch on the clean and on each
+poisoned dataset for every seed, and measure the targets' exposure to the real users.
+
+Stages: ``craft`` (attack x surrogate; writes the poisoned dataset) -> ``cell`` ((no attack | craft) x
+column x seed). Rows: ``no attack`` and ``attack@surrogate``; columns: ``victim`` or
+``victim+defense``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import field
+
+import numpy as np
+import pydantic
+
+from distrec.attacks import attack_class
+from distrec.attacks.budget import ThreatModel, resolve_budget, select_targets
+from distrec.attacks.sharpap import SharpAPConfig
+from distrec.attacks.surrogates import SurrogateConfig
+from distrec.config import ConfigError, check_keys
+from distrec.content_id import content_id
+from distrec.data.dataset import InMemoryDataset, PreparedDataset
+from distrec.data.matrix import UserItemCSR
+from distrec.data.spec import DatasetSpec, check_dataset_spec, materialise_dataset
+from distrec.defenses import create_defense, defense_class, list_defenses
+from distrec.evaluation.attack_effect import measure
+from distrec.models import create_victim
+from distrec.models.base import Victim
+from distrec.models.registry import list_victims, victim_class
+from distrec.study.engine import StageResources, Unit
+from distrec.study.scenario import Scenario, register_scenario
+from distrec.workflows.attack import SURROGATES, run_attack, split_config
+
+FORBID = pydantic.ConfigDict(extra="forbid")
+METRICS = ("t_hr@10", "t_hr@20", "t_hr@50", "t_ndcg@10", "t_ndcg@20", "t_ndcg@50", "hitone@10", "hitone@20", "hitone@50", "mean_rank", "recall@20", "ndcg@20")
+NO_ATTACK = "no attack"
+
+
+@pydantic.dataclasses.dataclass(config=FORBID)
+class AttackSpec:
+    """``sharpap``: SharpAP keys (wraps a gradient attack); ``population``: a population config
+    (members, combine, ...) for SharpAP's worst-case search over surrogate actors."""
+
+    name: str
+    config: dict = field(default_factory=dict)
+    sharpap: dict | None = None
+    population: dict | None = None
+
+    @property
+    def wrapped(self) -> bool:
+        return self.sharpap is not None or self.population is not None
+
+    def label(self, surrogate: str | None) -> str:
+        name = self.name + ("+population-sharpap" if self.population is not None else "+sharpap" if self.sharpap is not None else "")
+        return f"{name}@{surrogate}" if surrogate else name
+
+
+@pydantic.dataclasses.dataclass(config=FORBID)
+class PoisoningConfig:
+    """``victims``: name -> training config; ``defenses``: name -> config; ``columns``: ``victim`` or
+    ``victim+defense`` (default: every victim, then every victim with every defense that supports it)."""
+
+    dataset: DatasetSpec
+    attacks: list[AttackSpec]
+    victims: dict[str, dict]
+    defenses: dict[str, dict] = field(default_factory=dict)
+    columns: list[str] | None = None
+    surrogates: dict[str, dict] = field(default_factory=lambda: {"wrmf": {}})
+    threat: dict = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    metric: str = "t_hr@20"
+    resources: dict[str, StageResources] = field(default_factory=dict)
+
+
+@register_scenario("poisoning")
+class Poisoning(Scenario):
+    Config = PoisoningConfig
+    stages = ("craft", "cell")
+    extra_metrics = ("hitone@20", "mean_rank", "recall@20")
+
+    # ------------------------------------------------------------------ checked before anything runs
+    def check(self) -> None:
+        cfg, src = self.config, self.source
+        check_dataset_spec(cfg.dataset, src)
+        if not cfg.attacks:
+            raise ConfigError(f"{src}: attacks: a study needs at least one attack")
+        if not cfg.seeds:
+            raise ConfigError(f"{src}: seeds: give at least one seed")
+        if cfg.metric not in METRICS:
+            raise ConfigError(f"{src}: metric: unknown metric {cfg.metric!r}; choose from {', '.join(METRICS)}")
+        check_keys(ThreatModel, cfg.threat, src, "threat")
+        for name, scfg in cfg.surrogates.items():
+            if name not in SURROGATES:
+                raise ConfigError(f"{src}: surrogates.{name}: unknown surrogate; differentiable surrogates: {', '.join(sorted(SURROGATES))}")
+            check_keys(SurrogateConfig, scfg, src, f"surrogates.{name}")
+        for i, spec in enumerate(cfg.attacks):
+            self._check_attack(spec, f"attacks.{i}")
+        for name, vcfg in cfg.victims.items():
+            if name not in list_victims():
+                raise ConfigError(f"{src}: victims.{name}: unknown victim; registered: {', '.join(list_victims())}")
+            check_keys(victim_class(name).Config, vcfg, src, f"victims.{name}")
+        for name, dcfg in cfg.defenses.items():
+            if name not in list_defenses():
+                raise ConfigError(f"{src}: defenses.{name}: unknown defense; registered: {', '.join(list_defenses())}")
+            check_keys(defense_class(name).Config, dcfg, src, f"defenses.{name}")
+        for i, column in enumerate(self.columns()):
+            self._check_column(column, f"columns.{i}")
+
+    def _check_attack(self, spec: AttackSpec, key: str) -> None:
+        src = self.source
+        try:
+            cls = attack_class(spec.name)
+        except ValueError as exc:
+            raise ConfigError(f"{src}: {key}.name: {exc}") from None
+        if spec.wrapped and not cls.uses_surrogate:
+            raise ConfigError(f"{src}: {key}: SharpAP wraps gradient attacks only; {spec.name!r} uses no surrogate")
+        threat_keys = {f.name for f in dataclasses.fields(ThreatModel)}
+        attack_keys = {f.name for f in dataclasses.fields(cls.Config)}
+        for k in spec.config:
+            if k not in threat_keys | attack_keys and not k.startswith("surrogate."):
+                raise ConfigError(f"{src}: {key}.config.{k}: unknown key; valid keys: {', '.join(sorted(threat_keys | attack_keys))}, surrogate.<key>")
+        check_keys(cls.Config, {k: v for k, v in spec.config.items() if k in attack_keys}, src, f"{key}.config")
+        check_keys(ThreatModel, {k: v for k, v in {**self.config.threat, **spec.config}.items() if k in threat_keys}, src, f"{key}.config")
+        if spec.sharpap is not None:
+            check_keys(SharpAPConfig, spec.sharpap, src, f"{key}.sharpap")
+        if spec.population is not None:
+            from distrec.distributed.population import PopulationConfig
+
+            check_keys(PopulationConfig, spec.population, src, f"{key}.population")
+        for sur in self.config.surrogates if cls.uses_surrogate else [None]:
+            split_config(self.craft_config(spec, sur), spec.name, spec.wrapped, f"{src}: {key}")
+
+    def _check_column(self, column: str, key: str) -> None:
+        victim, _, defense = column.partition("+")
+        if victim not in self.config.victims:
+            raise ConfigError(f"{self.source}: {key}: {victim!r} is not one of the study's victims ({', '.join(self.config.victims)})")
+        if defense:
+            if defense not in self.config.defenses:
+                raise ConfigError(f"{self.source}: {key}: defense {defense!r} is not configured under defenses ({', '.join(self.config.defenses) or 'none'})")
+            cls = defense_class(defense)
+            if not cls.supports(victim_class(victim)):
+                raise ConfigError(f"{self.source}: {key}: defense {defense!r} cannot be applied to victim {victim!r}; it supports {', '.join(cls.supported_victims())}")
+
+    def columns(self) -> list[str]:
+        cfg = self.config
+        if cfg.columns is not None:
+            return list(cfg.columns)
+        cols = list(cfg.victims)
+        for d in cfg.defenses:
+            cols += [f"{v}+{d}" for v in cfg.victims if defense_class(d).supports(victim_class(v))]
+        return cols
+
+    def craft_config(self, spec: AttackSpec, surrogate: str | None) -> dict:
+        config = dict(self.config.threat, **spec.config, **(spec.sharpap or {}))
+        if surrogate is not None:
+            config.update({f"surrogate.{k}": v for k, v in self.config.surrogates[surrogate].items()})
+        return config
+
+    def protocol(self) -> str:
+        t = self.config.threat
+        return f"threat model {t or 'defaults'}; victims retrained from scratch on clean and poisoned data, target metrics over real users only (methods.md section 2)"
+
+    def baseline(self, row: str) -> str | None:
+        return NO_ATTACK
+
+    # ------------------------------------------------------------------ planning (driver)
+    def plan(self, out: str) -> list[Unit]:
+        cfg = self.config
+        clean = materialise_dataset(cfg.dataset, out)
+        meta = clean.metadata
+        data_id = content_id(meta.get("sources"), meta.get("prepare"), meta.get("reader_options"), meta["tables"])
+        train = UserItemCSR.from_table(clean.table("train"), clean.n_users, clean.n_items)
+        targets = self._targets(train, clean)
+        units = []
+        rows = [(NO_ATTACK, None)]
+        for spec in cfg.attacks:
+            for sur in list(cfg.surrogates) if attack_class(spec.name).uses_surrogate else [None]:
+                config = self.craft_config(spec, sur)
+                craft_id = content_id(data_id, spec.name, spec.wrapped, sur, config, spec.population)
+                payload = {"attack": spec.name, "surrogate": sur or "wrmf", "sharpap": spec.wrapped, "config": config, "population": spec.population, "data": clean.uri}
+                units.append(Unit("craft", craft_id, payload, label=spec.label(sur)))
+                rows.append((spec.label(sur), craft_id))
+        for label, craft_id in rows:
+            for column in self.columns():
+                victim, _, defense = column.partition("+")
+                for seed in cfg.seeds:
+                    config = dict(cfg.victims[victim], seed=seed)
+                    parts = [data_id if craft_id is None else craft_id, victim, config, targets]
+                    cell_id = content_id(*parts, defense, cfg.defenses[defense]) if defense else content_id(*parts)
+                    payload = {
+                        "row": label,
+                        "column": column,
+                        "victim": victim,
+                        "seed": seed,
+                        "config": config,
+                        "defense": defense or None,
+                        "defense_config": cfg.defenses.get(defense, {}),
+                        "targets": targets,
+                        "n_real": clean.n_users,
+                        "data": clean.uri,
+                    }
+                    units.append(Unit("cell", cell_id, payload, deps={"craft": craft_id} if craft_id else {}, label=f"{label} | {column} | seed {seed}"))
+        return units
+
+    def _targets(self, train: UserItemCSR, clean: PreparedDataset) -> list[int]:
+        """The one target set of the study (every attack promotes the same targets)."""
+        from distrec.workflows.attack import original_to_internal
+
+        sets = set()
+        for i, spec in enumerate(self.config.attacks):
+            threat_keys = {f.name for f in dataclasses.fields(ThreatModel)}
+            values = {k: v for k, v in {**self.config.threat, **spec.config}.items() if k in threat_keys}
+            threat = ThreatModel(**values)
+            if threat.target_original_ids:
+                threat.target_items = original_to_internal(clean.table("item_map"), threat.target_original_ids, f"{self.source}: attacks.{i}")
+            try:
+                resolve_budget(threat, train)
+                sets.add(tuple(int(t) for t in select_targets(threat, train)))
+            except ValueError as exc:
+                raise ConfigError(f"{self.source}: threat: {exc}") from None
+        if len(sets) != 1:
+            raise ConfigError(f"{self.source}: attacks: the attacks promote different targets {sorted(sets)}; give them one threat model")
+        return list(sets.pop())
+
+    # ------------------------------------------------------------------ units (workers)
+    def run(self, unit: Unit, deps: dict, ctx) -> dict:
+        p = unit.payload
+        if unit.stage == "craft":
+            data = ctx.cached(p["data"], lambda: InMemoryDataset.load(PreparedDataset(p["data"])))
+            result = run_attack(p["attack"], data, p["surrogate"], p["sharpap"], p["config"], ctx.folder, progress=False, population=p["population"])
+            return {k: result[k] for k in ("attack", "targets", "craft_seconds", "peak_rss_mb", "n_fake", "seed")} | {"poisoned": ctx.folder}
+        uri = deps["craft"]["poisoned"] if "craft" in deps else p["data"]
+        data = ctx.cached(uri, lambda: InMemoryDataset.load(PreparedDataset(uri)))
+
+        def train() -> Victim:
+            model = create_victim(p["victim"], data.n_users, data.n_items, **p["config"])
+            if p["defense"]:
+                model = create_defense(p["defense"], **p["defense_config"]).apply(model)
+            model.fit(data, progress=False)
+            return model
+
+        import time
+
+        t0 = time.perf_counter()
+        model, restored = ctx.checkpoint("model", train, lambda m, d: m.save(d), Victim.load)
+        fit_seconds = time.perf_counter() - t0
+        metrics = measure(model, data, np.asarray(p["targets"]), p["n_real"])
+        return {
+            "row": p["row"],
+            "column": p["column"],
+            "seed": p["seed"],
+            "config": dict(p["config"], defense=p["defense"], defense_config=p["defense_config"] or None),
+            "metrics": metrics,
+            "fit_seconds": round(fit_seconds, 3),
+            "restored": restored,
+        }
+
+    def cells(self, results: dict[str, dict]) -> list[dict]:
+        return [dict(r, cell_id=uid) for uid, r in results.items() if r["stage"] == "cell"]
