@@ -279,7 +279,7 @@ def cmd_rank_attack(args) -> int:
 
 
 def cmd_rank_grid(args) -> int:
-    from distrec.workflows.rank import run_grid
+    from distrec.study.advrank_grid import run_grid
 
     result = run_grid(args.config, args.out, progress=not args.json, num_cpus=args.num_cpus)
     table = Path(args.out) / f"advrank_{result['meta']['dataset']}.md"

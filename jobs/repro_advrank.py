@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import machine  # noqa: E402
-from distrec.workflows.rank import cell_key, grid_markdown, load_grid, run_grid  # noqa: E402
+from distrec.study.advrank_grid import cell_key, grid_markdown, load_grid, run_grid  # noqa: E402
 
 # methods.md section 4 (Zhou et al., ECCV 2020, Table: MNIST, cosine, triplet); per eps, w (or m) = 1 / 2 / 5 / 10.
 PAPER_MNIST = {

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from distrec.cli import main
-from distrec.workflows.rank import run_grid
+from distrec.study.advrank_grid import run_grid
 
 
 def run_cli(capsys, *argv) -> dict:

@@ -1,5 +1,5 @@
-"""Adversarial ranking workflows: train a retrieval model (optionally with EST), attack it with one
-(attack, eps, w or m) cell, and run the AdvRank grid as parallel Ray tasks (``distrec rank ...``)."""
+"""Adversarial ranking workflows: train a retrieval model (optionally with EST) and attack it with one
+(attack, eps, w or m) cell (``distrec rank train|attack``); the grid is a study (:mod:`distrec.study.advrank_grid`)."""
 
 from __future__ import annotations
 
@@ -7,22 +7,16 @@ import dataclasses
 import json
 import time
 import zlib
-from dataclasses import field
 from pathlib import Path
 
 import numpy as np
 import pydantic
-import ray
 import torch
-from tqdm.auto import tqdm
 
 from distrec.attacks.ranking import RankPGD, Trials, build_objective, parse_attack, select_trials
-from distrec.config import ConfigError, load_document, validate
-from distrec.content_id import content_id
+from distrec.config import ConfigError, validate
 from distrec.data.labeled_images import LabeledImages, load_labeled_images
-from distrec.data.spec import DatasetSpec, materialise_dataset
 from distrec.defenses.est import EmbeddingShiftingTraining
-from distrec.distributed.runtime import init_ray
 from distrec.evaluation.retrieval import recall_at_k
 from distrec.models.embedding import Embedder, create_embedder, embed_images
 from distrec.models.embedding_trainer import TripletTrainingConfig, fit_embedder
@@ -115,7 +109,7 @@ def attack_cell(
     this ``seed``), ``k`` = w queries (CA) or m candidates (QA) per trial; mean rank percentile of the
     targets before and after the attack (and of the SP set for SP-QA). ``top_fraction`` is the
     neighbourhood CA- queries and QA- candidates come from (AdvRank: 1%), ``preserve_size`` G of SP-QA.
-    ``keep``: also return the adversarial images and the trials (``adversarial``, ``trials``), so that
+    ``keep``: also return the adversarial images and the trials they attack (``adversarial``, ``trial_set``), so that
     the same perturbations can be measured on other models (transfer)."""
     spec = parse_attack(attack)
     model.eval()  # batch-norm backbones (timm) must not use or update batch statistics here
@@ -159,165 +153,5 @@ def attack_cell(
         out["sp_rank"] = float(torch.cat(sp_after).mean())
     if keep:
         out["adversarial"] = torch.cat([a for a, _ in kept])
-        out["trials"] = Trials(*(torch.cat([getattr(t, f).cpu() for _, t in kept]) if getattr(kept[0][1], f) is not None else None for f in ("rows", "others", "preserve")))
+        out["trial_set"] = Trials(*(torch.cat([getattr(t, f).cpu() for _, t in kept]) if getattr(kept[0][1], f) is not None else None for f in ("rows", "others", "preserve")))
     return out
-
-
-# ----------------------------------------------------------------------------------------- the grid
-
-
-@pydantic.dataclasses.dataclass(config=FORBID)
-class GridModel:
-    """How to train one of the grid's two models (undefended, est)."""
-
-    training: dict = field(default_factory=dict)
-    est: dict = field(default_factory=dict)
-
-
-@pydantic.dataclasses.dataclass(config=FORBID)
-class RankGridConfig:
-    """The AdvRank table: ``attacks`` x ``eps`` x ``ks`` (w for CA, m for QA) on an undefended and an EST
-    model. ``data``: a prepared dataset (``path``) or a source (``format: idx``, ``root``) prepared once
-    under the output folder. ``columns`` names each attack's column in the table (the reference
-    pipeline reports its semantics-preserving query attacks in the QA columns)."""
-
-    dataset: str
-    data: DatasetSpec
-    model: str = "c2f2"
-    model_config: dict = field(default_factory=dict)
-    undefended: GridModel = field(default_factory=GridModel)
-    defended: GridModel = field(default_factory=GridModel)
-    train_limit: int | None = None
-    attacks: list[str] = field(default_factory=lambda: ["CA+", "CA-", "SP-QA+", "SP-QA-"])
-    columns: dict[str, str] = field(default_factory=lambda: {"CA+": "CA+", "CA-": "CA-", "SP-QA+": "QA+", "SP-QA-": "QA-"})
-    eps: list[float] = field(default_factory=lambda: [0.0, 0.01, 0.03, 0.1, 0.3])
-    ks: list[int] = field(default_factory=lambda: [1, 2, 5, 10])
-    trials: int = 10000
-    batch_size: int = 250
-    top_fraction: float = 0.01
-    seed: int = 0
-    task_cpus: float = 1
-    task_gpus: float = 0
-
-
-def load_grid(path: str | Path) -> RankGridConfig:
-    cfg = load_document(RankGridConfig, path)
-    for name in cfg.attacks:
-        try:
-            parse_attack(name)
-        except ValueError as exc:
-            raise ConfigError(f"{path}: key attacks: {exc}") from None
-        if name not in cfg.columns:
-            raise ConfigError(f"{path}: key columns: no column for attack {name!r}")
-    return cfg
-
-
-def _threads(cpus: float) -> None:
-    torch.set_num_threads(max(1, int(cpus)))
-
-
-@ray.remote
-def _train_task(cfg: RankGridConfig, data: str, role: str, out: str, cpus: float) -> dict:
-    _threads(cpus)
-    spec = cfg.undefended if role == "undefended" else cfg.defended
-    return train_ranker(
-        data, cfg.model, cfg.model_config, spec.training, "est" if role == "est" else "none", spec.est, cfg.train_limit, out=out, progress=False, source=f"grid {role}"
-    )
-
-
-@ray.remote
-def _cell_task(model_dir: str, pool_images: LabeledImages, pool: torch.Tensor, cell: dict, cpus: float) -> dict:
-    _threads(cpus)
-    device = _device(None)
-    model = Embedder.load(model_dir, device=device)
-    return attack_cell(model, pool_images, pool.to(device), **cell)
-
-
-def cell_key(role: str, column: str, eps: float, k: int) -> str:
-    return f"{role}/{column}/{eps:g}/{k}"
-
-
-def run_grid(config_path: str | Path, out: str | Path, progress: bool = True, num_cpus: int | None = None) -> dict:
-    """Train (or reuse) both models as Ray tasks and, as soon as a model is ready, run its cells as Ray
-    tasks. Models and finished cells are kept under ``out`` (content-addressed) and reused by a rerun.
-    Writes ``advrank_<dataset>.json`` and ``.md`` to ``out``."""
-    cfg = load_grid(config_path)
-    out = Path(out)
-    (out / "cells").mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    init_ray(num_cpus=num_cpus)
-    opts = {"num_cpus": cfg.task_cpus, "num_gpus": cfg.task_gpus}
-    data = materialise_dataset(cfg.data, str(out)).uri
-    test = load_labeled_images(data, "test")
-    test_ref = ray.put(test)
-    model_dirs, trained, cells, waiting = {}, {}, {}, {}
-
-    def submit_cells(role: str) -> None:
-        weights = model_dirs[role] / "model"
-        pool_ref = ray.put(embed_images(Embedder.load(weights), test, 1000).cpu())
-        for attack in cfg.attacks:
-            for eps in cfg.eps:
-                for k in cfg.ks:
-                    key = cell_key(role, cfg.columns[attack], eps, k)
-                    cell = {"attack": attack, "eps": eps, "k": k, "trials": cfg.trials, "seed": cfg.seed, "batch_size": cfg.batch_size, "top_fraction": cfg.top_fraction}
-                    path = out / "cells" / f"{content_id(model_dirs[role].name, cell)}.json"
-                    if path.exists():
-                        cells[key] = json.loads(path.read_text())
-                    else:
-                        ref = _cell_task.options(**opts).remote(str(weights), test_ref, pool_ref, cell, cfg.task_cpus)
-                        waiting[ref] = ("cell", key, path)
-
-    for role in ("undefended", "est"):
-        spec = cfg.undefended if role == "undefended" else cfg.defended
-        mid = content_id(data, cfg.model, cfg.model_config, spec.training, spec.est if role == "est" else None, cfg.train_limit)
-        model_dirs[role] = out / "models" / f"{role}-{mid}"
-        if (model_dirs[role] / "result.json").exists():
-            trained[role] = json.loads((model_dirs[role] / "result.json").read_text())
-            submit_cells(role)
-        else:
-            waiting[_train_task.options(**opts).remote(cfg, data, role, str(model_dirs[role]), cfg.task_cpus)] = ("train", role, None)
-    n_cells = 2 * len(cfg.attacks) * len(cfg.eps) * len(cfg.ks)
-    with tqdm(total=n_cells, initial=len(cells), desc=f"advrank {cfg.dataset}", disable=not progress, unit="cell") as bar:
-        while waiting:
-            done, _ = ray.wait(list(waiting), num_returns=1)
-            kind, key, path = waiting.pop(done[0])
-            if kind == "train":
-                trained[key] = ray.get(done[0])
-                bar.write(f"{key} model: recall@1 {trained[key]['metrics']['recall@1']:.2f}% in {trained[key]['fit_seconds']:.0f}s")
-                submit_cells(key)
-            else:
-                cells[key] = ray.get(done[0])
-                path.write_text(json.dumps(cells[key], indent=2))
-            bar.n = len(cells)
-            bar.refresh()
-    wall = time.perf_counter() - t0
-    result = {key: round(cells[key]["rank"], 2) for key in sorted(cells)}
-    for role in model_dirs:
-        result[f"{role}/recall@1"] = round(trained[role]["metrics"]["recall@1"], 2)
-    result["meta"] = {
-        "dataset": cfg.dataset,
-        "config": dataclasses.asdict(cfg),
-        "config_file": str(config_path),
-        "seed": cfg.seed,
-        "wall_seconds": round(wall, 1),
-        "training": {role: {k: trained[role][k] for k in ("metrics", "fit_seconds", "seconds_per_epoch", "training", "est", "train_images")} for role in model_dirs},
-        "cells": {key: cells[key] for key in sorted(cells)},
-    }
-    (out / f"advrank_{cfg.dataset}.json").write_text(json.dumps(result, indent=2))
-    (out / f"advrank_{cfg.dataset}.md").write_text(grid_markdown(result, cfg))
-    return result
-
-
-def grid_markdown(result: dict, cfg: RankGridConfig) -> str:
-    """The undefended and EST tables in the paper's layout: rows eps, columns the attacks, each cell the
-    mean rank percentile for k = 1 / 2 / 5 / 10 (w for CA, m for QA)."""
-    columns = [cfg.columns[a] for a in cfg.attacks]
-    lines = [f"| eps | {' | '.join(columns)} |", "|---" * (len(columns) + 1) + "|"]
-    for role in ("undefended", "est"):
-        title = "undefended" if role == "undefended" else "EST-defended"
-        lines.append(f"| **{title}, R@1 {result[f'{role}/recall@1']:.1f}%** |" + " |" * len(columns))
-        for eps in cfg.eps:
-            row = [" / ".join(f"{result[cell_key(role, c, eps, k)]:.1f}" for k in cfg.ks) for c in columns]
-            lines.append(f"| {eps:g} | {' | '.join(row)} |")
-    meta = result["meta"]
-    return "\n".join(lines) + f"\n\nTrials per cell: {cfg.trials}; seed {cfg.seed}; wall time of the whole grid (training included): {meta['wall_seconds'] / 60:.1f} min.\n"

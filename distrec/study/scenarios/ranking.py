@@ -172,13 +172,8 @@ class Ranking(Scenario):
             return Embedder.load(folder), json.loads(Path(folder, "result.json").read_text())
 
         (_, result), restored = ctx.checkpoint("model", train, save, load)
-        return {
-            "model_uri": f"{ctx.out}/checkpoints/{ctx.unit.id}/model",
-            "metrics": result["metrics"],
-            "fit_seconds": result["fit_seconds"],
-            "restored": restored,
-            "column": p["column"],
-        }
+        kept = {k: result[k] for k in ("metrics", "fit_seconds", "seconds_per_epoch", "training", "est", "train_images", "model_config")}
+        return dict(kept, model_uri=f"{ctx.out}/checkpoints/{ctx.unit.id}/model", restored=restored, column=p["column"])
 
     def _pool(self, data: str, model_uri: str, ctx):
         """The test images, the model and its embeddings of the pool (cached per worker)."""
@@ -190,7 +185,7 @@ class Ranking(Scenario):
     def _craft(self, p: dict, deps: dict, ctx) -> dict:
         test, model, pool = self._pool(p["data"], deps["model"]["model_uri"], ctx)
         result = attack_cell(model, test, pool, **p["cell"], keep=True)
-        trials: Trials = result.pop("trials")
+        trials: Trials = result.pop("trial_set")
         tensors = {"adversarial": result.pop("adversarial").contiguous(), "rows": trials.rows, "others": trials.others}
         if trials.preserve is not None:
             tensors["preserve"] = trials.preserve
