@@ -193,7 +193,7 @@ def cmd_study(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from distrec.workflows.sweep import run_sweep
+    from distrec.study.sweep import run_sweep
 
     result = run_sweep(args.config, args.out, progress=not args.json, num_cpus=args.num_cpus)
     best = result["best"]
@@ -307,7 +307,7 @@ def cmd_vars_encoder(args) -> int:
 
 
 def cmd_vars_run(args) -> int:
-    from distrec.workflows.vars import run_vars
+    from distrec.study.vars_study import run_vars
 
     result = run_vars(args.config, args.out, progress=not args.json, num_cpus=args.num_cpus)
     cells = {k: v for k, v in result.items() if k.endswith("/t_hr@10")}
@@ -319,12 +319,10 @@ def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_data_commands(sub) -> None:
+    """Datasets: prepare, info, synthetic, download."""
     from distrec.data.preprocess import SPLIT_METHODS
     from distrec.data.readers import READERS
-
-    parser = argparse.ArgumentParser(prog="distrec", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="prepare and inspect datasets").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("prepare", help="read a source format and write a prepared dataset (Parquet + metadata)")
@@ -362,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(func=cmd_data_download)
 
+
+def _add_train_commands(sub) -> None:
+    """One ``train VICTIM`` command per registered victim, its config keys in the epilog."""
     from distrec.config import describe
     from distrec.models import list_victims
     from distrec.models.registry import victim_class
@@ -385,10 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
         _add_json(p)
         p.set_defaults(func=cmd_train)
 
+
+def _add_attack_commands(sub) -> None:
+    """``attack`` (craft fake users) and ``evaluate-attack``."""
     from distrec.attacks import attack_class, list_attacks
     from distrec.attacks.budget import ThreatModel
     from distrec.attacks.sharpap import SharpAPConfig
     from distrec.attacks.surrogates import SurrogateConfig
+    from distrec.config import describe
 
     p = sub.add_parser(
         "attack",
@@ -427,11 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(func=cmd_evaluate_attack)
 
+
+def _add_study_commands(sub) -> None:
+    """``study`` (every scenario) and ``sweep``."""
     for name, func, help_text, example, out_help in (
         (
             "study",
             cmd_study,
-            "a transferability study: attacks x surrogates x victims x seeds on Ray, as a matrix",
+            "a study of any scenario (poisoning, ranking, item_image): rows attack x surrogate, columns victim x defense, on Ray",
             "configs/study/demo.yaml",
             "output folder or pyarrow.fs URI; rerunning resumes",
         ),
@@ -450,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
         _add_json(p)
         p.set_defaults(func=func)
 
+
+def _add_rank_commands(sub) -> None:
+    """Adversarial ranking: ``rank train|attack|grid``."""
     rank = sub.add_parser("rank", help="adversarial ranking (AdvRank) on metric-learning retrieval").add_subparsers(dest="rank_command", required=True)
     p = rank.add_parser("train", help="train an embedding network with the triplet loss (optionally EST), report Recall@1 on the test pool")
     p.add_argument("--data", required=True, help="prepared labeled-image dataset (distrec data prepare idx ...)")
@@ -486,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(func=cmd_rank_grid)
 
+
+def _add_vars_commands(sub) -> None:
+    """Visually-aware recommenders: ``vars encoder|run``."""
     vars_ = sub.add_parser("vars", help="image attacks on visually-aware recommenders (VBPR, DeepStyle, AMR) and their defenses").add_subparsers(dest="vars_command", required=True)
     p = vars_.add_parser("encoder", help="pre-train a timm image encoder on the items' images to predict their categories")
     p.add_argument("--data", required=True, help="prepared dataset with item_images and item_attributes (distrec data prepare ... --images)")
@@ -501,6 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(func=cmd_vars_run)
 
+
+def _add_demo_command(sub) -> None:
+    """``demo``: MF-BPR streamed through Ray Data."""
     p = sub.add_parser("demo", help="the main job on the embedded synthetic dataset")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--backend", choices=("auto", "ray", "memory"), default="ray", help="how training batches are streamed")
@@ -508,6 +525,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _add_json(p)
     p.set_defaults(func=cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distrec", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_data_commands, _add_train_commands, _add_attack_commands, _add_study_commands, _add_rank_commands, _add_vars_commands, _add_demo_command):
+        add(sub)
     return parser
 
 

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import machine  # noqa: E402
-from distrec.workflows.vars import load_vars, run_vars  # noqa: E402
+from distrec.study.vars_study import load_vars, run_vars  # noqa: E402
 
 
 def restored(result: dict, victim: str, defense: str, eps: int) -> float | None:

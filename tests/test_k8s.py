@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from distrec.study import load_study
-from distrec.workflows.sweep import load_sweep
+from distrec.study.sweep import load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = sorted((REPO / "k8s").glob("*.yaml"))

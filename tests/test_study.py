@@ -68,7 +68,7 @@ def test_study_outputs_and_resume(ray_session, study_file, tmp_path):
     assert metrics_by_cell(out)[0] == metrics
 
 
-def test_a_killed_victim_actor_does_not_change_the_study(ray_session, study_file, tmp_path, monkeypatch):
+def test_a_worker_killed_mid_cell_does_not_change_the_study(ray_session, study_file, tmp_path, monkeypatch):
     reference = str(tmp_path / "ref")
     run_study(study_file, reference, progress=False)
     expected, rows = metrics_by_cell(reference)

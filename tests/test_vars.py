@@ -16,7 +16,7 @@ from distrec.defenses.vit_defense import ViTDefense, mask_patches, supervised_co
 from distrec.evaluation.targets import target_mean_rank
 from distrec.models import create_victim
 from distrec.models.image_encoder import GenreEncoderConfig, pretrain_genre_encoder
-from distrec.workflows.vars import run_vars
+from distrec.study.vars_study import run_vars
 
 
 @pytest.fixture(scope="module")

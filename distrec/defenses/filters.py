@@ -5,13 +5,17 @@ None is differentiable; an adaptive attacker goes through them with BPDA
 
 from __future__ import annotations
 
+import dataclasses
 import io
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+
+from distrec.defenses.registry import Defense, register_defense
 
 
 def median_filter(x: torch.Tensor, kernel: int = 3) -> torch.Tensor:
@@ -22,6 +26,8 @@ def median_filter(x: torch.Tensor, kernel: int = 3) -> torch.Tensor:
 
 
 class JPEGFilter(nn.Module):
+    """JPEG compression and decompression at ``quality`` (Guo et al. 2018)."""
+
     def __init__(self, quality: int = 75):
         super().__init__()
         self.quality = quality
@@ -40,6 +46,8 @@ class JPEGFilter(nn.Module):
 
 
 class BitDepthFilter(nn.Module):
+    """Each channel rounded to ``bits`` bits (Xu et al. 2018, feature squeezing)."""
+
     def __init__(self, bits: int = 4):
         super().__init__()
         self.levels = 2**bits - 1
@@ -49,6 +57,8 @@ class BitDepthFilter(nn.Module):
 
 
 class MedianFilter(nn.Module):
+    """The ``kernel`` x ``kernel`` median filter (Xu et al. 2018, spatial smoothing)."""
+
     def __init__(self, kernel: int = 3):
         super().__init__()
         self.kernel = kernel
@@ -58,3 +68,50 @@ class MedianFilter(nn.Module):
 
 
 FILTERS = {"jpeg": JPEGFilter, "bit_depth": BitDepthFilter, "median": MedianFilter}
+
+
+@dataclass
+class JPEGConfig:
+    quality: int = 75
+
+    def __post_init__(self):
+        if not 1 <= self.quality <= 95:
+            raise ValueError(f"quality must be in [1, 95], got {self.quality}")
+
+
+@dataclass
+class BitDepthConfig:
+    bits: int = 4
+
+    def __post_init__(self):
+        if not 1 <= self.bits <= 8:
+            raise ValueError(f"bits must be in [1, 8], got {self.bits}")
+
+
+@dataclass
+class MedianConfig:
+    kernel: int = 3
+
+    def __post_init__(self):
+        if self.kernel < 1 or self.kernel % 2 == 0:
+            raise ValueError(f"kernel must be an odd positive size, got {self.kernel}")
+
+
+class ImageFilterDefense(Defense):
+    """An input transformation in front of a visually-aware recommender: every item image passes it."""
+
+    kind = "deployment"
+    module: type
+
+    @classmethod
+    def supports(cls, victim_cls: type) -> bool:
+        from distrec.models.visual import VisualVictim
+
+        return issubclass(victim_cls, VisualVictim)
+
+    def apply(self, victim) -> nn.Module:
+        return self.module(**dataclasses.asdict(self.config))
+
+
+for _name, _config in (("jpeg", JPEGConfig), ("bit_depth", BitDepthConfig), ("median", MedianConfig)):
+    register_defense(_name)(type(f"{FILTERS[_name].__name__}Defense", (ImageFilterDefense,), {"Config": _config, "module": FILTERS[_name], "__doc__": FILTERS[_name].__doc__}))

@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from distrec.defenses.filters import median_filter
+from distrec.defenses.registry import Defense, register_defense
 
 DETECTOR_INPUTS = ("image", "highpass", "purifier_residual")
 
@@ -168,3 +169,33 @@ def train_vit_defense(defense: ViTDefense, clean: torch.Tensor, adversarial: tor
     defense.eval()
     defense.calibrate(clean[train], clean[hold])
     return history
+
+
+@dataclass
+class DeployedViTConfig:
+    """No keys of its own: the ViT is trained once per study from the study's ``vit`` settings."""
+
+
+VIT_DEPLOYMENTS = {"vit_filter": (True, False), "vit_detector": (False, True), "vit_filter_detector": (True, True)}
+
+
+class DeployedViT(Defense):
+    """The ViT defense deployed as a filter (purify every image), a detector (reject flagged uploads)
+    or both; ``filter`` and ``detector`` say which."""
+
+    kind = "deployment"
+    Config = DeployedViTConfig
+    filter = detector = False
+
+    @classmethod
+    def supports(cls, victim_cls: type) -> bool:
+        from distrec.models.visual import VisualVictim
+
+        return issubclass(victim_cls, VisualVictim)
+
+    def apply(self, victim):
+        raise TypeError(f"{self.name} is deployed with a trained ViTDefense (the study trains it), not applied to a victim")
+
+
+for _name, (_filter, _detector) in VIT_DEPLOYMENTS.items():
+    register_defense(_name)(type(f"ViT{_name.title().replace('_', '')}", (DeployedViT,), {"filter": _filter, "detector": _detector}))

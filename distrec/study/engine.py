@@ -25,11 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from tqdm.auto import tqdm
 
 from distrec.distributed import storage
 
 CRASH_ENV = "DISTREC_FAULT_INJECTION_UNIT"
+# units take their stage's resources from the cluster, also when the study runs inside a Ray Tune trial
+OUTSIDE_PLACEMENT_GROUPS = PlacementGroupSchedulingStrategy(placement_group=None)
 
 
 @dataclass
@@ -164,7 +167,13 @@ def execute(
         res = resources.get(u.stage, StageResources())
         names = list(u.deps)
         args = [results[d] if d in results else refs[d] for d in u.deps.values()]
-        opts = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus, "max_retries": max_retries, "name": f"{u.stage}:{u.label}"[:100]}
+        opts = {
+            "num_cpus": res.num_cpus,
+            "num_gpus": res.num_gpus,
+            "max_retries": max_retries,
+            "name": f"{u.stage}:{u.label}"[:100],
+            "scheduling_strategy": OUTSIDE_PLACEMENT_GROUPS,
+        }
         if env:
             opts["runtime_env"] = {"env_vars": env}
         refs[u.id] = _run_unit.options(**opts).remote(scenario_ref, out, u, names, max(1, int(res.num_cpus)), *args)

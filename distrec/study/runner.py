@@ -51,8 +51,12 @@ def _schema_at(schema: type, loc) -> type:
 def load_study(path: str | Path) -> Scenario:
     """The study's scenario with its validated config: every key, name, range and path is checked
     here, before any Ray work or training."""
-    source = str(path)
-    raw = load_yaml(path)
+    return study_from_dict(load_yaml(path), str(path))
+
+
+def study_from_dict(raw: dict, source: str) -> Scenario:
+    """:func:`load_study` for a config already read (``source`` names it in errors)."""
+    raw = dict(raw)
     name = raw.pop("scenario", "poisoning")
     if name not in SCENARIOS.names():
         raise ConfigError(f"{source}: scenario: unknown scenario {name!r}; registered: {', '.join(SCENARIOS.names())}")
@@ -69,20 +73,26 @@ def _absolute(out: str) -> str:
     return out if "://" in str(out) else str(Path(out).resolve())
 
 
-def run_study(config_path: str | Path, out: str, progress: bool = True, num_cpus: int | None = None, on_result=None, scenario: Scenario | None = None) -> dict:
-    """Run (or resume) the study; returns the output paths and the counts of units run and skipped per stage."""
+def run_study(
+    config_path: str | Path, out: str, progress: bool = True, num_cpus: int | None = None, on_result=None, scenario: Scenario | None = None, store: str | None = None
+) -> dict:
+    """Run (or resume) the study; returns the output paths and the counts of units run and skipped per stage.
+    ``store``: where units, checkpoints and the prepared data live (default ``out``); studies sharing a
+    store share every unit they have in common (a sweep's trials do)."""
     scenario = scenario or load_study(config_path)
     out = _absolute(str(out))
+    store = _absolute(store) if store else out
     t0 = time.perf_counter()
     init_ray(num_cpus=num_cpus)
-    units = scenario.plan(out)
-    results, counts = execute(scenario, units, out, scenario.config.resources, progress, on_result=on_result)
+    units = scenario.plan(store)
+    results, counts = execute(scenario, units, store, scenario.config.resources, progress, on_result=on_result)
     cells = scenario.cells(results)
     paths = {"results": write_results(cells, out), **write_matrix(scenario, cells, out, f"{scenario.name} study {Path(str(config_path)).name}")}
     cell_counts = counts.get("cell", {"total": 0, "run": 0, "skipped": 0})
     summary = dict(
         paths,
         scenario=scenario.name,
+        summary=scenario.summary(results),
         cells=len(cells),
         cells_run=cell_counts["run"],
         cells_skipped=cell_counts["skipped"],

@@ -11,6 +11,7 @@ A scenario knows its science and nothing about scheduling:
 - ``run(unit, deps, ctx)``: computes one unit on a Ray worker and returns its JSON result;
 - ``cells(results)``: the matrix cells, one dict per (row, column, seed) with ``row`` (attack x
   surrogate), ``column`` (victim x defense), ``seed``, ``config`` and ``metrics``;
+- ``summary(results)``: study-level results beside the matrix (``study.json``);
 - ``metric``, ``percent``, ``higher_is_stronger``, ``extra_metrics``, ``protocol()``, ``baseline(row)``:
   how the engine writes the matrix (the baseline row of each row, for the lift; or ``baseline_metric``,
   a metric each cell measures before the attack).
@@ -51,6 +52,10 @@ class Scenario:
 
     def cells(self, results: dict[str, dict]) -> list[dict]:
         raise NotImplementedError
+
+    def summary(self, results: dict[str, dict]) -> dict:
+        """Study-level results that are not cells (e.g. detection AUC), written into ``study.json``."""
+        return {}
 
     def protocol(self) -> str:
         return ""

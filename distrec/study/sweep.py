@@ -1,0 +1,264 @@
+"""Sweeps of any study's keys with Ray Tune: Optuna's TPE sampler (``OptunaSearch``) proposes values for
+dotted key paths of the base study (attack keys to maximise transfer to held-out victims, or defense
+keys to minimise attack success), ASHA stops trials whose running objective lags, and the Optuna study
+lives in a storage URL (sqlite locally), so a rerun resumes it and only the missing trials run.
+
+Every trial is a study run by the engine; all trials share one unit store, so what a trial's keys do
+not change (the clean data, the attacks of a defense sweep, the undefended columns) is computed once.
+The objective is the mean ``objective.metric`` over the chosen rows and columns, reported after every
+cell; a ``constraint`` bounds the loss of a clean metric (e.g. Recall@20 of the defended column against
+the undefended one), and a trial that breaks it scores as the worst possible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pydantic
+import yaml
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from distrec.config import ConfigError, load_document
+from distrec.distributed.runtime import init_ray
+from distrec.study.runner import run_study, study_from_dict
+
+FORBID = pydantic.ConfigDict(extra="forbid")
+DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
+
+
+@pydantic.dataclasses.dataclass(config=FORBID)
+class Dimension:
+    """One searched key: ``type`` loguniform / uniform / int (``low`` <= x < ``high``) or choice (``values``)."""
+
+    type: str
+    low: float | None = None
+    high: float | None = None
+    values: list | None = None
+
+
+@pydantic.dataclasses.dataclass(config=FORBID)
+class Objective:
+    """The mean ``metric`` over the cells of ``rows`` x ``columns`` (default: every row but the no-attack
+    baseline, every column), to ``mode`` max or min."""
+
+    metric: str
+    mode: str = "max"
+    rows: list[str] | None = None
+    columns: list[str] | None = None
+
+
+@pydantic.dataclasses.dataclass(config=FORBID)
+class Constraint:
+    """``metric`` of cell (``row``, ``column``) may drop at most ``max_drop`` (relative) below that of
+    (``row``, ``reference``), mean over seeds."""
+
+    metric: str
+    column: str
+    reference: str
+    row: str = "no attack"
+    max_drop: float = 0.01
+
+
+@pydantic.dataclasses.dataclass(config=FORBID)
+class SweepConfig:
+    """``study``: the base study (a mapping, or the path of a study YAML); ``search``: dotted key path
+    (``attacks.0.sharpap.rho``, ``defenses.apr.eps``) -> dimension. A trial only coordinates its study
+    (``trial_cpus``, more than 0); its units take the study's own ``resources``."""
+
+    study: dict | str
+    search: dict[str, Dimension]
+    objective: Objective
+    constraint: Constraint | None = None
+    num_samples: int = 8
+    max_concurrent: int = 2
+    trial_cpus: float = 0.1
+    trial_gpus: float = 0
+    storage: str | None = None
+    study_name: str = "distrec-sweep"
+    seed: int = 0
+
+
+def set_path(config: dict, path: str, value) -> dict:
+    """A copy of ``config`` with the key at dotted ``path`` (list items by index) set to ``value``."""
+    out = copy.deepcopy(config)
+    node, parts = out, path.split(".")
+    for part in parts[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+    if isinstance(node, list):
+        node[int(parts[-1])] = value
+    else:
+        node[parts[-1]] = value
+    return out
+
+
+def _parent_exists(config: dict, path: str) -> bool:
+    node = config
+    for part in path.split(".")[:-1]:
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                return False
+            node = node[int(part)]
+        elif isinstance(node, dict) and isinstance(node.get(part), dict | list):
+            node = node[part]
+        else:
+            return False
+    return True
+
+
+def base_study(cfg: SweepConfig, source: str) -> tuple[dict, str]:
+    if isinstance(cfg.study, str):
+        from distrec.config import load_yaml
+
+        path = cfg.study if Path(cfg.study).is_absolute() else str(Path(source).parent / cfg.study) if not Path(cfg.study).exists() else cfg.study
+        return load_yaml(path), path
+    return dict(cfg.study), f"{source}: study"
+
+
+def load_sweep(path: str | Path) -> tuple[SweepConfig, dict]:
+    """The sweep config and its base study config, both checked: every dimension, every searched path
+    and the study as it is and at each dimension's bounds, before anything runs."""
+    cfg = load_document(SweepConfig, path)
+    base, study_source = base_study(cfg, str(path))
+    study_from_dict(base, study_source)
+    for key, dim in cfg.search.items():
+        if dim.type not in DISTRIBUTIONS:
+            raise ConfigError(f"{path}: search.{key}.type: {dim.type!r} is not one of {', '.join(DISTRIBUTIONS)}")
+        if dim.type == "choice" and not dim.values or dim.type != "choice" and (dim.low is None or dim.high is None or dim.low >= dim.high):
+            raise ConfigError(f"{path}: search.{key}: {dim.type} needs {'values' if dim.type == 'choice' else 'low < high'}")
+        if not _parent_exists(base, key):
+            raise ConfigError(f"{path}: search.{key}: the study has no {key.rsplit('.', 1)[0]!r} to set {key.rsplit('.', 1)[-1]!r} in")
+        for value in dim.values if dim.type == "choice" else [dim.low, dim.high if dim.type != "int" else dim.high - 1]:
+            value = int(value) if dim.type == "int" else value
+            try:
+                study_from_dict(set_path(base, key, value), f"{path}: search.{key}={value!r}: {study_source}")
+            except ConfigError as exc:
+                raise ConfigError(str(exc)) from None
+    if cfg.trial_cpus <= 0:
+        raise ConfigError(f"{path}: trial_cpus: must be more than 0 (Ray Tune needs a resource per trial), got {cfg.trial_cpus}")
+    if cfg.objective.mode not in ("max", "min"):
+        raise ConfigError(f"{path}: objective.mode: {cfg.objective.mode!r} is not max or min")
+    return cfg, base
+
+
+def search_space(cfg: SweepConfig) -> dict:
+    make = {"loguniform": tune.loguniform, "uniform": tune.uniform}
+    space = {}
+    for key, dim in cfg.search.items():
+        if dim.type == "choice":
+            space[key] = tune.choice(dim.values)
+        elif dim.type == "int":
+            space[key] = tune.randint(int(dim.low), int(dim.high))
+        else:
+            space[key] = make[dim.type](dim.low, dim.high)
+    return space
+
+
+def trial_config(base: dict, params: dict) -> dict:
+    config = base
+    for key, value in params.items():
+        config = set_path(config, key, value)
+    return config
+
+
+def _selected(cfg: SweepConfig, result: dict, baseline: str) -> bool:
+    o = cfg.objective
+    return (result["row"] in o.rows if o.rows else result["row"] != baseline) and (o.columns is None or result["column"] in o.columns)
+
+
+def score(cfg: SweepConfig, cells: list[dict]) -> tuple[float, dict]:
+    """The objective of a finished trial and its constraint report."""
+    scenario_baseline = "no attack"
+    values = [c["metrics"][cfg.objective.metric] for c in cells if _selected(cfg, c, scenario_baseline)]
+    objective = float(np.mean(values)) if values else float("nan")
+    report = {}
+    if cfg.constraint is not None:
+        c = cfg.constraint
+        mean = lambda col: float(np.mean([x["metrics"][c.metric] for x in cells if x["row"] == c.row and x["column"] == col]))  # noqa: E731
+        value, reference = mean(c.column), mean(c.reference)
+        report = {"value": value, "reference": reference, "drop": 1 - value / reference if reference else 0.0}
+        report["ok"] = report["drop"] <= c.max_drop
+        if not report["ok"]:
+            objective = -1e9 if cfg.objective.mode == "max" else 1e9
+    return objective, report
+
+
+def trial(params: dict, cfg: SweepConfig, base: dict, store: str, out: str) -> None:
+    config = trial_config(base, params)
+    name = json.dumps(params, sort_keys=True, default=str)
+    trial_out = f"{out}/trials/{abs(hash(name)) % 10**12:012d}"
+    values: list[float] = []
+
+    def on_result(unit, result):
+        if unit.stage == "cell" and _selected(cfg, result, "no attack"):
+            values.append(result["metrics"][cfg.objective.metric])
+            tune.report({"objective": float(np.mean(values)), "cells": len(values)})
+
+    scenario = study_from_dict(config, f"trial {name}")
+    study = run_study(f"trial {name}", trial_out, progress=False, on_result=on_result, scenario=scenario, store=store)
+    import pyarrow.parquet as pq
+
+    from distrec.distributed import storage
+
+    fs, root = storage.resolve_uri(study["results"])
+    cells = [dict(r, metrics=json.loads(r["metrics"])) for r in pq.read_table(root, filesystem=fs).to_pylist()]
+    objective, constraint = score(cfg, cells)
+    tune.report({"objective": objective, "cells": len(cells), "constraint": json.dumps(constraint), "final": True})
+
+
+def run_sweep(config_path: str | Path, out: str | Path, progress: bool = True, num_cpus: int | None = None) -> dict:
+    """Run the sweep (or resume it: only the trials missing from the Optuna study run); writes
+    ``sweep.json`` and ``best.yaml`` (the best trial's whole study config) to ``out``."""
+    cfg, base = load_sweep(config_path)
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    storage_url = cfg.storage or f"sqlite:///{out / 'optuna.db'}"
+    optuna_storage = optuna.storages.RDBStorage(storage_url)
+    done = 0
+    with contextlib.suppress(KeyError):  # a new study
+        done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in optuna.load_study(study_name=cfg.study_name, storage=optuna_storage).trials)
+    remaining = max(cfg.num_samples - done, 0)
+    t0 = time.perf_counter()
+    store = str(out / "units")
+    if remaining:
+        init_ray(num_cpus=num_cpus)
+        study_from_dict(base, str(config_path)).plan(store)  # the data, prepared once before trials share it
+        searcher = OptunaSearch(metric="objective", mode=cfg.objective.mode, study_name=cfg.study_name, storage=optuna_storage, seed=cfg.seed)
+        scheduler = ASHAScheduler(metric="objective", mode=cfg.objective.mode, max_t=1000, grace_period=1, reduction_factor=2)
+        trainable = tune.with_resources(tune.with_parameters(trial, cfg=cfg, base=base, store=store, out=str(out)), {"cpu": cfg.trial_cpus, "gpu": cfg.trial_gpus})
+        tuner = tune.Tuner(
+            trainable,
+            param_space=search_space(cfg),
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining, max_concurrent_trials=cfg.max_concurrent),
+            run_config=tune.RunConfig(name=cfg.study_name, storage_path=str(out / "tune"), verbose=1 if progress else 0),
+        )
+        tuner.fit()
+    study = optuna.load_study(study_name=cfg.study_name, storage=optuna_storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
+    if not complete:
+        raise RuntimeError(f"no trial of {cfg.study_name} finished with a finite objective; see the Tune logs under {out / 'tune'}")
+    best = max(complete, key=lambda t: t.value if cfg.objective.mode == "max" else -t.value)
+    best_config = trial_config(base, best.params)
+    (out / "best.yaml").write_text(yaml.safe_dump(best_config, sort_keys=False))
+    result = {
+        "storage": storage_url,
+        "study_name": cfg.study_name,
+        "trials": [{"number": t.number, "params": t.params, "objective": t.value} for t in complete],
+        "trials_run": remaining,
+        "trials_skipped": done,
+        "best": {"params": best.params, "objective": best.value, "metric": cfg.objective.metric, "mode": cfg.objective.mode},
+        "best_yaml": str(out / "best.yaml"),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "config": dataclasses.asdict(cfg),
+    }
+    (out / "sweep.json").write_text(json.dumps(result, indent=2, default=str))
+    return result
