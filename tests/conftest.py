@@ -75,3 +75,33 @@ def digit_dataset(tmp_path_factory):
         )
     tables, meta = prepare(raw, PrepareConfig(split="none"), "idx")
     return write_prepared(tables, meta, tmp_path_factory.mktemp("digits") / "ds")
+
+
+def run_on_three_nodes(study_file, out: str) -> dict:
+    """Run a study on a simulated 3-node ``ray.cluster_utils.Cluster`` (1 CPU each) in a subprocess, apart
+    from the tests' shared Ray; returns the units run and the live nodes."""
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import json, ray
+        from ray.cluster_utils import Cluster
+        from distrec.study import run_study
+        cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
+        for _ in range(2):
+            cluster.add_node(num_cpus=1)
+        ray.init(address=cluster.address, log_to_driver=False)
+        try:
+            result = run_study({str(study_file)!r}, {out!r}, progress=False)
+            print(json.dumps({{"cells_run": result["cells_run"], "stages": result["stages"], "nodes": len([n for n in ray.nodes() if n["Alive"]])}}))
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -4,11 +4,11 @@ a file:// URI, 3 nodes, a defended column."""
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import run_on_three_nodes
 
 from distrec.config import ConfigError
 from distrec.study import load_study, run_study
@@ -153,28 +153,8 @@ def test_a_study_on_a_file_uri_with_a_defended_column(ray_session, tmp_path):
 
 
 def test_study_on_a_simulated_three_node_cluster(study_file, tmp_path):
-    """Runs in a subprocess: the cluster needs its own Ray, apart from the tests' shared session."""
-    script = textwrap.dedent(
-        f"""
-        import json, ray
-        from ray.cluster_utils import Cluster
-        from distrec.study import run_study
-        cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
-        for _ in range(2):
-            cluster.add_node(num_cpus=1)
-        ray.init(address=cluster.address, log_to_driver=False)
-        try:
-            result = run_study({str(study_file)!r}, {str(tmp_path / "cluster")!r}, progress=False)
-            print(json.dumps({{"cells_run": result["cells_run"], "nodes": len([n for n in ray.nodes() if n["Alive"]])}}))
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
-        """
-    )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result == {"cells_run": 12, "nodes": 3}
+    result = run_on_three_nodes(study_file, str(tmp_path / "cluster"))
+    assert result["cells_run"] == 12 and result["nodes"] == 3
 
 
 def test_stopping_the_driver_then_rerunning_skips_finished_cells(ray_session, tmp_path):

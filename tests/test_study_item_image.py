@@ -6,6 +6,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import run_on_three_nodes
 
 from distrec.config import ConfigError
 from distrec.study import load_study, run_study
@@ -60,6 +61,10 @@ def test_item_image_transfer_matrix(ray_session, synthetic_dataset, tmp_path):
     assert json.loads((out / "study.json").read_text())["summary"] == result["summary"]
     again = run_study(path, str(out), progress=False)
     assert all(c["run"] == 0 for c in again["stages"].values())
+    cluster = run_on_three_nodes(path, f"file://{tmp_path}/cluster")  # 3 nodes, a file:// URI
+    assert cluster["nodes"] == 3 and cluster["cells_run"] == len(rows)
+    on_cluster = {(r["row"], r["column"]): r for r in pq.read_table(tmp_path / "cluster" / "results.parquet").to_pylist()}
+    assert {k: r["mean_rank"] for k, r in on_cluster.items()} == pytest.approx({k: r["mean_rank"] for k, r in rows.items()})
 
 
 @pytest.mark.parametrize(

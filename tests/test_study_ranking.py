@@ -4,6 +4,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import run_on_three_nodes
 
 from distrec.config import ConfigError
 from distrec.study import load_study, run_study
@@ -60,6 +61,9 @@ def test_ranking_transfer_matrix_with_the_white_box_diagonal(ray_session, study_
     assert "| CA+ eps=0.1 k=1 @a |" in md and "| a | a+est | b |" in md
     again = run_study(study_file, str(out), progress=False)
     assert again["cells_run"] == 0 and all(c["run"] == 0 for c in again["stages"].values())
+    cluster = run_on_three_nodes(study_file, f"file://{tmp_path}/cluster")  # 3 nodes, a file:// URI
+    assert cluster["nodes"] == 3 and cluster["cells_run"] == 6
+    assert {k: (r["rank"], r["rank_before"]) for k, r in rows_of(tmp_path / "cluster").items()} == {k: (r["rank"], r["rank_before"]) for k, r in rows.items()}
 
 
 def test_a_worker_killed_while_training_restores_the_checkpoint(ray_session, study_file, tmp_path, monkeypatch):
