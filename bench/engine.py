@@ -2,6 +2,7 @@
 
   python bench/engine.py cells        # poisoning cells: in-process vs the study engine on 1 and 2 Ray workers
                                       # (cells per hour, parallel efficiency, engine overhead per cell), synthetic data
+  python bench/engine.py ranking      # ranking crafts + cells on MNIST, the same comparison
   python bench/engine.py population   # population SharpAP on ML-1M: seconds per outer step vs P, and the
                                       # T-HR@20 of the crafted poison on held-out victims vs P
 Results are recorded in docs/benchmarks.md.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -21,7 +23,7 @@ import numpy as np
 import ray
 import torch
 import yaml
-from common import machine
+from common import machine, shared_data
 
 from distrec.data.dataset import PreparedDataset, prepare, write_prepared
 from distrec.data.preprocess import PrepareConfig
@@ -53,40 +55,82 @@ def _poisoning_study(tmp: str, seeds: int) -> str:
     return f"{tmp}/study.yaml"
 
 
-def cells(repeats: int = 3, seeds: int = 3) -> None:
-    """Poisoning cells (one victim trained and measured each) in-process vs through the engine on 1 and
-    2 Ray workers: cells per hour and the engine's overhead per cell."""
-    tmp = tempfile.mkdtemp()
-    scenario = load_study(_poisoning_study(tmp, seeds))
+def _ranking_study(tmp: str) -> str:
+    config = {
+        "scenario": "ranking",
+        "dataset": {"format": "idx", "root": str(shared_data() / "mnist")},
+        "victims": {"c2f2": {"model": "c2f2", "model_config": {"embed_dim": 256}, "training": {"epochs": 1, "batch_size": 1000}}},
+        "surrogates": ["c2f2"],
+        "attacks": ["CA+", "CA-", "SP-QA+", "SP-QA-"],
+        "eps": [0.03, 0.1],
+        "ks": [1],
+        "trials": 200,
+        "batch_size": 200,
+        "train_limit": 10000,
+    }
+    Path(f"{tmp}/ranking.yaml").write_text(yaml.safe_dump(config))
+    return f"{tmp}/ranking.yaml"
+
+
+def overhead(scenario, measured: tuple[str, ...], repeats: int) -> tuple[dict, int]:
+    """Wall time of the ``measured`` stages' units in-process (one thread) and through the engine on 1
+    and 2 Ray workers (one CPU each); the other stages run first, untimed, and are shared."""
+    out = tempfile.mkdtemp()
     times = {"in-process": [], "engine, 1 worker": [], "engine, 2 workers": []}
-    n_cells = 0
-    for r in range(repeats):
+    init_ray(num_cpus=2)
+    units = scenario.plan(out)
+    todo = [u for u in units if u.stage in measured]
+    execute(scenario, [u for u in units if u.stage not in measured], out, {}, progress=False)
+    ray.shutdown()
+    for _ in range(repeats):
         for label, workers in (("in-process", 0), ("engine, 1 worker", 1), ("engine, 2 workers", 2)):
-            out = f"{tmp}/run-{r}-{workers}"
+            for stage in measured:  # the measured units run again every time
+                shutil.rmtree(f"{out}/{stage}", ignore_errors=True)
+            if scenario.name == "poisoning":  # its cells restore checkpointed models: train them again
+                shutil.rmtree(f"{out}/checkpoints", ignore_errors=True)
+            UnitContext._cache.clear()  # in-process starts as cold as a fresh worker
             init_ray(num_cpus=max(1, workers))
-            units = scenario.plan(out)
-            crafts, todo = [u for u in units if u.stage == "craft"], [u for u in units if u.stage == "cell"]
-            n_cells = len(todo)
-            execute(scenario, crafts, out, {}, progress=False)  # crafting is not what is measured
-            deps = {u.id: json.loads(Path(f"{out}/craft/{u.id}.json").read_text()) for u in crafts}
             t0 = time.perf_counter()
             if workers == 0:
                 torch.set_num_threads(1)
-                for u in todo:
-                    scenario.run(u, {k: deps[v] for k, v in u.deps.items()}, UnitContext(out, u, 1))
+                results = {}
+                for u in todo:  # in plan order: every dependency before its dependents
+                    deps = {k: results.get(v) or json.loads(Path(f"{out}/{next(x.stage for x in units if x.id == v)}/{v}.json").read_text()) for k, v in u.deps.items()}
+                    results[u.id] = scenario.run(u, deps, UnitContext(out, u, 1))
+                    Path(f"{out}/{u.stage}").mkdir(parents=True, exist_ok=True)
+                    Path(f"{out}/{u.stage}/{u.id}.json").write_text(json.dumps(results[u.id], default=str))
             else:
-                execute(scenario, todo + crafts, out, {}, progress=False)
+                execute(scenario, units, out, {}, progress=False)
             times[label].append(time.perf_counter() - t0)
             ray.shutdown()
+    n = len(todo)
+    return times, n
+
+
+def report(times: dict, n: int, what: str) -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"machine: {machine()}; {n_cells} poisoning cells (bpr 40 epochs, lightgcn 15 epochs, synthetic 3000 x 1000), median of {repeats}")
-    print("| run | wall s (median) | runs | cells / hour | per cell s |")
+    print(f"machine: {machine()}; {what}; median of {len(times['in-process'])}")
+    print("| run | wall s (median) | runs | units / hour | per unit s |")
     print("|---|---|---|---|---|")
     for k, v in times.items():
-        print(f"| {k} | {med[k]:.1f} | {', '.join(f'{x:.1f}' for x in v)} | {3600 * n_cells / med[k]:.0f} | {med[k] / n_cells:.2f} |")
+        print(f"| {k} | {med[k]:.1f} | {', '.join(f'{x:.1f}' for x in v)} | {3600 * n / med[k]:.0f} | {med[k] / n:.2f} |")
     base, one = med["in-process"], med["engine, 1 worker"]
-    print(f"engine overhead per cell (1 worker vs in-process): {(one - base) / n_cells:.3f} s = {100 * (one / base - 1):.1f}%")
-    print(f"parallel efficiency, 2 workers on 2 cores: {one / (2 * med['engine, 2 workers']):.2f}")
+    print(f"engine overhead per unit (1 worker vs in-process): {(one - base) / n:.3f} s = {100 * (one / base - 1):.1f}%")
+    print(f"parallel efficiency, 2 workers on 2 cores: {one / (2 * med['engine, 2 workers']):.2f}", flush=True)
+
+
+def cells(repeats: int = 3, seeds: int = 3) -> None:
+    """Poisoning cells (one victim trained and measured each) in-process vs through the engine."""
+    scenario = load_study(_poisoning_study(tempfile.mkdtemp(), seeds))
+    times, n = overhead(scenario, ("cell",), repeats)
+    report(times, n, f"{n} poisoning cells (bpr 40 epochs, lightgcn 15 epochs, synthetic 3000 x 1000)")
+
+
+def ranking(repeats: int = 3) -> None:
+    """Ranking crafts (PGD on 200 MNIST images) and their cells, in-process vs through the engine."""
+    scenario = load_study(_ranking_study(tempfile.mkdtemp()))
+    times, n = overhead(scenario, ("craft", "cell"), repeats)
+    report(times, n, f"{n} ranking units (8 crafts of 200 MNIST trials, eps 0.03 / 0.1, and their 8 cells; c2f2 trained on 10k images, untimed)")
 
 
 def population(steps: int = 8, sizes=(1, 2, 4)) -> None:
@@ -115,9 +159,9 @@ def population(steps: int = 8, sizes=(1, 2, 4)) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["cells", "population"])
+    ap.add_argument("what", choices=["cells", "ranking", "population"])
     a = ap.parse_args()
-    {"cells": cells, "population": population}[a.what]()
+    {"cells": cells, "ranking": ranking, "population": population}[a.what]()
 
 
 if __name__ == "__main__":
