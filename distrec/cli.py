@@ -42,7 +42,15 @@ def cmd_data_prepare(args) -> int:
     from distrec.data.readers.images import read_image_collection
 
     options = parse_assignments(args.set)
-    config = PrepareConfig(implicit_threshold=args.implicit_threshold, kcore=args.kcore, split=args.split, test_ratio=args.test_ratio, valid_ratio=args.valid_ratio, seed=args.seed)
+    config = PrepareConfig(
+        implicit_threshold=args.implicit_threshold,
+        kcore=args.kcore,
+        split=args.split,
+        test_ratio=args.test_ratio,
+        valid_ratio=args.valid_ratio,
+        test_negatives=args.test_negatives,
+        seed=args.seed,
+    )
     t0 = time.perf_counter()
     _log(f"reading {args.format} from {args.root}")
     raw = read_source(args.format, args.root, on_bad_lines=args.on_bad_lines, **options)
@@ -332,6 +340,7 @@ def _add_data_commands(sub) -> None:
     p.add_argument("--images", help="tar or folder of item images named <item id>.<ext> to attach")
     p.add_argument("--split", choices=SPLIT_METHODS, default="auto")
     p.add_argument("--test-ratio", type=float, default=0.2)
+    p.add_argument("--test-negatives", type=int, default=0, help="sampled negatives per test user, stored with the split (NCF protocol: 99)")
     p.add_argument("--valid-ratio", type=float, default=0.0)
     p.add_argument("--implicit-threshold", type=float, default=None, help="keep ratings >= this, as implicit 1s")
     p.add_argument("--kcore", type=int, default=0, help="iterative k-core filtering (0: none)")

@@ -122,3 +122,15 @@ def test_ray_data_stream_and_memory_path_train_the_same_model(ray_session, synth
         models[backend].fit(ds, progress=False)
     for k, v in models["ray"].state_dict().items():
         assert torch.equal(v, models["memory"].state_dict()[k])
+
+
+def test_a_loaded_graph_victim_scores_after_attach(synthetic_dataset, tmp_path):
+    from distrec.models.base import Victim
+
+    model = create_victim("lightgcn", synthetic_dataset.n_users, synthetic_dataset.n_items, dim=8, layers=2, epochs=1, backend="memory")
+    model.fit(synthetic_dataset, progress=False)
+    model.eval()
+    loaded = Victim.load(model.save(tmp_path / "m"))
+    with pytest.raises(RuntimeError, match="has no graph"):
+        loaded.score(torch.arange(3))
+    assert torch.allclose(loaded.attach(synthetic_dataset).eval().score(torch.arange(3)), model.score(torch.arange(3)))

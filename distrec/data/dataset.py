@@ -13,7 +13,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from distrec import __version__
-from distrec.data.preprocess import PrepareConfig, build_id_map, build_sequences, kcore_mask, restrict_id_map, split_rows, to_interactions
+from distrec.data.preprocess import PrepareConfig, build_id_map, build_sequences, kcore_mask, restrict_id_map, sample_test_negatives, split_rows, to_interactions
 from distrec.data.schema import ITEM_IMAGES, LABELED_IMAGES, SCHEMA_VERSION, SPLITS
 from distrec.data.source import RawDataset
 
@@ -94,10 +94,16 @@ def prepare(raw: RawDataset, config: PrepareConfig, fmt: str, reader_options: di
         ts = ts_col.to_numpy() if ts_col.null_count == 0 else None
         labels, method = split_rows(uid[rows], None if ts is None else ts[rows], given, raw.ordered, config)
         meta["split_method"] = method
+        if method == "loo_random":
+            notes.append(f"leave-one-out without timestamps: each user's held-out item drawn at random (seed {config.seed})")
         for code, split in enumerate(SPLITS):
             sel = rows[labels == code]
             if len(sel) or split != "valid":
                 tables[split] = to_interactions(uid, iid, ratings, ts_col, sel)
+        if config.test_negatives:
+            users, negatives = sample_test_negatives(uid[rows], iid[rows], uid[rows[labels == 2]], item_map.num_rows, config.test_negatives, config.seed + 1)
+            offsets = pa.array(np.arange(0, negatives.size + 1, negatives.shape[1], dtype=np.int32))
+            tables["test_negatives"] = pa.table({"user_id": users, "item_ids": pa.ListArray.from_arrays(offsets, pa.array(negatives.ravel()))})
         tables["user_map"] = user_map
         tables["item_map"] = item_map
         if raw.ordered or ts is not None:

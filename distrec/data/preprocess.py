@@ -18,9 +18,12 @@ class PrepareConfig:
     """How a raw dataset becomes a prepared one; every step is deterministic given ``seed``.
 
     ``split``: ``given`` (the source's), ``ratio`` (per-user random ``test_ratio`` / ``valid_ratio``),
-    ``loo`` (leave-one-out by time: last item to test, the one before to valid if ``valid_ratio`` > 0),
-    ``temporal`` (global cut by timestamp), ``none`` (all train), ``auto`` (given if the source has one,
-    else ratio).
+    ``loo`` (leave-one-out by time: last item to test, the one before to valid if ``valid_ratio`` > 0;
+    without timestamps, in an order drawn with ``seed``: split method ``loo_random``), ``temporal``
+    (global cut by timestamp), ``none`` (all train), ``auto`` (given if the source has one, else ratio).
+    ``test_negatives``: for each test user, that many items the user never interacted with, drawn once
+    with ``seed`` and stored as the ``test_negatives`` table, so every model is scored on the same
+    candidates (the NCF protocol: 99).
     """
 
     implicit_threshold: float | None = None
@@ -28,6 +31,7 @@ class PrepareConfig:
     split: str = "auto"
     test_ratio: float = 0.2
     valid_ratio: float = 0.0
+    test_negatives: int = 0
     seed: int = 0
 
     def __post_init__(self):
@@ -37,6 +41,8 @@ class PrepareConfig:
             raise ValueError(f"test_ratio and valid_ratio must be in [0, 1) with sum < 1, got {self.test_ratio}, {self.valid_ratio}")
         if self.kcore < 0:
             raise ValueError(f"kcore must be >= 0, got {self.kcore}")
+        if self.test_negatives < 0:
+            raise ValueError(f"test_negatives must be >= 0, got {self.test_negatives}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -122,10 +128,12 @@ def split_rows(users: np.ndarray, timestamps: np.ndarray | None, given: np.ndarr
         label[rank < n_test] = 2
         label[(rank >= n_test) & (rank < n_test + n_valid)] = 1
         return label, method
+    if method == "loo" and timestamps is None and not ordered:
+        method, timestamps = "loo_random", np.random.default_rng(config.seed).permutation(n)
     if timestamps is None and not ordered:
         raise ValueError(f"split={method} needs timestamps (or a time-ordered source such as sequence files); this source has none")
     key = np.zeros(n, np.int64) if timestamps is None else timestamps
-    if method == "loo":
+    if method in ("loo", "loo_random"):
         rank, count = _rank_within_user(users, key)
         from_end = count - 1 - rank
         label[(from_end == 0) & (count >= 2)] = 2
@@ -138,6 +146,27 @@ def split_rows(users: np.ndarray, timestamps: np.ndarray | None, given: np.ndarr
     label[order[n - n_test :]] = 2
     label[order[n - n_test - n_valid : n - n_test]] = 1
     return label, method
+
+
+def sample_test_negatives(users: np.ndarray, items: np.ndarray, test_users: np.ndarray, n_items: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` distinct items per test user that the user has no interaction with (in any split),
+    uniformly at random with ``seed``: the candidates of the sampled (NCF) protocol."""
+    rng = np.random.default_rng(seed)
+    order = np.argsort(users, kind="stable")
+    bounds = np.searchsorted(users[order], np.arange(users.max() + 2 if len(users) else 1))
+    test_users = np.unique(test_users)
+    out = np.empty((len(test_users), count), np.int64)
+    for row, u in enumerate(test_users):
+        seen = items[order[bounds[u] : bounds[u + 1]]]
+        if n_items - len(np.unique(seen)) < count:
+            raise ValueError(f"test_negatives: user {u} has only {n_items - len(np.unique(seen))} items it never interacted with, fewer than {count}")
+        picked = np.empty(0, np.int64)
+        while len(picked) < count:
+            draw = rng.integers(0, n_items, 2 * count)
+            picked = np.concatenate([picked, draw[~np.isin(draw, seen)]])
+            picked = picked[np.sort(np.unique(picked, return_index=True)[1])]
+        out[row] = picked[:count]
+    return test_users, out
 
 
 def build_sequences(table: pa.Table, use_row_order: bool) -> pa.Table:

@@ -42,6 +42,16 @@ class Victim(torch.nn.Module):
         """Scores ``[len(users), n_items]`` for the given internal user ids."""
         raise NotImplementedError
 
+    def attach(self, dataset) -> Victim:
+        """Give a loaded model what it scores with that is not in its weights, from ``dataset``'s training
+        split (LightGCN's graph, DeepCF's input rows); nothing for most victims."""
+        return self
+
+    def score_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores ``[B, C]`` of each user's ``C`` candidate items ``items [B, C]`` (the sampled protocol);
+        models that score pairs directly override this instead of scoring every item."""
+        return self.score(users).gather(1, items)
+
     @torch.no_grad()
     def topk(self, users: torch.Tensor, k: int, exclude: UserItemCSR | None = None) -> torch.Tensor:
         """The ``k`` best items per user, excluding the user's items in ``exclude`` (e.g. training items)."""

@@ -44,8 +44,12 @@ class LightGCN(PairwiseVictim):
         self._final = None
 
     def prepare_fit(self, dataset: PreparedDataset, device: torch.device) -> None:
+        self.attach(dataset)
+
+    def attach(self, dataset: PreparedDataset) -> LightGCN:
         train = dataset.table("train")
         self.set_graph(train.column("user_id").to_numpy(), train.column("item_id").to_numpy())
+        return self
 
     def train(self, mode: bool = True):
         self._final = None

@@ -53,6 +53,9 @@ class NeuMF(PairwiseVictim):
         mlp = self.mlp(torch.cat([self.user_mlp[users], self.item_mlp[items]], -1))
         return self.out(torch.cat([gmf, mlp], -1)).squeeze(-1)
 
+    def score_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.logits(users[:, None].expand_as(items), items)
+
     def score(self, users: torch.Tensor) -> torch.Tensor:
         chunks = []
         for s in range(0, self.n_items, self.config.score_chunk_items):

@@ -243,7 +243,7 @@ class Poisoning(Scenario):
         import time
 
         t0 = time.perf_counter()
-        model, restored = ctx.checkpoint("model", train, lambda m, d: m.save(d), Victim.load)
+        model, restored = ctx.checkpoint("model", train, lambda m, d: m.save(d), lambda d: Victim.load(d).attach(data))
         fit_seconds = time.perf_counter() - t0
         metrics = measure(model, data, np.asarray(p["targets"]), p["n_real"])
         return {
