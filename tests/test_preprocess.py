@@ -47,7 +47,9 @@ def test_leave_one_out_and_temporal_use_time():
     temporal, _ = split_rows(users, ts, None, False, PrepareConfig(split="temporal", test_ratio=0.4))
     assert ts[temporal == 2].min() >= ts[temporal == 0].max()
     with pytest.raises(ValueError, match="needs timestamps"):
-        split_rows(users, None, None, False, PrepareConfig(split="loo"))
+        split_rows(users, None, None, False, PrepareConfig(split="temporal"))
+    labels, method = split_rows(users, None, None, False, PrepareConfig(split="loo", seed=1))
+    assert method == "loo_random" and sorted(users[labels == 2].tolist()) == [0, 1]  # one held out per user, by seed
 
 
 def test_threshold_and_kcore_renumber_and_keep_original_ids(tmp_path):
