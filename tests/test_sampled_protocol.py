@@ -74,3 +74,59 @@ def test_deepcf_sparse_projection_equals_the_dense_layer_and_it_learns(loo_datas
     with torch.no_grad():
         assert torch.allclose(model.score(torch.arange(5)).gather(1, torch.as_tensor(cands[:5])), model.score_pairs(torch.arange(5), torch.as_tensor(cands[:5])), atol=1e-5)
         assert sampled_metrics(model.score_pairs, u, cands)["hr@10"] > 0.2  # random candidates: 0.10
+
+
+@pytest.fixture(scope="module")
+def trained_deepcf(loo_dataset):
+    model = create_victim("deepcf", loo_dataset.n_users, loo_dataset.n_items, proj_dim=32, tower=[32, 16, 8], epochs=5, lr=1e-3, batch_size=256, backend="memory")
+    model.fit(loo_dataset, progress=False)
+    return model.eval()
+
+
+def test_weight_fgsm_moves_every_row_by_eps_of_its_norm_and_pgd_stays_in_the_ball(trained_deepcf, loo_dataset):
+    from distrec.attacks.weights import WeightAttack, WeightAttackConfig
+
+    u, cands = candidates(loo_dataset.table("test"), loo_dataset.table("test_negatives"))
+    users, items = torch.as_tensor(u[:8]), torch.as_tensor(cands[:8])
+    fgsm = WeightAttack(trained_deepcf, WeightAttackConfig(eps=0.01, method="fgsm", batch_users=8))
+    for d, (_, w, axis) in zip(fgsm(users, items), fgsm.matrices):
+        moved = d.norm(dim=axis) > 0  # rows of dead units have no gradient
+        assert moved.float().mean() > 0.5 and torch.allclose(d.norm(dim=axis)[moved], 0.01 * w.norm(dim=axis)[moved], rtol=1e-4)
+    pgd = WeightAttack(trained_deepcf, WeightAttackConfig(eps=0.01, method="pgd", steps=4, alpha=0.008, batch_users=8))
+    for d, (_, w, axis) in zip(pgd(users, items), pgd.matrices):
+        assert (d.norm(dim=axis) <= 0.01 * w.norm(dim=axis) * (1 + 1e-4)).all()
+
+
+def test_the_weight_attack_lowers_sampled_hr_and_more_with_eps(trained_deepcf, loo_dataset):
+    from distrec.attacks.weights import WeightAttackConfig, attacked_scores
+
+    u, cands = candidates(loo_dataset.table("test"), loo_dataset.table("test_negatives"))
+    users, items = torch.as_tensor(u), torch.as_tensor(cands)
+    clean = sampled_metrics(trained_deepcf.score_pairs, u, cands)["hr@10"]
+    hr = {
+        eps: sampled_metrics(lambda a, b, s=attacked_scores(trained_deepcf, WeightAttackConfig(eps=eps), users, items): s, u, cands, chunk_users=len(u))["hr@10"]
+        for eps in (0.01, 1.0)
+    }
+    # a small eps may move HR either way on this small model; a large one must hurt it
+    assert abs(hr[0.01] - clean) < 0.03 and hr[1.0] < clean - 0.05
+
+
+def test_rawp_draws_half_the_matrices_per_epoch_and_awp_trains(loo_dataset):
+    from distrec.defenses import create_defense
+
+    model = create_victim("deepcf", loo_dataset.n_users, loo_dataset.n_items, proj_dim=32, tower=[32, 16, 8], epochs=3, lr=1e-3, batch_size=256, backend="memory")
+    rawp = create_defense("rawp", gamma=0.005, seed=1).apply(model)
+    masks = []
+    for epoch in range(40):
+        model.objective.start(epoch, 6)
+        masks.append(model.objective.mask)
+        assert 0.8 * 0.005 <= model.objective.gamma <= 1.2 * 0.005
+    assert len({tuple(m) for m in masks}) > 10 and 0.35 < np.mean(masks) < 0.65
+    history = rawp.fit(loo_dataset, progress=False)
+    plain = create_victim("deepcf", loo_dataset.n_users, loo_dataset.n_items, proj_dim=32, tower=[32, 16, 8], epochs=3, lr=1e-3, batch_size=256, backend="memory")
+    plain.fit(loo_dataset, progress=False)
+    assert history[-1]["loss"] < history[0]["loss"] and not torch.allclose(plain.out.weight, rawp.out.weight)
+    awp = create_defense("awp", gamma=0.01).apply(create_victim("neumf", loo_dataset.n_users, loo_dataset.n_items, dim=8, mlp_layers=[16, 8], epochs=2, backend="memory"))
+    assert awp.fit(loo_dataset, progress=False)[-1]["loss"] > 0
+    with pytest.raises(ValueError, match="gamma must be in"):
+        create_defense("awp", gamma=0)

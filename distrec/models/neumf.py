@@ -47,6 +47,12 @@ class NeuMF(PairwiseVictim):
     def embedding_parameters(self) -> list[torch.nn.Parameter]:
         return [self.user_gmf, self.item_gmf, self.user_mlp, self.item_mlp]
 
+    def weight_matrices(self) -> list[tuple[str, torch.nn.Parameter, int]]:
+        """(name, matrix, axis of a row): the embedding tables (a row per user or item) and every layer."""
+        layers = [(n, getattr(self, n), 1) for n in ("user_gmf", "item_gmf", "user_mlp", "item_mlp")]
+        layers += [(f"mlp.{i}", m.weight, 1) for i, m in enumerate(self.mlp) if isinstance(m, torch.nn.Linear)]
+        return layers + [("out", self.out.weight, 1)]
+
     def logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid scores of aligned ``users`` and ``items`` (any matching shapes)."""
         gmf = self.user_gmf[users] * self.item_gmf[items]
