@@ -40,6 +40,10 @@ def check_dataset_spec(spec: DatasetSpec, source: str, key: str = "dataset") -> 
     local = lambda uri: "://" not in uri or uri.startswith("file://")  # noqa: E731  (object stores are checked when read)
     if spec.path is not None and local(spec.path) and not _exists(f"{spec.path}/{METADATA_FILE}"):
         raise ConfigError(f"{source}: {key}.path: {spec.path} is not a prepared dataset (no {METADATA_FILE})")
+    if spec.prepare:
+        from distrec.config import check_keys
+
+        check_keys(PrepareConfig, spec.prepare, source, f"{key}.prepare")
     if spec.format is not None:
         from distrec.data.readers import READERS
 
@@ -47,9 +51,6 @@ def check_dataset_spec(spec: DatasetSpec, source: str, key: str = "dataset") -> 
             raise ConfigError(f"{source}: {key}.format: unknown format {spec.format!r}; known: {', '.join(sorted(READERS))}")
         if spec.root is None or not Path(spec.root).exists():
             raise ConfigError(f"{source}: {key}.root: {spec.root!r} does not exist")
-        from distrec.config import check_keys
-
-        check_keys(PrepareConfig, spec.prepare, source, f"{key}.prepare")
     if spec.images is not None and not Path(spec.images).exists():
         raise ConfigError(f"{source}: {key}.images: {spec.images!r} does not exist")
     if spec.synthetic is not None:
@@ -75,7 +76,7 @@ def materialise_dataset(spec: DatasetSpec, out: str) -> PreparedDataset:
 
         options = dict(spec.synthetic)
         seed = options.pop("seed", 0)
-        raw, fmt, cfg = make_synthetic(seed=seed, **options), "synthetic", PrepareConfig(seed=seed)
+        raw, fmt, cfg = make_synthetic(seed=seed, **options), "synthetic", PrepareConfig(**{"seed": seed, **spec.prepare})
     elif spec.format and spec.root:
         from distrec.data.readers import read_source
 

@@ -1,0 +1,58 @@
+"""The robustness scenario: DeepCF plain and with RAWP / AWP under the weight attack, on the NCF protocol."""
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from distrec.config import ConfigError
+from distrec.study import load_study, run_study
+
+STUDY = {
+    "scenario": "robustness",
+    "dataset": {"synthetic": {"n_users": 300, "n_items": 200, "avg_degree": 15, "image_size": 0, "seed": 1}, "prepare": {"split": "loo", "test_negatives": 99}},
+    "victims": {"deepcf": {"proj_dim": 32, "tower": [32, 16, 8], "epochs": 5, "lr": 0.001, "batch_size": 256, "backend": "memory"}},
+    "defenses": {"rawp": {"gamma": 0.005}},
+    "attacks": [{"method": "fgsm", "eps": [0.05, 1.0]}, {"method": "pgd", "eps": [1.0], "steps": 3}],
+    "batch_users": 1,
+    "full_ranking": True,
+}
+
+
+def write(tmp_path, **changes):
+    path = tmp_path / "robustness.yaml"
+    path.write_text(yaml.safe_dump(dict(STUDY, **changes)))
+    return path
+
+
+def test_robustness_matrix(ray_session, tmp_path):
+    path = write(tmp_path)
+    out = tmp_path / "out"
+    result = run_study(path, str(out), progress=False)
+    assert result["stages"]["train"]["run"] == 2 and result["cells"] == 8
+    rows = {(r["row"], r["column"]): r for r in pq.read_table(out / "results.parquet").to_pylist()}
+    assert set(rows) == {(r, c) for r in ("no attack", "fgsm eps=0.05", "fgsm eps=1", "pgd eps=1") for c in ("deepcf", "deepcf+rawp")}
+    for c in ("deepcf", "deepcf+rawp"):
+        assert rows["no attack", c]["hr@10"] > 0.15  # it learned: random candidates give 0.10
+        assert rows["fgsm eps=1", c]["hr@10"] < rows["no attack", c]["hr@10"]  # a large weight attack hurts
+        assert rows["no attack", c]["recall@20"] is not None and rows["fgsm eps=1", c]["recall@20"] is None
+    assert rows["no attack", "deepcf"]["hr@10"] != rows["no attack", "deepcf+rawp"]["hr@10"]
+    assert "| fgsm eps=1 |" in (out / "matrix.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"victims": {"wrmf": {}}}, "victims.wrmf: the weight attack needs a victim with weight matrices: deepcf, neumf"),
+        (
+            {"columns": ["deepcf+apr"], "defenses": {"apr": {}}},
+            "columns.0: defense 'apr' is not configured or cannot be applied to victim 'deepcf' (it supports bpr, lightgcn, neumf",
+        ),
+        ({"defenses": {"rawp": {"gamma": 2}}}, "defenses.rawp: Value error, gamma must be in (0, 1], got 2"),
+        ({"attacks": [{"method": "cw", "eps": [0.1]}]}, "attacks.0: method must be one of ('fgsm', 'pgd')"),
+        ({"dataset": {"synthetic": {"seed": 1}}}, "dataset.prepare.test_negatives: the sampled protocol needs stored negatives"),
+    ],
+)
+def test_robustness_config_errors(tmp_path, changes, message):
+    with pytest.raises(ConfigError) as err:
+        load_study(write(tmp_path, **changes))
+    assert message in str(err.value), str(err.value)
