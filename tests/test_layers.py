@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1] / "distrec"
 LAYERS = [
     ("distrec", "distrec.config", "distrec.registry", "distrec.content_id"),
     ("distrec.data",),
-    ("distrec.evaluation.ranking", "distrec.evaluation.targets"),
+    ("distrec.evaluation.ranking", "distrec.evaluation.targets", "distrec.evaluation.sampled"),
     ("distrec.models",),
     ("distrec.attacks", "distrec.defenses"),
     ("distrec.evaluation",),

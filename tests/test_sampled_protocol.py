@@ -130,3 +130,26 @@ def test_rawp_draws_half_the_matrices_per_epoch_and_awp_trains(loo_dataset):
     assert awp.fit(loo_dataset, progress=False)[-1]["loss"] > 0
     with pytest.raises(ValueError, match="gamma must be in"):
         create_defense("awp", gamma=0)
+
+
+def test_rawp_ft_scores_every_matrix_fine_tunes_the_least_robust_and_interpolates(tmp_path):
+    from distrec.defenses import create_defense
+
+    raw = make_synthetic(n_users=200, n_items=120, avg_degree=15, image_size=0, seed=2)
+    tables, meta = prepare(raw, PrepareConfig(split="loo", valid_ratio=0.1, test_negatives=50, seed=2), "synthetic")
+    ds = write_prepared(tables, meta, tmp_path / "ds")
+    model = create_victim("deepcf", ds.n_users, ds.n_items, proj_dim=16, tower=[16, 8], epochs=3, lr=1e-3, batch_size=256, backend="memory")
+    before = {n: w.detach().clone() for n, w, _ in model.weight_matrices()}
+    config = {"gamma": 0.005, "robustness_batches": 5, "ft_epochs": 2, "ft_batches": 10, "select_users": 60, "select_negatives": 50, "alphas": [0.0, 0.5, 1.0]}
+    history = create_defense("rawp_ft", **config).apply(model).fit(ds, progress=False)
+    scores = [r for r in history if r.get("stage") == "robustness"]
+    assert [r["layer"] for r in scores] == [n for n, _, _ in model.weight_matrices()]
+    tuned = [r for r in scores if r["fine_tuned"]]
+    assert len(tuned) == 1 and tuned[0]["score"] == max(r["score"] for r in scores) and tuned[0]["score"] > 0
+    interp = history[-1]
+    assert interp["stage"] == "interpolation" and interp["alpha"] in (0.0, 0.5, 1.0)
+    floor = interp["valid"]["0.0"]["robust_hr@10"]
+    assert interp["valid"][str(interp["alpha"])]["robust_hr@10"] >= floor
+    assert len([r for r in history if r.get("stage") == "fine_tune"]) == 2
+    assert all(p.requires_grad for p in model.parameters())  # the frozen layers are trainable again
+    assert any(not torch.equal(before[n], w) for n, w, _ in model.weight_matrices())

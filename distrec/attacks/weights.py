@@ -70,9 +70,17 @@ class WeightAttack:
         self.matrices = model.weight_matrices()
 
     def _gradients(self, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
-        logits = self.model.score_pairs(users, items)
-        loss = F.binary_cross_entropy_with_logits(logits, labels)
-        return torch.autograd.grad(loss, [w for _, w, _ in self.matrices])
+        weights = [w for _, w, _ in self.matrices]
+        frozen = [w for w in weights if not w.requires_grad]  # e.g. while a defense fine-tunes one layer
+        for w in frozen:
+            w.requires_grad_(True)
+        try:
+            with torch.enable_grad():
+                loss = F.binary_cross_entropy_with_logits(self.model.score_pairs(users, items), labels)
+                return torch.autograd.grad(loss, weights)
+        finally:
+            for w in frozen:
+                w.requires_grad_(False)
 
     def __call__(self, users: torch.Tensor, items: torch.Tensor) -> list[torch.Tensor]:
         """The perturbation of every weight matrix for these users' candidates ``items [B, C]``."""

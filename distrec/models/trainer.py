@@ -72,6 +72,10 @@ class TrainingObjective:
         loss.backward()
         return loss.detach()
 
+    def after_fit(self, model: PairwiseVictim, dataset: PreparedDataset, progress: bool) -> list[dict]:
+        """A second training stage after the epochs (RAWP-FT's robust fine-tuning); its history records."""
+        return []
+
 
 class PairwiseVictim(Victim):
     """A victim trained on ``(user, positive, negatives)`` batches; subclasses define ``loss(batch)``.
@@ -134,4 +138,5 @@ class PairwiseVictim(Victim):
                 break
         if stopper is not None:
             stopper.restore_best()
+        history += self.objective.after_fit(self, dataset, progress)
         return history
