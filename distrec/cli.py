@@ -103,7 +103,7 @@ def cmd_data_synthetic(args) -> int:
 
     options = parse_assignments(args.set)
     raw = make_synthetic(seed=args.seed, **options)
-    tables, meta = prepare(raw, PrepareConfig(seed=args.seed, split=args.split), "synthetic", dict(options, seed=args.seed))
+    tables, meta = prepare(raw, PrepareConfig(seed=args.seed, split=args.split, test_negatives=args.test_negatives), "synthetic", dict(options, seed=args.seed))
     info = write_prepared(tables, meta, args.out).info()
     emit(info, args.json, _format_info(info))
     return 0
@@ -358,6 +358,7 @@ def _add_data_commands(sub) -> None:
     p = data.add_parser("synthetic", help="write the seeded synthetic dataset")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-negatives", type=int, default=0, help="sampled negatives per test user, stored with the split (NCF protocol: 99)")
     p.add_argument("--split", choices=SPLIT_METHODS, default="auto")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="generator option, e.g. n_users=1000")
     _add_json(p)

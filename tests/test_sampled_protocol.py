@@ -153,3 +153,21 @@ def test_rawp_ft_scores_every_matrix_fine_tunes_the_least_robust_and_interpolate
     assert len([r for r in history if r.get("stage") == "fine_tune"]) == 2
     assert all(p.requires_grad for p in model.parameters())  # the frozen layers are trainable again
     assert any(not torch.equal(before[n], w) for n, w, _ in model.weight_matrices())
+
+
+def test_train_cli_takes_a_defense_and_reports_the_sampled_protocol(tmp_path, capsys):
+    import json
+
+    from distrec.cli import main
+
+    data = str(tmp_path / "ds")
+    assert main(["data", "synthetic", "--out", data, "--split", "loo", "--test-negatives", "50", "--set", "n_users=150", "--set", "n_items=100", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["train", "wrmf", "--data", data, "--set", "defense=rawp"]) == 2
+    assert "--set: key defense: 'rawp' cannot be applied to victim 'wrmf'; it supports deepcf, neumf" in capsys.readouterr().err
+    assert main(["train", "deepcf", "--data", data, "--set", "defense=rawp", "--set", "defense.gama=1"]) == 2
+    assert "--set: defense.gama: unknown key; valid keys: gamma, layer_prob" in capsys.readouterr().err
+    argv = ["train", "deepcf", "--data", data, "--set", "epochs=1", "--set", "proj_dim=8", "--set", "tower=[8]", "--set", "defense=awp", "--set", "defense.gamma=0.02", "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["defense"] == {"name": "awp", "config": {"gamma": 0.02}} and set(result["metrics"]["sampled"]) == {"hr@10", "ndcg@10"}

@@ -12,6 +12,7 @@ from distrec.config import validate
 from distrec.data.dataset import PreparedDataset
 from distrec.data.matrix import UserItemCSR
 from distrec.evaluation.ranking import full_ranking_metrics
+from distrec.evaluation.sampled import candidates, sampled_metrics
 from distrec.models import create_victim
 from distrec.models.base import pick_device
 from distrec.models.registry import victim_class
@@ -31,13 +32,19 @@ def train_victim(
     progress: bool = True,
     config_source: str = "config",
 ) -> dict:
-    """Fit ``name`` with ``config`` on ``data``'s train split; the result carries config, seed and metrics."""
+    """Fit ``name`` with ``config`` on ``data``'s train split; the result carries config, seed and metrics.
+    ``config`` may name a training defense (``defense: rawp_ft``) and its keys (``defense.gamma: 0.003``).
+    A dataset with stored ``test_negatives`` is also scored by the NCF protocol (HR@10, NDCG@10)."""
+    config = dict(config or {})
+    defense, defense_config = config.pop("defense", None), {k.removeprefix("defense."): config.pop(k) for k in [k for k in config if k.startswith("defense.")]}
     schema = victim_class(name).Config
-    config = validate(schema, config or {}, config_source, f"victim {name!r}")
+    config = validate(schema, config, config_source, f"victim {name!r}")
     dataset = PreparedDataset(data)
     if valid_split and not dataset.has(valid_split):
         raise ValueError(f"{data} has no split {valid_split!r}; it has {dataset.splits}")
     model = create_victim(name, dataset.n_users, dataset.n_items, **config)
+    if defense is not None:
+        model = _defended(model, name, defense, defense_config, config_source)
     t0 = time.perf_counter()
     history = model.fit(dataset, valid_split=valid_split, progress=progress)
     fit_seconds = time.perf_counter() - t0
@@ -47,10 +54,13 @@ def train_victim(
     test = UserItemCSR.from_table(dataset.table("test"), dataset.n_users, dataset.n_items)
     t1 = time.perf_counter()
     metrics = full_ranking_metrics(model.score, train, test, ks, device=device)
+    if dataset.has("test_negatives"):
+        metrics["sampled"] = sampled_metrics(model.score_pairs, *candidates(dataset.table("test"), dataset.table("test_negatives")), device=device)
     result = {
         "victim": name,
         "data": str(data),
         "config": dataclasses.asdict(model.config),
+        "defense": {"name": defense, "config": defense_config} if defense else None,
         "seed": model.config.seed,
         "metrics": metrics,
         "fit_seconds": round(fit_seconds, 3),
@@ -65,3 +75,16 @@ def train_victim(
         result["checkpoint"] = str(out / "model")
         (out / "result.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def _defended(model, name: str, defense: str, config: dict, source: str):
+    from distrec.config import ConfigError, check_keys
+    from distrec.defenses import create_defense, defense_class, list_defenses
+
+    if defense not in list_defenses():
+        raise ConfigError(f"{source}: key defense: unknown defense {defense!r}; registered: {', '.join(list_defenses())}")
+    cls = defense_class(defense)
+    if cls.kind != "training" or not cls.supports(type(model)):
+        raise ConfigError(f"{source}: key defense: {defense!r} cannot be applied to victim {name!r}; it supports {', '.join(cls.supported_victims())}")
+    check_keys(cls.Config, config, source, "defense")
+    return create_defense(defense, **config).apply(model)
