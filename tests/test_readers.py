@@ -245,3 +245,40 @@ def test_unreadable_image_named_and_skippable(tmp_path):
     assert raw.item_images.column("item").to_pylist() == [1]
     assert raw.bad_lines.skipped == 1
     assert raw.item_images.column("width").to_pylist() == [4]
+
+
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ("3\t10\tNaN\t400\n", r"u\.data:4:6: rating 'NaN' is not a number"),
+        ("3\t10\tinf\t400\n", r"u\.data:4:6: rating 'inf' is not a number"),
+        ("3\t10\t7\t400\n", r"u\.data:4:6: rating '7' is outside the MovieLens scale 1-5 in steps of 1"),
+        ("3\t10\t2.5\t400\n", r"u\.data:4:6: rating '2.5' is outside the MovieLens scale 1-5"),
+        ("3\t99999999999999999999\t4\t400\n", r"u\.data:4:3: item '99999999999999999999' does not fit a 64-bit integer"),
+    ],
+)
+def test_ratings_that_are_not_numbers_or_off_the_scale_are_located(tmp_path, line, message):
+    root = ml100k(tmp_path / "ml", data="1\t10\t5\t100\n2\t10\t3\t200\n2\t20\t4\t300\n" + line)
+    with pytest.raises(DataFormatError, match=message):
+        read_source("ml-100k", root)
+
+
+def test_ml_latest_checks_half_stars_and_accepts_a_byte_order_mark(tmp_path):
+    body = "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.5,964981247\n2,1,2.5,964982224\n"
+    write(tmp_path / "ratings.csv", b"\xef\xbb\xbf" + body.encode())
+    assert read_source("ml-latest", tmp_path).interactions.num_rows == 3
+    for value, message in (
+        ("NaN", r"ratings\.csv:5:3: rating 'NaN' is not a number"),
+        ("4.2", r"ratings\.csv:5:3: rating '4\.2' is outside the MovieLens latest scale 0\.5-5 in steps of 0\.5"),
+    ):
+        write(tmp_path / "ratings.csv", b"\xef\xbb\xbf" + (body + f"2,3,{value},1\n").encode())
+        with pytest.raises(DataFormatError, match=message):
+            read_source("ml-latest", tmp_path)
+    raw = read_source("ml-latest", tmp_path, on_bad_lines="skip")
+    assert raw.interactions.num_rows == 3 and raw.bad_lines.skipped == 1
+
+
+def test_a_byte_order_mark_before_the_first_line_is_accepted(tmp_path):
+    root = ml100k(tmp_path / "ml")
+    write(root / "u.data", b"\xef\xbb\xbf" + (root / "u.data").read_bytes())
+    assert read_source("ml-100k", root).interactions.num_rows == 3

@@ -13,8 +13,11 @@ import pyarrow.parquet as pq
 
 from distrec.data.errors import BadLines, DataFormatError
 from distrec.data.readers.table import read_csv_columns
-from distrec.data.readers.text import Field, iter_lines, parse_delimited, require_file
+from distrec.data.readers.text import Field, Scale, iter_lines, parse_delimited, require_file
 from distrec.data.source import RawDataset, category_table, check_known_ids, raw_interactions
+
+ML_STARS = Scale(1, 5, 1, "MovieLens")  # 100K and 1M: whole stars
+ML_HALF_STARS = Scale(0.5, 5, 0.5, "MovieLens latest")  # half stars
 
 
 def parse_movie_rows(path: Path, rows, n_fields: int, sep: str, bad: BadLines, genres_of) -> tuple[np.ndarray, list, list]:
@@ -43,7 +46,7 @@ def read_ml_100k(root: str | Path, *, on_bad_lines: str = "error", official_spli
     root = Path(root)
     bad = BadLines(on_bad_lines)
     raw = RawDataset("ml-100k", bad_lines=bad)
-    fields = [Field("user"), Field("item"), Field("rating", "float"), Field("timestamp")]
+    fields = [Field("user"), Field("item"), Field("rating", "float", ML_STARS), Field("timestamp")]
     if official_split is None:
         files = [(require_file(root, "u.data"), None)]
     else:
@@ -105,7 +108,7 @@ def read_ml_1m(root: str | Path, *, on_bad_lines: str = "error") -> RawDataset:
     pairs_gz = root / "ratings_user_movie_only.dat.gz"
     lines = None
     if ratings_dat.exists():
-        c = parse_delimited(ratings_dat, "::", [Field("user"), Field("item"), Field("rating", "float"), Field("timestamp")], bad)
+        c = parse_delimited(ratings_dat, "::", [Field("user"), Field("item"), Field("rating", "float", ML_STARS), Field("timestamp")], bad)
         raw.interactions = raw_interactions(c["user"], c["item"], c["rating"], c["timestamp"])
         ratings_path, lines = ratings_dat, c["_line"]
     elif pairs_parquet.exists():
@@ -145,7 +148,7 @@ def read_ml_latest(root: str | Path, *, on_bad_lines: str = "error") -> RawDatas
     bad = BadLines(on_bad_lines)
     raw = RawDataset("ml-latest", bad_lines=bad)
     ratings = require_file(root, "ratings.csv")
-    c = read_csv_columns(ratings, {"userId": "int", "movieId": "int", "rating": "float", "timestamp": "int"}, bad)
+    c = read_csv_columns(ratings, {"userId": "int", "movieId": "int", "rating": "float", "timestamp": "int"}, bad, scales={"rating": ML_HALF_STARS})
     raw.add_source(ratings)
     raw.interactions = raw_interactions(c["userId"], c["movieId"], c["rating"], c["timestamp"])
     movies = root / "movies.csv"

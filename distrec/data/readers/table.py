@@ -12,14 +12,16 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from distrec.data.errors import BadLines, DataFormatError
+from distrec.data.readers.text import Field, Scale, cast
 from distrec.data.source import RawDataset, raw_interactions
 
 
-def _diagnose_csv(path: Path, expected: list[str], kinds: list[str], bad: BadLines) -> dict[str, list]:
-    """Slow path for a CSV that Arrow rejected: parse row by row and locate every problem."""
+def _diagnose_csv(path: Path, expected: list[str], kinds: list[str], bad: BadLines, scales: dict[str, Scale]) -> dict[str, list]:
+    """Slow path for a CSV that Arrow rejected or whose values are not valid: parse row by row and
+    locate every problem."""
     out = {name: [] for name in expected}
     out["_line"] = []
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         try:
             reader = csv.reader(fh)
             header = next(reader, None)
@@ -34,9 +36,9 @@ def _diagnose_csv(path: Path, expected: list[str], kinds: list[str], bad: BadLin
                 for name, kind in zip(expected, kinds):
                     i = header.index(name)
                     try:
-                        vals.append(int(row[i]) if kind == "int" else float(row[i]))
-                    except ValueError:
-                        bad.handle(DataFormatError(path, f"non-numeric {name}: {row[i]!r}", lineno, i + 1))
+                        vals.append(cast(Field(name, kind, scales.get(name)), row[i]))
+                    except ValueError as exc:
+                        bad.handle(DataFormatError(path, str(exc), lineno, i + 1))
                         break
                 else:
                     for name, v in zip(expected, vals):
@@ -47,13 +49,15 @@ def _diagnose_csv(path: Path, expected: list[str], kinds: list[str], bad: BadLin
     return out
 
 
-def read_csv_columns(path: Path, columns: dict[str, str], bad: BadLines, sep: str = ",") -> dict[str, np.ndarray]:
+def read_csv_columns(path: Path, columns: dict[str, str], bad: BadLines, sep: str = ",", scales: dict[str, Scale] | None = None) -> dict[str, np.ndarray]:
     """Read named numeric columns (``name -> 'int' | 'float'``) from a headed CSV with Arrow, falling back
-    to a row-by-row pass that names the line and column of each problem. ``_line`` holds line numbers."""
+    to a row-by-row pass that names the line and column of each problem (unparsable, NaN or infinite,
+    beyond int64, outside ``scales``). ``_line`` holds line numbers. A UTF-8 byte-order mark is accepted."""
+    scales = scales or {}
     if path.stat().st_size == 0:
         raise DataFormatError(path, "file is empty")
     with open(path, "rb") as fh:
-        first = fh.readline().decode("utf-8", errors="replace").rstrip("\r\n")
+        first = fh.readline().decode("utf-8-sig", errors="replace").rstrip("\r\n")
     header = [h.strip() for h in first.split(sep)]
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
@@ -71,12 +75,14 @@ def read_csv_columns(path: Path, columns: dict[str, str], bad: BadLines, sep: st
         if any(table.column(c).null_count for c in columns):
             raise pa.ArrowInvalid("null values")
         out = {c: table.column(c).to_numpy() for c in columns}
+        if any(not np.isfinite(out[c]).all() for c, k in columns.items() if k == "float") or any(s.outside(out[c]).any() for c, s in scales.items()):
+            raise pa.ArrowInvalid("values that are not valid")
         out["_line"] = np.arange(2, table.num_rows + 2, dtype=np.int64)
         return out
     except (pa.ArrowInvalid, UnicodeDecodeError):
         if sep != ",":
             raise DataFormatError(path, "malformed table (run with a comma-separated copy for line-level diagnosis)") from None
-        rows = _diagnose_csv(path, list(columns), list(columns.values()), bad)
+        rows = _diagnose_csv(path, list(columns), list(columns.values()), bad, scales)
         if not bad.skipped:
             raise DataFormatError(path, "Arrow could not parse the file, but no bad row was found; check quoting") from None
         out = {c: np.asarray(rows[c], np.int64 if k == "int" else np.float64) for c, k in columns.items()}

@@ -44,6 +44,8 @@ def iter_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int,
                     text = raw.decode(encoding)
                 except UnicodeDecodeError as exc:
                     raise DataFormatError(path, f"not valid {encoding} text (byte 0x{raw[exc.start]:02x}); this file must be {encoding}-encoded", lineno, exc.start + 1) from None
+                if lineno == 1 and text.startswith("\ufeff"):  # a UTF-8 byte-order mark
+                    text = text[1:]
                 yield lineno, text.rstrip("\r\n")
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataFormatError(path, f"corrupt or truncated gzip stream after line {lineno} ({exc})") from None
@@ -68,14 +70,51 @@ def _column_of(text: str, sep: str, index: int) -> int:
 
 
 @dataclass(frozen=True)
+class Scale:
+    """A rating scale: values ``low`` .. ``high`` in steps of ``step`` (MovieLens: 1-5 by 1; latest: 0.5-5 by 0.5)."""
+
+    low: float
+    high: float
+    step: float
+    source: str = ""
+
+    def outside(self, values: np.ndarray) -> np.ndarray:
+        k = (values - self.low) / self.step
+        return (values < self.low) | (values > self.high) | (np.abs(k - np.round(k)) > 1e-6)
+
+    def describe(self) -> str:
+        return f"outside the {self.source + ' ' if self.source else ''}scale {self.low:g}-{self.high:g} in steps of {self.step:g}"
+
+
+INT64 = (-(2**63), 2**63 - 1)
+
+
+@dataclass(frozen=True)
 class Field:
-    """One column of a delimited file: ``kind`` is ``int``, ``float``, ``str`` or ``skip``."""
+    """One column of a delimited file: ``kind`` is ``int``, ``float``, ``str`` or ``skip``; ``scale`` the
+    values a ``float`` column may take."""
 
     name: str
     kind: str = "int"
+    scale: Scale | None = None
 
 
-_CASTS = {"int": int, "float": float, "str": str}
+def cast(field: Field, text: str):
+    """The field's value, or a ValueError whose message says why (non-numeric, not finite, beyond
+    int64, outside the scale)."""
+    if field.kind == "str":
+        return text
+    try:
+        value = int(text) if field.kind == "int" else float(text)
+    except ValueError:
+        raise ValueError(f"non-numeric {field.name}: {text!r} is not {'an integer' if field.kind == 'int' else 'a number'}") from None
+    if field.kind == "int" and not INT64[0] <= value <= INT64[1]:
+        raise ValueError(f"{field.name} {text!r} does not fit a 64-bit integer")
+    if field.kind == "float" and not np.isfinite(value):
+        raise ValueError(f"{field.name} {text.strip()!r} is not a number")
+    if field.scale is not None and field.scale.outside(np.array([value]))[0]:
+        raise ValueError(f"{field.name} {text.strip()!r} is {field.scale.describe()}")
+    return value
 
 
 def parse_delimited(
@@ -126,12 +165,10 @@ def parse_delimited(
             if f.kind == "skip":
                 continue
             try:
-                values.append(_CASTS[f.kind](parts[i]))
-            except ValueError:
+                values.append(cast(f, parts[i]))
+            except ValueError as exc:
                 values.append(None)
-                bad_lines.handle(
-                    DataFormatError(path, f"non-numeric {f.name}: {parts[i]!r} is not {'an integer' if f.kind == 'int' else 'a number'}", lineno, _column_of(text, sep, i))
-                )
+                bad_lines.handle(DataFormatError(path, str(exc), lineno, _column_of(text, sep, i)))
                 break
         else:
             for f, v in zip((f for f in fields if f.kind != "skip"), values):
