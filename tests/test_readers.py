@@ -282,3 +282,20 @@ def test_a_byte_order_mark_before_the_first_line_is_accepted(tmp_path):
     root = ml100k(tmp_path / "ml")
     write(root / "u.data", b"\xef\xbb\xbf" + (root / "u.data").read_bytes())
     assert read_source("ml-100k", root).interactions.num_rows == 3
+
+
+def test_a_user_on_two_lines_of_a_sequence_file_is_an_error_naming_both(tmp_path):
+    path = write(tmp_path / "Seq.txt", "1 5 6 7\n2 5 8\n1 9\n")
+    with pytest.raises(DataFormatError, match=r"Seq\.txt:3: user 1 is listed again \(first on line 1\); a sequence file has one line per user"):
+        read_source("sequence", path)
+    raw = read_source("sequence", path, on_bad_lines="skip")
+    assert raw.interactions.num_rows == 5 and raw.bad_lines.skipped == 1  # the later line is dropped, and said so
+    pairs = write(tmp_path / "pairs" / "Pairs.txt", "1 5\n2 5\n1 9\n")  # user-item pairs: a user on many lines is the format
+    assert read_source("sequence", pairs).interactions.num_rows == 3
+
+
+def test_sequence_items_missing_from_item2attributes_are_reported(tmp_path):
+    path = write(tmp_path / "Toys.txt", "1 5 6\n2 5 7\n")
+    write(tmp_path / "Toys_item2attributes.json", json.dumps({"5": [0], "6": [1]}))
+    raw = read_source("sequence", path)
+    assert any("Toys.txt: 1 items have no entry in Toys_item2attributes.json (first: item 7 on line 2)" in n for n in raw.notes)

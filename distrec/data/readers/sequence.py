@@ -51,7 +51,8 @@ def read_sequence(root: str | Path, *, on_bad_lines: str = "error", name: str | 
     path = _pick_file(root, name)
     bad = BadLines(on_bad_lines)
     raw = RawDataset(path.stem, bad_lines=bad, ordered=True)
-    users, items, _ = parse_id_lists(path, bad)
+    users, items, lines = parse_id_lists(path, bad)
+    users, items, lines = _one_line_per_user(path, users, items, np.asarray(lines, np.int64), bad)
     raw.add_source(path)
     raw.interactions = raw_interactions(users, items)
     attributes = path.with_name(f"{path.stem}_item2attributes.json")
@@ -59,7 +60,32 @@ def read_sequence(root: str | Path, *, on_bad_lines: str = "error", name: str | 
         raw.item_attributes, n_attr = _read_attributes(attributes)
         raw.category_names = [str(a) for a in range(n_attr)]
         raw.add_source(attributes)
-        unknown = ~np.isin(raw.item_attributes.column("item").to_numpy(), items)
+        known = raw.item_attributes.column("item").to_numpy()
+        unknown = ~np.isin(known, items)
         if unknown.any():
             raw.notes.append(f"{attributes.name}: {int(unknown.sum())} items without interactions are not kept")
+        bare = ~np.isin(items, known)
+        if bare.any():
+            first = int(np.flatnonzero(bare)[0])
+            raw.notes.append(
+                f"{path.name}: {len(np.unique(items[bare]))} items have no entry in {attributes.name} (first: item {items[first]} on line {lines[first]}); they get no categories"
+            )
     return raw
+
+
+def _one_line_per_user(path: Path, users: np.ndarray, items: np.ndarray, lines: np.ndarray, bad: BadLines):
+    """In the list format (``user item item ...``) each user has one line: a user on a second line is an
+    error naming both lines (with ``skip``, the later line is dropped and reported). Files of ``user item``
+    pairs, one per line, are the other format and list a user on many lines."""
+    per_line = np.bincount(lines) if len(lines) else np.zeros(0, np.int64)
+    if not len(lines) or per_line.max() <= 1:
+        return users, items, lines
+    keep = np.ones(len(users), bool)
+    first_line: dict[int, int] = {}
+    for u, line in sorted(set(zip(users.tolist(), lines.tolist())), key=lambda p: p[1]):
+        if u in first_line:
+            bad.handle(DataFormatError(path, f"user {u} is listed again (first on line {first_line[u]}); a sequence file has one line per user", line))
+            keep &= lines != line
+        else:
+            first_line[u] = line
+    return users[keep], items[keep], lines[keep]
