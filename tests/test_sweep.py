@@ -64,6 +64,9 @@ def test_the_constraint_makes_a_trial_the_worst():
     assert score(cfg, ok) == (pytest.approx(0.1), {"value": 0.19, "reference": 0.2, "drop": pytest.approx(0.05), "ok": True})
     broken = [cell("a", "d", 0.01, 0), cell("no attack", "d", 0, 0.1), cell("no attack", "u", 0, 0.2)]
     assert score(cfg, broken)[0] == 1e9
+    points = SweepConfig(study=BASE, search={}, objective=Objective("t_hr@20", "max"), constraint=Constraint("recall@20", "d", "u", max_drop=0.02, absolute=True))
+    assert score(points, ok)[1]["ok"] and score(points, ok)[1]["drop"] == pytest.approx(0.01)
+    assert score(points, broken)[0] == -1e9  # 10 points below the reference: the worst for a maximised objective
 
 
 def test_set_path_reaches_lists_and_new_keys():

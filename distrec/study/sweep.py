@@ -59,14 +59,16 @@ class Objective:
 
 @pydantic.dataclasses.dataclass(config=FORBID)
 class Constraint:
-    """``metric`` of cell (``row``, ``column``) may drop at most ``max_drop`` (relative) below that of
-    (``row``, ``reference``), mean over seeds."""
+    """``metric`` of cell (``row``, ``column``) may drop at most ``max_drop`` below that of (``row``,
+    ``reference``), mean over seeds: relative (0.03 = 3%), or in the metric's own units with ``absolute``
+    (0.01 = one point of HR@10)."""
 
     metric: str
     column: str
     reference: str
     row: str = "no attack"
     max_drop: float = 0.01
+    absolute: bool = False
 
 
 @pydantic.dataclasses.dataclass(config=FORBID)
@@ -185,7 +187,8 @@ def score(cfg: SweepConfig, cells: list[dict]) -> tuple[float, dict]:
         c = cfg.constraint
         mean = lambda col: float(np.mean([x["metrics"][c.metric] for x in cells if x["row"] == c.row and x["column"] == col]))  # noqa: E731
         value, reference = mean(c.column), mean(c.reference)
-        report = {"value": value, "reference": reference, "drop": 1 - value / reference if reference else 0.0}
+        drop = reference - value if c.absolute else (1 - value / reference if reference else 0.0)
+        report = {"value": value, "reference": reference, "drop": drop}
         report["ok"] = report["drop"] <= c.max_drop
         if not report["ok"]:
             objective = -1e9 if cfg.objective.mode == "max" else 1e9
