@@ -22,7 +22,6 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -88,8 +87,8 @@ class UnitContext:
         model = train()
         with tempfile.TemporaryDirectory() as tmp:
             save(model, tmp)
-            Path(tmp, ".complete").write_text("")
             storage.upload(tmp, uri)
+        storage.write_text(f"{uri}/.complete", "")  # after every file: a half-uploaded checkpoint is not restored
         _maybe_crash(self.unit.id)
         return model, False
 
