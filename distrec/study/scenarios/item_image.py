@@ -209,7 +209,7 @@ class ItemImage(Scenario):
             units.append(Unit("train", trained[name], {"data": data.uri, "victim": name, "config": vcfg}, deps={"encoder": enc.id}, label=name))
         first = next(iter(cfg.victims))
         vit = None
-        if any(d in VIT_DEPLOYMENTS for d in cfg.defenses):
+        if any(c.partition("+")[2] in VIT_DEPLOYMENTS for c in self.columns()):
             vit = Unit(
                 "vit",
                 content_id(trained[first], cfg.vit, cfg.eps, cfg.pgd_steps, cfg.vit_train_items, targets),
@@ -242,7 +242,8 @@ class ItemImage(Scenario):
                     )
                     units.append(craft)
                     rows.append((craft.label, craft, sur))
-            for d in cfg.defenses if cfg.adaptive_eps else []:
+            deployed = list(dict.fromkeys(c.partition("+")[2] for c in self.columns() if "+" in c))
+            for d in deployed if cfg.adaptive_eps else []:  # the defenses some column deploys
                 attack = {"method": "pgd_adaptive", "eps": cfg.adaptive_eps, "adaptive": d, "defense_config": cfg.defenses[d]}
                 deps = {"victim": trained[sur], **({"vit": vit.id} if d in VIT_DEPLOYMENTS else {})}
                 craft = Unit(
