@@ -2,7 +2,8 @@
 RAWP (RAWP-FT stage 1, methods.md section 5) on a random half of them, re-drawn every epoch.
 
 Per batch: a proxy takes one Adam step (``proxy_lr``) that *increases* the loss from the current weights
-(the proxy's optimiser state persists across batches, as a proxy optimiser created once would);
+(the proxy's optimiser state persists across batches, as a proxy optimiser created once would; only the
+matrices being perturbed need the proxy, so only their gradients and moments are computed);
 for each weight matrix the perturbation is d = ||w|| / ||w_proxy - w|| (w_proxy - w) (AWP eq. 9,
 layer-wise), added with size gamma to the chosen matrices; the loss and its gradients are taken at the
 perturbed weights, which are then restored, and the victim's optimiser steps with those gradients.
@@ -55,25 +56,26 @@ class RAWPConfig(AWPConfig):
 class AWPObjective(TrainingObjective):
     def __init__(self, config: AWPConfig):
         self.config = config
-        self.moments: list | None = None
-        self.t = 0
+        self.moments: dict | None = None
         self.epoch, self.mask, self.gamma = -1, None, config.gamma
 
     def start(self, epoch: int, n: int) -> None:
         """Which matrices this epoch perturbs, and gamma_epoch (every matrix, gamma for AWP)."""
         self.epoch, self.mask, self.gamma = epoch, [True] * n, self.config.gamma
 
-    def proxy_direction(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
-        """w_proxy - w for one Adam step of ``proxy_lr`` ascending the loss (bias-corrected moments)."""
+    def proxy_direction(self, grads: list[torch.Tensor], layers: list[int]) -> list[torch.Tensor]:
+        """w_proxy - w of matrices ``layers`` for one Adam step of ``proxy_lr`` ascending the loss
+        (bias-corrected moments; a matrix's moments advance on the batches that perturb it)."""
         b1, b2, eps = 0.9, 0.999, 1e-8
         if self.moments is None:
-            self.moments = [(torch.zeros_like(g), torch.zeros_like(g)) for g in grads]
-        self.t += 1
+            self.moments, self.steps = {}, {}
         out = []
-        for (m, v), g in zip(self.moments, grads):
+        for i, g in zip(layers, grads):
+            m, v = self.moments.setdefault(i, (torch.zeros_like(g), torch.zeros_like(g)))
+            t = self.steps[i] = self.steps.get(i, 0) + 1
             m.mul_(b1).add_(g, alpha=1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            out.append(self.config.proxy_lr * (m / (1 - b1**self.t)) / ((v / (1 - b2**self.t)).sqrt() + eps))
+            out.append(self.config.proxy_lr * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps))
         return out
 
     def backward(self, model: PairwiseVictim, users, pos, neg, epoch: int) -> torch.Tensor:
@@ -82,14 +84,15 @@ class AWPObjective(TrainingObjective):
         matrices = model.weight_matrices()
         if epoch != self.epoch:
             self.start(epoch, len(matrices))
-        weights = [w for _, w, _ in matrices]
-        grads = torch.autograd.grad(model.loss(users, pos, neg), weights)
+        layers = [i for i, on in enumerate(self.mask) if on]
+        chosen = [matrices[i] for i in layers]
+        if not chosen:  # RAWP drew no matrix this epoch
+            return super().backward(model, users, pos, neg, epoch)
+        weights = [w for _, w, _ in chosen]
+        grads = torch.autograd.grad(model.loss(users, pos, neg), weights)  # only the perturbed matrices
         with torch.no_grad():
-            deltas = [
-                self.gamma * w.norm() / step.norm().clamp_min(1e-12) * step if on else torch.zeros_like(w)
-                for w, step, on in zip(weights, self.proxy_direction(list(grads)), self.mask)
-            ]
-        with perturbed(matrices, deltas):
+            deltas = [self.gamma * w.norm() / step.norm().clamp_min(1e-12) * step for w, step in zip(weights, self.proxy_direction(list(grads), layers))]
+        with perturbed(chosen, deltas):
             loss = model.loss(users, pos, neg)
             loss.backward()
         return loss.detach()
