@@ -45,7 +45,7 @@ def test_robustness_matrix(ray_session, tmp_path):
         ({"victims": {"wrmf": {}}}, "victims.wrmf: the weight attack needs a victim with weight matrices: deepcf, neumf"),
         (
             {"columns": ["deepcf+apr"], "defenses": {"apr": {}}},
-            "columns.0: defense 'apr' is not configured or cannot be applied to victim 'deepcf' (it supports bpr, lightgcn, neumf",
+            "columns.0: defense 'apr' cannot be applied to victim 'deepcf'; it supports bpr, lightgcn, neumf",
         ),
         ({"defenses": {"rawp": {"gamma": 2}}}, "defenses.rawp: Value error, gamma must be in (0, 1], got 2"),
         ({"attacks": [{"method": "cw", "eps": [0.1]}]}, "attacks.0: method must be one of ('fgsm', 'pgd')"),

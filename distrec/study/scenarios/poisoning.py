@@ -23,11 +23,11 @@ from distrec.content_id import content_id
 from distrec.data.dataset import InMemoryDataset, PreparedDataset
 from distrec.data.matrix import UserItemCSR
 from distrec.data.spec import DatasetSpec, check_dataset_spec, materialise_dataset
-from distrec.defenses import create_defense, defense_class, list_defenses
+from distrec.defenses import create_defense
 from distrec.evaluation.attack_effect import measure
 from distrec.models import create_victim
 from distrec.models.base import Victim
-from distrec.models.registry import list_victims, victim_class
+from distrec.study.columns import check_columns, check_victims_and_defenses, default_columns
 from distrec.study.engine import StageResources, Unit
 from distrec.study.scenario import Scenario, register_scenario
 from distrec.workflows.attack import SURROGATES, run_attack, split_config
@@ -96,16 +96,8 @@ class Poisoning(Scenario):
             check_keys(SurrogateConfig, scfg, src, f"surrogates.{name}")
         for i, spec in enumerate(cfg.attacks):
             self._check_attack(spec, f"attacks.{i}")
-        for name, vcfg in cfg.victims.items():
-            if name not in list_victims():
-                raise ConfigError(f"{src}: victims.{name}: unknown victim; registered: {', '.join(list_victims())}")
-            check_keys(victim_class(name).Config, vcfg, src, f"victims.{name}")
-        for name, dcfg in cfg.defenses.items():
-            if name not in list_defenses():
-                raise ConfigError(f"{src}: defenses.{name}: unknown defense; registered: {', '.join(list_defenses())}")
-            check_keys(defense_class(name).Config, dcfg, src, f"defenses.{name}")
-        for i, column in enumerate(self.columns()):
-            self._check_column(column, f"columns.{i}")
+        check_victims_and_defenses(cfg.victims, cfg.defenses, src)
+        check_columns(self.columns(), cfg.victims, cfg.defenses, src)
 
     def _check_attack(self, spec: AttackSpec, key: str) -> None:
         src = self.source
@@ -131,25 +123,8 @@ class Poisoning(Scenario):
         for sur in self.config.surrogates if cls.uses_surrogate else [None]:
             split_config(self.craft_config(spec, sur), spec.name, spec.wrapped, f"{src}: {key}")
 
-    def _check_column(self, column: str, key: str) -> None:
-        victim, _, defense = column.partition("+")
-        if victim not in self.config.victims:
-            raise ConfigError(f"{self.source}: {key}: {victim!r} is not one of the study's victims ({', '.join(self.config.victims)})")
-        if defense:
-            if defense not in self.config.defenses:
-                raise ConfigError(f"{self.source}: {key}: defense {defense!r} is not configured under defenses ({', '.join(self.config.defenses) or 'none'})")
-            cls = defense_class(defense)
-            if not cls.supports(victim_class(victim)):
-                raise ConfigError(f"{self.source}: {key}: defense {defense!r} cannot be applied to victim {victim!r}; it supports {', '.join(cls.supported_victims())}")
-
     def columns(self) -> list[str]:
-        cfg = self.config
-        if cfg.columns is not None:
-            return list(cfg.columns)
-        cols = list(cfg.victims)
-        for d in cfg.defenses:
-            cols += [f"{v}+{d}" for v in cfg.victims if defense_class(d).supports(victim_class(v))]
-        return cols
+        return list(self.config.columns) if self.config.columns is not None else default_columns(self.config.victims, self.config.defenses)
 
     def craft_config(self, spec: AttackSpec, surrogate: str | None) -> dict:
         config = dict(self.config.threat, **spec.config, **(spec.sharpap or {}))

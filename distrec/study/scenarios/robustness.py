@@ -15,17 +15,18 @@ import pydantic
 import torch
 
 from distrec.attacks.weights import WeightAttackConfig, attacked_scores
-from distrec.config import ConfigError, check_keys
+from distrec.config import ConfigError
 from distrec.content_id import content_id
 from distrec.data.dataset import InMemoryDataset, PreparedDataset
 from distrec.data.matrix import UserItemCSR
 from distrec.data.spec import DatasetSpec, check_dataset_spec, materialise_dataset
-from distrec.defenses import create_defense, defense_class, list_defenses
+from distrec.defenses import create_defense
 from distrec.evaluation.ranking import full_ranking_metrics
 from distrec.evaluation.sampled import candidates, sampled_metrics
 from distrec.models import create_victim
 from distrec.models.base import Victim
 from distrec.models.registry import list_victims, victim_class
+from distrec.study.columns import check_columns, check_victims_and_defenses, default_columns
 from distrec.study.engine import StageResources, Unit
 from distrec.study.scenario import Scenario, register_scenario
 
@@ -68,24 +69,12 @@ class Robustness(Scenario):
         check_dataset_spec(cfg.dataset, src)
         if cfg.dataset.path is None and not cfg.dataset.prepare.get("test_negatives"):
             raise ConfigError(f"{src}: dataset.prepare.test_negatives: the sampled protocol needs stored negatives (e.g. 99, with split: loo)")
-        for name, vcfg in cfg.victims.items():
-            if name not in list_victims():
-                raise ConfigError(f"{src}: victims.{name}: unknown victim; registered: {', '.join(list_victims())}")
+        check_victims_and_defenses(cfg.victims, cfg.defenses, src)
+        for name in cfg.victims:
             if not hasattr(victim_class(name), "weight_matrices"):
                 able = [v for v in list_victims() if hasattr(victim_class(v), "weight_matrices")]
                 raise ConfigError(f"{src}: victims.{name}: the weight attack needs a victim with weight matrices: {', '.join(able)}")
-            check_keys(victim_class(name).Config, vcfg, src, f"victims.{name}")
-        for name, dcfg in cfg.defenses.items():
-            if name not in list_defenses():
-                raise ConfigError(f"{src}: defenses.{name}: unknown defense; registered: {', '.join(list_defenses())}")
-            check_keys(defense_class(name).Config, dcfg, src, f"defenses.{name}")
-        for i, column in enumerate(self.columns()):
-            victim, _, defense = column.partition("+")
-            if victim not in cfg.victims:
-                raise ConfigError(f"{src}: columns.{i}: {victim!r} is not one of the study's victims ({', '.join(cfg.victims)})")
-            if defense and (defense not in cfg.defenses or not defense_class(defense).supports(victim_class(victim))):
-                supported = ", ".join(defense_class(defense).supported_victims()) if defense in list_defenses() else "-"
-                raise ConfigError(f"{src}: columns.{i}: defense {defense!r} is not configured or cannot be applied to victim {victim!r} (it supports {supported})")
+        check_columns(self.columns(), cfg.victims, cfg.defenses, src)
         for i, a in enumerate(cfg.attacks):
             try:
                 for eps in a.eps:
@@ -96,12 +85,7 @@ class Robustness(Scenario):
             raise ConfigError(f"{src}: metric: {cfg.metric!r} is not one of hr@10, ndcg@10")
 
     def columns(self) -> list[str]:
-        if self.config.columns is not None:
-            return list(self.config.columns)
-        cols = list(self.config.victims)
-        for d in self.config.defenses:
-            cols += [f"{v}+{d}" for v in self.config.victims if defense_class(d).supports(victim_class(v))]
-        return cols
+        return list(self.config.columns) if self.config.columns is not None else default_columns(self.config.victims, self.config.defenses)
 
     def protocol(self) -> str:
         return (
