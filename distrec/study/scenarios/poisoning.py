@@ -9,6 +9,7 @@ column x seed). Rows: ``no attack`` and ``attack@surrogate``; columns: ``victim`
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import field
 
 import numpy as np
@@ -214,8 +215,6 @@ class Poisoning(Scenario):
                 model = create_defense(p["defense"], **p["defense_config"]).apply(model)
             model.fit(data, progress=False)
             return model
-
-        import time
 
         t0 = time.perf_counter()
         model, restored = ctx.checkpoint("model", train, lambda m, d: m.save(d), lambda d: Victim.load(d).attach(data))
