@@ -4,8 +4,8 @@ defense registry. Shared by the scenarios whose columns are registry victims (po
 from __future__ import annotations
 
 from distrec.config import ConfigError, check_keys
-from distrec.defenses import defense_class, list_defenses
-from distrec.models.registry import list_victims, victim_class
+from distrec.defenses import create_defense, defense_class, list_defenses
+from distrec.models.registry import create_victim, list_victims, victim_class
 
 
 def check_victims_and_defenses(victims: dict[str, dict], defenses: dict[str, dict], source: str) -> None:
@@ -38,3 +38,12 @@ def check_columns(columns: list[str], victims: dict, defenses: dict, source: str
         if defense and not defense_class(defense).supports(victim_class(victim)):
             cls = defense_class(defense)
             raise ConfigError(f"{source}: columns.{i}: defense {defense!r} cannot be applied to victim {victim!r}; it supports {', '.join(cls.supported_victims())}")
+
+
+def fit_column_victim(victim: str, config: dict, defense: str | None, defense_config: dict, data):
+    """A column's victim trained from scratch on ``data``, with its training defense if it has one."""
+    model = create_victim(victim, data.n_users, data.n_items, **config)
+    if defense:
+        model = create_defense(defense, **defense_config).apply(model)
+    model.fit(data, progress=False)
+    return model

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -78,8 +79,6 @@ class UnitContext:
     def checkpoint(self, name: str, train, save, load):
         """The model ``name`` of this unit: restored with ``load(local_dir)`` when its checkpoint exists,
         else ``train()``, saved with ``save(model, local_dir)`` and uploaded. Returns (model, restored)."""
-        import tempfile
-
         uri = f"{self.out}/checkpoints/{self.unit.id}/{name}"
         if storage.exists(f"{uri}/.complete"):
             with tempfile.TemporaryDirectory() as tmp:

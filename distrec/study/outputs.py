@@ -93,11 +93,11 @@ def write_matrix(scenario, cells: list[dict], out: str, title: str) -> dict:
     md += _table(rows, cols, fmt)
     for extra in scenario.extra_metrics:
         r2, c2, st2 = aggregate(cells, extra)
+        ranks = extra.startswith(("mean_rank", "rank"))  # ranks are not fractions
+        x_scale, x_unit = (1.0, "") if ranks else (scale, unit)
         if st2:
-            md += ["", f"{extra}{'' if extra.startswith(('mean_rank', 'rank')) else unit}, mean over seeds", ""]
-            md += _table(
-                r2, c2, lambda r, col, st2=st2, extra=extra: f"{(1 if extra.startswith(('mean_rank', 'rank')) else scale) * st2[r, col][0]:.2f}" if (r, col) in st2 else "–"
-            )
+            md += ["", f"{extra}{x_unit}, mean over seeds", ""]
+            md += _table(r2, c2, lambda r, col, st2=st2, x_scale=x_scale: f"{x_scale * st2[r, col][0]:.2f}" if (r, col) in st2 else "–")
     csv = ["row,column,n_seeds,metric,mean,std,lift_difference,lift_ratio"]
     for r in rows:
         for col in cols:

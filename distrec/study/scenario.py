@@ -51,7 +51,8 @@ class Scenario:
         raise NotImplementedError
 
     def cells(self, results: dict[str, dict]) -> list[dict]:
-        raise NotImplementedError
+        """The results of the ``cell`` stage, each with its unit id as ``cell_id``."""
+        return [dict(r, cell_id=uid) for uid, r in results.items() if r["stage"] == "cell"]
 
     def summary(self, results: dict[str, dict]) -> dict:
         """Study-level results that are not cells (e.g. detection AUC), written into ``study.json``."""

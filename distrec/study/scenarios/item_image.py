@@ -458,9 +458,6 @@ class ItemImage(Scenario):
             out[f"pgd/{e}/accuracy"] = round(float(correct / (2 * len(clean))), 4)
         return {"detection": out}
 
-    def cells(self, results: dict[str, dict]) -> list[dict]:
-        return [dict(r, cell_id=uid) for uid, r in results.items() if r["stage"] == "cell"]
-
     def summary(self, results: dict[str, dict]) -> dict:
         found = [r for r in results.values() if r["stage"] == "detection"]
         return {"detection": found[0]["detection"]} if found else {}

@@ -24,11 +24,9 @@ from distrec.content_id import content_id
 from distrec.data.dataset import InMemoryDataset, PreparedDataset
 from distrec.data.matrix import UserItemCSR
 from distrec.data.spec import DatasetSpec, check_dataset_spec, materialise_dataset
-from distrec.defenses import create_defense
 from distrec.evaluation.attack_effect import measure
-from distrec.models import create_victim
 from distrec.models.base import Victim
-from distrec.study.columns import check_columns, check_victims_and_defenses, default_columns
+from distrec.study.columns import check_columns, check_victims_and_defenses, default_columns, fit_column_victim
 from distrec.study.engine import StageResources, Unit
 from distrec.study.scenario import Scenario, register_scenario
 from distrec.workflows.attack import SURROGATES, run_attack, split_config
@@ -210,11 +208,7 @@ class Poisoning(Scenario):
         data = ctx.cached(uri, lambda: InMemoryDataset.load(PreparedDataset(uri)))
 
         def train() -> Victim:
-            model = create_victim(p["victim"], data.n_users, data.n_items, **p["config"])
-            if p["defense"]:
-                model = create_defense(p["defense"], **p["defense_config"]).apply(model)
-            model.fit(data, progress=False)
-            return model
+            return fit_column_victim(p["victim"], p["config"], p["defense"], p["defense_config"], data)
 
         t0 = time.perf_counter()
         model, restored = ctx.checkpoint("model", train, lambda m, d: m.save(d), lambda d: Victim.load(d).attach(data))
@@ -229,6 +223,3 @@ class Poisoning(Scenario):
             "fit_seconds": round(fit_seconds, 3),
             "restored": restored,
         }
-
-    def cells(self, results: dict[str, dict]) -> list[dict]:
-        return [dict(r, cell_id=uid) for uid, r in results.items() if r["stage"] == "cell"]

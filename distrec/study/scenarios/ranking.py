@@ -215,6 +215,3 @@ class Ranking(Scenario):
             metrics.update(sp_rank_before=float(torch.cat(sp_before).mean()), sp_rank=float(torch.cat(sp_after).mean()))
         whitebox = {"rank": deps["craft"]["rank"], "rank_before": deps["craft"]["rank_before"]}
         return {"row": p["row"], "column": p["column"], "seed": p["seed"], "config": p["cell"], "metrics": metrics, "whitebox": whitebox}
-
-    def cells(self, results: dict[str, dict]) -> list[dict]:
-        return [dict(r, cell_id=uid) for uid, r in results.items() if r["stage"] == "cell"]

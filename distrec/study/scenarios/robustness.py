@@ -20,13 +20,11 @@ from distrec.content_id import content_id
 from distrec.data.dataset import InMemoryDataset, PreparedDataset
 from distrec.data.matrix import UserItemCSR
 from distrec.data.spec import DatasetSpec, check_dataset_spec, materialise_dataset
-from distrec.defenses import create_defense
 from distrec.evaluation.ranking import full_ranking_metrics
 from distrec.evaluation.sampled import candidates, sampled_metrics
-from distrec.models import create_victim
 from distrec.models.base import Victim
 from distrec.models.registry import list_victims, victim_class
-from distrec.study.columns import check_columns, check_victims_and_defenses, default_columns
+from distrec.study.columns import check_columns, check_victims_and_defenses, default_columns, fit_column_victim
 from distrec.study.engine import StageResources, Unit
 from distrec.study.scenario import Scenario, register_scenario
 
@@ -136,11 +134,7 @@ class Robustness(Scenario):
             t0 = time.perf_counter()
 
             def train() -> Victim:
-                model = create_victim(p["victim"], data.n_users, data.n_items, **p["config"])
-                if p["defense"]:
-                    model = create_defense(p["defense"], **p["defense_config"]).apply(model)
-                model.fit(data, progress=False)
-                return model
+                return fit_column_victim(p["victim"], p["config"], p["defense"], p["defense_config"], data)
 
             _, restored = ctx.checkpoint("model", train, lambda m, d: m.save(d), lambda d: Victim.load(d).attach(data))
             return {"model_uri": f"{ctx.out}/checkpoints/{ctx.unit.id}/model", "fit_seconds": round(time.perf_counter() - t0, 3), "restored": restored}
@@ -159,9 +153,6 @@ class Robustness(Scenario):
             with torch.no_grad():
                 metrics.update({k: v for k, v in full_ranking_metrics(model.score, train, test, (20,)).items() if k != "n_users"})
         return {"row": p["row"], "column": p["column"], "seed": p["seed"], "config": {"attack": p["attack"], "batch_users": p["batch_users"]}, "metrics": metrics}
-
-    def cells(self, results: dict[str, dict]) -> list[dict]:
-        return [dict(r, cell_id=uid) for uid, r in results.items() if r["stage"] == "cell"]
 
 
 def _load(uri: str, data) -> Victim:
