@@ -1,5 +1,7 @@
 """The robustness scenario: DeepCF plain and with RAWP / AWP under the weight attack, on the NCF protocol."""
 
+import json
+
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -14,6 +16,7 @@ STUDY = {
     "defenses": {"rawp": {"gamma": 0.005}},
     "attacks": [{"method": "fgsm", "eps": [0.05, 1.0]}, {"method": "pgd", "eps": [1.0], "steps": 3}],
     "batch_users": 1,
+    "eval_users": 150,
     "full_ranking": True,
 }
 
@@ -34,9 +37,13 @@ def test_robustness_matrix(ray_session, tmp_path):
     for c in ("deepcf", "deepcf+rawp"):
         assert rows["no attack", c]["hr@10"] > 0.15  # it learned: random candidates give 0.10
         assert rows["fgsm eps=1", c]["hr@10"] < rows["no attack", c]["hr@10"]  # a large weight attack hurts
-        assert rows["no attack", c]["recall@20"] is not None and rows["fgsm eps=1", c]["recall@20"] is None
-    assert rows["no attack", "deepcf"]["hr@10"] != rows["no attack", "deepcf+rawp"]["hr@10"]
-    assert "| fgsm eps=1 |" in (out / "matrix.md").read_text()
+        assert rows["no attack", c]["full_hr@10"] <= rows["no attack", c]["hr@10"] and rows["fgsm eps=1", c]["full_recall@20"] is None
+    assert rows["no attack", "deepcf"]["ndcg@10"] != rows["no attack", "deepcf+rawp"]["ndcg@10"]
+    assert "| fgsm eps=1 |" in (out / "matrix.md").read_text() and "on 150 test users drawn" in (out / "matrix.md").read_text()
+    assert {json.loads(r["config"])["eval_users"] for r in rows.values()} == {150}
+    assert rows["no attack", "deepcf"]["all_hr@10"] > 0.15 and rows["fgsm eps=1", "deepcf"]["all_hr@10"] is None
+    training = json.loads((out / "study.json").read_text())["summary"]["training"]
+    assert set(training) == {"deepcf seed 0", "deepcf+rawp seed 0"} and len(training["deepcf seed 0"]["epochs"]) == 5
 
 
 @pytest.mark.parametrize(
@@ -49,6 +56,8 @@ def test_robustness_matrix(ray_session, tmp_path):
         ),
         ({"defenses": {"rawp": {"gamma": 2}}}, "defenses.rawp: Value error, gamma must be in (0, 1], got 2"),
         ({"attacks": [{"method": "cw", "eps": [0.1]}]}, "attacks.0: method must be one of ('fgsm', 'pgd')"),
+        ({"attacks": [{"method": "fgsm", "eps": [0.1], "target": "embeddings"}]}, "attacks.0.target: embeddings: victims deepcf have no embedding tables"),
+        ({"eval_users": 0}, "eval_users: must be at least 1"),
         ({"dataset": {"synthetic": {"seed": 1}}}, "dataset.prepare.test_negatives: the sampled protocol needs stored negatives"),
     ],
 )

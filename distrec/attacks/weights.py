@@ -6,7 +6,9 @@ For a batch of test users and their candidates, pseudo-labels are the model's pr
 (sigmoid(score) > 0.5) and g the gradient of their BCE. FGSM: every row moves by
 dw_row = eps ||w_row|| g_row / ||g_row||; BIM/PGD: ``steps`` such steps of ``alpha`` (default eps / steps),
 each projected back to ||dw_row|| <= eps ||w_row||. Rows are output units (``nn.Linear`` rows); a model
-lists its matrices and each one's input axis with ``weight_matrices()``."""
+lists its matrices and each one's input axis with ``weight_matrices()``. With ``target: embeddings`` the same
+attack moves the rows of the embedding tables instead (``embedding_parameters()``, a row per user or item),
+the embedding-perturbation attack of APR (He et al. 2018, eq. 6) with eps relative to each row's norm."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 METHODS = ("fgsm", "pgd")
+TARGETS = ("weights", "embeddings")
 
 
 @dataclass
@@ -29,10 +32,13 @@ class WeightAttackConfig:
     steps: int = 10
     alpha: float | None = None
     batch_users: int = 1
+    target: str = "weights"
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
         if not 0 < self.eps <= 1:
             raise ValueError(f"eps must be in (0, 1] (relative to each row's norm), got {self.eps}")
         if self.steps < 1 or self.batch_users < 1:
@@ -64,10 +70,17 @@ def perturbed(matrices, deltas):
                 w.sub_(d)
 
 
+def attacked_matrices(model, target: str) -> list[tuple[str, torch.nn.Parameter, int]]:
+    """(name, matrix, row axis) of what the attack moves: the weight matrices or the embedding tables."""
+    if target == "weights":
+        return model.weight_matrices()
+    return [(f"embedding.{k}", p, 1) for k, p in enumerate(model.embedding_parameters())]
+
+
 class WeightAttack:
     def __init__(self, model, config: WeightAttackConfig):
         self.model, self.config = model, config
-        self.matrices = model.weight_matrices()
+        self.matrices = attacked_matrices(model, config.target)
 
     def _gradients(self, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
         weights = [w for _, w, _ in self.matrices]

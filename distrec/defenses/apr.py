@@ -39,12 +39,16 @@ class APRObjective(TrainingObjective):
     def __init__(self, config: APRConfig):
         self.config = config
 
+    def perturbation(self, model: PairwiseVictim, params: list[torch.nn.Parameter], users, pos, neg) -> list[torch.Tensor]:
+        """Delta_adv of every table, from the gradients of the clean loss (already in ``p.grad``)."""
+        return [self.config.eps * F.normalize(p.grad, dim=-1) if p.grad is not None else torch.zeros_like(p) for p in params]
+
     def backward(self, model: PairwiseVictim, users, pos, neg, epoch: int) -> torch.Tensor:
         loss = super().backward(model, users, pos, neg, epoch)
         if epoch < self.config.warmup_epochs:
             return loss
         params = model.embedding_parameters()
-        deltas = [self.config.eps * F.normalize(p.grad, dim=-1) if p.grad is not None else torch.zeros_like(p) for p in params]
+        deltas = self.perturbation(model, params, users, pos, neg)
         with torch.no_grad():
             for p, d in zip(params, deltas):
                 p.add_(d)

@@ -28,6 +28,7 @@ class Victim(torch.nn.Module):
 
     name: str = "victim"
     Config: type
+    fit_history: list[dict] | None = None  # the training records, when a study keeps them with the model
 
     def __init__(self, n_users: int, n_items: int, **config):
         super().__init__()
@@ -66,6 +67,8 @@ class Victim(torch.nn.Module):
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, directory / "model.safetensors")
         meta = {"name": self.name, "n_users": self.n_users, "n_items": self.n_items, "config": dataclasses.asdict(self.config)}
         (directory / "config.json").write_text(json.dumps(meta, indent=2))
+        if self.fit_history is not None:
+            (directory / "history.json").write_text(json.dumps(self.fit_history, indent=1, default=float))
         return directory
 
     @classmethod
@@ -77,6 +80,8 @@ class Victim(torch.nn.Module):
         meta = json.loads((directory / "config.json").read_text())
         model = create_victim(meta["name"], meta["n_users"], meta["n_items"], **meta["config"])
         model.load_state_dict(load_file(directory / "model.safetensors", device=str(pick_device(device))))
+        if (directory / "history.json").exists():
+            model.fit_history = json.loads((directory / "history.json").read_text())
         return model
 
 

@@ -83,6 +83,11 @@ class DeepCF(PairwiseVictim):
         layers += [(f"tower.{i}", layer.weight, 1) for i, layer in enumerate(self.tower)]
         return layers + [("out", self.out.weight, 1)]
 
+    def hidden_layers(self) -> list[torch.nn.Module]:
+        """The tower layers called in the forward pass (RAT perturbs their outputs; the first layer is
+        computed as its user and item halves, so it is not among them)."""
+        return list(self.tower[1:])
+
     def attach(self, dataset: PreparedDataset) -> DeepCF:
         train = dataset.table("train")
         users, items = train.column("user_id").to_numpy(), train.column("item_id").to_numpy()

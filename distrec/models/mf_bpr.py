@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from distrec.models.base import set_seed
 from distrec.models.losses import bpr_loss, l2_reg
@@ -33,8 +34,17 @@ class MFBPR(PairwiseVictim):
     def embedding_parameters(self) -> list[torch.nn.Parameter]:
         return [self.user_emb, self.item_emb]
 
+    def user_embedding_parameters(self) -> list[torch.nn.Parameter]:
+        return [self.user_emb]
+
     def score(self, users: torch.Tensor) -> torch.Tensor:
         return self.user_emb[users] @ self.item_emb.T
+
+    def example_losses(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """The BPR loss of each example (without the regulariser), averaged over its negatives."""
+        u, i = self.user_emb[users], self.item_emb[pos]
+        j = self.item_emb[neg.reshape(len(users), -1)]
+        return F.softplus((u[:, None] * j).sum(-1) - (u * i).sum(-1, keepdim=True)).mean(1)
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         u, i, j = self.user_emb[users], self.item_emb[pos], self.item_emb[neg]

@@ -47,6 +47,13 @@ class NeuMF(PairwiseVictim):
     def embedding_parameters(self) -> list[torch.nn.Parameter]:
         return [self.user_gmf, self.item_gmf, self.user_mlp, self.item_mlp]
 
+    def user_embedding_parameters(self) -> list[torch.nn.Parameter]:
+        return [self.user_gmf, self.user_mlp]
+
+    def hidden_layers(self) -> list[torch.nn.Module]:
+        """The MLP's linear layers (RAT perturbs their outputs)."""
+        return [m for m in self.mlp if isinstance(m, torch.nn.Linear)]
+
     def weight_matrices(self) -> list[tuple[str, torch.nn.Parameter, int]]:
         """(name, matrix, axis of a row): the embedding tables (a row per user or item) and every layer."""
         layers = [(n, getattr(self, n), 1) for n in ("user_gmf", "item_gmf", "user_mlp", "item_mlp")]
@@ -68,6 +75,14 @@ class NeuMF(PairwiseVictim):
             items = torch.arange(s, min(s + self.config.score_chunk_items, self.n_items), device=users.device)
             chunks.append(self.logits(users[:, None].expand(-1, len(items)), items[None, :].expand(len(users), -1)))
         return torch.cat(chunks, 1)
+
+    def example_losses(self, users, pos, neg) -> torch.Tensor:
+        """The log loss of each positive and its negatives, averaged per example (without ``reg``)."""
+        neg = neg.reshape(len(users), -1)
+        logits = torch.cat([self.logits(users, pos)[:, None], self.logits(users[:, None].expand_as(neg), neg)], 1)
+        labels = torch.zeros_like(logits)
+        labels[:, 0] = 1
+        return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(1)
 
     def loss(self, users, pos, neg) -> torch.Tensor:
         neg = neg.reshape(len(users), -1)

@@ -41,9 +41,10 @@ def check_columns(columns: list[str], victims: dict, defenses: dict, source: str
 
 
 def fit_column_victim(victim: str, config: dict, defense: str | None, defense_config: dict, data):
-    """A column's victim trained from scratch on ``data``, with its training defense if it has one."""
+    """A column's victim trained from scratch on ``data``, with its training defense if it has one (its
+    training records in ``fit_history``, saved with the model)."""
     model = create_victim(victim, data.n_users, data.n_items, **config)
     if defense:
         model = create_defense(defense, **defense_config).apply(model)
-    model.fit(data, progress=False)
+    model.fit_history = model.fit(data, progress=False)
     return model
