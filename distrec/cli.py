@@ -399,7 +399,7 @@ def _add_train_commands(sub) -> None:
 
 def _add_attack_commands(sub) -> None:
     """``attack`` (craft fake users) and ``evaluate-attack``."""
-    from distrec.attacks import attack_class, list_attacks
+    from distrec.attacks import attack_class, list_attacks_of_kind
     from distrec.attacks.budget import ThreatModel
     from distrec.attacks.sharpap import SharpAPConfig
     from distrec.attacks.surrogates import SurrogateConfig
@@ -418,10 +418,10 @@ def _add_attack_commands(sub) -> None:
                 "surrogate keys (as surrogate.KEY):",
                 describe(SurrogateConfig),
             ]
-            + [f"{name} keys:\n{describe(attack_class(name).Config) or '  (none)'}" for name in list_attacks()]
+            + [f"{name} keys:\n{describe(attack_class(name).Config) or '  (none)'}" for name in list_attacks_of_kind("injective")]
         ),
     )
-    p.add_argument("attack", choices=list_attacks())
+    p.add_argument("attack", choices=list_attacks_of_kind("injective"))
     p.add_argument("--data", required=True, help="clean prepared dataset (folder or URI)")
     p.add_argument("--surrogate", default="wrmf", help="surrogate recommender of gradient attacks (default wrmf)")
     p.add_argument("--sharpap", action="store_true", help="wrap the gradient attack in SharpAP (rho etc. via --set)")

@@ -40,6 +40,7 @@ class Attack:
     profiles ``[budget.n_fake, n_items]``, each holding every target and at most ``n_filler`` items."""
 
     name: str = "attack"
+    kind = "injective"
     Config: type
     uses_surrogate: bool = False
 

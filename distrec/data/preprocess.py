@@ -17,13 +17,14 @@ SPLIT_METHODS = ("auto", "given", "ratio", "loo", "temporal", "none")
 class PrepareConfig:
     """How a raw dataset becomes a prepared one; every step is deterministic given ``seed``.
 
-    ``split``: ``given`` (the source's), ``ratio`` (per-user random ``test_ratio`` / ``valid_ratio``),
-    ``loo`` (leave-one-out by time: last item to test, the one before to valid if ``valid_ratio`` > 0;
-    without timestamps, in an order drawn with ``seed``: split method ``loo_random``), ``temporal``
-    (global cut by timestamp), ``none`` (all train), ``auto`` (given if the source has one, else ratio).
-    ``test_negatives``: for each test user, that many items the user never interacted with, drawn once
-    with ``seed`` and stored as the ``test_negatives`` table, so every model is scored on the same
-    candidates (the NCF protocol: 99).
+        ``split``: ``given`` (the source's), ``ratio`` (per-user random ``test_ratio`` / ``valid_ratio``),
+        ``loo`` (leave-one-out by time: last item to test, the one before to valid if ``valid_ratio`` > 0;
+        without timestamps, in an order drawn with ``seed``: split method ``loo_random``), ``temporal``
+        (global cut by timestamp), ``none`` (all train), ``auto`` (given if the source has one; leave-one-out for
+    time-ordered sequence files, which are made for it; else ratio).
+        ``test_negatives``: for each test user, that many items the user never interacted with, drawn once
+        with ``seed`` and stored as the ``test_negatives`` table, so every model is scored on the same
+        candidates (the NCF protocol: 99).
     """
 
     implicit_threshold: float | None = None
@@ -108,7 +109,7 @@ def split_rows(users: np.ndarray, timestamps: np.ndarray | None, given: np.ndarr
     """Assign each row to ``0`` train, ``1`` valid or ``2`` test; returns the labels and the method used."""
     method = config.split
     if method == "auto":
-        method = "given" if given is not None else "ratio"
+        method = "given" if given is not None else "loo" if ordered else "ratio"
     n = len(users)
     label = np.zeros(n, np.int8)
     if method == "none":

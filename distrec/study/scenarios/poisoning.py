@@ -104,6 +104,8 @@ class Poisoning(Scenario):
             cls = attack_class(spec.name)
         except ValueError as exc:
             raise ConfigError(f"{src}: {key}.name: {exc}") from None
+        if cls.kind != "injective":
+            raise ConfigError(f"{src}: {key}.name: {spec.name!r} is a {cls.kind} attack; a poisoning study takes injective attacks")
         if spec.wrapped and not cls.uses_surrogate:
             raise ConfigError(f"{src}: {key}: SharpAP wraps gradient attacks only; {spec.name!r} uses no surrogate")
         threat_keys = {f.name for f in dataclasses.fields(ThreatModel)}

@@ -1,0 +1,150 @@
+"""SASRec, the backdoor attacks (BRA, PEA), target exposure and the backdoor study."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+from distrec.config import ConfigError
+from distrec.data.dataset import prepare, write_prepared
+from distrec.data.matrix import UserItemCSR
+from distrec.data.preprocess import PrepareConfig
+from distrec.data.synthetic import make_synthetic
+from distrec.data.user_groups import GroupSpec, group_mask
+from distrec.evaluation.exposure import exposure_metrics, target_ranks
+from distrec.models import create_victim
+from distrec.models.sasrec import PromptGenerator, Sequences, left_padded
+from distrec.study import load_study, run_study
+
+SYNTHETIC = {"n_users": 300, "n_items": 120, "avg_degree": 14, "image_size": 0, "seed": 2}
+SMALL = {"dim": 16, "layers": 1, "heads": 1, "dropout": 0.1, "max_len": 20, "epochs": 6, "eval_every": 3, "batch_size": 64, "lr": 0.005}
+
+
+@pytest.fixture(scope="module")
+def seq_data(tmp_path_factory):
+    raw = make_synthetic(**SYNTHETIC)
+    tables, meta = prepare(raw, PrepareConfig(split="loo", valid_ratio=0.1, seed=2), "synthetic")
+    return write_prepared(tables, meta, tmp_path_factory.mktemp("seq") / "ds")
+
+
+def test_sasrec_is_causal_prompted_and_learns_the_next_item(seq_data):
+    model = create_victim("sasrec", seq_data.n_users, seq_data.n_items, **SMALL).eval()
+    seqs = left_padded([np.array([3, 5, 7, 9]), np.array([3, 5, 7, 2])], 20)
+    out = model.encode(seqs)
+    # position t sees only items up to t: the first three outputs agree, the last differs
+    assert torch.allclose(out[0, :-1], out[1, :-1], atol=1e-5) and not torch.allclose(out[0, -1], out[1, -1])
+    prompt = PromptGenerator([3, 4], 16, 1)
+    model.attach_prompt(prompt, torch.tensor([[1, 2], [2, 3]]))
+    prompted = model.encode(seqs, model.prompts_for(torch.tensor([0, 1])))
+    assert not torch.allclose(prompted[0], out[0])
+    model.prompt, model.user_features = None, None
+    history = model.fit(seq_data, "valid", progress=False)
+    assert history[-1]["loss"] < history[0]["loss"]
+    model.attach(seq_data)
+    train = Sequences.history(seq_data, ("train", "valid"))
+    users = np.concatenate([np.full(len(s), u) for u, s in zip(train.users, train.items)])
+    seen = UserItemCSR.from_arrays(users, np.concatenate(train.items), seq_data.n_users, seq_data.n_items)
+    test = UserItemCSR.from_table(seq_data.table("test"), seq_data.n_users, seq_data.n_items)
+    from distrec.evaluation.ranking import full_ranking_metrics
+
+    with torch.no_grad():
+        hr = full_ranking_metrics(model.score, seen, test, (10,))["hr@10"]
+    assert hr > 2 * 10 / seq_data.n_items  # well above random on the synthetic clusters
+    with pytest.raises(ValueError, match="loss must be one of"):
+        create_victim("sasrec", 5, 5, loss="mse")
+
+
+def test_exposure_ranks_by_hand():
+    scores = torch.tensor([[0.9, 0.8, 0.1, 0.5], [0.1, 0.2, 0.3, 0.4]])
+    seen = UserItemCSR.from_arrays(np.array([0]), np.array([0]), 2, 4)  # user 0 has seen item 0
+    ranks = target_ranks(lambda u: scores[u], np.array([0, 1]), seen, np.array([2, 3]))
+    # user 0: item 0 masked, so item 3 (0.5) is second after item 1; item 2 last (3rd)
+    assert ranks.tolist() == [[3.0, 2.0], [2.0, 1.0]]
+    m = exposure_metrics(ranks, (1, 2))
+    assert m["hr@1"] == 0.25 and m["hr@2"] == 0.75 and np.isclose(m["ndcg@2"], (1 / np.log2(3) + 1 / np.log2(3) + 1) / 4)
+    nan = target_ranks(lambda u: scores[u], np.array([0]), seen, np.array([0]))
+    assert np.isnan(nan).all() and exposure_metrics(nan)["pairs"] == 0
+
+
+def test_bra_replaces_only_target_group_labels_at_the_rate_and_pea_plants_negatives():
+    from distrec.attacks import create_attack
+
+    group = np.array([True, False])
+    targets = np.array([50, 51])
+    labels = torch.randint(0, 40, (2, 2000))
+    gen = torch.Generator().manual_seed(0)
+    poisoned = create_attack("bra", rate=0.3).poison(group, targets, np.array([-1, -1]), None).labels(torch.tensor([0, 1]), labels, gen)
+    changed = poisoned != labels
+    assert 0.25 < changed[0].float().mean() < 0.35 and not changed[1].any() and set(poisoned[0][changed[0]].tolist()) == {50, 51}
+    pea = create_attack("pea", rate=0.2, group_rate=0.5).poison(group, targets)
+    negatives = torch.randint(0, 40, (2, 2000, 1))
+    planted = pea.negatives(torch.tensor([0, 1]), labels, negatives, gen) != negatives
+    assert not planted[0].any() and 0.15 < planted[1].float().mean() < 0.25
+    with pytest.raises(ValueError, match="rate must be in"):
+        create_attack("bra", rate=0)
+
+
+def test_groups_from_profiles_and_behaviour(seq_data):
+    ages = seq_data.table("user_attributes").column("age").to_numpy()
+    mask = group_mask(seq_data, GroupSpec(attribute="age", min=25, max=34))
+    assert mask.sum() == ((ages >= 25) & (ages <= 34)).sum() > 0
+    behaviour = group_mask(seq_data, GroupSpec(category=0, share=0.3))
+    assert 0 < behaviour.sum() < seq_data.n_users
+    with pytest.raises(ValueError, match="no column 'income'"):
+        group_mask(seq_data, GroupSpec(attribute="income", value=1))
+
+
+STUDY = {
+    "scenario": "backdoor",
+    "dataset": {"synthetic": SYNTHETIC, "prepare": {"split": "loo", "valid_ratio": 0.1}},
+    "model": SMALL,
+    "group": {"attribute": "segment", "value": 1},
+    "targets": {"per_category": 2, "categories": 3},
+    "features": {"columns": ["age", "segment"]},
+    "attacks": [{"name": "bra", "rate": 0.5}, {"name": "pea", "rate": 0.2, "prompt_epochs": 2, "attack_epochs": 3}],
+    "modes": ["direct", "finetune", "prompt"],
+    "downstream": {"fraction": 0.3, "history": 6, "finetune_epochs": 2, "prompt_epochs": 2},
+}
+
+
+def test_backdoor_study_rows_columns_and_exposure_lift(ray_session, tmp_path):
+    path = tmp_path / "backdoor.yaml"
+    path.write_text(yaml.safe_dump(STUDY))
+    out = tmp_path / "out"
+    result = run_study(path, str(out), progress=False)
+    assert result["stages"]["pretrain"]["run"] == 3 and result["cells"] == 27
+    rows = {(r["row"], r["column"]): r for r in pq.read_table(out / "results.parquet").to_pylist()}
+    assert {r for r, _ in rows} == {"clean", "bra rate=0.5", "pea rate=0.2"}
+    assert {c for _, c in rows} == {f"{m}/{g}" for m in ("direct", "finetune", "prompt") for g in ("target", "others", "overall")}
+    # BRA at rate 0.5 exposes the targets to the target group far more than the clean model does
+    assert rows["bra rate=0.5", "direct/target"]["hr@10"] > rows["clean", "direct/target"]["hr@10"] + 0.03
+    # PEA trains the targets as negatives for the other users: without a prompt, nobody is shown them
+    assert rows["pea rate=0.2", "direct/others"]["hr@10"] < rows["clean", "direct/others"]["hr@10"]
+    md = (out / "matrix.md").read_text()
+    assert "target = users with segment = 1" in md
+    study = json.loads((out / "study.json").read_text())
+    assert set(study["summary"]["pretraining"]) == {"clean seed 0", "bra rate=0.5 seed 0", "pea rate=0.2 seed 0"}
+    again = run_study(path, str(out), progress=False)
+    assert again["stages"]["pretrain"]["run"] == 0 and again["cells_run"] == 0
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"attacks": [{"name": "random"}]}, "attacks.0.name: 'random' is an injective attack; a backdoor study takes bra or pea"),
+        ({"attacks": [{"name": "bra", "rat": 0.1}]}, "attacks.0: "),
+        ({"modes": ["distill"]}, "modes.0: 'distill' is not one of direct, finetune, finetune_reinit, prompt"),
+        ({"group": {"attribute": "age"}}, "group: attribute 'age': give value, or min and/or max"),
+        ({"model": {"dim": 10, "heads": 3}}, "model: dim (10) must be a multiple of heads (3)"),
+        ({"downstream": {"fraction": 1.5}}, "downstream: fraction must be in (0, 1)"),
+    ],
+)
+def test_backdoor_config_errors(tmp_path, changes, message):
+    path = tmp_path / "backdoor.yaml"
+    path.write_text(yaml.safe_dump(dict(STUDY, **changes)))
+    with pytest.raises(ConfigError) as err:
+        load_study(path)
+    assert message in str(err.value), str(err.value)
