@@ -99,3 +99,21 @@ def test_the_embedding_attack_moves_each_embedding_row_by_eps_of_its_norm(data):
         WeightAttack(deepcf, WeightAttackConfig(target="embeddings"))
     with pytest.raises(ValueError, match="target must be one of"):
         WeightAttackConfig(target="activations")
+
+
+def test_rawp_keeps_the_epoch_with_the_best_clean_plus_robust_hr(tmp_path):
+    raw = make_synthetic(n_users=200, n_items=120, avg_degree=15, image_size=0, seed=2)
+    tables, meta = prepare(raw, PrepareConfig(split="loo", valid_ratio=0.1, test_negatives=50, seed=2), "synthetic")
+    ds = write_prepared(tables, meta, tmp_path / "ds")
+    model = create_victim("deepcf", ds.n_users, ds.n_items, proj_dim=16, tower=[16, 8], epochs=4, lr=1e-3, batch_size=256, backend="memory")
+    states = []
+    history = (
+        create_defense("rawp", gamma=0.005, select_best=True, select_users=80, select_negatives=50)
+        .apply(model)
+        .fit(ds, progress=False, on_epoch=lambda r: states.append({k: v.clone() for k, v in model.state_dict().items()}))
+    )
+    epochs = [r for r in history if "epoch" in r and "stage" not in r]
+    totals = [r["valid_hr@10"] + r["valid_robust_hr@10"] for r in epochs]
+    selection = history[-1]
+    assert selection["stage"] == "selection" and selection["epoch"] == int(np.argmax(totals))
+    assert all(torch.equal(v, states[selection["epoch"]][k]) for k, v in model.state_dict().items())

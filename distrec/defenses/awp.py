@@ -16,8 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from distrec.attacks.weights import perturbed
+from distrec.attacks.weights import WeightAttackConfig, attacked_scores, perturbed
+from distrec.data.dataset import PreparedDataset
+from distrec.data.preprocess import sample_test_negatives
 from distrec.defenses.registry import Defense, register_defense
+from distrec.evaluation.sampled import sampled_metrics
 from distrec.models.trainer import PairwiseVictim, TrainingObjective
 
 
@@ -41,16 +44,48 @@ class AWPConfig:
 
 @dataclass
 class RAWPConfig(AWPConfig):
-    """RAWP: ``gamma`` 1e-3, each matrix perturbed with probability ``layer_prob`` per epoch (0.5)."""
+    """RAWP: ``gamma`` 1e-3, each matrix perturbed with probability ``layer_prob`` per epoch (0.5);
+    ``select_best``: keep the epoch with the best clean + robust HR@10 (FGSM weight attack at ``select_eps``) on
+    the valid split, ``select_users`` users against ``select_negatives`` unseen items (the authors' selection)."""
 
     gamma: float = 1e-3
     layer_prob: float = 0.5
     seed: int = 0
+    select_best: bool = False
+    select_eps: float = 0.008
+    select_users: int = 500
+    select_negatives: int = 99
 
     def __post_init__(self):
         super().__post_init__()
         if not 0 < self.layer_prob <= 1:
             raise ValueError(f"layer_prob must be in (0, 1], got {self.layer_prob}")
+        if not 0 < self.select_eps <= 1:
+            raise ValueError(f"select_eps must be in (0, 1], got {self.select_eps}")
+
+
+class Validation:
+    """The valid split's held-out item per user against seeded unseen items: clean and robust HR@10."""
+
+    def __init__(self, dataset: PreparedDataset, cfg: RAWPConfig, seed: int):
+        valid = dataset.table("valid")
+        users = valid.column("user_id").to_numpy()
+        _, first = np.unique(users, return_index=True)
+        users, items = users[first][: cfg.select_users], valid.column("item_id").to_numpy()[first][: cfg.select_users]
+        tables = [dataset.table(s) for s in ("train", "valid", "test") if dataset.has(s)]
+        all_u = np.concatenate([t.column("user_id").to_numpy() for t in tables])
+        all_i = np.concatenate([t.column("item_id").to_numpy() for t in tables])
+        _, negatives = sample_test_negatives(all_u, all_i, users, dataset.n_items, cfg.select_negatives, seed)
+        order = np.argsort(users)  # sample_test_negatives returns users sorted
+        self.users, self.items = users[order], np.concatenate([items[order, None], negatives], 1)
+        self.eps = cfg.select_eps
+
+    def __call__(self, model) -> tuple[float, float]:
+        clean = sampled_metrics(model.score_pairs, self.users, self.items)["hr@10"]
+        u, i = torch.as_tensor(self.users), torch.as_tensor(self.items)
+        scores = attacked_scores(model, WeightAttackConfig(eps=self.eps, batch_users=16), u, i)
+        robust = sampled_metrics(lambda a, b: scores, self.users, self.items, chunk_users=len(u))["hr@10"]
+        return clean, robust
 
 
 class AWPObjective(TrainingObjective):
@@ -99,6 +134,27 @@ class AWPObjective(TrainingObjective):
 
 
 class RAWPObjective(AWPObjective):
+    def __init__(self, config: RAWPConfig):
+        super().__init__(config)
+        self.validate: Validation | None = None
+        self.best: tuple[float, dict, int] | None = None  # (clean + robust HR@10, weights, epoch)
+
+    def end_epoch(self, model, dataset, record: dict) -> None:
+        if not self.config.select_best or not dataset.has("valid"):
+            return
+        if self.validate is None:
+            self.validate = Validation(dataset, self.config, model.config.seed + 13)
+        record["valid_hr@10"], record["valid_robust_hr@10"] = self.validate(model)
+        total = record["valid_hr@10"] + record["valid_robust_hr@10"]
+        if self.best is None or total > self.best[0]:
+            self.best = (total, {k: v.detach().clone() for k, v in model.state_dict().items()}, record["epoch"])
+
+    def after_fit(self, model, dataset, progress: bool) -> list[dict]:
+        if self.best is None:
+            return []
+        model.load_state_dict(self.best[1])
+        return [{"stage": "selection", "epoch": self.best[2], "valid_hr@10+robust_hr@10": self.best[0]}]
+
     def start(self, epoch: int, n: int) -> None:
         rng = np.random.default_rng([self.config.seed, epoch])
         self.epoch, self.mask = epoch, (rng.random(n) < self.config.layer_prob).tolist()

@@ -20,13 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from distrec.attacks.weights import WeightAttackConfig, attacked_scores
 from distrec.data.dataset import PreparedDataset
-from distrec.data.preprocess import sample_test_negatives
 from distrec.data.streaming import InteractionStream
-from distrec.defenses.awp import AWPConfig, AWPObjective, RAWPConfig, RAWPObjective, _WeightPerturbationDefense
+from distrec.defenses.awp import AWPConfig, AWPObjective, RAWPConfig, RAWPObjective, Validation, _WeightPerturbationDefense
 from distrec.defenses.registry import register_defense
-from distrec.evaluation.sampled import sampled_metrics
 
 
 @dataclass
@@ -43,16 +40,13 @@ class RAWPFTConfig(RAWPConfig):
     ft_batch_size: int = 100
     ft_batches: int | None = None
     alphas: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
-    select_eps: float = 0.008
-    select_users: int = 500
-    select_negatives: int = 99
 
     def __post_init__(self):
         super().__post_init__()
         if self.ft_layers < 1 or self.robustness_passes < 1 or self.ft_epochs < 0:
             raise ValueError(f"ft_layers and robustness_passes must be at least 1 and ft_epochs non-negative, got {self.ft_layers}, {self.robustness_passes}, {self.ft_epochs}")
-        if not 0 < self.robustness_eps <= 1 or not 0 < self.select_eps <= 1 or not 0 < self.ft_gamma <= 1:
-            raise ValueError("robustness_eps, select_eps and ft_gamma must be in (0, 1]")
+        if not 0 < self.robustness_eps <= 1 or not 0 < self.ft_gamma <= 1:
+            raise ValueError("robustness_eps and ft_gamma must be in (0, 1]")
         if any(not 0 <= a <= 1 for a in self.alphas) or 0 not in self.alphas:
             raise ValueError(f"alphas must lie in [0, 1] and include 0, got {self.alphas}")
 
@@ -94,39 +88,16 @@ def layer_robustness(model, dataset: PreparedDataset, cfg: RAWPFTConfig) -> dict
     return scores
 
 
-class _Validation:
-    """The valid split's held-out item per user against seeded unseen items: clean and robust HR@10."""
-
-    def __init__(self, dataset: PreparedDataset, cfg: RAWPFTConfig, seed: int):
-        valid = dataset.table("valid")
-        users = valid.column("user_id").to_numpy()
-        _, first = np.unique(users, return_index=True)
-        users, items = users[first][: cfg.select_users], valid.column("item_id").to_numpy()[first][: cfg.select_users]
-        tables = [dataset.table(s) for s in ("train", "valid", "test") if dataset.has(s)]
-        all_u = np.concatenate([t.column("user_id").to_numpy() for t in tables])
-        all_i = np.concatenate([t.column("item_id").to_numpy() for t in tables])
-        _, negatives = sample_test_negatives(all_u, all_i, users, dataset.n_items, cfg.select_negatives, seed)
-        order = np.argsort(users)  # sample_test_negatives returns users sorted
-        self.users, self.items = users[order], np.concatenate([items[order, None], negatives], 1)
-        self.eps = cfg.select_eps
-
-    def __call__(self, model) -> tuple[float, float]:
-        clean = sampled_metrics(model.score_pairs, self.users, self.items)["hr@10"]
-        u, i = torch.as_tensor(self.users), torch.as_tensor(self.items)
-        scores = attacked_scores(model, WeightAttackConfig(eps=self.eps, batch_users=16), u, i)
-        robust = sampled_metrics(lambda a, b: scores, self.users, self.items, chunk_users=len(u))["hr@10"]
-        return clean, robust
-
-
 class RAWPFTObjective(RAWPObjective):
     def after_fit(self, model, dataset: PreparedDataset, progress: bool) -> list[dict]:
         cfg = self.config
+        selection = super().after_fit(model, dataset, progress)  # stage 1's best epoch, with select_best
         scores = layer_robustness(model, dataset, cfg)
         chosen = sorted(scores, key=scores.get, reverse=True)[: cfg.ft_layers]
-        records = [{"stage": "robustness", "layer": n, "score": s, "fine_tuned": n in chosen} for n, s in scores.items()]
+        records = selection + [{"stage": "robustness", "layer": n, "score": s, "fine_tuned": n in chosen} for n, s in scores.items()]
         matrices = {n: (w, a) for n, w, a in model.weight_matrices()}
         init = {n: matrices[n][0].detach().clone() for n in chosen}
-        validate = _Validation(dataset, cfg, model.config.seed + 11) if dataset.has("valid") else None
+        validate = Validation(dataset, cfg, model.config.seed + 11) if dataset.has("valid") else None
         best_state, best_robust = {n: t.clone() for n, t in init.items()}, -1.0
         awp = AWPObjective(AWPConfig(gamma=cfg.ft_gamma, proxy_lr=cfg.proxy_lr))
         params = [matrices[n][0] for n in chosen]

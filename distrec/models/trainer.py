@@ -72,6 +72,9 @@ class TrainingObjective:
         loss.backward()
         return loss.detach()
 
+    def end_epoch(self, model: PairwiseVictim, dataset: PreparedDataset, record: dict) -> None:
+        """After each epoch, with the model in eval mode: e.g. RAWP's selection of the best epoch (adds to ``record``)."""
+
     def after_fit(self, model: PairwiseVictim, dataset: PreparedDataset, progress: bool) -> list[dict]:
         """A second training stage after the epochs (RAWP-FT's robust fine-tuning); its history records."""
         return []
@@ -128,6 +131,7 @@ class PairwiseVictim(Victim):
                 n += len(batch["user_id"])
             self.eval()
             record = {"epoch": epoch, "loss": total / max(n, 1)}
+            self.objective.end_epoch(self, dataset, record)
             if stopper is not None and stopper.due(epoch, cfg.epochs, cfg.eval_every):
                 stopper.evaluate(record)
             history.append(record)
