@@ -24,3 +24,12 @@ def recipes() -> dict:
 
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def write_report(path: Path, text: str) -> None:
+    """Write a results report, keeping the ``## Findings`` section a person wrote into an earlier version."""
+    path = Path(path)
+    findings = ""
+    if path.exists() and "\n## Findings" in path.read_text():
+        findings = "\n## Findings" + path.read_text().split("\n## Findings", 1)[1]
+    path.write_text(text.rstrip("\n") + "\n" + findings)

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import machine  # noqa: E402
+from bench.common import machine, write_report  # noqa: E402
 from distrec.study import load_study, run_study  # noqa: E402
 from distrec.study.scenarios.backdoor import CLEAN, attack_label  # noqa: E402
 
@@ -102,8 +102,8 @@ def main() -> None:
     if args.results:
         Path(args.results).parent.mkdir(parents=True, exist_ok=True)
         Path(f"{args.results}.json").write_text(json.dumps(res, indent=2, sort_keys=True, default=str) + "\n")
-        Path(f"{args.results}.md").write_text(
-            f"# Backdoors in pre-trained SASRec: {Path(args.config).stem}\n\nConfig: `{args.config}`. Protocol: {scenario.protocol()}.\n\n" + text
+        write_report(
+            Path(f"{args.results}.md"), f"# Backdoors in pre-trained SASRec: {Path(args.config).stem}\n\nConfig: `{args.config}`. Protocol: {scenario.protocol()}.\n\n" + text
         )
 
 

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import machine  # noqa: E402
+from bench.common import machine, write_report  # noqa: E402
 from distrec.study import load_study, run_study  # noqa: E402
 
 MODEL = {"deepcf": "mlp", "neumf": "neumf"}
@@ -126,7 +126,7 @@ def main() -> None:
     if args.results:
         Path(args.results).parent.mkdir(parents=True, exist_ok=True)
         Path(f"{args.results}.json").write_text(text + "\n")
-        Path(f"{args.results}.md").write_text(f"# RAWP-FT on ML-1M\n\nConfig: `{args.config}`. Protocol: {res['meta']['protocol']}.\n\n" + report(res, scenario.columns()))
+        write_report(Path(f"{args.results}.md"), f"# RAWP-FT on ML-1M\n\nConfig: `{args.config}`. Protocol: {res['meta']['protocol']}.\n\n" + report(res, scenario.columns()))
 
 
 if __name__ == "__main__":

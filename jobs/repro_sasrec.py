@@ -21,7 +21,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import machine, shared_data  # noqa: E402
+from bench.common import machine, shared_data, write_report  # noqa: E402
 from distrec.data.matrix import UserItemCSR  # noqa: E402
 from distrec.data.spec import DatasetSpec, materialise_dataset  # noqa: E402
 from distrec.evaluation.ranking import full_ranking_metrics  # noqa: E402
@@ -90,7 +90,7 @@ def main() -> None:
     print(report(res))
     if args.results:
         Path(f"{args.results}.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
-        Path(f"{args.results}.md").write_text("# SASRec on S3-Rec's Amazon sequences\n\n" + report(res))
+        write_report(Path(f"{args.results}.md"), "# SASRec on S3-Rec's Amazon sequences\n\n" + report(res))
 
 
 if __name__ == "__main__":
