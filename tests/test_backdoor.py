@@ -148,3 +148,17 @@ def test_backdoor_config_errors(tmp_path, changes, message):
     with pytest.raises(ConfigError) as err:
         load_study(path)
     assert message in str(err.value), str(err.value)
+
+
+def test_the_backdoor_sweep_config_loads_and_scores_without_the_clean_row():
+    from distrec.study.scenarios.backdoor import CLEAN
+    from distrec.study.sweep import load_sweep, score
+
+    cfg, base = load_sweep("configs/sweep/backdoor_ml100k.yaml")
+    assert base["scenario"] == "backdoor" and set(cfg.search) == {"attacks.0.rate", "attacks.0.group_rate"}
+    cells = [
+        {"row": "clean", "column": "prompt/target", "metrics": {"hr@10": 0.01}},
+        {"row": "pea rate=0.1", "column": "prompt/target", "metrics": {"hr@10": 0.2}},
+        {"row": "pea rate=0.1", "column": "direct/target", "metrics": {"hr@10": 0.9}},
+    ]
+    assert score(cfg, cells, lambda row: CLEAN)[0] == pytest.approx(0.2)

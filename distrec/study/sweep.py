@@ -177,10 +177,9 @@ def _selected(cfg: SweepConfig, result: dict, baseline: str) -> bool:
     return (result["row"] in o.rows if o.rows else result["row"] != baseline) and (o.columns is None or result["column"] in o.columns)
 
 
-def score(cfg: SweepConfig, cells: list[dict]) -> tuple[float, dict]:
-    """The objective of a finished trial and its constraint report."""
-    scenario_baseline = "no attack"
-    values = [c["metrics"][cfg.objective.metric] for c in cells if _selected(cfg, c, scenario_baseline)]
+def score(cfg: SweepConfig, cells: list[dict], baseline=lambda row: "no attack") -> tuple[float, dict]:
+    """The objective of a finished trial and its constraint report (``baseline(row)``: the scenario's no-attack row)."""
+    values = [c["metrics"][cfg.objective.metric] for c in cells if _selected(cfg, c, baseline(c["row"]))]
     objective = float(np.mean(values)) if values else float("nan")
     report = {}
     if cfg.constraint is not None:
@@ -201,12 +200,16 @@ def trial(params: dict, cfg: SweepConfig, base: dict, store: str, out: str) -> N
     trial_out = f"{out}/trials/{abs(hash(name)) % 10**12:012d}"
     values: list[float] = []
 
-    def on_result(unit, result):
-        if unit.stage == "cell" and _selected(cfg, result, "no attack"):
-            values.append(result["metrics"][cfg.objective.metric])
-            tune.report({"objective": float(np.mean(values)), "cells": len(values)})
-
     scenario = study_from_dict(config, f"trial {name}")
+
+    def on_result(unit, result):
+        if unit.stage != "cell":
+            return
+        for cell in scenario.cells({unit.id: dict(result, stage=unit.stage)}):  # a unit may hold several cells
+            if _selected(cfg, cell, scenario.baseline(cell["row"])):
+                values.append(cell["metrics"][cfg.objective.metric])
+                tune.report({"objective": float(np.mean(values)), "cells": len(values)})
+
     study = run_study(f"trial {name}", trial_out, progress=False, on_result=on_result, scenario=scenario, store=store)
     import pyarrow.parquet as pq
 
@@ -214,7 +217,7 @@ def trial(params: dict, cfg: SweepConfig, base: dict, store: str, out: str) -> N
 
     fs, root = storage.resolve_uri(study["results"])
     cells = [dict(r, metrics=json.loads(r["metrics"])) for r in pq.read_table(root, filesystem=fs).to_pylist()]
-    objective, constraint = score(cfg, cells)
+    objective, constraint = score(cfg, cells, scenario.baseline)
     tune.report({"objective": objective, "cells": len(cells), "constraint": json.dumps(constraint), "final": True})
 
 
