@@ -33,3 +33,42 @@ def write_report(path: Path, text: str) -> None:
     if path.exists() and "\n## Findings" in path.read_text():
         findings = "\n## Findings" + path.read_text().split("\n## Findings", 1)[1]
     path.write_text(text.rstrip("\n") + "\n" + findings)
+
+
+def run_reproduction(description: str, config: str, out: str, extra=None):
+    """A reproduction job's shared part: parse ``--config --out --results --num-cpus`` (and ``extra(parser)``),
+    validate the study whole, run it through the engine (resumable) and read its cells and ``study.json``.
+    Returns (args, scenario, cells, study, wall seconds)."""
+    import argparse
+    import json
+    import time
+
+    import pyarrow.parquet as pq
+
+    from distrec.study import load_study, run_study
+
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(REPO / config))
+    ap.add_argument("--out", default=str(REPO / out))
+    ap.add_argument("--results", help="write <results>.json and <results>.md here")
+    ap.add_argument("--num-cpus", type=int, default=None)
+    if extra is not None:
+        extra(ap)
+    args = ap.parse_args()
+    scenario = load_study(args.config)  # validated whole before any work
+    t0 = time.perf_counter()
+    run_study(args.config, args.out, progress=True, num_cpus=args.num_cpus, scenario=scenario)
+    cells = pq.read_table(Path(args.out) / "results.parquet").to_pylist()
+    study = json.loads((Path(args.out) / "study.json").read_text())
+    return args, scenario, cells, study, time.perf_counter() - t0
+
+
+def write_results(prefix: str | None, results: dict, markdown: str) -> None:
+    """``<prefix>.json`` and ``<prefix>.md`` (keeping its Findings section); nothing without a prefix."""
+    import json
+
+    if not prefix:
+        return
+    Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{prefix}.json").write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
+    write_report(Path(f"{prefix}.md"), markdown)

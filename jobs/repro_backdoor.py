@@ -11,19 +11,13 @@ of each name in the config; further ones as ``bra@<rate>``), mode ``direct``, ``
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
 from pathlib import Path
-
-import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import machine, write_report  # noqa: E402
-from distrec.study import load_study, run_study  # noqa: E402
+from bench.common import machine, run_reproduction, write_results  # noqa: E402
 from distrec.study.scenarios.backdoor import CLEAN, attack_label  # noqa: E402
 
 
@@ -57,7 +51,8 @@ def results_json(cells: list[dict], study: dict, dataset: str, wall: float) -> d
         "config_file": study["config_file"],
         "seeds": cfg["seeds"],
         "pretraining": study["summary"]["pretraining"],
-        "wall_seconds": round(wall, 1),
+        "wall_seconds_last_run": round(wall, 1),  # a resumed run computes only what is missing
+        "pretrain_seconds": round(sum(p["fit_seconds"] for p in study["summary"]["pretraining"].values()), 1),
         "machine": machine(),
     }
     return out
@@ -84,27 +79,16 @@ def report(res: dict, modes: list[str], k: int = 10) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(REPO / "configs/backdoor/ml100k.yaml"))
-    ap.add_argument("--out", default=str(REPO / "runs/backdoor_ml100k"))
-    ap.add_argument("--results", help="write <results>.json and <results>.md here")
-    ap.add_argument("--dataset", help="name in the sasrec/<dataset> keys (default: the config file's stem)")
-    ap.add_argument("--num-cpus", type=int, default=None)
-    args = ap.parse_args()
-    scenario = load_study(args.config)  # validated whole before any work
-    t0 = time.perf_counter()
-    run_study(args.config, args.out, progress=True, num_cpus=args.num_cpus, scenario=scenario)
-    cells = pq.read_table(Path(args.out) / "results.parquet").to_pylist()
-    study = json.loads((Path(args.out) / "study.json").read_text())
-    res = results_json(cells, study, args.dataset or Path(args.config).stem, time.perf_counter() - t0)
+    args, scenario, cells, study, wall = run_reproduction(
+        __doc__,
+        "configs/backdoor/ml100k.yaml",
+        "runs/backdoor_ml100k",
+        lambda ap: ap.add_argument("--dataset", help="name in the sasrec/<dataset> keys (default: the config's stem)"),
+    )
+    res = results_json(cells, study, args.dataset or Path(args.config).stem, wall)
     text = report(res, scenario.config.modes)
     print(text)
-    if args.results:
-        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{args.results}.json").write_text(json.dumps(res, indent=2, sort_keys=True, default=str) + "\n")
-        write_report(
-            Path(f"{args.results}.md"), f"# Backdoors in pre-trained SASRec: {Path(args.config).stem}\n\nConfig: `{args.config}`. Protocol: {scenario.protocol()}.\n\n" + text
-        )
+    write_results(args.results, res, f"# Backdoors in pre-trained SASRec: {Path(args.config).stem}\n\nConfig: `{args.config}`. Protocol: {scenario.protocol()}.\n\n" + text)
 
 
 if __name__ == "__main__":
