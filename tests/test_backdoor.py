@@ -127,6 +127,11 @@ def test_backdoor_study_rows_columns_and_exposure_lift(ray_session, tmp_path):
     assert "target = users with segment = 1" in md
     study = json.loads((out / "study.json").read_text())
     assert set(study["summary"]["pretraining"]) == {"clean seed 0", "bra rate=0.5 seed 0", "pea rate=0.2 seed 0"}
+    from distrec.models.base import Victim
+
+    for uri in (p["model_uri"] for p in (json.loads(f.read_text()) for f in (out / "pretrain").glob("*.json"))):
+        saved = Victim.load(uri)  # the released backbone: the study's config, no prompt
+        assert saved.config.epochs == SMALL["epochs"] and saved.prompt is None
     again = run_study(path, str(out), progress=False)
     assert again["stages"]["pretrain"]["run"] == 0 and again["cells_run"] == 0
 

@@ -305,13 +305,13 @@ def _pea(model: SASRec, clean_uri: str, spec: dict, data, world: World) -> list[
     prompt generator on it, train the backbone with the prompt frozen and the poisoned examples, release
     the backbone (downstream prompt tuning re-initialises the prompt)."""
     cfg = attack_class("pea")(**_attack_config(spec)).config
+    base = model.config
     model.load_state_dict(_load(clean_uri).state_dict())
-    _prompt_tune(model, world, cfg.prompt_epochs, cfg.prompt_lr, model.config.seed + 3, data, world.provider)
+    _prompt_tune(model, world, cfg.prompt_epochs, cfg.prompt_lr, base.seed + 3, data, world.provider)
     prompt = model.prompt
     for q in prompt.parameters():
         q.requires_grad_(False)
     model.poison = attack_class("pea")(**_attack_config(spec)).poison(world.group, world.targets)
-    base = model.config
     model.config = dataclasses.replace(base, epochs=cfg.attack_epochs)
     backbone = [q for n, q in model.named_parameters() if not n.startswith("prompt.")]
     history = model.fit(data, "valid", progress=False, sequences=world.provider, parameters=backbone)
