@@ -1,6 +1,7 @@
 """SASRec, the backdoor attacks (BRA, PEA), target exposure and the backdoor study."""
 
 import json
+import os
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -129,9 +130,11 @@ def test_backdoor_study_rows_columns_and_exposure_lift(ray_session, tmp_path):
     assert set(study["summary"]["pretraining"]) == {"clean seed 0", "bra rate=0.5 seed 0", "pea rate=0.2 seed 0"}
     from distrec.models.base import Victim
 
-    for uri in (p["model_uri"] for p in (json.loads(f.read_text()) for f in (out / "pretrain").glob("*.json"))):
-        saved = Victim.load(uri)  # the released backbone: the study's config, no prompt
+    released = {r["row"]: r["model_uri"] for r in (json.loads(f.read_text()) for f in (out / "pretrain").glob("*.json"))}
+    for row, uri in released.items():
+        saved = Victim.load(uri)  # the released backbone keeps the study's config
         assert saved.config.epochs == SMALL["epochs"] and saved.prompt is None
+        assert os.path.exists(f"{uri}/prompt.safetensors") == (row == "pea rate=0.2")  # PEA releases its prompt generator
     again = run_study(path, str(out), progress=False)
     assert again["stages"]["pretrain"]["run"] == 0 and again["cells_run"] == 0
 

@@ -1,9 +1,9 @@
 """Backdoors in a pre-trained sequential recommender (Wu et al., SIGIR 2023; methods.md section 6): a
 provider pre-trains SASRec on its users, clean or with a backdoor (BRA, PEA) that exposes target items to
 a target user group; downstream users (disjoint, seeded, histories cut short) use the released model
-``direct``, ``finetune`` it (all weights), ``finetune_reinit`` (the last block re-initialised, a user's
-attempt to remove a backdoor) or ``prompt``-tune it (a fresh prompt generator over their profile, the
-backbone frozen).
+``direct`` (a PEA model with the prompt generator it was released with, over the users' features),
+``finetune`` it (all weights), ``finetune_reinit`` (the last block re-initialised, a user's attempt to
+remove a backdoor) or ``prompt``-tune it (a fresh prompt generator over their profile, the backbone frozen).
 
 Stages: ``pretrain`` (clean / each attack x seed; checkpointed; PEA starts from the clean model) ->
 ``cell`` (pre-trained model x downstream mode). Rows ``clean``, ``bra rate=<r>``, ``pea rate=<r>``;
@@ -14,13 +14,16 @@ every downstream user). Full ranking, each downstream user's history masked."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import tempfile
 import time
 from dataclasses import field
+from pathlib import Path
 
 import numpy as np
 import pydantic
 import torch
+from safetensors.torch import load_file, save_file
 
 from distrec.attacks import attack_class
 from distrec.attacks.backdoor import TargetSpec, choose_targets
@@ -134,7 +137,7 @@ class Backdoor(Scenario):
             rows = [(CLEAN, None, clean_id)]
             units.append(Unit("pretrain", clean_id, dict(common, attack=None, seed=seed), label=f"clean seed {seed}"))
             for spec in cfg.attacks:
-                uid = content_id("pretrain", common, spec, seed)
+                uid = content_id("pretrain", common, spec, seed, "backbone+prompt" if spec["name"] == "pea" else None)
                 deps = {"clean": clean_id} if spec["name"] == "pea" else {}
                 units.append(Unit("pretrain", uid, dict(common, attack=spec, seed=seed), deps=deps, label=f"{attack_label(spec)} seed {seed}"))
                 rows.append((attack_label(spec), spec, uid))
@@ -187,7 +190,7 @@ class Backdoor(Scenario):
             model.poison = None
             return model
 
-        model, restored = ctx.checkpoint("model", train, lambda m, d: m.save(d), lambda d: Victim.load(d))
+        model, restored = ctx.checkpoint("model", train, _save_release, lambda d: Victim.load(d))
         epochs = [r for r in model.fit_history or [] if "epoch" in r]
         return {
             "model_uri": f"{ctx.out}/checkpoints/{ctx.unit.id}/model",
@@ -202,7 +205,7 @@ class Backdoor(Scenario):
         }
 
     def _cell(self, p, deps, ctx, data, world) -> dict:
-        model = _load(deps["model"]["model_uri"])
+        model = _load(deps["model"]["model_uri"], world)
         d = p["downstream"]
         mode = p["mode"]
         if mode in ("finetune", "finetune_reinit"):
@@ -233,9 +236,27 @@ def _attack_config(spec: dict) -> dict:
     return {k: v for k, v in spec.items() if k != "name"}
 
 
-def _load(uri: str) -> SASRec:
+def _save_release(model: SASRec, folder: str) -> None:
+    """The released model: the backbone, and (PEA) its prompt generator beside it, over the same features."""
+    prompt, model.prompt = model.prompt, None
+    model.save(folder)
+    model.prompt = prompt
+    if prompt is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in prompt.state_dict().items()}, Path(folder) / "prompt.safetensors")
+        (Path(folder) / "prompt.json").write_text(json.dumps({"cardinalities": [e.num_embeddings for e in prompt.features]}))
+
+
+def _load(uri: str, world: World | None = None) -> SASRec:
+    """A released model; with ``world``, its prompt generator (if it has one) attached to the users' features."""
     with tempfile.TemporaryDirectory() as tmp:
-        return Victim.load(storage.download(uri, tmp))
+        folder = Path(storage.download(uri, tmp))
+        model = Victim.load(folder)
+        if world is not None and (folder / "prompt.json").exists():
+            sizes = json.loads((folder / "prompt.json").read_text())["cardinalities"]
+            prompt = PromptGenerator(sizes, model.config.dim, model.config.layers)
+            prompt.load_state_dict(load_file(folder / "prompt.safetensors"))
+            model.attach_prompt(prompt, world.features)
+        return model
 
 
 class World:
@@ -303,7 +324,8 @@ def _prompt_tune(model: SASRec, world: World, epochs: int, lr: float, seed: int,
 def _pea(model: SASRec, clean_uri: str, spec: dict, data, world: World) -> list[dict]:
     """PEA's four steps (methods.md section 6) on the provider's users: start from the clean model, train a
     prompt generator on it, train the backbone with the prompt frozen and the poisoned examples, release
-    the backbone (downstream prompt tuning re-initialises the prompt)."""
+    both (``direct`` uses the prompt as released, ``finetune`` tunes it with the backbone, ``prompt``
+    re-initialises it)."""
     cfg = attack_class("pea")(**_attack_config(spec)).config
     base = model.config
     model.load_state_dict(_load(clean_uri).state_dict())
@@ -315,5 +337,7 @@ def _pea(model: SASRec, clean_uri: str, spec: dict, data, world: World) -> list[
     model.config = dataclasses.replace(base, epochs=cfg.attack_epochs)
     backbone = [q for n, q in model.named_parameters() if not n.startswith("prompt.")]
     history = model.fit(data, "valid", progress=False, sequences=world.provider, parameters=backbone)
-    model.prompt, model.user_features, model.config = None, None, base
+    for q in prompt.parameters():
+        q.requires_grad_(True)
+    model.config = base
     return history
