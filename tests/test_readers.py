@@ -173,6 +173,8 @@ def test_sequence_order_and_leave_one_out(tmp_path):
     seq = ds.table("sequences").to_pydict()
     assert seq["item_ids"] == [[0, 1, 2], [1, 0]]
     assert any("1 items without interactions" in n for n in ds.metadata["notes"])
+    auto = prepare_to(read_source("sequence", tmp_path), tmp_path / "auto", PrepareConfig())  # sequence files are made for leave-one-out
+    assert auto.metadata["split_method"] == "loo" and auto.table("test").to_pydict() == test
 
 
 def test_recbole_atomic_files(tmp_path):
