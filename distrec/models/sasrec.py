@@ -124,6 +124,9 @@ class PromptGenerator(torch.nn.Module):
 
 @register_victim("sasrec")
 class SASRec(Victim):
+    """r_{u,i} = F_t^T M_i (Kang & McAuley 2018, eq. 6): F_t the last position's output of the causal
+    self-attention blocks (eq. 2-5) over the item embeddings M plus learned positions P (eq. 1)."""
+
     Config = SASRecConfig
 
     def __init__(self, n_users: int, n_items: int, **config):
