@@ -46,8 +46,7 @@ def test_sasrec_is_causal_prompted_and_learns_the_next_item(seq_data):
     assert history[-1]["loss"] < history[0]["loss"]
     model.attach(seq_data)
     train = Sequences.history(seq_data, ("train", "valid"))
-    users = np.concatenate([np.full(len(s), u) for u, s in zip(train.users, train.items)])
-    seen = UserItemCSR.from_arrays(users, np.concatenate(train.items), seq_data.n_users, seq_data.n_items)
+    seen = train.csr(seq_data.n_users, seq_data.n_items)
     test = UserItemCSR.from_table(seq_data.table("test"), seq_data.n_users, seq_data.n_items)
     from distrec.evaluation.ranking import full_ranking_metrics
 

@@ -90,6 +90,12 @@ class Sequences:
         cut = (lambda s: s[-last:]) if last else (lambda s: s)
         return Sequences(self.users[keep], [cut(s) for s, k in zip(self.items, keep) if k])
 
+    def csr(self, n_users: int, n_items: int) -> UserItemCSR:
+        """Every user's items as a matrix (the history a full ranking masks)."""
+        users = np.repeat(self.users, [len(s) for s in self.items])
+        items = np.concatenate(self.items) if self.items else np.zeros(0, np.int64)
+        return UserItemCSR.from_arrays(users, items, n_users, n_items)
+
     def lookup(self) -> dict[int, np.ndarray]:
         return dict(zip(self.users.tolist(), self.items))
 
@@ -293,8 +299,7 @@ class _Validation:
         keep = np.isin(target.column("user_id").to_numpy(), sequences.users)
         target = target.filter(pa.array(keep))
         self.truth = UserItemCSR.from_table(target, model.n_users, model.n_items)
-        users = np.concatenate([np.full(len(s), u) for u, s in zip(sequences.users, sequences.items)] or [np.zeros(0, np.int64)])
-        self.seen = UserItemCSR.from_arrays(users, np.concatenate(sequences.items or [np.zeros(0, np.int64)]), model.n_users, model.n_items)
+        self.seen = sequences.csr(model.n_users, model.n_items)
         self.sequences = sequences
 
     def __call__(self) -> dict:

@@ -280,8 +280,7 @@ class World:
         test = data.table("test")
         keep = np.isin(test.column("user_id").to_numpy(), down_users)
         self.test = UserItemCSR.from_arrays(test.column("user_id").to_numpy()[keep], test.column("item_id").to_numpy()[keep], data.n_users, data.n_items)
-        users = np.concatenate([np.full(len(s), u) for u, s in zip(self.downstream.users, self.downstream.items)])
-        self.seen = UserItemCSR.from_arrays(users, np.concatenate(self.downstream.items), data.n_users, data.n_items)
+        self.seen = self.downstream.csr(data.n_users, data.n_items)
 
     def evaluate(self, model: SASRec, ks) -> dict:
         """Exposure of the targets for the downstream target group and the others; overall accuracy."""
