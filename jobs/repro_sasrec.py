@@ -56,6 +56,7 @@ def check(name: str, out: Path, model_config: dict) -> dict:
     with torch.no_grad():
         metrics = full_ranking_metrics(model.score, seen, test, (5, 10, 20))
     return {
+        "loss": model_config["loss"],
         "metrics": {k: round(v, 5) for k, v in metrics.items() if k.startswith(("hr@", "ndcg@"))},
         "curve": curve,
         "fit_seconds": round(fit_seconds, 1),
@@ -65,11 +66,19 @@ def check(name: str, out: Path, model_config: dict) -> dict:
 
 def report(res: dict) -> str:
     lines = ["| data | loss | HR@5 | NDCG@5 | HR@10 | NDCG@10 | HR@20 | NDCG@20 | epochs | fit s |", "|---" * 10 + "|"]
-    loss = res["meta"]["model"]["loss"]
     for name, r in res["meta"]["runs"].items():
+        loss = r.get("loss", res["meta"]["model"]["loss"])
         cells = [f"{100 * r['metrics'][m]:.2f} ({100 * PAPER[name][m]:.2f})" for m in ("hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20")]
         lines.append(f"| {name} | {loss} | " + " | ".join(cells) + f" | {len(r['curve'])} | {r['fit_seconds']} |")
     return "Percent; in brackets S3-Rec's table (BCE, one negative).\n\n" + "\n".join(lines) + "\n"
+
+
+def earlier_runs(results: str | None) -> dict:
+    """The runs an earlier call wrote to ``<results>.json``, so a call on one dataset adds to the table."""
+    if not results or not Path(f"{results}.json").exists():
+        return {}
+    meta = json.loads(Path(f"{results}.json").read_text())["meta"]
+    return {name: dict(r, loss=r.get("loss", meta["model"]["loss"])) for name, r in meta["runs"].items()}
 
 
 def main() -> None:
@@ -83,7 +92,8 @@ def main() -> None:
     ap.add_argument("--results", help="write <results>.json and <results>.md here")
     args = ap.parse_args()
     model = {"loss": args.loss, "epochs": args.epochs, "eval_every": args.eval_every, "patience": args.patience, "eval_metric": "ndcg@10"}
-    runs = {name: check(name, Path(args.out), model) for name in args.datasets}
+    runs = earlier_runs(args.results)
+    runs.update({name: check(name, Path(args.out), model) for name in args.datasets})
     res = {f"sasrec/{name}/{m}": v for name, r in runs.items() for m, v in r["metrics"].items()}
     res.update({f"{name}/curve": r["curve"] for name, r in runs.items()})
     res["meta"] = {"model": model, "runs": runs, "machine": machine(), "protocol": "full ranking, leave-one-out by time, train and valid items masked"}
