@@ -21,14 +21,39 @@ from bench.common import machine  # noqa: E402
 from distrec.study.vars_study import load_vars, run_vars  # noqa: E402
 
 
-def restored(result: dict, victim: str, defense: str, eps: int) -> float | None:
-    """Share of the PGD target-rank shift at ``eps`` that the defense undoes: 1 - shift(defense) / shift(none)."""
+def undone(result: dict, victim: str, defense: str, eps: int, metric: str) -> float | None:
+    """Share of the PGD effect at ``eps`` on ``metric`` that the defense undoes, each effect measured against
+    the same column's no-attack row: 1 - effect(defense) / effect(none). ``None`` when there is nothing to undo."""
     try:
-        shift_none = result[f"{victim}/none/0/none/mean_rank"] - result[f"{victim}/pgd/{eps}/none/mean_rank"]
-        shift_def = result[f"{victim}/none/0/{defense}/mean_rank"] - result[f"{victim}/pgd/{eps}/{defense}/mean_rank"]
+        effect = {d: result[f"{victim}/pgd/{eps}/{d}/{metric}"] - result[f"{victim}/none/0/{d}/{metric}"] for d in ("none", defense)}
     except KeyError:
         return None
-    return None if shift_none < 1 else 1 - shift_def / shift_none  # no shift to undo
+    if metric == "mean_rank":  # promotion lowers the rank
+        effect = {d: -v for d, v in effect.items()}
+    return None if effect["none"] <= (1 if metric == "mean_rank" else 0) else 1 - effect[defense] / effect["none"]
+
+
+def training_table(history: list[dict] | None) -> list[str]:
+    """The ViT's training record: losses, the detector embeddings' spread, the validation pairs' numbers."""
+    if not history:
+        return []
+    keys = [
+        "pixel",
+        "feature",
+        "contrastive",
+        "spread",
+        "separation",
+        "valid_auc",
+        "valid_pixel",
+        "valid_feature_adv",
+        "valid_feature_purified_adv",
+        "valid_feature_purified_clean",
+        "seconds",
+    ]
+    keys = [k for k in keys if k in history[0]]
+    lines = ["### ViT defense training (validation: held-out items' clean / PGD pairs)", "", "| epoch | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines += [f"| {h['epoch']} | " + " | ".join(f"{h[k]:.4g}" for k in keys) + " |" for h in history]
+    return lines + [""]
 
 
 def tables(result: dict, cfg) -> list[str]:
@@ -51,8 +76,9 @@ def tables(result: dict, cfg) -> list[str]:
             + ", ".join(f"{d} {result[f'{victim}/clean_recall@20/{d}']:.4f} ({100 * (result[f'{victim}/clean_recall@20/{d}'] / base - 1):+.1f}%)" for d in cfg.defenses)
         )
         lines.append("")
-        parts = [f"{d} {100 * r:.0f}%" for d in cfg.defenses if d != "none" and (r := restored(result, victim, d, 8)) is not None]
-        lines += [f"Share of the PGD 8/255 target-rank shift undone on {victim}: " + ", ".join(parts), ""]
+        for metric, what in (("t_hr@10", "T-HR@10 lift"), ("mean_rank", "target-rank shift")):
+            parts = [f"{d} {100 * r:.0f}%" for d in cfg.defenses if d != "none" and (r := undone(result, victim, d, 8, metric)) is not None]
+            lines += [f"Share of the PGD 8/255 {what} undone on {victim}: " + ", ".join(parts), ""]
     return lines
 
 
@@ -79,7 +105,7 @@ def main() -> int:
         ),
         "",
     ]
-    text += tables(result, cfg)
+    text += tables(result, cfg) + training_table(meta.get("vit_training"))
     if args.results:
         res = Path(args.results)
         res.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ STUDY = {
     },
     "surrogates": ["vbpr"],
     "defenses": {"bit_depth": {"bits": 3}, "vit_detector": {}},
-    "vit": {"model": "test_vit", "patch_size": 4, "depth": 1, "epochs": 2, "batch_size": 32},
+    "vit": {"model": "test_vit", "patch_size": 4, "depth": 1, "detector_depth": 1, "decoder_depth": 1, "attack_steps": 1, "epochs": 2, "batch_size": 32},
     "n_targets": 4,
     "target_bucket": "any",
     "methods": ["pgd"],

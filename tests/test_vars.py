@@ -12,7 +12,16 @@ from distrec.attacks.item_image import ImageAttackConfig, ItemImageAttack, strai
 from distrec.data.item_images import load_item_images
 from distrec.data.matrix import UserItemCSR
 from distrec.defenses.filters import BitDepthFilter, JPEGFilter, MedianFilter
-from distrec.defenses.vit_defense import ViTDefense, mask_patches, supervised_contrastive, train_vit_defense
+from distrec.defenses.vit_defense import (
+    ViTDefense,
+    ViTDefenseConfig,
+    embedding_spread,
+    partition,
+    patchify,
+    supervised_contrastive,
+    train_vit_defense,
+    unpatchify,
+)
 from distrec.evaluation.targets import target_mean_rank
 from distrec.models import create_victim
 from distrec.models.image_encoder import GenreEncoderConfig, pretrain_genre_encoder
@@ -98,30 +107,56 @@ def test_filters_and_bpda():
 
 
 def test_vit_defense_pieces():
-    x = torch.ones(4, 3, 16, 16)
-    masked = mask_patches(x, 4, 0.5, torch.Generator().manual_seed(0))
-    assert set(masked.unique().tolist()) == {0.0, 1.0} and 0.2 < (masked == 0).float().mean() < 0.8
+    x = torch.rand(4, 3, 16, 16)
+    assert torch.equal(unpatchify(patchify(x, 4), 4, 4), x)
+    visible = partition(16, 4, torch.Generator().manual_seed(0))
+    assert torch.equal(visible.sum(0), torch.ones(16, dtype=torch.long)) and visible.sum(1).tolist() == [4, 4, 4, 4]
     labels = torch.tensor([0, 0, 1, 1])
     apart = F.normalize(torch.tensor([[1.0, 0], [1, 0.01], [0, 1], [0.01, 1]]), dim=1)
     mixed = apart[[0, 2, 1, 3]]
     assert supervised_contrastive(apart, labels, 0.1) < supervised_contrastive(mixed, labels, 0.1)
-    defense = ViTDefense(img_size=16, patch_size=4, depth=1, model="test_vit", epochs=3, batch_size=16)
-    assert defense.purify(x).shape == x.shape
+    assert embedding_spread(torch.ones(4, 2) / 2**0.5, labels) == pytest.approx({"spread": 0.0, "separation": 0.0}, abs=1e-6)
+    assert embedding_spread(apart, labels)["separation"] > 0.9
+    with pytest.raises(ValueError, match="mask_ratio"):
+        ViTDefenseConfig(mask_ratio=1.0)
+
+
+def test_the_purifier_never_copies_a_patch_through():
+    """Each output patch comes from passes in which that patch was hidden: its own pixels have no effect on it."""
+    defense = ViTDefense(img_size=16, patch_size=4, depth=1, model="test_vit", mask_ratio=0.75)
+    torch.nn.init.normal_(defense.mae.head.weight, std=0.1)  # zero at initialisation: no path from input to output
+    x = torch.rand(2, 3, 16, 16, requires_grad=True)
+    out = defense.purify(x)
+    assert out.shape == x.shape and defense.config.passes == 4
+    (grad,) = torch.autograd.grad(out[:, :, 4:8, 8:12].sum(), x)  # output patch (1, 2)
+    assert grad[:, :, 4:8, 8:12].abs().max() == 0 and grad.abs().sum() > 0
+    assert torch.equal(defense.purify(x), out)  # a fixed, seeded partition by default
+    randomised = ViTDefense(img_size=16, patch_size=4, depth=1, model="test_vit", random_partition=True)
+    randomised.load_state_dict(defense.state_dict())
+    assert not torch.equal(randomised.purify(x), randomised.purify(x))
 
 
 def test_vit_defense_learns_to_detect_and_denoise():
     torch.manual_seed(0)
-    smooth = lambda n: F.interpolate(torch.rand(n, 3, 4, 4), size=16, mode="bilinear") * 0.5 + 0.25  # noqa: E731
+    smooth = lambda n: F.interpolate(torch.rand(n, 3, 2, 2), size=16, mode="bilinear", align_corners=True) * 0.5 + 0.25  # noqa: E731
+    noise = lambda x, eps: (x + eps * torch.sign(torch.randn_like(x))).clamp(0, 1)  # noqa: E731
     clean = smooth(320)
-    noisy = (clean + 0.2 * torch.sign(torch.randn_like(clean))).clamp(0, 1)
-    defense = ViTDefense(img_size=16, patch_size=4, depth=1, model="test_vit", epochs=20, batch_size=32, lr=2e-3, mask_ratio=0.0, joint=False)
-    history = train_vit_defense(defense, clean, noisy, progress=False)
-    assert history[-1]["reconstruction"] < history[0]["reconstruction"]
+    features = torch.nn.Sequential(torch.nn.AvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(48, 8))  # a frozen "encoder"
+    defense = ViTDefense(
+        img_size=16, patch_size=4, depth=1, detector_depth=1, model="test_vit", pretrain_epochs=8, epochs=6, batch_size=32, lr=2e-3, train_eps=(40, 60), feature_weight=0.1
+    )
+    history = train_vit_defense(defense, clean, lambda x, rows, eps, goal: noise(x, eps), features, progress=False)
+    pretrain, last = [h for h in history if h["phase"] == "pretrain"], history[-1]
+    assert len(pretrain) == 8 and pretrain[-1]["pixel"] < pretrain[0]["pixel"]
+    assert last["valid_auc"] > 0.9 and last["spread"] > 0.1 and last["separation"] > 0.5  # not collapsed
+    assert all(p.requires_grad for p in features.parameters())  # frozen only while training
+    # what the recommender's encoder sees of a purified attacked image is what it sees of the purified clean one
+    assert last["valid_feature_purified_adv"] <= 1.05 * last["valid_feature_purified_clean"]
     fresh = smooth(40)
-    fresh_noisy = (fresh + 0.2 * torch.sign(torch.randn_like(fresh))).clamp(0, 1)
+    fresh_noisy = noise(fresh, 50 / 255)
     assert defense.flag(fresh_noisy).float().mean() > 0.8 and defense.flag(fresh).float().mean() < 0.3
     with torch.no_grad():
-        assert F.mse_loss(defense.purify(fresh_noisy), fresh) < F.mse_loss(fresh_noisy, fresh)
+        assert F.mse_loss(defense.purify(fresh_noisy), fresh) < 0.5 * F.mse_loss(fresh_noisy, fresh)
 
 
 def test_target_mean_rank_by_hand():
@@ -145,7 +180,7 @@ def test_vars_study_end_to_end(synthetic_dataset, encoder_dir, tmp_path, ray_ses
         "eps": [16],
         "pgd_steps": 4,
         "defenses": ["none", "bit_depth", "vit_filter", "vit_detector", "vit_filter_detector"],
-        "vit": {"model": "test_vit", "patch_size": 4, "depth": 1, "epochs": 2, "batch_size": 32},
+        "vit": {"model": "test_vit", "patch_size": 4, "depth": 1, "detector_depth": 1, "decoder_depth": 1, "attack_steps": 1, "epochs": 2, "batch_size": 32},
         "vit_train_items": 60,
         "detection_items": 30,
         "adaptive_eps": 16,

@@ -1,63 +1,116 @@
-"""The ViT defense for item images (methods.md section 3, after Yin et al., arXiv 2306.07992):
+"""The ViT defense for item images (methods.md section 3, after Yin et al., arXiv 2306.07992: "a global
+vision transformer" that reconstructs the item image, and "a detector trained with a contrastive loss"):
 
-- a purifier: a timm vision transformer over the image's patches with a linear patch decoder, trained
-  to map perturbed and randomly masked images back to the clean ones (masked-autoencoder style);
-- a detector: a projection of the class token of a transformer that reads the image's high-pass residual
-  (or the image, or the purifier's residual: ``detector_input``), trained with a supervised contrastive loss
-  (Khosla et al. 2020, eq. 2) that pulls clean images together and pushes adversarial ones away; an image
-  is flagged when its cosine distance to the clean centroid exceeds a threshold calibrated on held-out
-  clean images at a chosen false-positive rate.
+- a purifier that cannot learn the identity: a masked autoencoder (He et al. 2022) whose timm ViT encoder
+  sees only a ``1 - mask_ratio`` share of the patches and whose small transformer decoder predicts the
+  rest. An image is purified in ``ceil(1 / (1 - mask_ratio))`` passes over disjoint visible sets, and every
+  output patch is the mean of the passes in which it was hidden, so no pixel is copied through: a local
+  perturbation reaches the output only through what the other patches let the model infer. Trained on
+  clean images and on adversarial ones crafted on the fly against the victim (several eps, both goals),
+  with a pixel loss to the clean image plus a loss on the frozen recommender encoder's features (the
+  purified image should look clean *to the recommender*);
+- a detector: a projection of the mean patch token of a transformer that reads the image's high-pass residual
+  (or the image: ``detector_input``), trained with a supervised contrastive loss (Khosla et al. 2020,
+  eq. 2) on batches of balanced clean / adversarial pairs; the embeddings' spread is recorded every epoch
+  (a collapsed objective shows as a spread near 0). An image is flagged when its cosine distance to the
+  clean centroid exceeds a threshold calibrated on held-out clean images at ``target_fpr``.
 
-With ``joint`` both heads share one transformer and are trained on the sum of the losses; otherwise each
-has its own. Deployed as a filter (purify every image), a detector (reject flagged uploads: the item
-keeps its previous image), or both.
+With ``joint`` the detector reads through the purifier's encoder and both are trained on the sum of the
+losses; otherwise each has its own. Deployed as a filter (purify every image), a detector (reject flagged
+uploads: the item keeps its previous image), or both.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import timm
 import torch
 import torch.nn.functional as F
+from timm.models.vision_transformer import Block
 from torch import nn
 from tqdm.auto import tqdm
 
 from distrec.defenses.filters import median_filter
 from distrec.defenses.registry import Defense, register_defense
 
-DETECTOR_INPUTS = ("image", "highpass", "purifier_residual")
+DETECTOR_INPUTS = ("image", "highpass")
 
 
 @dataclass
 class ViTDefenseConfig:
+    """``mask_ratio``: share of patches hidden from the encoder in each pass (MAE: 0.75), rounded up to
+    1 - 1/k for the k = ``passes`` disjoint visible sets (0.5: 2 passes, 0.75: 4);
+    ``random_partition``: draw the passes' visible sets per call at inference (a randomised defense,
+    attacked with EOT) instead of one fixed, seeded partition; ``feature_weight``: weight of the
+    frozen-encoder feature loss; ``train_eps`` / ``attack_steps``: the on-the-fly PGD (eps over 255);
+    ``detector_input``: ``highpass`` (x - median3(x), times ``residual_scale``) or ``image``;
+    ``pretrain_epochs``: MAE epochs on clean images alone (pixel loss, no attack: cheap) before the
+    ``epochs`` of adversarial training."""
+
     img_size: int = 64
     patch_size: int = 8
     depth: int = 4
     model: str = "vit_tiny_patch16_224"
+    mask_ratio: float = 0.75
+    random_partition: bool = False
+    decoder_dim: int = 128
+    decoder_depth: int = 2
+    feature_weight: float = 1.0
+    train_eps: tuple[int, ...] = (2, 4, 8, 16)
+    attack_steps: int = 5
+    detector_depth: int = 4
     detector_dim: int = 64
-    mask_ratio: float = 0.25
-    eval_mask_ratio: float = 0.0
     detector_input: str = "highpass"
     residual_scale: float = 8.0
-    temperature: float = 0.1
+    temperature: float = 0.2
     detector_weight: float = 1.0
-    joint: bool = True
+    joint: bool = False
     target_fpr: float = 0.05
+    pretrain_epochs: int = 0
     epochs: int = 20
-    lr: float = 3e-4
+    lr: float = 1e-3
     batch_size: int = 64
     seed: int = 0
 
+    def __post_init__(self):
+        self.train_eps = tuple(self.train_eps)
+        if self.detector_input not in DETECTOR_INPUTS:
+            raise ValueError(f"vit.detector_input must be one of {DETECTOR_INPUTS}, got {self.detector_input!r}")
+        if not 0 < self.mask_ratio < 1:
+            raise ValueError(f"vit.mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if self.img_size % self.patch_size:
+            raise ValueError(f"vit.patch_size {self.patch_size} does not divide img_size {self.img_size}")
+        if not self.train_eps or any(not 0 < e <= 255 for e in self.train_eps):
+            raise ValueError(f"vit.train_eps: numerators over 255 in (0, 255], got {self.train_eps}")
 
-def mask_patches(x: torch.Tensor, patch: int, ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Zero a random ``ratio`` of the ``patch`` x ``patch`` patches of each image."""
-    if ratio <= 0:
-        return x
-    b, _, h, w = x.shape
-    keep = (torch.rand(b, 1, h // patch, w // patch, generator=generator) >= ratio).to(x)
-    return x * keep.repeat_interleave(patch, 2).repeat_interleave(patch, 3)
+    @property
+    def passes(self) -> int:
+        return math.ceil(1 / (1 - self.mask_ratio) - 1e-9)
+
+
+def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """[B, 3, H, W] -> [B, (H/p)(W/p), 3 p p], patches in raster order (the ViT's token order)."""
+    b, c, h, w = x.shape
+    return x.view(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // p) * (w // p), c * p * p)
+
+
+def unpatchify(patches: torch.Tensor, p: int, side: int) -> torch.Tensor:
+    b = patches.shape[0]
+    return patches.view(b, side, side, 3, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, 3, side * p, side * p)
+
+
+def partition(n_patches: int, passes: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``passes`` disjoint visible sets covering the patches, as a [passes, n_patches] bool mask."""
+    order = torch.randperm(n_patches, generator=generator)
+    visible = torch.zeros(passes, n_patches, dtype=torch.bool)
+    for k, chunk in enumerate(order.chunk(passes)):
+        visible[k, chunk] = True
+    return visible
 
 
 def supervised_contrastive(z: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -70,61 +123,98 @@ def supervised_contrastive(z: torch.Tensor, labels: torch.Tensor, temperature: f
     return -((log_prob * positive).sum(1) / positive.sum(1).clamp_min(1)).mean()
 
 
-class _ViTBody(nn.Module):
+def embedding_spread(z: torch.Tensor, labels: torch.Tensor) -> dict:
+    """How far a contrastive objective is from collapse: the mean distance of normalised embeddings to their
+    mean (0 when every image maps to one point) and the cosine distance between the two class centroids."""
+    centroids = [F.normalize(z[labels == k].mean(0), dim=0) for k in (0, 1)]
+    return {"spread": float((z - z.mean(0)).norm(dim=1).mean()), "separation": float(1 - centroids[0] @ centroids[1])}
+
+
+class MaskedAutoencoder(nn.Module):
+    """MAE (He et al. 2022): a timm ViT encoder over the visible patches, then a light transformer decoder
+    over all positions (mask tokens where a patch was hidden) that predicts every patch's pixels."""
+
     def __init__(self, c: ViTDefenseConfig):
         super().__init__()
-        self.vit = timm.create_model(c.model, pretrained=False, img_size=c.img_size, patch_size=c.patch_size, depth=c.depth, num_classes=0)
-        self.prefix = self.vit.num_prefix_tokens
+        self.patch_size, self.side = c.patch_size, c.img_size // c.patch_size
+        self.encoder = timm.create_model(c.model, pretrained=False, img_size=c.img_size, patch_size=c.patch_size, depth=c.depth, num_classes=0)
+        self.prefix = self.encoder.num_prefix_tokens
+        dim = self.encoder.embed_dim
+        self.to_decoder = nn.Linear(dim, c.decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_dim))
+        self.decoder_pos = nn.Parameter(0.02 * torch.randn(1, self.side**2, c.decoder_dim))
+        self.decoder = nn.Sequential(*[Block(c.decoder_dim, num_heads=4, mlp_ratio=4.0) for _ in range(c.decoder_depth)])
+        self.decoder_norm = nn.LayerNorm(c.decoder_dim)
+        self.head = nn.Linear(c.decoder_dim, 3 * c.patch_size**2)
+        nn.init.zeros_(self.head.weight)  # a mid-grey start: nothing clamped, no gradient lost
+        nn.init.constant_(self.head.bias, 0.5)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.vit.forward_features(x)  # [B, prefix + patches, D]
+    def encode(self, x: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder tokens (prefix first) of the patches where ``visible`` [B, N] is true (all if None)."""
+        vit = self.encoder
+        tokens = vit._pos_embed(vit.patch_embed(x))
+        if visible is not None:
+            idx = visible.nonzero()[:, 1].view(len(x), -1)  # every row keeps the same number of patches
+            patches = tokens[:, self.prefix :].gather(1, idx[..., None].expand(-1, -1, tokens.shape[-1]))
+            tokens = torch.cat([tokens[:, : self.prefix], patches], 1)
+        return vit.norm(vit.blocks(vit.norm_pre(tokens)))
+
+    def forward(self, x: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """Predicted patches [B, N, 3 p p] of every position from the visible ones."""
+        enc = self.to_decoder(self.encode(x, visible)[:, self.prefix :])
+        full = self.mask_token.expand(len(x), visible.shape[1], -1).clone()
+        full[visible] = enc.reshape(-1, enc.shape[-1])
+        return self.head(self.decoder_norm(self.decoder(full + self.decoder_pos)))
 
 
 class ViTDefense(nn.Module):
     def __init__(self, config: ViTDefenseConfig | None = None, **kw):
         super().__init__()
         self.config = c = config or ViTDefenseConfig(**kw)
-        if c.detector_input not in DETECTOR_INPUTS:
-            raise ValueError(f"vit.detector_input must be one of {DETECTOR_INPUTS}, got {c.detector_input!r}")
-        self.purifier_body = _ViTBody(c)
-        self.detector_body = self.purifier_body if c.joint else _ViTBody(c)
-        dim = self.purifier_body.vit.embed_dim
-        self.decoder = nn.Linear(dim, c.patch_size**2 * 3)
-        nn.init.zeros_(self.decoder.weight)  # the purifier starts as the identity and learns corrections
-        nn.init.zeros_(self.decoder.bias)
+        self.mae = MaskedAutoencoder(c)
+        if c.joint:
+            self.detector_body = self.mae.encoder
+        else:
+            self.detector_body = timm.create_model(c.model, pretrained=False, img_size=c.img_size, patch_size=c.patch_size, depth=c.detector_depth, num_classes=0)
+        dim = self.detector_body.embed_dim
         self.projector = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, c.detector_dim))
         self.register_buffer("clean_centroid", torch.zeros(c.detector_dim))
         self.register_buffer("threshold", torch.tensor(float("inf")))
 
-    def purify(self, x: torch.Tensor, mask_ratio: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The reconstructed image: the masked input plus the decoded per-patch correction."""
-        c = self.config
-        masked = mask_patches(x, c.patch_size, c.eval_mask_ratio if mask_ratio is None else mask_ratio, generator)
-        tokens = self.purifier_body(masked)[:, self.purifier_body.prefix :]
-        b, n = tokens.shape[:2]
-        side, p = c.img_size // c.patch_size, c.patch_size
-        patches = self.decoder(tokens).view(b, side, side, 3, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, 3, c.img_size, c.img_size)
-        return (masked + patches).clamp(0, 1)
+    def purify(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The image rebuilt patch by patch, each patch from passes in which it was hidden. The partition of
+        the patches into visible sets is drawn from ``generator``; without one, a fixed seeded partition
+        (or a fresh one per call under ``random_partition``) is used."""
+        c, n = self.config, self.mae.side**2
+        if generator is None and not c.random_partition:
+            generator = torch.Generator().manual_seed(c.seed)
+        visible = partition(n, c.passes, generator).to(x.device)  # [P, N]
+        b = len(x)
+        pred = self.mae(x.repeat(c.passes, 1, 1, 1), visible.repeat_interleave(b, 0)).view(c.passes, b, n, -1)
+        hidden = (~visible).to(pred)[:, None, :, None]
+        patches = (pred * hidden).sum(0) / hidden.sum(0)
+        return unpatchify(patches, c.patch_size, self.mae.side).clamp(0, 1)
 
     forward = purify
 
     def detector_view(self, x: torch.Tensor) -> torch.Tensor:
-        """What the detector looks at: the image, its high-pass residual x - median3(x), or the purifier's
-        residual x - purify(x), both scaled by ``residual_scale`` around 0.5 (perturbations of a few /255
-        are high-frequency; the image content mostly is not)."""
-        mode = self.config.detector_input
-        if mode == "image":
+        """What the detector reads: the image, or its high-pass residual x - median3(x) times
+        ``residual_scale`` (perturbations of a few /255 are high-frequency; the content mostly is not)."""
+        if self.config.detector_input == "image":
             return x
-        smooth = median_filter(x, 3) if mode == "highpass" else self.purify(x, 0.0).detach()
-        return (0.5 + self.config.residual_scale * (x - smooth)).clamp(0, 1)
+        return self.config.residual_scale * (x - median_filter(x, 3))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.projector(self.detector_body(self.detector_view(x))[:, 0]), dim=1)
+        """The projected, normalised mean of the detector's patch tokens: a perturbation is spread over the
+        whole image, so its evidence is summed over patches (the class token of a briefly trained ViT
+        barely differs between images, and the contrastive objective stalls on it)."""
+        tokens = self.detector_body.forward_features(self.detector_view(x))[:, self.detector_body.num_prefix_tokens :]
+        return F.normalize(self.projector(tokens.mean(1)), dim=1)
 
     @torch.no_grad()
-    def detection_score(self, x: torch.Tensor) -> torch.Tensor:
+    def detection_score(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Cosine distance of the image's embedding to the clean centroid (higher = more suspicious)."""
-        return 1 - self.embed(x) @ self.clean_centroid
+        return torch.cat([1 - self.embed(x[s : s + batch_size]) @ self.clean_centroid for s in range(0, len(x), batch_size)])
 
     @torch.no_grad()
     def flag(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,39 +223,142 @@ class ViTDefense(nn.Module):
     @torch.no_grad()
     def calibrate(self, clean_train: torch.Tensor, clean_holdout: torch.Tensor) -> float:
         """Centroid from training clean images; threshold = the (1 - target_fpr) quantile of held-out clean scores."""
-        self.clean_centroid.copy_(F.normalize(self.embed(clean_train).mean(0), dim=0))
+        z = torch.cat([self.embed(clean_train[s : s + 256]) for s in range(0, len(clean_train), 256)])
+        self.clean_centroid.copy_(F.normalize(z.mean(0), dim=0))
         self.threshold.copy_(torch.quantile(self.detection_score(clean_holdout), 1 - self.config.target_fpr))
         return float(self.threshold)
 
 
-def train_vit_defense(defense: ViTDefense, clean: torch.Tensor, adversarial: torch.Tensor, progress: bool = True) -> list[dict]:
-    """Train on paired clean / adversarial images (float ``[N, 3, S, S]``): reconstruction of the clean
-    image from both (masked), plus the contrastive detector loss; the last 10% of the pairs calibrate."""
+Adversary = Callable[[torch.Tensor, torch.Tensor, float, str], torch.Tensor]
+"""(clean images, their rows in the training set, eps in pixel units, goal) -> adversarial images."""
+
+
+def mann_whitney_auc(negative: torch.Tensor, positive: torch.Tensor) -> float:
+    """P(a positive's score > a negative's), ties counted half (Mann-Whitney U)."""
+    diff = positive[:, None] - negative[None, :]
+    return float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean())
+
+
+def feature_error(features: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance of ``features`` to the clean images' ``clean`` features, as a share of the clean
+    features' variance across images (1: as far as another image's; scale-free, whatever the encoder)."""
+    return (features - clean).pow(2).sum(1).mean() / clean.var(0).sum().detach().clamp_min(1e-8)
+
+
+class _Losses:
+    """The three training losses of one batch of clean / adversarial pairs."""
+
+    def __init__(self, defense: ViTDefense, features: nn.Module | None):
+        self.defense, self.features = defense, features
+
+    def __call__(self, x_clean: torch.Tensor, x_adv: torch.Tensor, generator: torch.Generator) -> dict:
+        d, c = self.defense, self.defense.config
+        both, target = torch.cat([x_clean, x_adv]), torch.cat([x_clean, x_clean])
+        purified = d.purify(both, generator)
+        out = {"pixel": F.mse_loss(purified, target)}
+        if self.features is not None and c.feature_weight > 0:
+            with torch.no_grad():
+                goal = self.features(x_clean).repeat(2, 1)
+            out["feature"] = feature_error(self.features(purified), goal)
+        labels = torch.cat([torch.zeros(len(x_clean)), torch.ones(len(x_adv))]).long()
+        z = d.embed(both)
+        out["contrastive"] = supervised_contrastive(z, labels, c.temperature)
+        out["total"] = out["pixel"] + c.feature_weight * out.get("feature", 0.0) + c.detector_weight * out["contrastive"]
+        out["_spread"] = embedding_spread(z.detach(), labels)
+        return out
+
+
+def _schedule(n_batches: int, eps: tuple[int, ...], generator: torch.Generator) -> list[tuple[float, str]]:
+    """An (eps, goal) per batch: every eps and both goals equally often, in a seeded order."""
+    combos = [(e / 255, g) for e in eps for g in ("promote", "demote")]
+    picks = [combos[i % len(combos)] for i in range(n_batches)]
+    return [picks[i] for i in torch.randperm(n_batches, generator=generator).tolist()]
+
+
+@torch.no_grad()
+def validate(defense: ViTDefense, clean: torch.Tensor, adversarial: torch.Tensor, features: nn.Module | None) -> dict:
+    """On held-out pairs: the detector's AUC (with a centroid from the clean images), the purifier's pixel
+    error, and the feature distance to the clean image of the purified clean and adversarial images."""
+    defense.eval()
+    z_clean, z_adv = defense.embed(clean), defense.embed(adversarial)
+    centroid = F.normalize(z_clean.mean(0), dim=0)
+    out = {"valid_auc": mann_whitney_auc(1 - z_clean @ centroid, 1 - z_adv @ centroid)}
+    pc, pa = defense.purify(clean), defense.purify(adversarial)
+    out["valid_pixel"] = float(F.mse_loss(pc, clean))
+    if features is not None:
+        goal = features(clean)
+        out.update({f"valid_feature_{k}": float(feature_error(features(x), goal)) for k, x in (("adv", adversarial), ("purified_adv", pa), ("purified_clean", pc))})
+    return out
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module | None):
+    """``module``'s parameters without gradients inside the block (a loss through it trains nothing of it)."""
+    params = [p for p in (module.parameters() if module is not None else []) if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def train_vit_defense(
+    defense: ViTDefense,
+    clean: torch.Tensor,
+    adversary: Adversary,
+    features: nn.Module | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Train on ``clean`` images (float ``[N, 3, S, S]``) and adversarial versions that ``adversary`` crafts
+    for every batch, at an (eps, goal) from ``train_eps`` x (promote, demote) in turn; ``features`` is the
+    frozen recommender encoder of the feature loss. 10% of the images are held out: their pairs (crafted
+    once, at every eps) give the per-epoch validation record, their clean images calibrate the detector."""
     c = defense.config
     g = torch.Generator().manual_seed(c.seed)
     torch.manual_seed(c.seed)
-    n_hold = max(1, len(clean) // 10)
     order = torch.randperm(len(clean), generator=g)
+    n_hold = max(2, len(clean) // 10)
     hold, train = order[:n_hold], order[n_hold:]
+    with frozen(features):
+        return _train(defense, clean, adversary, features, progress, (hold, train), g)
+
+
+def _train(defense, clean, adversary, features, progress, split, g) -> list[dict]:
+    c, (hold, train) = defense.config, split
+    valid_adv = torch.cat([adversary(clean[part], part, c.train_eps[i % len(c.train_eps)] / 255, "promote") for i, part in enumerate(hold.chunk(len(c.train_eps)))])
+    valid_clean = torch.cat([clean[part] for part in hold.chunk(len(c.train_eps))])
     optimizer = torch.optim.AdamW(defense.parameters(), lr=c.lr, weight_decay=0.05)
-    history = []
-    for epoch in tqdm(range(c.epochs), desc="vit defense", unit="epoch", disable=not progress):
-        t0, totals = time.perf_counter(), {"reconstruction": 0.0, "contrastive": 0.0}
-        defense.train()
-        train = train[torch.randperm(len(train), generator=g)]
-        for s in range(0, len(train), c.batch_size):
-            rows = train[s : s + c.batch_size]
-            x_clean, x_adv = clean[rows], adversarial[rows]
-            both = torch.cat([x_clean, x_adv])
-            rec = F.mse_loss(defense.purify(both, c.mask_ratio, g), torch.cat([x_clean, x_clean]))
-            labels = torch.cat([torch.zeros(len(rows)), torch.ones(len(rows))]).long()
-            con = supervised_contrastive(defense.embed(both), labels, c.temperature)
-            optimizer.zero_grad(set_to_none=True)
-            (rec + c.detector_weight * con).backward()
-            optimizer.step()
-            totals["reconstruction"] += rec.item() * len(rows)
-            totals["contrastive"] += con.item() * len(rows)
-        history.append({"epoch": epoch, **{k: v / len(train) for k, v in totals.items()}, "seconds": time.perf_counter() - t0})
+    n_batches = math.ceil(len(train) / c.batch_size)
+    losses, history = _Losses(defense, features), []
+    for phase, epochs in (("pretrain", c.pretrain_epochs), ("adversarial", c.epochs)):
+        if not epochs:
+            continue
+        steps = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=c.lr, total_steps=epochs * n_batches, pct_start=0.1)
+        for epoch in tqdm(range(epochs), desc=f"vit defense ({phase})", unit="epoch", disable=not progress):
+            t0, totals, spread = time.perf_counter(), {}, []
+            perm = train[torch.randperm(len(train), generator=g)]
+            for b, (eps, goal) in enumerate(_schedule(n_batches, c.train_eps, g)):
+                rows = perm[b * c.batch_size : (b + 1) * c.batch_size]
+                if phase == "pretrain":
+                    defense.train()
+                    out = {"pixel": F.mse_loss(defense.purify(clean[rows], g), clean[rows])}
+                    out["total"] = out["pixel"]
+                else:
+                    defense.eval()  # the attack sees the deployed victim; the defense is not part of it
+                    x_adv = adversary(clean[rows], rows, eps, goal).detach()
+                    defense.train()
+                    out = losses(clean[rows], x_adv, g)
+                    spread.append(out.pop("_spread"))
+                optimizer.zero_grad(set_to_none=True)
+                out["total"].backward()
+                optimizer.step()
+                steps.step()
+                for k, v in out.items():
+                    totals[k] = totals.get(k, 0.0) + v.item() * len(rows) / len(train)
+            record = {"phase": phase, "epoch": epoch, **totals, **{k: sum(s[k] for s in spread) / len(spread) for k in (spread[0] if spread else ())}}
+            history.append(dict(record, **validate(defense, valid_clean, valid_adv, features), seconds=time.perf_counter() - t0))
     defense.eval()
     defense.calibrate(clean[train], clean[hold])
     return history

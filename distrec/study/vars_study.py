@@ -30,7 +30,7 @@ class VarsConfig:
     over 255; ``defenses``: ``none``, the filters (``jpeg``, ``bit_depth``, ``median``; settings under
     ``filters``), ``vit_filter``, ``vit_detector``, ``vit_filter_detector``; ``adaptive_eps``: eps of the
     adaptive PGD, which differentiates through the filter (BPDA for the non-differentiable ones, EOT over
-    the ViT's random masks when ``vit.eval_mask_ratio`` > 0) but does not try to evade the detector."""
+    the ViT's random partitions when ``vit.random_partition``) but does not try to evade the detector."""
 
     dataset: DatasetSpec
     image_size: int = 64
@@ -127,6 +127,7 @@ def run_vars(config_path: str | Path, out: str | Path, progress: bool = True, nu
         "encoder": encoder["report"],
         "targets": units[-1].payload["targets"],
         "cells": cells,
+        "vit_training": study["summary"].get("vit_training"),
     }
     storage.write_text(f"{out}/vars.json", json.dumps(result, indent=2))
     return result

@@ -56,7 +56,7 @@ class ItemImageConfig:
     ``transfer: false`` measures each craft on its surrogate's columns only (the white-box table);
     ``defenses``: name -> config (``vit_*`` take the shared ``vit`` settings); ``adaptive_eps``: eps of the
     adaptive PGD through each defense (``null``: none); ``eot_samples``: its EOT samples through a
-    randomised ViT (``vit.eval_mask_ratio`` > 0)."""
+    randomised ViT (``vit.random_partition``)."""
 
     dataset: DatasetSpec
     victims: dict[str, dict]
@@ -212,7 +212,7 @@ class ItemImage(Scenario):
         if any(c.partition("+")[2] in VIT_DEPLOYMENTS for c in self.columns()):
             vit = Unit(
                 "vit",
-                content_id(trained[first], cfg.vit, cfg.eps, cfg.pgd_steps, cfg.vit_train_items, targets),
+                content_id(trained[first], dataclasses.asdict(self._vit_config()), cfg.vit_train_items, targets),
                 {"data": data.uri, "targets": targets},
                 deps={"victim": trained[first]},
                 label=f"vit on {first}",
@@ -341,26 +341,21 @@ class ItemImage(Scenario):
 
     def _vit(self, p: dict, deps: dict, ctx) -> dict:
         """The ViT purifier + detector trained on clean posters of non-target items and PGD versions of
-        them crafted against the first victim (promote and demote, eps drawn from ``eps``)."""
+        them crafted on the fly against the first victim (promote and demote, ``vit.train_eps``), with the
+        victim's encoder as the feature loss's frozen encoder."""
         cfg = self.config
         _, images = self._data(p["data"], ctx)
         victim = self._victim(deps["victim"]["victim_uri"], deps["victim"]["encoder_uri"], ctx)
 
         def train():
-            rng = np.random.default_rng(cfg.seed + 3)
             items = self._vit_items(images, p["targets"])
-            clean = images.floats(items)
-            adversarial = torch.empty_like(clean)
-            users = torch.arange(victim.n_users)
-            eps, goals = rng.choice(cfg.eps, len(items)), rng.choice(["promote", "demote"], len(items))
-            for e in sorted(set(eps.tolist())):
-                for goal in ("promote", "demote"):
-                    rows = torch.from_numpy(np.flatnonzero((eps == e) & (goals == goal)))
-                    if len(rows):
-                        attack = ItemImageAttack(victim, ImageAttackConfig(method="pgd", eps=e / 255, steps=cfg.pgd_steps, goal=goal, seed=cfg.seed))
-                        adversarial[rows] = attack(clean[rows], items[rows], users)
+            steps, users = self._vit_config().attack_steps, torch.arange(victim.n_users)
+
+            def adversary(x, rows, eps, goal):
+                return ItemImageAttack(victim, ImageAttackConfig(method="pgd", eps=eps, steps=steps, goal=goal, seed=cfg.seed))(x, items[rows], users)
+
             defense = ViTDefense(self._vit_config())
-            history = train_vit_defense(defense, clean, adversarial, progress=False)
+            history = train_vit_defense(defense, images.floats(items), adversary, victim.encoder, progress=False)
             return defense.eval(), history
 
         def save(model_history, folder):
@@ -393,7 +388,7 @@ class ItemImage(Scenario):
         if a["adaptive"]:
             dep = self._deployed(a["adaptive"], a["defense_config"], deps, ctx)
             path = dep.attack_path()
-            eot = cfg.eot_samples if a["adaptive"] in VIT_DEPLOYMENTS and cfg.vit.get("eval_mask_ratio", 0) > 0 else 1
+            eot = cfg.eot_samples if a["adaptive"] in VIT_DEPLOYMENTS and self._vit_config().random_partition else 1
             attack_cfg = ImageAttackConfig(method="pgd", eps=a["eps"] / 255, steps=cfg.pgd_steps, goal=cfg.goal, seed=cfg.seed, eot_samples=eot)
         else:
             attack_cfg = ImageAttackConfig(method=a["method"], eps=a["eps"] / 255, steps=cfg.pgd_steps, goal=cfg.goal, seed=cfg.seed)
@@ -459,5 +454,12 @@ class ItemImage(Scenario):
         return {"detection": out}
 
     def summary(self, results: dict[str, dict]) -> dict:
-        found = [r for r in results.values() if r["stage"] == "detection"]
-        return {"detection": found[0]["detection"]} if found else {}
+        """The detector's AUC / accuracy per eps and the ViT's training record (losses, embedding spread and
+        the validation pairs' numbers per epoch)."""
+        out = {}
+        for r in results.values():
+            if r["stage"] == "detection":
+                out["detection"] = r["detection"]
+            elif r["stage"] == "vit":
+                out["vit_training"] = r["history"]
+        return out
