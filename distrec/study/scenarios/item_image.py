@@ -34,7 +34,7 @@ from distrec.data.item_images import load_item_images
 from distrec.data.matrix import UserItemCSR
 from distrec.data.spec import DatasetSpec, check_dataset_spec, materialise_dataset
 from distrec.defenses import create_defense, defense_class, list_defenses
-from distrec.defenses.vit_defense import VIT_DEPLOYMENTS, ViTDefense, ViTDefenseConfig, train_vit_defense
+from distrec.defenses.vit_defense import VIT_DEPLOYMENTS, ViTDefense, ViTDefenseConfig, mann_whitney_auc, train_vit_defense
 from distrec.distributed import storage
 from distrec.evaluation.ranking import full_ranking_metrics
 from distrec.evaluation.targets import target_mean_rank, target_metrics
@@ -124,12 +124,6 @@ class Deployed:
         if self.filter is None:
             return None
         return self.filter if isinstance(self.filter, ViTDefense) else straight_through(self.filter)
-
-
-def auc(scores_neg: torch.Tensor, scores_pos: torch.Tensor) -> float:
-    """P(score of an adversarial image > score of a clean one), ties counted half (Mann-Whitney U)."""
-    diff = scores_pos[:, None] - scores_neg[None, :]
-    return float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean())
 
 
 @register_scenario("item_image")
@@ -449,7 +443,7 @@ class ItemImage(Scenario):
                 )
             scores_adv = vit.detection_score(adv)
             correct = (scores_adv > vit.threshold).float().sum() + (scores_clean <= vit.threshold).float().sum()
-            out[f"pgd/{e}/auc"] = round(auc(scores_clean, scores_adv), 4)
+            out[f"pgd/{e}/auc"] = round(mann_whitney_auc(scores_clean, scores_adv), 4)
             out[f"pgd/{e}/accuracy"] = round(float(correct / (2 * len(clean))), 4)
         return {"detection": out}
 
