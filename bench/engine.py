@@ -145,14 +145,14 @@ def population(steps: int = 8, sizes=(1, 2, 4)) -> None:
     print(f"machine: {machine()}; ML-1M, RevAdv {steps} outer steps, WRMF surrogate (als), members share 2 cores")
     print("| P | craft s | s / outer step | T-HR@20 bpr | T-HR@20 lightgcn |")
     print("|---|---|---|---|---|")
-    cache: dict = {}
+    cache = tempfile.mkdtemp()
     rows = [("plain revadv", None)] + [
         (str(p), {"members": [{"kind": "sam", "rho": 0.05}] + [{"kind": "random", "rho": 0.05, "seed": i} for i in range(1, p)], "member_cpus": 2 / p}) for p in sizes
     ]
     for label, pop in rows:
         out = tempfile.mkdtemp()
         r = run_attack("revadv", PreparedDataset(ds.uri), "wrmf", pop is not None, threat, f"{out}/p", progress=False, population=pop)
-        ev = evaluate_attack(f"{out}/p", list(victims), [0], victims, progress=False, clean_cache=cache)
+        ev = evaluate_attack(f"{out}/p", list(victims), [0], victims, progress=False, cache_dir=cache)
         step = np.median([h["seconds"] for h in r["history"]])
         print(f"| {label} | {r['craft_seconds']:.0f} | {step:.1f} | {100 * ev['victims']['bpr']['t_hr@20']:.2f} | {100 * ev['victims']['lightgcn']['t_hr@20']:.2f} |", flush=True)
 

@@ -167,23 +167,39 @@ def cmd_attack(args) -> int:
 
 def cmd_evaluate_attack(args) -> int:
     from distrec.config import load_yaml
-    from distrec.workflows.attack import evaluate_attack
+    from distrec.workflows.attack import default_clean_cache, evaluate_attack
 
     victim_configs = load_yaml(args.victim_config) if args.victim_config else {}
     seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else args.seeds
     victims = [v.strip() for v in args.victims.split(",") if v.strip()]
-    result = evaluate_attack(args.poisoned, victims, seeds, victim_configs, progress=not args.json, config_source=args.victim_config or "defaults")
+    cache = None if args.no_cache else args.cache or default_clean_cache()
+    result = evaluate_attack(args.poisoned, victims, seeds, victim_configs, progress=not args.json, config_source=args.victim_config or "defaults", cache_dir=cache)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2))
-    lines = [f"{result['attack']} on {result['poisoned']} ({len(result['seeds'])} seeds, targets {result['targets']})"]
-    for v, r in result["victims"].items():
-        lines.append(
-            f"  {v:<8} T-HR@10 {r['t_hr@10']:.4f}±{r['std']['t_hr@10']:.4f}  T-HR@20 {r['t_hr@20']:.4f}  (clean {r['clean_t_hr@20']:.4f})  "
-            f"recall@20 {r['recall@20_with_fakes']:.4f} vs {r['recall@20_without_fakes']:.4f} without fakes"
-        )
-    emit(result, args.json, "\n".join(lines))
+    emit(result, args.json, _format_evaluation(result))
     return 0
+
+
+def _format_evaluation(result: dict) -> str:
+    """The attack table of one poisoned dataset: per victim, the headline metric of its protocol with
+    and without the attack and the lift, HitOne and T-HR beside it, the mean target rank, the accuracy."""
+    proto = result["protocol"]
+    m, k = proto["metric"], proto["metric"].split("@")[1]
+    lines = [
+        f"{result['attack']} on {result['poisoned']} ({len(result['seeds'])} seeds, targets {result['targets']})",
+        f"protocol {proto['preset']}: {proto['source']}" + (f"; differs: {proto['deviations']}" if proto["deviations"] else ""),
+        f"| victim | {m} no attack | {m} attack | lift | T-HR@{k} | HitOne@{k} | mean target rank | Recall@20 clean -> with fakes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for v, r in result["victims"].items():
+        lf, ratio = r["lift"][m], r["lift"][m]["ratio"]
+        lines.append(
+            f"| {v} | {r[f'clean_{m}']:.4f} | {r[m]:.4f} ± {r['std'][m]:.4f} | {lf['difference']:+.4f} ({'-' if ratio is None else f'{ratio:.2f}x'}) | "
+            f"{r[f'clean_t_hr@{k}']:.4f} -> {r[f't_hr@{k}']:.4f} | {r[f'clean_hitone@{k}']:.4f} -> {r[f'hitone@{k}']:.4f} | "
+            f"{r['clean_mean_rank']:.1f} -> {r['mean_rank']:.1f} | {r['recall@20_without_fakes']:.4f} -> {r['recall@20_with_fakes']:.4f} |"
+        )
+    return "\n".join(lines)
 
 
 def cmd_study(args) -> int:
@@ -438,6 +454,8 @@ def _add_attack_commands(sub) -> None:
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
     p.add_argument("--seed-list", help="comma-separated seeds (overrides --seeds)")
     p.add_argument("--victim-config", help="YAML mapping victim name -> config keys (the training budget)")
+    p.add_argument("--cache", help="folder of clean victims' runs, reused by every evaluation (default $DISTREC_CACHE/clean_victims)")
+    p.add_argument("--no-cache", action="store_true", help="retrain the clean victims and keep nothing")
     p.add_argument("--out", help="also write the JSON result to this file")
     _add_json(p)
     p.set_defaults(func=cmd_evaluate_attack)

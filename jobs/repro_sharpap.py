@@ -77,7 +77,6 @@ def main() -> None:
     data = prepared(cfg, out)
     victims = list(cfg["victims"])
     configs = resolved_victim_configs(victims, cfg["victims"], args.config)
-    clean_cache: dict = {}
     results, crafting = {}, {}
     t0 = time.perf_counter()
     for spec in cfg["attacks"]:
@@ -101,7 +100,7 @@ def main() -> None:
             stale = stale_victims(ev, configs, cfg["seeds"])
         if stale:
             print(f"[repro] evaluating {name} on {', '.join(stale)}", flush=True)
-            fresh = evaluate_attack(out / "poisoned" / name, stale, cfg["seeds"], cfg["victims"], progress=True, config_source=args.config, clean_cache=clean_cache)
+            fresh = evaluate_attack(out / "poisoned" / name, stale, cfg["seeds"], cfg["victims"], progress=True, config_source=args.config, cache_dir=out / "clean_victims")
             if ev is None:
                 ev = fresh
             else:

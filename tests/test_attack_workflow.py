@@ -41,20 +41,26 @@ def test_attack_result_carries_config_seed_budget_and_timings(poisoned, syntheti
     assert ds.metadata["attack"]["targets"] == result["targets"] and ds.info()["fake_users"] == result["n_fake"]
 
 
-def test_evaluate_attack_reports_means_stds_and_reuses_clean_runs(poisoned):
+def test_evaluate_attack_reports_means_stds_lift_and_reuses_clean_runs(poisoned, tmp_path):
     out, _ = poisoned
-    cache: dict = {}
+    cache = tmp_path / "clean"
     configs = {"wrmf": {"factors": 8, "iterations": 3}, "bpr": {"dim": 8, "epochs": 1, "backend": "memory"}}
-    result = evaluate_attack(out, ["wrmf", "bpr"], 2, configs, progress=False, clean_cache=cache)
-    assert set(result["victims"]) == {"wrmf", "bpr"} and result["seeds"] == [0, 1] and len(cache) == 4
+    result = evaluate_attack(out, ["wrmf", "bpr"], 2, configs, progress=False, cache_dir=cache)
+    assert set(result["victims"]) == {"wrmf", "bpr"} and result["seeds"] == [0, 1] and len(list(cache.glob("*.json"))) == 4
     wrmf = result["victims"]["wrmf"]
-    for key in ("t_hr@10", "t_hr@20", "t_hr@50", "t_ndcg@10", "hitone@10", "recall@20_with_fakes", "recall@20_without_fakes"):
+    for key in ("t_hr@10", "t_hr@20", "t_hr@50", "t_ndcg@10", "hitone@10", "mean_rank", "recall@20_with_fakes", "recall@20_without_fakes"):
         assert key in wrmf and key in wrmf["std"]
     runs = wrmf["runs"]
     assert wrmf["t_hr@10"] == pytest.approx((runs[0]["poisoned"]["t_hr@10"] + runs[1]["poisoned"]["t_hr@10"]) / 2)
+    assert wrmf["lift"]["mean_rank"]["difference"] == pytest.approx(wrmf["mean_rank"] - wrmf["clean_mean_rank"])
+    assert wrmf["lift"]["t_hr@50"]["ratio"] == (pytest.approx(wrmf["t_hr@50"] / wrmf["clean_t_hr@50"]) if wrmf["clean_t_hr@50"] else None)
     assert runs[0]["poisoned"]["recall@20"] != runs[0]["clean"]["recall@20"]  # the fake users change the model
-    again = evaluate_attack(out, ["wrmf"], [0], configs, progress=False, clean_cache=cache)
-    assert again["victims"]["wrmf"]["runs"][0]["clean"] is cache[next(k for k in cache if '"wrmf"' in k and '"seed": 0' in k)]
+    assert result["protocol"]["preset"] == "distrec" and not runs[0]["clean"].get("cached")
+    again = evaluate_attack(out, ["wrmf"], [0], configs, progress=False, cache_dir=cache)
+    reused = again["victims"]["wrmf"]["runs"][0]["clean"]
+    assert reused.pop("cached") is True and reused == runs[0]["clean"]
+    other = evaluate_attack(out, ["wrmf"], [0], {"wrmf": {"factors": 4, "iterations": 3}}, progress=False, cache_dir=cache)
+    assert not other["victims"]["wrmf"]["runs"][0]["clean"].get("cached")  # another config is another clean victim
 
 
 def test_cli_attack_and_evaluate_json(synthetic_dataset, tmp_path, capsys):

@@ -100,6 +100,8 @@ BAD_CONFIGS = [
     ("- {name: random}", "- {name: random, sharpap: {rho: 0.1}}", "attacks.0: SharpAP wraps gradient attacks only; 'random' uses no surrogate"),
     ("n_fake: 4,", "fake_ratio: 1.5,", "threat: Value error, fake_ratio must be in (0, 1], got 1.5"),
     ("target_bucket: torso", "target_bucket: middle", "target_bucket must be one of"),
+    ("n_fake: 4,", "preset: revadvv, n_fake: 4,", "threat.preset: unknown preset 'revadvv'; presets: distrec, revadv, gradpass, arlib, rapu"),
+    ("seeds: [0, 1]", "seeds: [0, 1]\nmetric: hitone@100", "metric: 'hitone@100' is not measured under preset 'distrec' (K: [10, 20, 50])"),
     ("  wrmf: {factors: 8, iterations: 3}", "  bpr: {factors: 8}", "surrogates.bpr: unknown surrogate; differentiable surrogates: wrmf"),
     ("seeds: [0, 1]", "seeds: [0, 1]\nmetric: t_hr@21", "metric: unknown metric 't_hr@21'"),
     ("seeds: [0, 1]", "seeds: [0, 1]\ncolumns: [wrmf+apr]\ndefenses: {apr: {}}", "columns.0: defense 'apr' cannot be applied to victim 'wrmf'; it supports bpr, lightgcn"),

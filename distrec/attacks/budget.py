@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from distrec.attacks.protocols import PROTOCOLS, with_preset
 from distrec.data.matrix import UserItemCSR
 
 BUCKETS = ("head", "torso", "tail", "any")
@@ -18,13 +19,16 @@ class ThreatModel:
     rounded); targets: ``target_items`` (internal ids) or ``n_targets`` drawn with ``seed`` from a
     popularity ``target_bucket`` (methods.md section 2: head > 95th percentile of item degree, torso
     75th-95th, tail < 50th, among items with at least one training interaction);
-    ``target_original_ids`` names targets by the source's item ids instead."""
+    ``target_original_ids`` names targets by the source's item ids instead. ``preset``: the protocol
+    whose defaults fill the keys a config leaves unset (:mod:`distrec.attacks.protocols`; apply it with
+    :func:`threat_model`); the dataclass defaults are distrec's own preset."""
 
+    preset: str | None = None
     fake_ratio: float = 0.01
     n_fake: int | None = None
     n_filler: int | None = None
     n_targets: int = 5
-    target_bucket: str = "tail"
+    target_bucket: str = "torso"
     target_items: list[int] = field(default_factory=list)
     target_original_ids: list[str] = field(default_factory=list)
     seed: int = 0
@@ -37,8 +41,15 @@ class ThreatModel:
                 raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
         if self.n_targets < 1:
             raise ValueError(f"n_targets must be at least 1, got {self.n_targets}")
+        if self.preset is not None and self.preset not in PROTOCOLS:
+            raise ValueError(f"preset must be one of {', '.join(PROTOCOLS)}, got {self.preset!r}")
         if self.target_bucket not in BUCKETS:
             raise ValueError(f"target_bucket must be one of {BUCKETS}, got {self.target_bucket!r}")
+
+
+def threat_model(values: dict, source: str = "threat") -> ThreatModel:
+    """The threat model of config ``values`` with its preset's defaults filled in."""
+    return ThreatModel(**with_preset(values, source))
 
 
 @dataclass(frozen=True)

@@ -96,8 +96,8 @@ def write_matrix(scenario, cells: list[dict], out: str, title: str) -> dict:
         ranks = extra.startswith(("mean_rank", "rank"))  # ranks are not fractions
         x_scale, x_unit = (1.0, "") if ranks else (scale, unit)
         if st2:
-            md += ["", f"{extra}{x_unit}, mean over seeds", ""]
-            md += _table(r2, c2, lambda r, col, st2=st2, x_scale=x_scale: f"{x_scale * st2[r, col][0]:.2f}" if (r, col) in st2 else "–")
+            md += ["", f"{extra}{x_unit}, mean over seeds (difference from the baseline)", ""]
+            md += _table(r2, c2, lambda r, col, st2=st2, x_scale=x_scale: _with_difference(scenario, st2, r, col, x_scale))
     csv = ["row,column,n_seeds,metric,mean,std,lift_difference,lift_ratio"]
     for r in rows:
         for col in cols:
@@ -109,6 +109,13 @@ def write_matrix(scenario, cells: list[dict], out: str, title: str) -> dict:
     storage.write_text(f"{out}/matrix.csv", "\n".join(csv) + "\n")
     _heatmap(stats, rows, cols, f"{metric}{unit}", scale, f"{out}/heatmap.png")
     return {"matrix_md": f"{out}/matrix.md", "matrix_csv": f"{out}/matrix.csv", "heatmap_png": f"{out}/heatmap.png", "matrix": "\n".join(md)}
+
+
+def _with_difference(scenario, stats: dict, row: str, col: str, scale: float) -> str:
+    if (row, col) not in stats:
+        return "–"
+    lf = lift(scenario, stats, row, col)
+    return f"{scale * stats[row, col][0]:.2f}" + (f" ({scale * lf[0]:+.2f})" if lf else "")
 
 
 def _csv(text: str) -> str:

@@ -18,10 +18,13 @@ from distrec.attacks.base import AttackContext
 from distrec.attacks.budget import ThreatModel, resolve_budget, select_targets
 from distrec.attacks.poisoned import clean_twin, write_poisoned
 from distrec.attacks.profiles import check_budget
+from distrec.attacks.protocols import check_protocol_data, get_protocol, with_preset
 from distrec.attacks.sharpap import SharpAPConfig
 from distrec.attacks.surrogates import SurrogateConfig, WRMFSurrogate
 from distrec.config import ConfigError, validate
+from distrec.content_id import content_id
 from distrec.data.dataset import PreparedDataset
+from distrec.data.download import default_cache_dir
 from distrec.data.matrix import UserItemCSR
 from distrec.evaluation.attack_effect import measure
 from distrec.models import create_victim
@@ -51,7 +54,7 @@ def split_config(config: dict, attack: str, sharpap: bool, source: str) -> tuple
         else:
             valid = sorted(threat_keys | sharp_keys | attack_keys) + ["surrogate.<key>"]
             raise ConfigError(f"{source}: unknown key {key!r} for attack {attack!r}{' with SharpAP' if sharpap else ''}; valid keys are {valid}")
-    threat = validate(ThreatModel, parts[0], source, "the threat model")
+    threat = validate(ThreatModel, with_preset(parts[0], source), source, "the threat model")
     sharp = validate(SharpAPConfig, parts[1], source, "sharpap")
     surrogate = validate(SurrogateConfig, parts[2], source, "the surrogate")
     attack_cfg = validate(attack_class(attack).Config, parts[3], source, f"attack {attack!r}")
@@ -93,8 +96,13 @@ def run_attack(
     item_map = dataset.table("item_map")
     if threat.target_original_ids:
         threat.target_items = original_to_internal(item_map, threat.target_original_ids, config_source)
-    budget = resolve_budget(threat, train)
-    targets = select_targets(threat, train)
+    protocol = get_protocol(threat.preset)
+    check_protocol_data(protocol, dataset.metadata.get("prepare"), f"{config_source}: threat")
+    try:
+        budget = resolve_budget(threat, train)
+        targets = select_targets(threat, train)
+    except ValueError as exc:
+        raise ConfigError(f"{config_source}: threat model: {exc}") from None
     device = pick_device(surrogate_cfg.get("device"))
     ctx = AttackContext(train, targets, budget, threat.seed, dataset.item_categories(), item_map, progress, device)
     surrogate_cfg = dict(surrogate_cfg, seed=surrogate_cfg.get("seed", threat.seed))
@@ -125,6 +133,7 @@ def run_attack(
         attack.describe(),
         surrogate={"name": surrogate, "config": surrogate_cfg} if attack.uses_surrogate else None,
         threat_model=dataclasses.asdict(threat),
+        protocol=protocol.describe(),
         seed=threat.seed,
         budget=dataclasses.asdict(budget),
         targets=targets.tolist(),
@@ -142,12 +151,12 @@ def run_attack(
     return meta
 
 
-def train_and_measure(name: str, dataset: PreparedDataset, config: dict, targets: np.ndarray, n_real: int, ks=(10, 20, 50)) -> dict:
+def train_and_measure(name: str, dataset: PreparedDataset, config: dict, targets: np.ndarray, n_real: int, ks=(10, 20, 50), progress: bool = False) -> dict:
     """Train victim ``name`` from scratch on ``dataset``; target metrics over the real users and
     full-ranking accuracy on the test split."""
     model = create_victim(name, dataset.n_users, dataset.n_items, **config)
     t0 = time.perf_counter()
-    model.fit(dataset, progress=False)
+    model.fit(dataset, progress=progress)
     return dict(measure(model, dataset, targets, n_real, ks), fit_seconds=round(time.perf_counter() - t0, 3))
 
 
@@ -157,6 +166,37 @@ def resolved_victim_configs(victims: list[str], victim_configs: dict | None, con
     return {v: validate(victim_class(v).Config, dict(victim_configs.get(v) or {}), config_source, f"victim {v!r}") for v in victims}
 
 
+def clean_data_id(poisoned: PreparedDataset) -> str:
+    """Content id of the clean data a poisoned dataset was made from: its sources, reader options and
+    preparation (everything in the metadata but the tables, the attack and where it was written)."""
+    meta = {k: v for k, v in poisoned.metadata.items() if k not in ("tables", "attack", "clean_dataset", "n_users")}
+    return content_id(meta)
+
+
+class CleanRuns:
+    """Clean victims' measurements keyed by (clean data, victim, config with seed, targets, K): computed
+    once, then read from ``folder`` (``<id>.json``) by every later evaluation, of any attack."""
+
+    def __init__(self, folder: str | Path | None):
+        self.folder = Path(folder) if folder is not None else None
+
+    def get(self, key: str, compute) -> dict:
+        path = self.folder / f"{key}.json" if self.folder is not None else None
+        if path is not None and path.exists():
+            return dict(json.loads(path.read_text()), cached=True)
+        result = compute()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(result))
+            tmp.replace(path)
+        return result
+
+
+def default_clean_cache() -> Path:
+    return default_cache_dir() / "clean_victims"
+
+
 def evaluate_attack(
     poisoned: str | Path,
     victims: list[str],
@@ -164,25 +204,29 @@ def evaluate_attack(
     victim_configs: dict | None = None,
     progress: bool = True,
     config_source: str = "--victim-config",
-    clean_cache: dict | None = None,
+    cache_dir: str | Path | None = None,
 ) -> dict:
     """Retrain each victim from scratch on the clean and on the poisoned data for each seed (same
     config and seed for both) and report, per victim, the mean and std over seeds of the target
-    metrics after the attack, the clean accuracy with and without the fake users, and each run.
-    ``clean_cache`` (optional dict) reuses clean runs across calls with the same clean data."""
+    metrics after the attack and before it, their lift, the clean accuracy with and without the fake
+    users, and each run, at the K of the attack's protocol preset. Clean runs are content-addressed
+    in ``cache_dir`` (``None``: not kept) and reused by every later evaluation."""
     ds = PreparedDataset(poisoned)
     attack = ds.metadata.get("attack")
     if attack is None:
         raise ValueError(f"{poisoned} is not a poisoned dataset (no 'attack' in its metadata); run 'distrec attack' first")
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     configs = resolved_victim_configs(victims, victim_configs, config_source)
+    protocol = get_protocol((attack.get("threat_model") or {}).get("preset"))
+    ks = tuple(sorted({10, 20, 50, *protocol.ks}))
     targets = np.asarray(attack["targets"])
     n_real = ds.metadata["n_real_users"]
-    cache = {} if clean_cache is None else clean_cache
+    clean_runs, data_id = CleanRuns(cache_dir), clean_data_id(ds)
     result = {
         "poisoned": str(poisoned),
         "attack": attack["attack"],
         "surrogate": (attack.get("surrogate") or {}).get("name"),
+        "protocol": protocol.describe(),
         "targets": targets.tolist(),
         "seeds": seeds,
         "victims": {},
@@ -190,31 +234,37 @@ def evaluate_attack(
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         clean = None
+
+        def fit_clean(v, cfg):
+            nonlocal clean
+            clean = clean or clean_twin(ds, Path(tmp) / "clean")
+            return train_and_measure(v, clean, cfg, targets, n_real, ks, progress)
+
         cells = [(v, s) for v in victims for s in seeds]
-        for v, s in tqdm(cells, desc="evaluate-attack", disable=not progress, unit="cell"):
+        for v, s in tqdm(cells, desc="evaluate-attack (victim x seed)", disable=not progress, unit="cell"):
             cfg = dict(configs[v], seed=s)
-            key = json.dumps([ds.metadata.get("clean_dataset"), v, cfg, targets.tolist()], sort_keys=True, default=str)
-            if key not in cache:
-                clean = clean or clean_twin(ds, Path(tmp) / "clean")
-                cache[key] = train_and_measure(v, clean, cfg, targets, n_real)
-            runs = result["victims"].setdefault(v, {"config": configs[v], "runs": []})["runs"]
-            run = {"seed": s, "poisoned": train_and_measure(v, ds, cfg, targets, n_real), "clean": cache[key]}
-            runs.append(run)
+            key = content_id(data_id, v, cfg, targets.tolist(), ks)
+            run = {"seed": s, "clean": clean_runs.get(key, lambda v=v, cfg=cfg: fit_clean(v, cfg))}
+            run["poisoned"] = train_and_measure(v, ds, cfg, targets, n_real, ks, progress)
+            result["victims"].setdefault(v, {"config": configs[v], "runs": []})["runs"].append(run)
     for entry in result["victims"].values():
         entry.update(summarize(entry["runs"]))
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
 
 
-SUMMARY_METRICS = ("t_hr@10", "t_hr@20", "t_hr@50", "t_ndcg@10", "t_ndcg@20", "t_ndcg@50", "hitone@10", "hitone@20", "hitone@50")
+def target_metric_names(ks) -> list[str]:
+    return [f"{m}@{k}" for m in ("t_hr", "t_ndcg", "hitone") for k in ks] + ["mean_rank"]
 
 
 def summarize(runs: list[dict]) -> dict:
     """Mean and std over seeds: target metrics of the poisoned victim (and of the clean one, prefixed
-    ``clean_``), and ``recall@20_with_fakes`` / ``recall@20_without_fakes`` (likewise NDCG)."""
+    ``clean_``), their ``lift`` (difference and ratio of the means), and ``recall@20_with_fakes`` /
+    ``recall@20_without_fakes`` (likewise NDCG)."""
     values: dict[str, list[float]] = {}
+    names = [m for m in target_metric_names((10, 20, 50, 100)) if m in runs[0]["poisoned"]]
     for run in runs:
-        for m in SUMMARY_METRICS:
+        for m in names:
             values.setdefault(m, []).append(run["poisoned"][m])
             values.setdefault(f"clean_{m}", []).append(run["clean"][m])
         for m in ("recall@20", "ndcg@20"):
@@ -222,4 +272,10 @@ def summarize(runs: list[dict]) -> dict:
             values.setdefault(f"{m}_without_fakes", []).append(run["clean"][m])
     out = {m: float(np.mean(v)) for m, v in values.items()}
     out["std"] = {m: float(np.std(v)) for m, v in values.items()}
+    out["lift"] = {m: lift(out[m], out[f"clean_{m}"]) for m in names}
     return out
+
+
+def lift(after: float, before: float) -> dict:
+    """Difference and ratio of a metric after the attack over its no-attack value (ratio ``None`` at 0)."""
+    return {"difference": after - before, "ratio": after / before if before else None}

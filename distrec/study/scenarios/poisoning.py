@@ -16,7 +16,8 @@ import numpy as np
 import pydantic
 
 from distrec.attacks import attack_class
-from distrec.attacks.budget import ThreatModel, resolve_budget, select_targets
+from distrec.attacks.budget import ThreatModel, resolve_budget, select_targets, threat_model
+from distrec.attacks.protocols import check_protocol_data, get_protocol
 from distrec.attacks.sharpap import SharpAPConfig
 from distrec.attacks.surrogates import SurrogateConfig
 from distrec.config import ConfigError, check_keys
@@ -29,10 +30,10 @@ from distrec.models.base import Victim
 from distrec.study.columns import check_columns, check_victims_and_defenses, default_columns, fit_column_victim
 from distrec.study.engine import StageResources, Unit
 from distrec.study.scenario import Scenario, register_scenario
-from distrec.workflows.attack import SURROGATES, run_attack, split_config
+from distrec.workflows.attack import SURROGATES, run_attack, split_config, target_metric_names
 
 FORBID = pydantic.ConfigDict(extra="forbid")
-METRICS = ("t_hr@10", "t_hr@20", "t_hr@50", "t_ndcg@10", "t_ndcg@20", "t_ndcg@50", "hitone@10", "hitone@20", "hitone@50", "mean_rank", "recall@20", "ndcg@20")
+METRICS = (*target_metric_names((10, 20, 50, 100)), "recall@20", "ndcg@20")
 NO_ATTACK = "no attack"
 
 
@@ -58,7 +59,9 @@ class AttackSpec:
 @pydantic.dataclasses.dataclass(config=FORBID)
 class PoisoningConfig:
     """``victims``: name -> training config; ``defenses``: name -> config; ``columns``: ``victim`` or
-    ``victim+defense`` (default: every victim, then every victim with every defense that supports it)."""
+    ``victim+defense`` (default: every victim, then every victim with every defense that supports it);
+    ``threat``: threat-model keys, ``preset`` among them (:mod:`distrec.attacks.protocols`), which also
+    gives the default ``metric`` and the K of the target metrics."""
 
     dataset: DatasetSpec
     attacks: list[AttackSpec]
@@ -68,7 +71,7 @@ class PoisoningConfig:
     surrogates: dict[str, dict] = field(default_factory=lambda: {"wrmf": {}})
     threat: dict = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
-    metric: str = "t_hr@20"
+    metric: str | None = None
     resources: dict[str, StageResources] = field(default_factory=dict)
 
 
@@ -76,7 +79,19 @@ class PoisoningConfig:
 class Poisoning(Scenario):
     Config = PoisoningConfig
     stages = ("craft", "cell")
-    extra_metrics = ("hitone@20", "mean_rank", "recall@20")
+
+    @property
+    def preset(self):
+        return get_protocol(self.config.threat.get("preset"), f"{self.source}: threat")
+
+    @property
+    def metric(self) -> str:
+        return self.config.metric or self.preset.metric
+
+    @property
+    def extra_metrics(self) -> tuple[str, ...]:
+        k = self.metric.split("@")[1] if "@" in self.metric else "50"
+        return tuple(m for m in (f"t_hr@{k}", f"hitone@{k}", "mean_rank", "recall@20") if m != self.metric)
 
     # ------------------------------------------------------------------ checked before anything runs
     def check(self) -> None:
@@ -86,9 +101,12 @@ class Poisoning(Scenario):
             raise ConfigError(f"{src}: attacks: a study needs at least one attack")
         if not cfg.seeds:
             raise ConfigError(f"{src}: seeds: give at least one seed")
-        if cfg.metric not in METRICS:
+        if cfg.metric is not None and cfg.metric not in METRICS:
             raise ConfigError(f"{src}: metric: unknown metric {cfg.metric!r}; choose from {', '.join(METRICS)}")
+        self.preset  # noqa: B018  (an unknown preset is an error naming threat.preset)
         check_keys(ThreatModel, cfg.threat, src, "threat")
+        if self.metric.split("@")[-1] not in {"rank", *map(str, self.ks)}:
+            raise ConfigError(f"{src}: metric: {self.metric!r} is not measured under preset {self.preset.name!r} (K: {list(self.ks)})")
         for name, scfg in cfg.surrogates.items():
             if name not in SURROGATES:
                 raise ConfigError(f"{src}: surrogates.{name}: unknown surrogate; differentiable surrogates: {', '.join(sorted(SURROGATES))}")
@@ -133,9 +151,16 @@ class Poisoning(Scenario):
             config.update({f"surrogate.{k}": v for k, v in self.config.surrogates[surrogate].items()})
         return config
 
+    @property
+    def ks(self) -> tuple[int, ...]:
+        return tuple(sorted({10, 20, 50, *self.preset.ks}))
+
     def protocol(self) -> str:
-        t = self.config.threat
-        return f"threat model {t or 'defaults'}; victims retrained from scratch on clean and poisoned data, target metrics over real users only (methods.md section 2)"
+        p = self.preset
+        return (
+            f"preset {p.name} ({p.source}{'; differs: ' + p.deviations if p.deviations else ''}); threat model {self.config.threat or 'defaults'}; "
+            "victims retrained from scratch on clean and poisoned data, target metrics over real users only, training items masked (methods.md section 2)"
+        )
 
     def baseline(self, row: str) -> str | None:
         return NO_ATTACK
@@ -145,6 +170,7 @@ class Poisoning(Scenario):
         cfg = self.config
         clean = materialise_dataset(cfg.dataset, out)
         meta = clean.metadata
+        check_protocol_data(self.preset, meta.get("prepare"), f"{self.source}: threat")
         data_id = content_id(meta.get("sources"), meta.get("prepare"), meta.get("reader_options"), meta["tables"])
         train = UserItemCSR.from_table(clean.table("train"), clean.n_users, clean.n_items)
         targets = self._targets(train, clean)
@@ -163,6 +189,8 @@ class Poisoning(Scenario):
                 for seed in cfg.seeds:
                     config = dict(cfg.victims[victim], seed=seed)
                     parts = [data_id if craft_id is None else craft_id, victim, config, targets]
+                    if self.ks != (10, 20, 50):
+                        parts.append(list(self.ks))  # the default K keep the ids of studies run before presets
                     cell_id = content_id(*parts, defense, cfg.defenses[defense]) if defense else content_id(*parts)
                     payload = {
                         "row": label,
@@ -174,6 +202,7 @@ class Poisoning(Scenario):
                         "defense_config": cfg.defenses.get(defense, {}),
                         "targets": targets,
                         "n_real": clean.n_users,
+                        "ks": list(self.ks),
                         "data": clean.uri,
                     }
                     units.append(Unit("cell", cell_id, payload, deps={"craft": craft_id} if craft_id else {}, label=f"{label} | {column} | seed {seed}"))
@@ -187,7 +216,7 @@ class Poisoning(Scenario):
         for i, spec in enumerate(self.config.attacks):
             threat_keys = {f.name for f in dataclasses.fields(ThreatModel)}
             values = {k: v for k, v in {**self.config.threat, **spec.config}.items() if k in threat_keys}
-            threat = ThreatModel(**values)
+            threat = threat_model(values, f"{self.source}: attacks.{i}.config")
             if threat.target_original_ids:
                 threat.target_items = original_to_internal(clean.table("item_map"), threat.target_original_ids, f"{self.source}: attacks.{i}")
             try:
@@ -215,7 +244,7 @@ class Poisoning(Scenario):
         t0 = time.perf_counter()
         model, restored = ctx.checkpoint("model", train, lambda m, d: m.save(d), lambda d: Victim.load(d).attach(data))
         fit_seconds = time.perf_counter() - t0
-        metrics = measure(model, data, np.asarray(p["targets"]), p["n_real"])
+        metrics = measure(model, data, np.asarray(p["targets"]), p["n_real"], tuple(p.get("ks", (10, 20, 50))))
         return {
             "row": p["row"],
             "column": p["column"],
