@@ -418,7 +418,7 @@ def _add_attack_commands(sub) -> None:
     from distrec.attacks import attack_class, list_attacks_of_kind
     from distrec.attacks.budget import ThreatModel
     from distrec.attacks.sharpap import SharpAPConfig
-    from distrec.attacks.surrogates import SurrogateConfig
+    from distrec.attacks.surrogate_registry import SURROGATES
     from distrec.config import describe
 
     p = sub.add_parser(
@@ -431,15 +431,14 @@ def _add_attack_commands(sub) -> None:
                 describe(ThreatModel),
                 "SharpAP keys (with --sharpap):",
                 describe(SharpAPConfig),
-                "surrogate keys (as surrogate.KEY):",
-                describe(SurrogateConfig),
             ]
+            + [f"{name} surrogate keys (--surrogate {name}, as surrogate.KEY):\n{describe(cls.Config)}" for name, cls in SURROGATES.items()]
             + [f"{name} keys:\n{describe(attack_class(name).Config) or '  (none)'}" for name in list_attacks_of_kind("injective")]
         ),
     )
     p.add_argument("attack", choices=list_attacks_of_kind("injective"))
     p.add_argument("--data", required=True, help="clean prepared dataset (folder or URI)")
-    p.add_argument("--surrogate", default="wrmf", help="surrogate recommender of gradient attacks (default wrmf)")
+    p.add_argument("--surrogate", default="wrmf", help="surrogate recommender of gradient attacks: wrmf (default), bpr, lightgcn")
     p.add_argument("--sharpap", action="store_true", help="wrap the gradient attack in SharpAP (rho etc. via --set)")
     p.add_argument("--population", help="YAML population config (members, combine, member_cpus): SharpAP over surrogate actors on Ray")
     p.add_argument("--config", help="YAML file of config keys")

@@ -8,6 +8,7 @@ from distrec.attacks import SharpAP, create_attack
 from distrec.attacks.base import AttackContext
 from distrec.attacks.budget import Budget
 from distrec.attacks.surrogates import WRMFSurrogate
+from distrec.config import ConfigError
 from distrec.data.matrix import UserItemCSR
 from distrec.distributed.population import PopulationSharpAP
 
@@ -46,3 +47,19 @@ def test_softmax_combination_weights_members_by_loss():
     assert (grad < 0).all() and record["worst_member"] == 1
     with pytest.raises(ValueError, match="combine"):
         PopulationSharpAP("revadv", combine="mean")
+
+
+def test_a_mixed_architecture_population_compares_members_relative_to_their_first_step(ray_session, ctx):
+    members = [{"kind": "sam", "rho": 0.05}, {"kind": "plain", "architecture": "lightgcn", "surrogate": {"dim": 4, "steps": 20, "unroll_steps": 5, "batch_size": 128}}]
+    population = PopulationSharpAP("revadv", {"outer_steps": 2, "lr": 5.0}, members=members, member_cpus=0.5)
+    fake = population.craft(ctx, {"factors": 4, "iterations": 5})
+    assert fake.shape == (5, 50) and bool(fake[:, [4, 9]].all())
+    first = population.history[0]
+    assert first["member_relative_losses"] == [1.0, 1.0]  # every member is its own scale at the first step
+    for record in population.history:
+        relative = np.array(record["member_losses"]) / np.abs(first["member_losses"])
+        assert np.allclose(record["member_relative_losses"], relative) and record["worst_member"] == int(np.argmax(relative))
+    with pytest.raises(ValueError, match="not differentiable here"):
+        PopulationSharpAP("revadv", members=[{"architecture": "neumf"}])
+    with pytest.raises(ConfigError, match=r"members\.0\.surrogate\.factors: unknown key"):
+        PopulationSharpAP("revadv", members=[{"architecture": "bpr", "surrogate": {"factors": 4}}])

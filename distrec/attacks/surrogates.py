@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from distrec.attacks.unrolled import adam_update
 from distrec.data.matrix import UserItemCSR
 from distrec.models.wrmf import WRMF, _Buckets, _SparseSide, conjugate_gradient, wrmf_objective
 
@@ -57,6 +58,8 @@ class Factors:
 
 class WRMFSurrogate:
     """A WRMF-objective surrogate over the real users of ``train`` plus ``n_fake`` fake users."""
+
+    Config = SurrogateConfig
 
     def __init__(self, train: UserItemCSR, n_fake: int, device: torch.device | str = "cpu", **config):
         self.config = SurrogateConfig(**config)
@@ -165,15 +168,9 @@ class WRMFSurrogate:
         return Factors(state[0][: self.n_real], state[1])
 
     def adam_step(self, data, t, p, q, mp, mq, vp, vq):
-        """One full-batch Adam step (Kingma & Ba, Algorithm 1) on the WRMF objective, written with
-        differentiable tensor operations so that autograd can go through it."""
+        """One full-batch Adam step on the WRMF objective, differentiable (:func:`adam_update`)."""
         gp, gq = wmf_gradients(p, q, data, self.config.alpha, self.config.reg)
-        b1, b2, eps, lr = 0.9, 0.999, 1e-8, self.config.lr
-        mp, mq = b1 * mp + (1 - b1) * gp, b1 * mq + (1 - b1) * gq
-        vp, vq = b2 * vp + (1 - b2) * gp * gp, b2 * vq + (1 - b2) * gq * gq
-        c1, c2 = 1 - b1**t, 1 - b2**t
-        p = p - lr * (mp / c1) / ((vp / c2).sqrt() + eps)
-        q = q - lr * (mq / c1) / ((vq / c2).sqrt() + eps)
+        (p, q), (mp, mq), (vp, vq) = adam_update([p, q], [gp, gq], [mp, mq], [vp, vq], t, self.config.lr)
         return p, q, mp, mq, vp, vq
 
 

@@ -9,8 +9,11 @@ attack's outer loop. A member is one of:
 - ``sam``: SharpAP's ascent direction, e = rho g / |g| (methods.md section 2);
 - ``random``: a random direction of the same radius (seeded per member and step);
 - ``plain``: no perturbation, the trained surrogate itself;
-and any member may change the surrogate's config (seed, factors, alpha, gradient mode), so members
-also differ by training seed and architecture settings. With P = 1 and a ``sam`` member this is
+and any member may change the surrogate's config (seed, factors, alpha, gradient mode) or its
+``architecture`` (``wrmf``, ``bpr``, ``lightgcn``: a member of another architecture than the attack's
+surrogate takes only its own ``surrogate`` keys), so members also differ by training seed and by
+structure. Attack losses of different architectures are on different scales, so members are compared
+by their loss relative to their first step's (``compare: relative``, the default for mixed populations). With P = 1 and a ``sam`` member this is
 exactly the single-process SharpAP for the same seed.
 """
 
@@ -27,7 +30,9 @@ import torch
 from distrec.attacks import SharpAP, create_attack
 from distrec.attacks.base import Attack, AttackContext
 from distrec.attacks.sharpap import SharpAPConfig
-from distrec.attacks.surrogates import Factors, WRMFSurrogate
+from distrec.attacks.surrogate_registry import create_surrogate, surrogate_class
+from distrec.attacks.surrogates import Factors
+from distrec.config import check_keys
 
 KINDS = ("sam", "random", "plain")
 
@@ -37,19 +42,22 @@ class MemberSpec:
     kind: str = "sam"
     rho: float = 0.05
     seed: int = 0
+    architecture: str | None = None
     surrogate: dict = field(default_factory=dict)
 
 
 class SurrogateMember:
     """One member: its own surrogate and perturbation, computing poison gradients for the coordinator."""
 
-    def __init__(self, ctx: AttackContext, attack: str, attack_config: dict, surrogate_config: dict, member: dict, sharpap: dict | None = None):
+    def __init__(self, ctx: AttackContext, attack: str, attack_config: dict, surrogate_config: dict, member: dict, sharpap: dict | None = None, base: str = "wrmf"):
         self.spec = MemberSpec(**member)
         if self.spec.kind not in KINDS:
             raise ValueError(f"population member kind must be one of {KINDS}, got {self.spec.kind!r}")
         self.ctx = ctx
         self.attack = create_attack(attack, **attack_config)
-        self.surrogate = WRMFSurrogate(ctx.train, ctx.budget.n_fake, ctx.device, **dict(surrogate_config, **self.spec.surrogate))
+        arch = self.spec.architecture or base
+        config = dict(surrogate_config if arch == base else {}, **self.spec.surrogate)
+        self.surrogate = create_surrogate(arch, ctx.train, ctx.budget.n_fake, ctx.device, **config)
         self.sharp = SharpAP(self.attack, **dict(sharpap or {}, rho=self.spec.rho))
         self.steps = 0
 
@@ -68,11 +76,14 @@ class SurrogateMember:
 @dataclass
 class PopulationConfig:
     """``members``: the population (see :class:`MemberSpec`); ``combine``: ``worst`` or ``softmax``
-    (weights softmax(loss / (temperature * mean |loss|)) over the members' row-normalised gradients)."""
+    (weights softmax(loss / (temperature * mean |loss|)) over the members' row-normalised gradients);
+    ``compare``: members ranked by their attack ``loss``, or by it ``relative`` to their first step's
+    (scale-free across architectures); ``auto``: relative when the members' architectures differ."""
 
     members: list[dict] = field(default_factory=lambda: [{"kind": "sam"}])
     combine: str = "worst"
     temperature: float = 0.01
+    compare: str = "auto"
     member_cpus: float = 1
     member_gpus: float = 0
 
@@ -88,6 +99,13 @@ class PopulationSharpAP(Attack):
         super().__init__(**config)
         if self.config.combine not in ("worst", "softmax"):
             raise ValueError(f"population combine must be 'worst' or 'softmax', got {self.config.combine!r}")
+        if self.config.compare not in ("auto", "loss", "relative"):
+            raise ValueError(f"population compare must be 'auto', 'loss' or 'relative', got {self.config.compare!r}")
+        for i, member in enumerate(self.config.members):
+            spec = MemberSpec(**member)
+            if spec.architecture is not None:
+                surrogate_class(spec.architecture)
+                check_keys(surrogate_class(spec.architecture).Config, spec.surrogate, "population", f"members.{i}.surrogate")
         self.attack_name, self.attack_config = attack, dict(attack_config or {})
         self.sharpap = dataclasses.asdict(SharpAPConfig(**(sharpap or {})))
         self.attack = create_attack(attack, **self.attack_config)
@@ -104,8 +122,11 @@ class PopulationSharpAP(Attack):
     def describe(self) -> dict:
         return {"attack": self.label, "config": self.attack.describe()["config"], "population": dataclasses.asdict(self.config), "sharpap": self.sharpap}
 
-    def craft(self, ctx: AttackContext, surrogate_config: dict | None = None) -> torch.Tensor:
+    def craft(self, ctx: AttackContext, surrogate_config: dict | None = None, surrogate: str = "wrmf") -> torch.Tensor:
         cfg = self.config
+        architectures = {m.get("architecture") or surrogate for m in cfg.members}
+        self.relative = cfg.compare == "relative" or (cfg.compare == "auto" and len(architectures) > 1)
+        self.first_losses = None
         need = cfg.member_cpus * len(cfg.members)
         have = ray.cluster_resources().get("CPU", 0)
         if need > have:
@@ -114,7 +135,7 @@ class PopulationSharpAP(Attack):
                 stacklevel=2,
             )
         actor = ray.remote(SurrogateMember).options(num_cpus=cfg.member_cpus, num_gpus=cfg.member_gpus)
-        members = [actor.remote(ctx, self.attack_name, self.attack_config, dict(surrogate_config or {}), m, self.sharpap) for m in cfg.members]
+        members = [actor.remote(ctx, self.attack_name, self.attack_config, dict(surrogate_config or {}), m, self.sharpap, surrogate) for m in cfg.members]
         try:
             return self.attack.craft(ctx, gradient_fn=lambda fake: self.combine(ray.get([m.step.remote(fake) for m in members])))
         finally:
@@ -123,8 +144,13 @@ class PopulationSharpAP(Attack):
 
     def combine(self, results: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, dict]:
         losses = np.array([r.get("worst_case_loss", r["attack_loss"]) for _, r in results])
+        record = {}
+        if getattr(self, "relative", False):
+            self.first_losses = losses if self.first_losses is None else self.first_losses
+            losses = losses / np.maximum(np.abs(self.first_losses), 1e-12)
+            record["member_relative_losses"] = losses.tolist()
         worst = int(np.argmax(losses))
-        record = dict(results[worst][1], member_losses=losses.tolist(), worst_member=worst)
+        record = dict(results[worst][1], member_losses=[r.get("worst_case_loss", r["attack_loss"]) for _, r in results], worst_member=worst, **record)
         if self.config.combine == "worst" or len(results) == 1:
             return results[worst][0], record
         scaled = (losses - losses.max()) / (self.config.temperature * max(float(np.abs(losses).mean()), 1e-12))

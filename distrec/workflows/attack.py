@@ -20,7 +20,7 @@ from distrec.attacks.poisoned import clean_twin, write_poisoned
 from distrec.attacks.profiles import check_budget
 from distrec.attacks.protocols import check_protocol_data, get_protocol, with_preset
 from distrec.attacks.sharpap import SharpAPConfig
-from distrec.attacks.surrogates import SurrogateConfig, WRMFSurrogate
+from distrec.attacks.surrogate_registry import SURROGATES, create_surrogate, surrogate_class
 from distrec.config import ConfigError, validate
 from distrec.content_id import content_id
 from distrec.data.dataset import PreparedDataset
@@ -32,12 +32,12 @@ from distrec.models.base import pick_device
 from distrec.models.registry import victim_class
 from distrec.workflows.train import peak_rss_mb
 
-SURROGATES = {"wrmf": WRMFSurrogate}
+__all__ = ["SURROGATES", "evaluate_attack", "run_attack", "split_config"]
 
 
-def split_config(config: dict, attack: str, sharpap: bool, source: str) -> tuple[dict, dict, dict, dict]:
-    """Route flat config keys to the threat model, SharpAP, the surrogate (``surrogate.KEY``) and the
-    attack; a key none of them has is an error naming it and ``source``."""
+def split_config(config: dict, attack: str, sharpap: bool, source: str, surrogate: str = "wrmf") -> tuple[dict, dict, dict, dict]:
+    """Route flat config keys to the threat model, SharpAP, the surrogate (``surrogate.KEY``, keys of
+    the ``surrogate`` architecture) and the attack; a key none of them has is an error naming it and ``source``."""
     threat_keys = {f.name for f in dataclasses.fields(ThreatModel)}
     sharp_keys = {f.name for f in dataclasses.fields(SharpAPConfig)} if sharpap else set()
     attack_keys = {f.name for f in dataclasses.fields(attack_class(attack).Config)}
@@ -56,7 +56,11 @@ def split_config(config: dict, attack: str, sharpap: bool, source: str) -> tuple
             raise ConfigError(f"{source}: unknown key {key!r} for attack {attack!r}{' with SharpAP' if sharpap else ''}; valid keys are {valid}")
     threat = validate(ThreatModel, with_preset(parts[0], source), source, "the threat model")
     sharp = validate(SharpAPConfig, parts[1], source, "sharpap")
-    surrogate = validate(SurrogateConfig, parts[2], source, "the surrogate")
+    try:
+        surrogate_schema = surrogate_class(surrogate).Config
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    surrogate = validate(surrogate_schema, parts[2], source, f"the {surrogate} surrogate")
     attack_cfg = validate(attack_class(attack).Config, parts[3], source, f"attack {attack!r}")
     return threat, sharp, surrogate, attack_cfg
 
@@ -86,7 +90,7 @@ def run_attack(
     population of surrogate actors on Ray instead of one surrogate.
     The result carries the attack, its config, the surrogate, the seed, the targets, the budget, the
     wall time and the peak memory."""
-    threat_cfg, sharp_cfg, surrogate_cfg, attack_cfg = split_config(config or {}, name, sharpap, config_source)
+    threat_cfg, sharp_cfg, surrogate_cfg, attack_cfg = split_config(config or {}, name, sharpap, config_source, surrogate)
     threat = ThreatModel(**threat_cfg)
     dataset = data if isinstance(data, PreparedDataset) else PreparedDataset(data)
     train_table = dataset.table("train")
@@ -112,16 +116,14 @@ def run_attack(
 
         init_ray()
         attack = PopulationSharpAP(name, attack_cfg, sharp_cfg, **validate(PopulationConfig, population, config_source, "population"))
-        crafter = lambda: attack.craft(ctx, surrogate_cfg)  # noqa: E731
+        crafter = lambda: attack.craft(ctx, surrogate_cfg, surrogate)  # noqa: E731
     else:
         attack = create_attack(name, **attack_cfg)
         if sharpap:
             attack = SharpAP(attack, **sharp_cfg)
         model = None
         if attack.uses_surrogate:
-            if surrogate not in SURROGATES:
-                raise ValueError(f"surrogate {surrogate!r} is not differentiable here; available: {sorted(SURROGATES)}")
-            model = SURROGATES[surrogate](train, budget.n_fake, device, **surrogate_cfg)
+            model = create_surrogate(surrogate, train, budget.n_fake, device, **surrogate_cfg)
             surrogate_cfg = dataclasses.asdict(model.config)
         crafter = lambda: attack.craft(ctx, model)  # noqa: E731
     t0 = time.perf_counter()

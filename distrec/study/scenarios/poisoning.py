@@ -19,7 +19,7 @@ from distrec.attacks import attack_class
 from distrec.attacks.budget import ThreatModel, resolve_budget, select_targets, threat_model
 from distrec.attacks.protocols import check_protocol_data, get_protocol
 from distrec.attacks.sharpap import SharpAPConfig
-from distrec.attacks.surrogates import SurrogateConfig
+from distrec.attacks.surrogate_registry import SURROGATES
 from distrec.config import ConfigError, check_keys
 from distrec.content_id import content_id
 from distrec.data.dataset import InMemoryDataset, PreparedDataset
@@ -30,7 +30,7 @@ from distrec.models.base import Victim
 from distrec.study.columns import check_columns, check_victims_and_defenses, default_columns, fit_column_victim
 from distrec.study.engine import StageResources, Unit
 from distrec.study.scenario import Scenario, register_scenario
-from distrec.workflows.attack import SURROGATES, run_attack, split_config, target_metric_names
+from distrec.workflows.attack import run_attack, split_config, target_metric_names
 
 FORBID = pydantic.ConfigDict(extra="forbid")
 METRICS = (*target_metric_names((10, 20, 50, 100)), "recall@20", "ndcg@20")
@@ -110,7 +110,7 @@ class Poisoning(Scenario):
         for name, scfg in cfg.surrogates.items():
             if name not in SURROGATES:
                 raise ConfigError(f"{src}: surrogates.{name}: unknown surrogate; differentiable surrogates: {', '.join(sorted(SURROGATES))}")
-            check_keys(SurrogateConfig, scfg, src, f"surrogates.{name}")
+            check_keys(SURROGATES[name].Config, scfg, src, f"surrogates.{name}")
         for i, spec in enumerate(cfg.attacks):
             self._check_attack(spec, f"attacks.{i}")
         check_victims_and_defenses(cfg.victims, cfg.defenses, src)
@@ -140,7 +140,7 @@ class Poisoning(Scenario):
 
             check_keys(PopulationConfig, spec.population, src, f"{key}.population")
         for sur in self.config.surrogates if cls.uses_surrogate else [None]:
-            split_config(self.craft_config(spec, sur), spec.name, spec.wrapped, f"{src}: {key}")
+            split_config(self.craft_config(spec, sur), spec.name, spec.wrapped, f"{src}: {key}", sur or "wrmf")
 
     def columns(self) -> list[str]:
         return list(self.config.columns) if self.config.columns is not None else default_columns(self.config.victims, self.config.defenses)
