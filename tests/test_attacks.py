@@ -12,7 +12,7 @@ from distrec.attacks.gradient import initial_profiles
 from distrec.attacks.objectives import DifficultyDiversityLoss, ScoreBatch, target_cross_entropy
 from distrec.attacks.poisoned import clean_twin, write_poisoned
 from distrec.attacks.profiles import check_budget, project_profiles, read_profiles
-from distrec.attacks.surrogates import ItemStep, WRMFSurrogate, wmf_gradients
+from distrec.attacks.surrogates import Factors, ItemStep, WRMFSurrogate, wmf_gradients
 from distrec.data.errors import DataFormatError
 from distrec.data.matrix import UserItemCSR
 
@@ -265,3 +265,47 @@ def test_cross_architecture_poison_gradient_is_a_descent_direction(name):
     assert float(relaxed_attack_loss(sur, fake - step, targets, train)) < base < float(relaxed_attack_loss(sur, fake + step, targets, train))
     again = sur.fit(fake)
     assert torch.equal(again.items, sur.fit(fake).items)  # the same data and seed retrain the same surrogate
+
+
+def test_attacker_view_keeps_a_share_and_moves_some_interactions():
+    from distrec.attacks.budget import attacker_view
+
+    train = random_csr(200, 60, 0.2, seed=4)
+    assert attacker_view(train, ThreatModel()) is train
+    view = attacker_view(train, ThreatModel(knowledge=0.5, seed=1))
+    true = set(zip(*train.rows(np.arange(200))))
+    held = set(zip(*view.rows(np.arange(200))))
+    assert held <= true and 0.4 < len(held) / len(true) < 0.6
+    noisy = set(zip(*attacker_view(train, ThreatModel(knowledge=0.5, knowledge_noise=0.5, seed=1)).rows(np.arange(200))))
+    assert 0.3 < len(noisy - true) / len(noisy) < 0.6  # about half moved, a few onto held items
+    with pytest.raises(ValueError, match="knowledge must be in"):
+        ThreatModel(knowledge=0)
+
+
+def test_rapu_posterior_trusts_explained_interactions_and_weights_users_by_it():
+    from distrec.attacks.rapu import genuine_posterior
+
+    residuals = torch.tensor([0.0, 0.05, 0.1, 0.95, 1.0])
+    post, pi = genuine_posterior(residuals, sigma=0.2, b=0.2, prior=0.5, steps=20)
+    assert post[:3].min() > 0.9 and post[3:].max() < 0.1 and pi == pytest.approx(0.6, abs=0.05)
+    train = random_csr(30, 20, 0.3, seed=2)
+    attack = create_attack("rapu", sigma=0.2, b=0.2)
+    users, items = torch.zeros(30, 2), torch.zeros(20, 2)
+    users[:15, 0], items[:, 0] = 1.0, 1.0  # users 0-14 score 1 on every item: their interactions are explained
+    w = attack.user_weights(Factors(users, items), context(train))
+    assert w.mean() == pytest.approx(1.0) and w[:15].min() > 1.5 and w[15:].max() < 0.5
+
+
+def test_rapu_projection_leans_to_popular_fillers_and_keeps_the_budget():
+    train = random_csr(80, 50, 0.15, seed=5)
+    ctx = context(train, n_fake=5, n_filler=8, targets=(4, 9))
+    flat = torch.zeros(5, 50)
+    out = create_attack("rapu", popularity_smooth=1.0).project(flat, ctx)
+    pop = ctx.popularity()
+    chosen = out[0].numpy().astype(bool)
+    chosen[[4, 9]] = False
+    rest = ~out[0].numpy().astype(bool)
+    assert (out.sum(1) == 8).all() and bool(out[:, [4, 9]].all()) and pop[chosen].min() >= pop[rest].max()  # the most popular fillers
+    sur = WRMFSurrogate(train, 5, factors=4, iterations=5)
+    fake = SharpAP(create_attack("rapu", outer_steps=2, lr=5.0), rho=0.05).craft(ctx, sur)
+    check_budget(fake, ctx.budget, ctx.targets)

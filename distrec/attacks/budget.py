@@ -19,7 +19,9 @@ class ThreatModel:
     rounded); targets: ``target_items`` (internal ids) or ``n_targets`` drawn with ``seed`` from a
     popularity ``target_bucket`` (methods.md section 2: head > 95th percentile of item degree, torso
     75th-95th, tail < 50th, among items with at least one training interaction);
-    ``target_original_ids`` names targets by the source's item ids instead. ``preset``: the protocol
+    ``target_original_ids`` names targets by the source's item ids instead. The attacker's copy of the
+    data (:func:`attacker_view`): a share ``knowledge`` of the real interactions, of which a share
+    ``knowledge_noise`` is moved to random items (RAPU's incomplete and perturbed data). ``preset``: the protocol
     whose defaults fill the keys a config leaves unset (:mod:`distrec.attacks.protocols`; apply it with
     :func:`threat_model`); the dataclass defaults are distrec's own preset."""
 
@@ -31,6 +33,8 @@ class ThreatModel:
     target_bucket: str = "torso"
     target_items: list[int] = field(default_factory=list)
     target_original_ids: list[str] = field(default_factory=list)
+    knowledge: float = 1.0
+    knowledge_noise: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -39,6 +43,10 @@ class ThreatModel:
         for key in ("n_fake", "n_filler"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if not 0 < self.knowledge <= 1:
+            raise ValueError(f"knowledge must be in (0, 1], got {self.knowledge}")
+        if not 0 <= self.knowledge_noise < 1:
+            raise ValueError(f"knowledge_noise must be in [0, 1), got {self.knowledge_noise}")
         if self.n_targets < 1:
             raise ValueError(f"n_targets must be at least 1, got {self.n_targets}")
         if self.preset is not None and self.preset not in PROTOCOLS:
@@ -100,3 +108,19 @@ def select_targets(threat: ThreatModel, train: UserItemCSR) -> np.ndarray:
         raise ValueError(f"target_bucket {threat.target_bucket!r} has {len(pool)} items, fewer than n_targets={threat.n_targets}")
     rng = np.random.default_rng(threat.seed)
     return np.sort(rng.choice(pool, threat.n_targets, replace=False))
+
+
+def attacker_view(train: UserItemCSR, threat: ThreatModel) -> UserItemCSR:
+    """The attacker's copy of ``train``: each interaction kept with probability ``knowledge``, then a
+    share ``knowledge_noise`` of the kept ones moved to an item drawn uniformly (seeded by ``seed``).
+    With ``knowledge = 1`` and no noise, ``train`` itself."""
+    if threat.knowledge == 1 and threat.knowledge_noise == 0:
+        return train
+    rng = np.random.default_rng([threat.seed, 7])
+    users, items = train.rows(np.arange(train.n_users))
+    keep = rng.random(len(users)) < threat.knowledge
+    users, items = users[keep], items[keep].copy()
+    moved = rng.random(len(items)) < threat.knowledge_noise
+    items[moved] = rng.integers(0, train.n_items, int(moved.sum()))
+    pairs = np.unique(users.astype(np.int64) * train.n_items + items)  # a moved interaction may land on a held one
+    return UserItemCSR.from_arrays(pairs // train.n_items, pairs % train.n_items, train.n_users, train.n_items)

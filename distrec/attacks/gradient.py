@@ -57,17 +57,27 @@ class GradientAttack(Attack):
     def objective(self, batch: ScoreBatch) -> torch.Tensor:
         raise NotImplementedError
 
+    def user_weights(self, factors: Factors, ctx: AttackContext) -> torch.Tensor | None:
+        """A constant weight per real user in the objective (``None``: all 1)."""
+        return None
+
+    def project(self, values: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
+        """The continuous fake data onto the budget (RevAdv's top-filler projection)."""
+        return project_profiles(values, ctx.targets, ctx.budget.n_filler)
+
     def attack_loss(self, factors: Factors, ctx: AttackContext) -> tuple[float, Factors]:
         """The objective over all real users, in chunks, and its gradient w.r.t. the factors."""
         users = factors.users.detach().requires_grad_()
         items = factors.items.detach().requires_grad_()
         targets = torch.as_tensor(ctx.targets, device=items.device)
+        weights = self.user_weights(factors, ctx)
         total = 0.0
         chunk = self.config.chunk_users
         for s in range(0, users.shape[0], chunk):
             ids = np.arange(s, min(s + chunk, users.shape[0]))
             r, c = ctx.train.rows(ids)
-            batch = ScoreBatch(users[s : s + len(ids)] @ items.T, torch.as_tensor(r, device=items.device), torch.as_tensor(c, device=items.device), targets)
+            w = None if weights is None else weights[s : s + len(ids)]
+            batch = ScoreBatch(users[s : s + len(ids)] @ items.T, torch.as_tensor(r, device=items.device), torch.as_tensor(c, device=items.device), targets, w)
             loss = self.objective(batch)
             loss.backward()
             total += float(loss.detach())
@@ -118,7 +128,7 @@ class GradientAttack(Attack):
             grad[:, targets] = 0.0
             state.grad = grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
             opt.step()
-            new = project_profiles(state, ctx.targets, ctx.budget.n_filler)
+            new = self.project(state, ctx)
             record["changed"] = int((new != fake).sum())
             fake = new
             state.data.copy_(fake)

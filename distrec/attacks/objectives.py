@@ -11,12 +11,13 @@ import torch
 @dataclass
 class ScoreBatch:
     """Scores ``[B, n_items]`` of a chunk of real users, the positions of their training items
-    (``seen_rows``, ``seen_items``) and the target ids."""
+    (``seen_rows``, ``seen_items``), the target ids, and (optionally) a constant weight per user."""
 
     scores: torch.Tensor
     seen_rows: torch.Tensor
     seen_items: torch.Tensor
     targets: torch.Tensor
+    user_weights: torch.Tensor | None = None
 
     def masked(self) -> torch.Tensor:
         """The scores with training items at -inf (detached)."""
@@ -33,8 +34,10 @@ class ScoreBatch:
 
 def target_cross_entropy(batch: ScoreBatch) -> torch.Tensor:
     """RevAdv's adversarial loss (Tang, Wen, Wang 2020): the cross-entropy of the softmax over items of
-    each real user's scores against the target items, L = - sum_u sum_t log softmax(r_u)_t."""
-    return -torch.log_softmax(batch.scores, dim=1)[:, batch.targets].sum()
+    each real user's scores against the target items, L = - sum_u w_u sum_t log softmax(r_u)_t
+    (w_u = 1 unless the batch carries user weights)."""
+    per_user = -torch.log_softmax(batch.scores, dim=1)[:, batch.targets].sum(1)
+    return (per_user if batch.user_weights is None else per_user * batch.user_weights).sum()
 
 
 @dataclass

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from distrec.attacks import SharpAP, attack_class, create_attack
 from distrec.attacks.base import AttackContext
-from distrec.attacks.budget import ThreatModel, resolve_budget, select_targets
+from distrec.attacks.budget import ThreatModel, attacker_view, resolve_budget, select_targets
 from distrec.attacks.poisoned import clean_twin, write_poisoned
 from distrec.attacks.profiles import check_budget
 from distrec.attacks.protocols import check_protocol_data, get_protocol, with_preset
@@ -108,7 +108,8 @@ def run_attack(
     except ValueError as exc:
         raise ConfigError(f"{config_source}: threat model: {exc}") from None
     device = pick_device(surrogate_cfg.get("device"))
-    ctx = AttackContext(train, targets, budget, threat.seed, dataset.item_categories(), item_map, progress, device)
+    view = attacker_view(train, threat)
+    ctx = AttackContext(view, targets, budget, threat.seed, dataset.item_categories(), item_map, progress, device)
     surrogate_cfg = dict(surrogate_cfg, seed=surrogate_cfg.get("seed", threat.seed))
     if population is not None:
         from distrec.distributed.population import PopulationConfig, PopulationSharpAP
@@ -123,7 +124,7 @@ def run_attack(
             attack = SharpAP(attack, **sharp_cfg)
         model = None
         if attack.uses_surrogate:
-            model = create_surrogate(surrogate, train, budget.n_fake, device, **surrogate_cfg)
+            model = create_surrogate(surrogate, view, budget.n_fake, device, **surrogate_cfg)
             surrogate_cfg = dataclasses.asdict(model.config)
         crafter = lambda: attack.craft(ctx, model)  # noqa: E731
     t0 = time.perf_counter()
@@ -147,6 +148,8 @@ def run_attack(
         history=getattr(attack, "history", []),
         data=dataset.uri,
     )
+    if view is not train:
+        meta["attacker_view"] = {"interactions": len(view.indices), "of": len(train.indices)}
     if out is not None:
         write_poisoned(dataset, fake, out, meta)
         meta["out"] = str(out)
