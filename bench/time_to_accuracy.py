@@ -1,0 +1,111 @@
+"""Time to accuracy of the SGD-trained victims on a CPU budget: test Recall@20 against training seconds
+(evaluation time excluded), up to a wall-clock budget, for the configs of a YAML plan.
+
+  python bench/time_to_accuracy.py --plan configs/victims/time_to_accuracy.yaml [--only ml-1m:lightgcn] \
+      [--budget-s 600] [--out docs/results/time_to_accuracy.json]
+
+Each cell runs in a fresh process; the plan maps data -> label -> {victim, config, budget_s}. A cell's
+record holds its curve and the first second at which it reached 95% of the plan's ``converged`` value
+for that data and victim (a long run recorded once, in the same file). Results go to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import yaml
+from common import REPO, machine
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+class Budget(Exception):
+    """Raised from the epoch callback when the training seconds pass the budget."""
+
+
+def one_cell(data_name: str, victim: str, config: str, budget_s: float) -> None:
+    from victims import csrs, dataset
+
+    from distrec.evaluation.ranking import full_ranking_metrics
+    from distrec.models import create_victim
+
+    ds = dataset(data_name)
+    train, test = csrs(ds)
+    cfg = dict(json.loads(config), epochs=10_000)
+    model = create_victim(victim, ds.n_users, ds.n_items, **cfg)
+    curve, clock = [], {"start": time.perf_counter(), "eval": 0.0}
+
+    def on_epoch(record):
+        t_eval = time.perf_counter()
+        trained = t_eval - clock["start"] - clock["eval"]
+        m = full_ranking_metrics(model.score, train, test, (20,))
+        curve.append({"epoch": record["epoch"] + 1, "train_seconds": round(trained, 1), "recall@20": m["recall@20"], "ndcg@20": m["ndcg@20"], "loss": record["loss"]})
+        print(json.dumps(curve[-1]), file=sys.stderr, flush=True)
+        clock["eval"] += time.perf_counter() - t_eval
+        if trained >= budget_s:
+            raise Budget
+
+    try:
+        model.fit(ds, progress=False, on_epoch=on_epoch)
+    except Budget:
+        pass
+    print(json.dumps({"data": data_name, "victim": victim, "config": json.loads(config), "budget_s": budget_s, "curve": curve}))
+
+
+def seconds_to(curve: list[dict], value: float) -> float | None:
+    """The first training second at which the curve reached ``value``."""
+    return next((p["train_seconds"] for p in curve if p["recall@20"] >= value), None)
+
+
+def run(plan_file: str, only: list[str] | None, budget_s: float | None, out: str | None) -> None:
+    plan = yaml.safe_load((REPO / plan_file).read_text())
+    path = Path(out) if out else None
+    results = json.loads(path.read_text())["cells"] if path and path.exists() else {}
+    for data_name, cells in plan["cells"].items():
+        for label, cell in cells.items():
+            key = f"{data_name}:{label}"
+            if only and key not in only:
+                continue
+            limit = budget_s or cell.get("budget_s", 600)
+            cmd = [sys.executable, __file__, "--cell", data_name, cell["victim"], json.dumps(cell["config"]), str(limit)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO / "bench")
+            if proc.returncode:
+                print(f"{key}: failed\n{proc.stderr[-2000:]}")
+                continue
+            results[key] = json.loads(proc.stdout.strip().splitlines()[-1])
+            report(key, results[key], plan.get("converged", {}).get(data_name, {}).get(cell["victim"]))
+            if path:
+                path.write_text(json.dumps({"machine": machine(), "plan": plan_file, "cells": results}, indent=1))
+
+
+def report(key: str, r: dict, converged: float | None) -> None:
+    curve = r["curve"]
+    best = max(p["recall@20"] for p in curve)
+    reach = seconds_to(curve, 0.95 * converged) if converged else None
+    points = ", ".join(f"{p['train_seconds']:.0f}s {p['recall@20']:.4f}" for p in curve[:: max(1, len(curve) // 8)])
+    to95 = f"95% of {converged:.4f} at {reach:.0f}s" if reach is not None else f"95% of {converged} not reached" if converged else "no converged value"
+    print(f"{key}: {len(curve)} epochs, last {curve[-1]['recall@20']:.4f}, best {best:.4f}; {to95} | {points}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--plan", default="configs/victims/time_to_accuracy.yaml")
+    parser.add_argument("--only", nargs="*")
+    parser.add_argument("--budget-s", type=float)
+    parser.add_argument("--out")
+    parser.add_argument("--cell", nargs=4, help=argparse.SUPPRESS)
+    a = parser.parse_args()
+    if a.cell:
+        one_cell(a.cell[0], a.cell[1], a.cell[2], float(a.cell[3]))
+    else:
+        run(a.plan, a.only, a.budget_s, a.out)
+
+
+if __name__ == "__main__":
+    main()
