@@ -52,6 +52,8 @@ def test_study_outputs_and_resume(ray_session, study_file, tmp_path):
     assert all(json.loads(r["config"])["seed"] == r["seed"] and r["host"] for r in rows)
     md = Path(first["matrix_md"]).read_text()
     assert "| revadv@wrmf |" in md and "| wrmf | bpr |" in md and "x) |" in md  # the lift over no attack
+    assert md.startswith("# ") and "t_hr@50 (%), mean ± std" in md and "Protocol: preset distrec" in md  # the preset's headline metric
+    assert "hitone@50 (%), mean over seeds (difference from the baseline)" in md and "mean_rank, mean over seeds" in md
     baseline = {r["column"]: r["t_hr@20"] for r in rows if r["row"] == "no attack" and r["seed"] == 0}
     assert all(r["mean_rank"] >= 1 for r in rows) and set(baseline) == {"wrmf", "bpr"}
     assert Path(first["heatmap_png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -102,7 +104,8 @@ BAD_CONFIGS = [
     ("target_bucket: torso", "target_bucket: middle", "target_bucket must be one of"),
     ("n_fake: 4,", "preset: revadvv, n_fake: 4,", "threat.preset: unknown preset 'revadvv'; presets: distrec, revadv, gradpass, arlib, rapu"),
     ("seeds: [0, 1]", "seeds: [0, 1]\nmetric: hitone@100", "metric: 'hitone@100' is not measured under preset 'distrec' (K: [10, 20, 50])"),
-    ("  wrmf: {factors: 8, iterations: 3}", "  bpr: {factors: 8}", "surrogates.bpr: unknown surrogate; differentiable surrogates: wrmf"),
+    ("  wrmf: {factors: 8, iterations: 3}", "  neumf: {dim: 8}", "surrogates.neumf: unknown surrogate; differentiable surrogates: bpr, lightgcn, wrmf"),
+    ("  wrmf: {factors: 8, iterations: 3}", "  bpr: {factors: 8}", "surrogates.bpr.factors: unknown key; valid keys: batch_size, device, dim, fake_negatives"),
     ("seeds: [0, 1]", "seeds: [0, 1]\nmetric: t_hr@21", "metric: unknown metric 't_hr@21'"),
     ("seeds: [0, 1]", "seeds: [0, 1]\ncolumns: [wrmf+apr]\ndefenses: {apr: {}}", "columns.0: defense 'apr' cannot be applied to victim 'wrmf'; it supports bpr, lightgcn"),
     ("seeds: [0, 1]", "seeds: [0, 1]\ndefenses: {apr: {epz: 1}}", "defenses.apr.epz: unknown key; valid keys: adv_reg, eps, warmup_epochs"),
