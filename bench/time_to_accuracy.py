@@ -12,6 +12,7 @@ for that data and victim (a long run recorded once, in the same file). Results g
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -51,10 +52,8 @@ def one_cell(data_name: str, victim: str, config: str, budget_s: float) -> None:
         if trained >= budget_s:
             raise Budget
 
-    try:
+    with contextlib.suppress(Budget):
         model.fit(ds, progress=False, on_epoch=on_epoch)
-    except Budget:
-        pass
     print(json.dumps({"data": data_name, "victim": victim, "config": json.loads(config), "budget_s": budget_s, "curve": curve}))
 
 
