@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import machine, shared_data  # noqa: E402
+from distrec.attacks.protocols import get_protocol  # noqa: E402
 from distrec.config import load_yaml  # noqa: E402
 from distrec.workflows.attack import evaluate_attack, resolved_victim_configs, run_attack  # noqa: E402
 
@@ -55,12 +56,19 @@ def stale_victims(saved: dict, configs: dict, seeds: list[int]) -> list[str]:
 
 
 def table(results: dict, victims: list[str], metric: str) -> str:
+    """Rows: attacks, then no attack; cells: mean ± std over seeds and the lift over no attack (difference, ratio)."""
+    scale = 1.0 if metric == "mean_rank" else 100.0
     lines = [f"| attack | {' | '.join(victims)} |", "|---" * (len(victims) + 1) + "|"]
     for name, r in results.items():
-        cells = [f"{100 * r['victims'][v][metric]:.2f} ± {100 * r['victims'][v]['std'][metric]:.2f}" for v in victims]
+        cells = []
+        for v in victims:
+            e = r["victims"][v]
+            lift = e["lift"][metric] if "lift" in e else {"difference": e[metric] - e["clean_" + metric], "ratio": None}
+            ratio = f", {lift['ratio']:.2f}x" if lift["ratio"] else ""
+            cells.append(f"{scale * e[metric]:.2f} ± {scale * e['std'][metric]:.2f} ({scale * lift['difference']:+.2f}{ratio})")
         lines.append(f"| {name} | {' | '.join(cells)} |")
     clean = next(iter(results.values()))
-    base = [f"{100 * clean['victims'][v]['clean_' + metric]:.2f}" for v in victims]
+    base = [f"{scale * clean['victims'][v]['clean_' + metric]:.2f}" for v in victims]
     lines.append(f"| no attack | {' | '.join(base)} |")
     return "\n".join(lines)
 
@@ -110,8 +118,13 @@ def main() -> None:
         results[name] = ev
     summary = {"config": cfg, "config_file": args.config, "machine": machine(), "wall_seconds": round(time.perf_counter() - t0, 1), "crafting": crafting, "results": results}
     md = [f"# SharpAP reproduction: {Path(args.config).name}", "", f"Machine: {machine()}.", ""]
-    for metric in ("t_hr@10", "t_hr@20"):
-        md += [f"## {metric.upper()} (%), mean ± std over seeds {cfg['seeds']}", "", table(results, victims, metric), ""]
+    proto = next(iter(results.values())).get("protocol") or get_protocol(cfg["threat"].get("preset")).describe()
+    k = proto["metric"].split("@")[1]
+    md += [f"Protocol: preset {proto['preset']} ({proto['source']}" + (f"; differs: {proto['deviations']}" if proto["deviations"] else "") + ")", ""]
+    for metric in dict.fromkeys((proto["metric"], f"t_hr@{k}", f"hitone@{k}", "t_hr@10", "mean_rank")):
+        if all(metric in r["victims"][v] for r in results.values() for v in victims):
+            unit = "" if metric == "mean_rank" else " (%)"
+            md += [f"## {metric}{unit}, mean ± std over seeds {cfg['seeds']} (lift over no attack)", "", table(results, victims, metric), ""]
     md += ["## Clean Recall@20 with the fake users (without: the no-attack row's victims)", ""]
     md += [
         f"- {name}: " + ", ".join(f"{v} {r['victims'][v]['recall@20_with_fakes']:.4f} (without {r['victims'][v]['recall@20_without_fakes']:.4f})" for v in victims)
