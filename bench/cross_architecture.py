@@ -2,7 +2,7 @@
 mixed architectures (WRMF + MF-BPR + LightGCN surrogates), per victim; wall time per outer step vs P;
 and RAPU vs RevAdv when the attacker holds an incomplete, perturbed copy of the data.
 
-  python bench/cross_architecture.py [--data ml-100k] [--seeds 0 1] [--steps 10] [--out docs/results/cross_architecture_ml100k.json]
+  python bench/cross_architecture.py [--data ml-100k-pairs] [--seeds 0 1] [--steps 10] [--out docs/results/cross_architecture_ml100k.json]
 
 Every victim is retrained from scratch on clean and poisoned data (evaluate_attack); the table shows the
 preset's headline metric (T-HR@50) with the no-attack value, and the mean target rank. Results go to
@@ -65,7 +65,7 @@ def row(label: str, attack: str, ds, config: dict, seeds, tmp: Path, population=
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="ml-100k")
+    ap.add_argument("--data", default="ml-100k-pairs")
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--out")
