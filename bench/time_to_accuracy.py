@@ -4,7 +4,7 @@
   python bench/time_to_accuracy.py --plan configs/victims/time_to_accuracy.yaml [--only ml-1m:lightgcn] \
       [--budget-s 600] [--out docs/results/time_to_accuracy.json]
 
-Each cell runs in a fresh process; the plan maps data -> label -> {victim, config, budget_s}. A cell's
+Each cell runs in a fresh process; the plan maps data -> label -> {victim, config, budget_s, eval_every}. A cell's
 record holds its curve and the first second at which it reached 95% of the plan's ``converged`` value
 for that data and victim (a long run recorded once, in the same file). Results go to docs/benchmarks.md.
 """
@@ -30,7 +30,7 @@ class Budget(Exception):
     """Raised from the epoch callback when the training seconds pass the budget."""
 
 
-def one_cell(data_name: str, victim: str, config: str, budget_s: float) -> None:
+def one_cell(data_name: str, victim: str, config: str, budget_s: float, eval_every: int = 1) -> None:
     from victims import csrs, dataset
 
     from distrec.evaluation.ranking import full_ranking_metrics
@@ -45,6 +45,8 @@ def one_cell(data_name: str, victim: str, config: str, budget_s: float) -> None:
     def on_epoch(record):
         t_eval = time.perf_counter()
         trained = t_eval - clock["start"] - clock["eval"]
+        if (record["epoch"] + 1) % eval_every and trained < budget_s:
+            return
         m = full_ranking_metrics(model.score, train, test, (20,))
         curve.append({"epoch": record["epoch"] + 1, "train_seconds": round(trained, 1), "recall@20": m["recall@20"], "ndcg@20": m["ndcg@20"], "loss": record["loss"]})
         print(json.dumps(curve[-1]), file=sys.stderr, flush=True)
@@ -72,7 +74,7 @@ def run(plan_file: str, only: list[str] | None, budget_s: float | None, out: str
             if only and key not in only:
                 continue
             limit = budget_s or cell.get("budget_s", 600)
-            cmd = [sys.executable, __file__, "--cell", data_name, cell["victim"], json.dumps(cell["config"]), str(limit)]
+            cmd = [sys.executable, __file__, "--cell", data_name, cell["victim"], json.dumps(cell["config"]), str(limit), str(cell.get("eval_every", 1))]
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO / "bench")
             if proc.returncode:
                 print(f"{key}: failed\n{proc.stderr[-2000:]}")
@@ -98,10 +100,10 @@ def main() -> None:
     parser.add_argument("--only", nargs="*")
     parser.add_argument("--budget-s", type=float)
     parser.add_argument("--out")
-    parser.add_argument("--cell", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--cell", nargs="+", help=argparse.SUPPRESS)  # data victim config budget_s [eval_every]
     a = parser.parse_args()
     if a.cell:
-        one_cell(a.cell[0], a.cell[1], a.cell[2], float(a.cell[3]))
+        one_cell(a.cell[0], a.cell[1], a.cell[2], float(a.cell[3]), int(a.cell[4]) if len(a.cell) > 4 else 1)
     else:
         run(a.plan, a.only, a.budget_s, a.out)
 
