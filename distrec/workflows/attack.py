@@ -4,6 +4,7 @@ by retraining victims from scratch on clean and on poisoned data for several see
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import tempfile
 import time
@@ -20,7 +21,7 @@ from distrec.attacks.poisoned import clean_twin, write_poisoned
 from distrec.attacks.profiles import check_budget
 from distrec.attacks.protocols import check_protocol_data, get_protocol, with_preset
 from distrec.attacks.sharpap import SharpAPConfig
-from distrec.attacks.surrogate_registry import SURROGATES, create_surrogate, surrogate_class
+from distrec.attacks.surrogate_registry import create_surrogate, surrogate_class
 from distrec.config import ConfigError, validate
 from distrec.content_id import content_id
 from distrec.data.dataset import PreparedDataset
@@ -31,8 +32,6 @@ from distrec.models import create_victim
 from distrec.models.base import pick_device
 from distrec.models.registry import victim_class
 from distrec.workflows.train import peak_rss_mb
-
-__all__ = ["SURROGATES", "evaluate_attack", "run_attack", "split_config"]
 
 
 def split_config(config: dict, attack: str, sharpap: bool, source: str, surrogate: str = "wrmf") -> tuple[dict, dict, dict, dict]:
@@ -172,10 +171,17 @@ def resolved_victim_configs(victims: list[str], victim_configs: dict | None, con
 
 
 def clean_data_id(poisoned: PreparedDataset) -> str:
-    """Content id of the clean data a poisoned dataset was made from: its sources, reader options and
-    preparation (everything in the metadata but the tables, the attack and where it was written)."""
+    """Content id of the clean data a poisoned dataset was made from: its metadata but the tables, the
+    attack and where it was written, and a SHA-256 of the real users' train and test interactions."""
     meta = {k: v for k, v in poisoned.metadata.items() if k not in ("tables", "attack", "clean_dataset", "n_users")}
-    return content_id(meta)
+    digest = hashlib.sha256()
+    for split in ("train", "test"):
+        table = poisoned.table(split)
+        if split == "train":
+            table = table.filter(pc.invert(table.column("is_fake")))
+        for column in ("user_id", "item_id"):
+            digest.update(np.ascontiguousarray(table.column(column).to_numpy()).tobytes())
+    return content_id(meta, digest.hexdigest())
 
 
 class CleanRuns:
