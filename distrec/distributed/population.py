@@ -13,8 +13,8 @@ and any member may change the surrogate's config (seed, factors, alpha, gradient
 ``architecture`` (``wrmf``, ``bpr``, ``lightgcn``: a member of another architecture than the attack's
 surrogate takes only its own ``surrogate`` keys), so members also differ by training seed and by
 structure. Attack losses of different architectures are on different scales, so members are compared
-by their loss relative to their first step's (``compare: relative``, the default for mixed populations). With P = 1 and a ``sam`` member this is
-exactly the single-process SharpAP for the same seed.
+by their loss relative to their first step's (``compare: relative``, the default for mixed
+populations). With P = 1 and a ``sam`` member this is exactly the single-process SharpAP for the same seed.
 """
 
 from __future__ import annotations
@@ -107,6 +107,7 @@ class PopulationSharpAP(Attack):
                 surrogate_class(spec.architecture)
                 check_keys(surrogate_class(spec.architecture).Config, spec.surrogate, "population", f"members.{i}.surrogate")
         self.attack_name, self.attack_config = attack, dict(attack_config or {})
+        self.relative, self.first_losses = self.config.compare == "relative", None
         self.sharpap = dataclasses.asdict(SharpAPConfig(**(sharpap or {})))
         self.attack = create_attack(attack, **self.attack_config)
         self.name = "population-sharpap"
@@ -143,14 +144,14 @@ class PopulationSharpAP(Attack):
                 ray.kill(m)
 
     def combine(self, results: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, dict]:
-        losses = np.array([r.get("worst_case_loss", r["attack_loss"]) for _, r in results])
-        record = {}
-        if getattr(self, "relative", False):
-            self.first_losses = losses if self.first_losses is None else self.first_losses
-            losses = losses / np.maximum(np.abs(self.first_losses), 1e-12)
-            record["member_relative_losses"] = losses.tolist()
+        raw = np.array([r.get("worst_case_loss", r["attack_loss"]) for _, r in results])
+        losses, extra = raw, {}
+        if self.relative:
+            self.first_losses = raw if self.first_losses is None else self.first_losses
+            losses = raw / np.maximum(np.abs(self.first_losses), 1e-12)
+            extra["member_relative_losses"] = losses.tolist()
         worst = int(np.argmax(losses))
-        record = dict(results[worst][1], member_losses=[r.get("worst_case_loss", r["attack_loss"]) for _, r in results], worst_member=worst, **record)
+        record = dict(results[worst][1], member_losses=raw.tolist(), worst_member=worst, **extra)
         if self.config.combine == "worst" or len(results) == 1:
             return results[worst][0], record
         scaled = (losses - losses.max()) / (self.config.temperature * max(float(np.abs(losses).mean()), 1e-12))

@@ -103,7 +103,7 @@ class Poisoning(Scenario):
             raise ConfigError(f"{src}: seeds: give at least one seed")
         if cfg.metric is not None and cfg.metric not in METRICS:
             raise ConfigError(f"{src}: metric: unknown metric {cfg.metric!r}; choose from {', '.join(METRICS)}")
-        self.preset  # noqa: B018  (an unknown preset is an error naming threat.preset)
+        get_protocol(cfg.threat.get("preset"), f"{src}: threat")  # an unknown preset is an error naming threat.preset
         check_keys(ThreatModel, cfg.threat, src, "threat")
         if self.metric.split("@")[-1] not in {"rank", *map(str, self.ks)}:
             raise ConfigError(f"{src}: metric: {self.metric!r} is not measured under preset {self.preset.name!r} (K: {list(self.ks)})")
