@@ -187,3 +187,16 @@ def test_stopping_the_driver_then_rerunning_skips_finished_cells(ray_session, tm
     reference = str(tmp_path / "reference")
     run_study(study_file, reference, progress=False)
     assert metrics_by_cell(str(out))[0] == metrics_by_cell(reference)[0]
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "study").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_study_config_is_valid(path, monkeypatch):
+    """The study configs the README and docs name pass the whole check (keys, presets, metrics, columns)."""
+    monkeypatch.chdir(path.parents[2])  # configs name ../shared/data relative to the checkout
+    try:
+        study = load_study(path)
+    except ConfigError as exc:
+        if "does not exist" in str(exc) and not (path.parents[3] / "shared" / "data").exists():
+            pytest.skip(f"needs ../shared/data: {exc}")
+        raise
+    assert study.metric and study.stages
