@@ -68,6 +68,7 @@ def main() -> None:
     ap.add_argument("--data", default="ml-100k-pairs")
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1])
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--rows", nargs="*", help="run only these rows (labels of the table); the others are kept from --out")
     ap.add_argument("--out")
     a = ap.parse_args()
     ds = dataset(a.data)
@@ -75,19 +76,18 @@ def main() -> None:
     base = {"outer_steps": a.steps, "lr": 2.0, "seed": 0}
     print(f"machine: {machine()}; {a.data}, 1% fake users, 5 torso targets, seeds {a.seeds}; T-HR@50 (%) after the attack (mean target rank)")
     print("| attack | " + " | ".join(VICTIMS) + " | s / outer step |\n|---|" + "---|" * (len(VICTIMS) + 1))
-    results = {}
+    results = json.loads(Path(a.out).read_text())["rows"] if a.rows and a.out and Path(a.out).exists() else {}
+    wanted = lambda label: not a.rows or label in a.rows  # noqa: E731
+    plan = [("random", "random", {"seed": 0}, None), ("revadv@wrmf", "revadv", base, None)]
+    plan += [(label, "revadv", base, pop) for label, pop in populations(2 / 3).items()]
+    partial = {"knowledge": 0.5, "knowledge_noise": 0.2}
+    plan += [(f"{name} partial", name, base | partial, None) for name in ("revadv", "rapu")]
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        results["random"] = row("random", "random", ds, {"seed": 0}, a.seeds, tmp)
-        results["revadv@wrmf"] = row("revadv@wrmf", "revadv", ds, base, a.seeds, tmp)
-        for label, pop in populations(2 / 3).items():
-            results[label] = row(f"revadv+population {label}", "revadv", ds, base, a.seeds, tmp, population=pop)
-        partial = {"knowledge": 0.5, "knowledge_noise": 0.2}
-        print("\nattacker holds half the interactions, a fifth of them moved to random items:")
-        for name in ("revadv", "rapu"):
-            results[f"{name} partial"] = row(f"{name}@wrmf, knowledge 0.5 / noise 0.2", name, ds, base | partial, a.seeds, tmp)
-        clean = {v: r["clean_t_hr@50"] for v, r in results["random"]["victims"].items()}
-        print("no attack: " + ", ".join(f"{v} {100 * c:.2f}" for v, c in clean.items()))
+        for label, attack, config, pop in plan:
+            if wanted(label):
+                results[label] = row(label, attack, ds, config, a.seeds, Path(tmp), population=pop)
+    clean = {v: r["clean_t_hr@50"] for v, r in results["random"]["victims"].items()}
+    print("no attack: " + ", ".join(f"{v} {100 * c:.2f}" for v, c in clean.items()) + "; 'partial': the attacker holds half the interactions, a fifth of them moved")
     if a.out:
         Path(a.out).write_text(json.dumps({"machine": machine(), "data": a.data, "seeds": a.seeds, "victims": VICTIMS, "surrogates": SURROGATES, "rows": results}, indent=1))
 

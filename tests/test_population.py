@@ -37,6 +37,7 @@ def test_population_takes_the_worst_member(ray_session, ctx):
     for record in population.history:
         assert len(record["member_losses"]) == 3
         assert record["worst_member"] == int(np.argmax(record["member_losses"]))
+        assert len(record["member_surrogate_t_hr@50"]) == 3 and record["surrogate_t_hr@50"] == min(record["member_surrogate_t_hr@50"])
 
 
 def test_softmax_combination_weights_members_by_loss():

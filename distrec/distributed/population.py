@@ -89,8 +89,9 @@ class PopulationConfig:
 
 
 class PopulationSharpAP(Attack):
-    """Wraps a gradient attack (revadv, dada): its outer loop, with the poison gradient of the
-    population's worst member."""
+    """Wraps a gradient attack (revadv, dada, rapu): its outer loop, with the poison gradient of the
+    population's worst member; the profiles returned are those of the step whose least-hit member
+    reached the highest surrogate T-HR (the worst case over the population, as the gradient)."""
 
     Config = PopulationConfig
     uses_surrogate = True
@@ -152,6 +153,9 @@ class PopulationSharpAP(Attack):
             extra["member_relative_losses"] = losses.tolist()
         worst = int(np.argmax(losses))
         record = dict(results[worst][1], member_losses=raw.tolist(), worst_member=worst, **extra)
+        for key in (k for k in results[worst][1] if k.startswith("surrogate_t_hr@")):  # the best step is the one whose weakest member is hit most
+            record[f"member_{key}"] = [r[key] for _, r in results]
+            record[key] = min(record[f"member_{key}"])
         if self.config.combine == "worst" or len(results) == 1:
             return results[worst][0], record
         scaled = (losses - losses.max()) / (self.config.temperature * max(float(np.abs(losses).mean()), 1e-12))
