@@ -265,6 +265,9 @@ def test_cross_architecture_poison_gradient_is_a_descent_direction(name):
     assert float(relaxed_attack_loss(sur, fake - step, targets, train)) < base < float(relaxed_attack_loss(sur, fake + step, targets, train))
     again = sur.fit(fake)
     assert torch.equal(again.items, sur.fit(fake).items)  # the same data and seed retrain the same surrogate
+    if name == "lightgcn":
+        with pytest.raises(ValueError, match="6 fake users x 40 items = 240 fake edges > max_fake_edges=100"):
+            create_surrogate(name, train, 6, max_fake_edges=100)
 
 
 def test_attacker_view_keeps_a_share_and_moves_some_interactions():

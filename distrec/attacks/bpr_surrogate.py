@@ -47,7 +47,11 @@ class BPRSurrogateConfig:
 
 @dataclass
 class LightGCNSurrogateConfig(BPRSurrogateConfig):
+    """``max_fake_edges``: every (fake user, item) pair is an edge (n_fake x n_items of them, each with a
+    ``dim``-wide message per layer); above this the surrogate refuses rather than exhausting memory."""
+
     layers: int = 2
+    max_fake_edges: int = 5_000_000
 
 
 class BPRSurrogate:
@@ -126,6 +130,11 @@ class LightGCNSurrogate(BPRSurrogate):
 
     def __init__(self, train: UserItemCSR, n_fake: int, device: torch.device | str = "cpu", **config):
         super().__init__(train, n_fake, device, **config)
+        if n_fake * self.n_items > self.config.max_fake_edges:
+            raise ValueError(
+                f"lightgcn surrogate: {n_fake} fake users x {self.n_items} items = {n_fake * self.n_items:,} fake edges "
+                f"> max_fake_edges={self.config.max_fake_edges:,}; use fewer fake users, a larger max_fake_edges on a machine with the memory, or the wrmf surrogate"
+            )
         self.conv = LGConv(normalize=True)
         n_users = self.n_real + n_fake
         fu = torch.arange(n_fake, device=self.device).repeat_interleave(self.n_items) + self.n_real
