@@ -4,8 +4,11 @@ Toys sequences (leave-one-out by time, the history masked), with the learning cu
     python jobs/repro_sasrec.py --datasets Beauty --loss ce --epochs 40 --results docs/results/sasrec_s3rec
 
 Settings default to the table's (hidden 64, 2 layers, 2 heads, dropout 0.5, max length 50, Adam 1e-3,
-batch 256, BCE with one negative); early stopping on the valid item's NDCG@10. Keys ``sasrec/<dataset>/hr@K``,
-``/ndcg@K`` (fractions), ``<dataset>/curve`` and ``meta``."""
+batch 256, BCE with one negative); early stopping on the valid item's NDCG@10; ``--batching tokens``
+(default) groups users by length (same objective, a fraction of the padding). A call adds its (dataset, loss)
+runs to the existing results. Keys ``sasrec/<dataset>/<loss>/hr@K``, ``/ndcg@K`` (fractions), and
+``sasrec/<dataset>/hr@K`` for the table's own setting (BCE) where it ran, else CE; ``<dataset>/<loss>/curve``
+and ``meta``."""
 
 from __future__ import annotations
 
@@ -56,7 +59,9 @@ def check(name: str, out: Path, model_config: dict) -> dict:
     with torch.no_grad():
         metrics = full_ranking_metrics(model.score, seen, test, (5, 10, 20))
     return {
+        "dataset": name,
         "loss": model_config["loss"],
+        "batching": model_config["batching"],
         "metrics": {k: round(v, 5) for k, v in metrics.items() if k.startswith(("hr@", "ndcg@"))},
         "curve": curve,
         "fit_seconds": round(fit_seconds, 1),
@@ -66,19 +71,28 @@ def check(name: str, out: Path, model_config: dict) -> dict:
 
 def report(res: dict) -> str:
     lines = ["| data | loss | HR@5 | NDCG@5 | HR@10 | NDCG@10 | HR@20 | NDCG@20 | epochs | fit s |", "|---" * 10 + "|"]
-    for name, r in res["meta"]["runs"].items():
-        loss = r.get("loss", res["meta"]["model"]["loss"])
-        cells = [f"{100 * r['metrics'][m]:.2f} ({100 * PAPER[name][m]:.2f})" for m in ("hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20")]
-        lines.append(f"| {name} | {loss} | " + " | ".join(cells) + f" | {len(r['curve'])} | {r['fit_seconds']} |")
+    for r in sorted(res["meta"]["runs"].values(), key=lambda r: (r["dataset"], r["loss"])):
+        cells = [f"{100 * r['metrics'][m]:.2f} ({100 * PAPER[r['dataset']][m]:.2f})" for m in ("hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20")]
+        lines.append(f"| {r['dataset']} | {r['loss']} | " + " | ".join(cells) + f" | {len(r['curve'])} | {r['fit_seconds']} |")
     return "Percent; in brackets S3-Rec's table (BCE, one negative).\n\n" + "\n".join(lines) + "\n"
 
 
 def earlier_runs(results: str | None) -> dict:
-    """The runs an earlier call wrote to ``<results>.json``, so a call on one dataset adds to the table."""
+    """The runs an earlier call wrote to ``<results>.json`` (keyed ``<dataset>/<loss>``)."""
     if not results or not Path(f"{results}.json").exists():
         return {}
     meta = json.loads(Path(f"{results}.json").read_text())["meta"]
-    return {name: dict(r, loss=r.get("loss", meta["model"]["loss"])) for name, r in meta["runs"].items()}
+    runs = [dict(r, dataset=r.get("dataset", key), loss=r.get("loss") or meta["model"]["loss"], batching=r.get("batching", "users")) for key, r in meta["runs"].items()]
+    return {f"{r['dataset']}/{r['loss']}": r for r in runs}
+
+
+def result_keys(runs: dict) -> dict:
+    res = {f"sasrec/{key}/{m}": v for key, r in runs.items() for m, v in r["metrics"].items()}
+    for r in sorted(runs.values(), key=lambda r: r["loss"] != "bce"):  # the table's own loss first
+        for m, v in r["metrics"].items():
+            res.setdefault(f"sasrec/{r['dataset']}/{m}", v)
+    res.update({f"{key}/curve": r["curve"] for key, r in runs.items()})
+    return res
 
 
 def main() -> None:
@@ -88,15 +102,15 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--eval-every", type=int, default=5)
     ap.add_argument("--patience", type=int, default=4)
+    ap.add_argument("--batching", default="tokens", choices=["users", "tokens"])
     ap.add_argument("--out", default=str(REPO / "runs/sasrec_check"))
     ap.add_argument("--results", help="write <results>.json and <results>.md here")
     args = ap.parse_args()
-    model = {"loss": args.loss, "epochs": args.epochs, "eval_every": args.eval_every, "patience": args.patience, "eval_metric": "ndcg@10"}
+    model = {"loss": args.loss, "epochs": args.epochs, "eval_every": args.eval_every, "patience": args.patience, "eval_metric": "ndcg@10", "batching": args.batching}
     runs = earlier_runs(args.results)
-    runs.update({name: check(name, Path(args.out), model) for name in args.datasets})
-    res = {f"sasrec/{name}/{m}": v for name, r in runs.items() for m, v in r["metrics"].items()}
-    res.update({f"{name}/curve": r["curve"] for name, r in runs.items()})
-    res["meta"] = {"model": model, "runs": runs, "machine": machine(), "protocol": "full ranking, leave-one-out by time, train and valid items masked"}
+    runs.update({f"{name}/{args.loss}": dict(check(name, Path(args.out), model), model=model) for name in args.datasets})
+    res = result_keys(runs)
+    res["meta"] = {"runs": runs, "machine": machine(), "protocol": "full ranking, leave-one-out by time, train and valid items masked"}
     print(report(res))
     if args.results:
         Path(f"{args.results}.json").write_text(json.dumps(res, indent=1, default=str) + "\n")

@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -17,7 +18,7 @@ from distrec.data.synthetic import make_synthetic
 from distrec.data.user_groups import GroupSpec, group_mask
 from distrec.evaluation.exposure import exposure_metrics, target_ranks
 from distrec.models import create_victim
-from distrec.models.sasrec import PromptGenerator, Sequences, left_padded
+from distrec.models.sasrec import PromptGenerator, Sequences, left_padded, token_batches
 from distrec.study import load_study, run_study
 
 SYNTHETIC = {"n_users": 300, "n_items": 120, "avg_degree": 14, "image_size": 0, "seed": 2}
@@ -42,6 +43,7 @@ def test_sasrec_is_causal_prompted_and_learns_the_next_item(seq_data):
     prompted = model.encode(seqs, model.prompts_for(torch.tensor([0, 1])))
     assert not torch.allclose(prompted[0], out[0])
     model.prompt, model.user_features = None, None
+    model.config.batching = "tokens"
     history = model.fit(seq_data, "valid", progress=False)
     assert history[-1]["loss"] < history[0]["loss"]
     model.attach(seq_data)
@@ -55,6 +57,26 @@ def test_sasrec_is_causal_prompted_and_learns_the_next_item(seq_data):
     assert hr > 2 * 10 / seq_data.n_items  # well above random on the synthetic clusters
     with pytest.raises(ValueError, match="loss must be one of"):
         create_victim("sasrec", 5, 5, loss="mse")
+
+
+def test_sasrec_outputs_do_not_depend_on_padding_and_token_batches_cover_every_user(seq_data):
+    model = create_victim("sasrec", seq_data.n_users, seq_data.n_items, **SMALL).eval()
+    model.attach_prompt(PromptGenerator([3], 16, 1, tokens=3), torch.tensor([[1], [2]]))
+    seqs = [np.array([3, 5, 7]), np.array([1, 2, 3, 4, 5, 6])]
+    plain = model.encode(left_padded(seqs, 20, trim=True))
+    for prompt in (None, model.prompts_for(torch.tensor([0, 1]))):
+        wide, cut = model.encode(left_padded(seqs, 20), prompt), model.encode(left_padded(seqs, 20, trim=True), prompt)
+        assert cut.shape[1] == 6 and torch.allclose(wide[:, -6:], cut, atol=1e-5) and not wide.isnan().any()
+    assert prompt.shape[2] == 3 and not torch.allclose(cut[:, -1], plain[:, -1])  # three prefix tokens, and they matter
+    lengths = np.random.default_rng(0).integers(1, 50, 2000)
+    batches = token_batches(lengths, 1000, torch.Generator().manual_seed(0))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(2000))
+    sizes = np.array([lengths[b.numpy()].sum() for b in batches])
+    assert sizes.max() < 1000 + 50 and np.median(sizes) > 900
+    spread = np.median([np.ptp(lengths[b.numpy()]) for b in batches])
+    assert spread < 5  # grouped by length, where a random batch of ~40 spans nearly the whole range
+    with pytest.raises(ValueError, match="batching must be one of"):
+        create_victim("sasrec", 5, 5, batching="bucket")
 
 
 def test_exposure_ranks_by_hand():
@@ -104,7 +126,7 @@ STUDY = {
     "group": {"attribute": "segment", "value": 1},
     "targets": {"per_category": 2, "categories": 3},
     "features": {"columns": ["age", "segment"]},
-    "attacks": [{"name": "bra", "rate": 0.5}, {"name": "pea", "rate": 0.2, "prompt_epochs": 2, "attack_epochs": 3}],
+    "attacks": [{"name": "bra", "rate": 0.5}, {"name": "pea", "rate": 0.2, "prompt_epochs": 2, "attack_epochs": 3, "prompt_tokens": 2}],
     "modes": ["direct", "finetune", "prompt"],
     "downstream": {"fraction": 0.3, "history": 6, "finetune_epochs": 2, "prompt_epochs": 2},
 }
@@ -117,23 +139,24 @@ def test_backdoor_study_rows_columns_and_exposure_lift(ray_session, tmp_path):
     result = run_study(path, str(out), progress=False)
     assert result["stages"]["pretrain"]["run"] == 3 and result["cells"] == 27
     rows = {(r["row"], r["column"]): r for r in pq.read_table(out / "results.parquet").to_pylist()}
-    assert {r for r, _ in rows} == {"clean", "bra rate=0.5", "pea rate=0.2"}
+    assert {r for r, _ in rows} == {"clean", "bra rate=0.5", "pea rate=0.2 tokens=2"}
     assert {c for _, c in rows} == {f"{m}/{g}" for m in ("direct", "finetune", "prompt") for g in ("target", "others", "overall")}
     # BRA at rate 0.5 exposes the targets to the target group far more than the clean model does
     assert rows["bra rate=0.5", "direct/target"]["hr@10"] > rows["clean", "direct/target"]["hr@10"] + 0.03
     # PEA trains the targets as negatives for the other users: without a prompt, nobody is shown them
-    assert rows["pea rate=0.2", "direct/others"]["hr@10"] < rows["clean", "direct/others"]["hr@10"]
+    assert rows["pea rate=0.2 tokens=2", "direct/others"]["hr@10"] < rows["clean", "direct/others"]["hr@10"]
     md = (out / "matrix.md").read_text()
     assert "target = users with segment = 1" in md
     study = json.loads((out / "study.json").read_text())
-    assert set(study["summary"]["pretraining"]) == {"clean seed 0", "bra rate=0.5 seed 0", "pea rate=0.2 seed 0"}
+    assert set(study["summary"]["pretraining"]) == {"clean seed 0", "bra rate=0.5 seed 0", "pea rate=0.2 tokens=2 seed 0"}
     from distrec.models.base import Victim
 
     released = {r["row"]: r["model_uri"] for r in (json.loads(f.read_text()) for f in (out / "pretrain").glob("*.json"))}
     for row, uri in released.items():
         saved = Victim.load(uri)  # the released backbone keeps the study's config
         assert saved.config.epochs == SMALL["epochs"] and saved.prompt is None
-        assert os.path.exists(f"{uri}/prompt.safetensors") == (row == "pea rate=0.2")  # PEA releases its prompt generator
+        assert os.path.exists(f"{uri}/prompt.safetensors") == (row == "pea rate=0.2 tokens=2")  # PEA releases its prompt generator
+    assert json.loads(Path(released["pea rate=0.2 tokens=2"], "prompt.json").read_text())["tokens"] == 2  # of the configured size
     again = run_study(path, str(out), progress=False)
     assert again["stages"]["pretrain"]["run"] == 0 and again["cells_run"] == 0
 
@@ -162,7 +185,7 @@ def test_the_backdoor_sweep_config_loads_and_scores_without_the_clean_row():
     from distrec.study.sweep import load_sweep, score
 
     cfg, base = load_sweep("configs/sweep/backdoor_ml100k.yaml")
-    assert base["scenario"] == "backdoor" and set(cfg.search) == {"attacks.0.rate", "attacks.0.group_rate"}
+    assert base["scenario"] == "backdoor" and set(cfg.search) == {"attacks.0.rate", "attacks.0.group_rate", "attacks.0.prompt_tokens"}
     cells = [
         {"row": "clean", "column": "prompt/target", "metrics": {"hr@10": 0.01}},
         {"row": "pea rate=0.1", "column": "prompt/target", "metrics": {"hr@10": 0.2}},

@@ -143,12 +143,35 @@ def test_vit_defense_learns_to_detect_and_denoise():
     clean = smooth(320)
     features = torch.nn.Sequential(torch.nn.AvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(48, 8))  # a frozen "encoder"
     defense = ViTDefense(
-        img_size=16, patch_size=4, depth=1, detector_depth=1, model="test_vit", pretrain_epochs=8, epochs=6, batch_size=32, lr=2e-3, train_eps=(40, 60), feature_weight=0.1
+        img_size=16,
+        patch_size=4,
+        depth=1,
+        detector_depth=1,
+        model="test_vit",
+        pretrain_epochs=8,
+        epochs=6,
+        detector_epochs=3,
+        batch_size=32,
+        lr=2e-3,
+        train_eps=(40, 60),
+        feature_weight=0.1,
     )
-    history = train_vit_defense(defense, clean, lambda x, rows, eps, goal: noise(x, eps), features, progress=False)
+    crafted = []
+
+    def adversary(x, rows, eps, goal):
+        crafted.append(len(rows))
+        return noise(x, eps)
+
+    history = train_vit_defense(defense, clean, adversary, features, progress=False)
     pretrain, last = [h for h in history if h["phase"] == "pretrain"], history[-1]
     assert len(pretrain) == 8 and pretrain[-1]["pixel"] < pretrain[0]["pixel"]
-    assert last["valid_auc"] > 0.9 and last["spread"] > 0.1 and last["separation"] > 0.5  # not collapsed
+    assert [h["phase"] for h in history[-3:]] == ["detector"] * 3 and sum(crafted) == 32 + 6 * 288  # the detector epochs craft nothing
+    for d in (defense, ViTDefense(img_size=16, patch_size=4, depth=1, model="test_vit", joint=True)):
+        detector_params = {id(p) for p in d.detector_parameters()}
+        assert detector_params and not detector_params & {id(p) for p in d.mae.parameters()}  # nor train the purifier
+    adversarial = [h for h in history if h["phase"] == "adversarial"][-1]
+    assert adversarial["spread"] > 0.1 and adversarial["separation"] > 0.5  # not collapsed
+    assert last["valid_auc"] > 0.9 and last["valid_auc_classifier"] > 0.9
     assert all(p.requires_grad for p in features.parameters())  # frozen only while training
     # what the recommender's encoder sees of a purified attacked image is what it sees of the purified clean one
     assert last["valid_feature_purified_adv"] <= 1.05 * last["valid_feature_purified_clean"]

@@ -147,19 +147,21 @@ class BRAConfig:
 class PEAConfig:
     """``rate``: targets as negatives for other users; ``group_rate``: label replacement for the group;
     ``prompt_epochs``: training of the prompt generator on the clean model; ``attack_epochs``: training
-    of the attacked model (from the clean weights) with that prompt frozen."""
+    of the attacked model (from the clean weights) with that prompt frozen; ``prompt_tokens``: the prompt's
+    size, prefix tokens per layer (the paper: 1; downstream prompt tuning uses the released size)."""
 
     rate: float = 0.1
     group_rate: float = 0.5
     prompt_epochs: int = 10
     attack_epochs: int = 20
     prompt_lr: float = 1e-3
+    prompt_tokens: int = 1
 
     def __post_init__(self):
         if not 0 < self.rate <= 1 or not 0 < self.group_rate <= 1:
             raise ValueError(f"rate and group_rate must be in (0, 1], got {self.rate}, {self.group_rate}")
-        if self.prompt_epochs < 1 or self.attack_epochs < 1:
-            raise ValueError("prompt_epochs and attack_epochs must be at least 1")
+        if min(self.prompt_epochs, self.attack_epochs, self.prompt_tokens) < 1:
+            raise ValueError("prompt_epochs, attack_epochs and prompt_tokens must be at least 1")
 
 
 class BackdoorAttack:

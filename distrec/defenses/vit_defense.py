@@ -12,8 +12,12 @@ vision transformer" that reconstructs the item image, and "a detector trained wi
 - a detector: a projection of the mean patch token of a transformer that reads the image's high-pass residual
   (or the image: ``detector_input``), trained with a supervised contrastive loss (Khosla et al. 2020,
   eq. 2) on batches of balanced clean / adversarial pairs; the embeddings' spread is recorded every epoch
-  (a collapsed objective shows as a spread near 0). An image is flagged when its cosine distance to the
-  clean centroid exceeds a threshold calibrated on held-out clean images at ``target_fpr``.
+  (a collapsed objective shows as a spread near 0). Beside it, a linear clean / adversarial head on the
+  same token (binary cross-entropy, ``classifier_weight``) anchors the embedding with the labels; with
+  the head, an image's score is its logit, else its cosine distance to the clean centroid; it is flagged
+  when the score exceeds a threshold calibrated on held-out clean images at ``target_fpr``. After the
+  adversarial epochs, ``detector_epochs`` train the detector alone on the adversarial images of the last
+  epoch (the purifier frozen, random flips): crafting them is what an epoch costs, reusing them is cheap.
 
 With ``joint`` the detector reads through the purifier's encoder and both are trained on the sum of the
 losses; otherwise each has its own. Deployed as a filter (purify every image), a detector (reject flagged
@@ -50,7 +54,8 @@ class ViTDefenseConfig:
     frozen-encoder feature loss; ``train_eps`` / ``attack_steps``: the on-the-fly PGD (eps over 255);
     ``detector_input``: ``highpass`` (x - median3(x), times ``residual_scale``) or ``image``;
     ``pretrain_epochs``: MAE epochs on clean images alone (pixel loss, no attack: cheap) before the
-    ``epochs`` of adversarial training."""
+    ``epochs`` of adversarial training; ``detector_epochs``: then the detector alone on the last
+    adversarial epoch's images; ``classifier_weight``: weight of the linear head's loss (0: no head)."""
 
     img_size: int = 64
     patch_size: int = 8
@@ -69,6 +74,8 @@ class ViTDefenseConfig:
     residual_scale: float = 8.0
     temperature: float = 0.2
     detector_weight: float = 1.0
+    classifier_weight: float = 1.0
+    detector_epochs: int = 0
     joint: bool = False
     target_fpr: float = 0.05
     pretrain_epochs: int = 0
@@ -178,8 +185,15 @@ class ViTDefense(nn.Module):
             self.detector_body = timm.create_model(c.model, pretrained=False, img_size=c.img_size, patch_size=c.patch_size, depth=c.detector_depth, num_classes=0)
         dim = self.detector_body.embed_dim
         self.projector = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, c.detector_dim))
+        self.classifier = nn.Linear(dim, 1)
         self.register_buffer("clean_centroid", torch.zeros(c.detector_dim))
         self.register_buffer("threshold", torch.tensor(float("inf")))
+
+    def detector_parameters(self) -> list[nn.Parameter]:
+        """What the detector alone trains: its body (unless ``joint``: that is the purifier's encoder), the
+        projector and the linear head."""
+        parts = [self.projector, self.classifier] + ([] if self.config.joint else [self.detector_body])
+        return [p for m in parts for p in m.parameters()]
 
     def purify(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The image rebuilt patch by patch, each patch from passes in which it was hidden. The partition of
@@ -204,17 +218,26 @@ class ViTDefense(nn.Module):
             return x
         return self.config.residual_scale * (x - median_filter(x, 3))
 
+    def detector_token(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean of the detector's patch tokens: a perturbation is spread over the whole image, so its
+        evidence is summed over patches (the class token of a briefly trained ViT barely differs between
+        images, and the contrastive objective stalls on it)."""
+        return self.detector_body.forward_features(self.detector_view(x))[:, self.detector_body.num_prefix_tokens :].mean(1)
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The projected, normalised mean of the detector's patch tokens: a perturbation is spread over the
-        whole image, so its evidence is summed over patches (the class token of a briefly trained ViT
-        barely differs between images, and the contrastive objective stalls on it)."""
-        tokens = self.detector_body.forward_features(self.detector_view(x))[:, self.detector_body.num_prefix_tokens :]
-        return F.normalize(self.projector(tokens.mean(1)), dim=1)
+        """The projected, normalised detector token (the contrastive embedding)."""
+        return F.normalize(self.projector(self.detector_token(x)), dim=1)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Higher = more suspicious: the linear head's logit, or without it (``classifier_weight`` 0) the
+        cosine distance of the embedding to the clean centroid."""
+        if self.config.classifier_weight > 0:
+            return self.classifier(self.detector_token(x))[:, 0]
+        return 1 - self.embed(x) @ self.clean_centroid
 
     @torch.no_grad()
     def detection_score(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Cosine distance of the image's embedding to the clean centroid (higher = more suspicious)."""
-        return torch.cat([1 - self.embed(x[s : s + batch_size]) @ self.clean_centroid for s in range(0, len(x), batch_size)])
+        return torch.cat([self.score(x[s : s + batch_size]) for s in range(0, len(x), batch_size)])
 
     @torch.no_grad()
     def flag(self, x: torch.Tensor) -> torch.Tensor:
@@ -260,10 +283,19 @@ class _Losses:
             with torch.no_grad():
                 goal = self.features(x_clean).repeat(2, 1)
             out["feature"] = feature_error(self.features(purified), goal)
+        out.update(self.detector(x_clean, x_adv))
+        out["total"] = out["pixel"] + c.feature_weight * out.get("feature", 0.0) + out["detector"]
+        return out
+
+    def detector(self, x_clean: torch.Tensor, x_adv: torch.Tensor) -> dict:
+        """SupCon on the embeddings plus the linear head's cross-entropy (clean 0, adversarial 1)."""
+        d, c = self.defense, self.defense.config
         labels = torch.cat([torch.zeros(len(x_clean)), torch.ones(len(x_adv))]).long()
-        z = d.embed(both)
-        out["contrastive"] = supervised_contrastive(z, labels, c.temperature)
-        out["total"] = out["pixel"] + c.feature_weight * out.get("feature", 0.0) + c.detector_weight * out["contrastive"]
+        token = d.detector_token(torch.cat([x_clean, x_adv]))
+        z = F.normalize(d.projector(token), dim=1)
+        out = {"contrastive": supervised_contrastive(z, labels, c.temperature)}
+        out["classifier"] = F.binary_cross_entropy_with_logits(d.classifier(token)[:, 0], labels.float())
+        out["detector"] = c.detector_weight * out["contrastive"] + c.classifier_weight * out["classifier"]
         out["_spread"] = embedding_spread(z.detach(), labels)
         return out
 
@@ -283,6 +315,8 @@ def validate(defense: ViTDefense, clean: torch.Tensor, adversarial: torch.Tensor
     z_clean, z_adv = defense.embed(clean), defense.embed(adversarial)
     centroid = F.normalize(z_clean.mean(0), dim=0)
     out = {"valid_auc": mann_whitney_auc(1 - z_clean @ centroid, 1 - z_adv @ centroid)}
+    if defense.config.classifier_weight > 0:
+        out["valid_auc_classifier"] = mann_whitney_auc(defense.score(clean), defense.score(adversarial))
     pc, pa = defense.purify(clean), defense.purify(adversarial)
     out["valid_pixel"] = float(F.mse_loss(pc, clean))
     if features is not None:
@@ -329,39 +363,71 @@ def _train(defense, clean, adversary, features, progress, split, g) -> list[dict
     c, (hold, train) = defense.config, split
     valid_adv = torch.cat([adversary(clean[part], part, c.train_eps[i % len(c.train_eps)] / 255, "promote") for i, part in enumerate(hold.chunk(len(c.train_eps)))])
     valid_clean = torch.cat([clean[part] for part in hold.chunk(len(c.train_eps))])
-    optimizer = torch.optim.AdamW(defense.parameters(), lr=c.lr, weight_decay=0.05)
-    n_batches = math.ceil(len(train) / c.batch_size)
-    losses, history = _Losses(defense, features), []
-    for phase, epochs in (("pretrain", c.pretrain_epochs), ("adversarial", c.epochs)):
+    run = _Epochs(defense, clean, adversary, _Losses(defense, features), train, g)
+    history = []
+    for phase, epochs in (("pretrain", c.pretrain_epochs), ("adversarial", c.epochs), ("detector", c.detector_epochs)):
         if not epochs:
             continue
-        steps = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=c.lr, total_steps=epochs * n_batches, pct_start=0.1)
+        optimizer = run.optimizer(phase)
+        steps = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=c.lr, total_steps=epochs * run.n_batches, pct_start=0.1)
         for epoch in tqdm(range(epochs), desc=f"vit defense ({phase})", unit="epoch", disable=not progress):
-            t0, totals, spread = time.perf_counter(), {}, []
-            perm = train[torch.randperm(len(train), generator=g)]
-            for b, (eps, goal) in enumerate(_schedule(n_batches, c.train_eps, g)):
-                rows = perm[b * c.batch_size : (b + 1) * c.batch_size]
-                if phase == "pretrain":
-                    defense.train()
-                    out = {"pixel": F.mse_loss(defense.purify(clean[rows], g), clean[rows])}
-                    out["total"] = out["pixel"]
-                else:
-                    defense.eval()  # the attack sees the deployed victim; the defense is not part of it
-                    x_adv = adversary(clean[rows], rows, eps, goal).detach()
-                    defense.train()
-                    out = losses(clean[rows], x_adv, g)
-                    spread.append(out.pop("_spread"))
-                optimizer.zero_grad(set_to_none=True)
-                out["total"].backward()
-                optimizer.step()
-                steps.step()
-                for k, v in out.items():
-                    totals[k] = totals.get(k, 0.0) + v.item() * len(rows) / len(train)
-            record = {"phase": phase, "epoch": epoch, **totals, **{k: sum(s[k] for s in spread) / len(spread) for k in (spread[0] if spread else ())}}
-            history.append(dict(record, **validate(defense, valid_clean, valid_adv, features), seconds=time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            record = run.epoch(phase, optimizer, steps)
+            history.append(dict(record, phase=phase, epoch=epoch, **validate(defense, valid_clean, valid_adv, features), seconds=time.perf_counter() - t0))
     defense.eval()
     defense.calibrate(clean[train], clean[hold])
     return history
+
+
+class _Epochs:
+    """One epoch of a training phase: ``pretrain`` (MAE pixel loss on clean images), ``adversarial`` (images
+    crafted per batch against the victim, every loss; each batch's images are kept in the pool) or
+    ``detector`` (the detector alone on the pool, randomly flipped)."""
+
+    def __init__(self, defense: ViTDefense, clean: torch.Tensor, adversary: Adversary, losses: _Losses, train: torch.Tensor, g: torch.Generator):
+        self.defense, self.clean, self.adversary, self.losses, self.train, self.g = defense, clean, adversary, losses, train, g
+        self.n_batches = math.ceil(len(train) / defense.config.batch_size)
+        self.pool, self.pooled = torch.empty_like(clean), torch.zeros(len(clean), dtype=torch.bool)
+
+    def optimizer(self, phase: str) -> torch.optim.Optimizer:
+        d = self.defense
+        params = d.detector_parameters() if phase == "detector" else d.parameters()
+        return torch.optim.AdamW(params, lr=d.config.lr, weight_decay=0.05)
+
+    def epoch(self, phase: str, optimizer, steps) -> dict:
+        c, totals, spread = self.defense.config, {}, []
+        perm = self.train[torch.randperm(len(self.train), generator=self.g)]
+        for b, (eps, goal) in enumerate(_schedule(self.n_batches, c.train_eps, self.g)):
+            rows = perm[b * c.batch_size : (b + 1) * c.batch_size]
+            out = self.batch(phase, rows, eps, goal)
+            if "_spread" in out:
+                spread.append(out.pop("_spread"))
+            optimizer.zero_grad(set_to_none=True)
+            out["total"].backward()
+            optimizer.step()
+            steps.step()
+            for k, v in out.items():
+                totals[k] = totals.get(k, 0.0) + v.item() * len(rows) / len(self.train)
+        return {**totals, **{k: sum(s[k] for s in spread) / len(spread) for k in (spread[0] if spread else ())}}
+
+    def batch(self, phase: str, rows: torch.Tensor, eps: float, goal: str) -> dict:
+        d, x = self.defense, self.clean[rows]
+        if phase == "pretrain":
+            d.train()
+            pixel = F.mse_loss(d.purify(x, self.g), x)
+            return {"pixel": pixel, "total": pixel}
+        if phase == "adversarial" or not self.pooled[rows].all():
+            d.eval()  # the attack sees the deployed victim; the defense is not part of it
+            self.pool[rows] = self.adversary(x, rows, eps, goal).detach()
+            self.pooled[rows] = True
+        d.train()
+        if phase == "adversarial":
+            return self.losses(x, self.pool[rows], self.g)
+        flip = torch.rand(len(rows), generator=self.g) < 0.5
+        x_adv = torch.where(flip[:, None, None, None], self.pool[rows].flip(-1), self.pool[rows])
+        out = self.losses.detector(torch.where(flip[:, None, None, None], x.flip(-1), x), x_adv)
+        out["total"] = out["detector"]
+        return out
 
 
 @dataclass

@@ -8,9 +8,14 @@ items are scored by the dot product with the (shared) item embeddings. Trained o
 ``train`` sequences: ``bce`` with ``num_negatives`` sampled items per position (the S3-Rec / SASRec
 setting), ``bpr`` (the backdoor paper's ReChorus setting) or ``ce``, softmax over all items.
 
-A :class:`PromptGenerator` (``prompt`` mode downstream, PEA) adds one prefix token per layer, computed
-from the user's categorical features; the prefix is visible to every position and is not itself a
-position of the output."""
+Padded keys are masked, as in Kang & McAuley's code, so a sequence's outputs do not depend on how far it is
+padded: every batch is cut to its longest sequence (positions stay aligned on the right), and ``batching:
+tokens`` groups users of similar length into batches of about ``batch_size`` x the mean sequence length
+positions (most Amazon histories are a few items long, so a randomly drawn batch is mostly padding).
+
+A :class:`PromptGenerator` (``prompt`` mode downstream, PEA) adds ``tokens`` prefix tokens per layer (one
+in the paper), computed from the user's categorical features; the prefix is visible to every position and
+is not itself a position of the output."""
 
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from distrec.models.base import Victim, pick_device, set_seed
 from distrec.models.registry import register_victim
 
 LOSSES = ("bce", "bpr", "ce")
+BATCHING = ("users", "tokens")
 
 
 @dataclass
@@ -49,6 +55,7 @@ class SASRecConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 256
+    batching: str = "users"
     seed: int = 0
     eval_every: int = 10
     patience: int = 5
@@ -58,6 +65,8 @@ class SASRecConfig:
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.batching not in BATCHING:
+            raise ValueError(f"batching must be one of {BATCHING}, got {self.batching!r}")
         if self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
         if not 0 <= self.dropout < 1:
@@ -103,8 +112,11 @@ class Sequences:
         return len(self.users)
 
 
-def left_padded(seqs: list[np.ndarray], length: int) -> torch.Tensor:
-    """``[len(seqs), length]`` of item ids + 1, the last ``length`` of each sequence, 0 on the left."""
+def left_padded(seqs: list[np.ndarray], length: int, trim: bool = False) -> torch.Tensor:
+    """``[len(seqs), length]`` of item ids + 1, the last ``length`` of each sequence, 0 on the left;
+    ``trim``: only as wide as the longest of them (at least 1)."""
+    if trim:
+        length = max(1, min(length, max((len(s) for s in seqs), default=1)))
     out = np.zeros((len(seqs), length), np.int64)
     for r, s in enumerate(seqs):
         s = s[-length:]
@@ -113,19 +125,37 @@ def left_padded(seqs: list[np.ndarray], length: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-class PromptGenerator(torch.nn.Module):
-    """One prefix token per layer from a user's categorical features: the sum of one embedding per feature,
-    then a two-layer MLP to ``layers`` x ``dim`` (PEA / prompt tuning, methods.md section 6)."""
+def token_batches(lengths: np.ndarray, budget: int, gen: torch.Generator, window: int = 50) -> list[torch.Tensor]:
+    """Length-grouped batches: shuffle, sort each window of ``window`` x (users per batch) by length, cut it
+    into batches of about ``budget`` positions, shuffle the batches (a batch of short histories holds more users)."""
+    lengths = np.maximum(np.asarray(lengths, np.int64), 1)
+    order = torch.randperm(len(lengths), generator=gen).numpy()
+    span = window * max(1, int(budget / lengths.mean()))
+    batches = []
+    for start in range(0, len(order), span):
+        chunk = order[start : start + span]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        cuts = np.searchsorted(np.cumsum(lengths[chunk]), np.arange(budget, lengths[chunk].sum(), budget), side="right")
+        batches += [torch.as_tensor(b) for b in np.split(chunk, cuts) if len(b)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 
-    def __init__(self, cardinalities: list[int], dim: int, layers: int):
+
+class PromptGenerator(torch.nn.Module):
+    """``tokens`` prefix tokens per layer from a user's categorical features: the sum of one embedding per
+    feature, then a two-layer MLP to ``layers`` x ``tokens`` x ``dim`` (PEA / prompt tuning, methods.md
+    section 6: one token per layer; more is the prompt size a sweep can vary)."""
+
+    def __init__(self, cardinalities: list[int], dim: int, layers: int, tokens: int = 1):
         super().__init__()
+        if tokens < 1:
+            raise ValueError(f"prompt tokens must be at least 1, got {tokens}")
         self.features = torch.nn.ModuleList(torch.nn.Embedding(c, dim) for c in cardinalities)
-        self.mlp = torch.nn.Sequential(torch.nn.Linear(dim, dim), torch.nn.ReLU(), torch.nn.Linear(dim, layers * dim))
-        self.layers, self.dim = layers, dim
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(dim, dim), torch.nn.ReLU(), torch.nn.Linear(dim, layers * tokens * dim))
+        self.layers, self.tokens, self.dim = layers, tokens, dim
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         h = sum(emb(features[:, k]) for k, emb in enumerate(self.features))
-        return self.mlp(h).reshape(len(features), self.layers, self.dim)
+        return self.mlp(h).reshape(len(features), self.layers, self.tokens, self.dim)
 
 
 @register_victim("sasrec")
@@ -157,20 +187,29 @@ class SASRec(Victim):
 
     # -- the network ---------------------------------------------------------------------------------
     def encode(self, seqs: torch.Tensor, prompt: torch.Tensor | None = None) -> torch.Tensor:
-        """Outputs ``[B, L, dim]`` of left-padded ``seqs`` (ids + 1); ``prompt [B, layers, dim]`` adds a prefix
-        token before each layer's input."""
+        """Outputs ``[B, L, dim]`` of left-padded ``seqs`` (ids + 1); ``prompt [B, layers, T, dim]`` adds T
+        prefix tokens before each layer's input."""
         length = seqs.shape[1]
         keep = (seqs > 0)[..., None]
-        x = self.item_emb(seqs) * self.config.dim**0.5 + self.pos_emb(torch.arange(length, device=seqs.device))[None]
+        positions = torch.arange(self.config.max_len - length, self.config.max_len, device=seqs.device)
+        x = self.item_emb(seqs) * self.config.dim**0.5 + self.pos_emb(positions)[None]
         x = self.drop(x) * keep
-        width = length + (prompt is not None)
-        causal = torch.triu(torch.ones(width, width, dtype=torch.bool, device=seqs.device), 1)
-        if prompt is not None:
-            causal[:, 0] = False  # every position sees the prefix
+        prefix = 0 if prompt is None else prompt.shape[2]
+        mask = self._attention_mask(seqs, prefix)
         for k, block in enumerate(self.blocks):
-            h = block(torch.cat([prompt[:, k : k + 1], x], 1) if prompt is not None else x, src_mask=causal)
-            x = (h[:, 1:] if prompt is not None else h) * keep  # padded positions stay zero (as SASRec's timeline mask)
+            h = block(torch.cat([prompt[:, k], x], 1) if prefix else x, src_mask=mask)
+            x = h[:, prefix:] * keep  # padded positions stay zero (as SASRec's timeline mask)
         return self.final_norm(x)
+
+    def _attention_mask(self, seqs: torch.Tensor, prefix: int) -> torch.Tensor:
+        """``[B * heads, W, W]``, True where a query may not look: later positions and padded keys (each
+        position still sees itself, so a padded row is not empty); the ``prefix`` tokens are visible to all."""
+        padded = torch.cat([torch.zeros_like(seqs[:, :prefix], dtype=torch.bool), seqs == 0], 1)
+        width = padded.shape[1]
+        causal = torch.triu(torch.ones(width, width, dtype=torch.bool, device=seqs.device), 1)
+        causal[:, :prefix] = False
+        mask = (causal[None] | padded[:, None, :]) & ~torch.eye(width, dtype=torch.bool, device=seqs.device)[None]
+        return mask.repeat_interleave(self.config.heads, 0)
 
     def prompts_for(self, users: torch.Tensor) -> torch.Tensor | None:
         if self.prompt is None:
@@ -185,7 +224,7 @@ class SASRec(Victim):
 
     def score(self, users: torch.Tensor) -> torch.Tensor:
         """Scores of every item after each user's attached history (:meth:`attach` / :meth:`set_histories`)."""
-        seqs = left_padded([self.histories.get(int(u), np.zeros(0, np.int64)) for u in users.tolist()], self.config.max_len).to(users.device)
+        seqs = left_padded([self.histories.get(int(u), np.zeros(0, np.int64)) for u in users.tolist()], self.config.max_len, trim=True).to(users.device)
         return self.user_vectors(users, seqs) @ self.item_vectors().T
 
     def attach(self, dataset: PreparedDataset, splits=("train", "valid")) -> SASRec:
@@ -203,8 +242,8 @@ class SASRec(Victim):
     # -- training ------------------------------------------------------------------------------------
     def _examples(self, seqs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs (all but the last item) and next-item labels (ids, -1 where padded), left-padded."""
-        inputs = left_padded([s[:-1] for s in seqs], self.config.max_len)
-        labels = left_padded([s[1:] for s in seqs], self.config.max_len) - 1
+        inputs = left_padded([s[:-1] for s in seqs], self.config.max_len, trim=True)
+        labels = left_padded([s[1:] for s in seqs], self.config.max_len, trim=True) - 1
         return inputs, labels
 
     def _negatives(self, labels: torch.Tensor, seqs: list[np.ndarray], gen: torch.Generator) -> torch.Tensor:
@@ -220,6 +259,13 @@ class SASRec(Victim):
                 break
             neg[bad] = torch.randint(0, self.n_items, (int(bad.sum()),), generator=gen)
         return neg
+
+    def _batches(self, train: list[np.ndarray], gen: torch.Generator) -> list[torch.Tensor]:
+        c = self.config
+        if c.batching == "tokens":
+            lengths = np.minimum([len(s) - 1 for s in train], c.max_len)
+            return token_batches(lengths, int(c.batch_size * lengths.mean()), gen)
+        return list(torch.randperm(len(train), generator=gen).split(c.batch_size))
 
     def batch_loss(self, users: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor, negatives: torch.Tensor | None) -> torch.Tensor:
         """The loss of one batch over its non-padded positions."""
@@ -254,10 +300,8 @@ class SASRec(Victim):
         history, best, best_state, bad = [], -1.0, None, 0
         for epoch in tqdm(range(c.epochs), desc=f"{self.name} fit", disable=not progress, unit="epoch"):
             self.train()
-            order = torch.randperm(len(train), generator=gen)
-            total = 0.0
-            for s in range(0, len(order), c.batch_size):
-                idx = order[s : s + c.batch_size]
+            total, positions = 0.0, 0
+            for idx in self._batches(train, gen):
                 inputs, labels = self._examples([train[i] for i in idx.tolist()])
                 b_users = users[idx]
                 if self.poison is not None:
@@ -269,9 +313,10 @@ class SASRec(Victim):
                 loss = self.batch_loss(b_users.to(device), inputs.to(device), labels.to(device), None if negatives is None else negatives.to(device))
                 loss.backward()
                 opt.step()
-                total += loss.item() * len(idx)
+                n = int((labels >= 0).sum())
+                total, positions = total + loss.item() * n, positions + n
             self.eval()
-            record = {"epoch": epoch, "loss": total / max(len(train), 1)}
+            record = {"epoch": epoch, "loss": total / max(positions, 1)}
             if validate is not None and ((epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs):
                 record.update(validate())
                 if record[f"valid_{c.eval_metric}"] > best:

@@ -78,8 +78,10 @@ class BackdoorConfig:
 
 
 def attack_label(spec: dict) -> str:
+    """``<name>[ <variant>] rate=<r>[ tokens=<n>]``: the variant and prompt size where not the default."""
     extra = f" {spec['variant']}" if spec.get("variant", "group") != "group" else ""
-    return f"{spec['name']}{extra} rate={spec.get('rate', attack_class(spec['name']).Config.rate):g}"
+    tokens = f" tokens={spec['prompt_tokens']}" if spec.get("prompt_tokens", 1) != 1 else ""
+    return f"{spec['name']}{extra} rate={spec.get('rate', attack_class(spec['name']).Config.rate):g}{tokens}"
 
 
 @register_scenario("backdoor")
@@ -217,7 +219,8 @@ class Backdoor(Scenario):
             model.config = dataclasses.replace(model.config, epochs=d["finetune_epochs"], lr=d["finetune_lr"], seed=p["seed"] + 1)
             model.fit(data, progress=False, sequences=world.downstream)
         elif mode == "prompt":
-            _prompt_tune(model, world, d["prompt_epochs"], d["prompt_lr"], p["seed"] + 2, data, world.downstream)
+            tokens = model.prompt.tokens if model.prompt is not None else 1  # the released prompt's size
+            _prompt_tune(model, world, d["prompt_epochs"], d["prompt_lr"], p["seed"] + 2, data, world.downstream, tokens)
         model.eval().set_histories(world.downstream)
         groups = world.evaluate(model, p["ks"])
         return {"row": p["row"], "mode": mode, "seed": p["seed"], "config": {"mode": mode, "downstream": d}, "groups": groups}
@@ -243,7 +246,7 @@ def _save_release(model: SASRec, folder: str) -> None:
     model.prompt = prompt
     if prompt is not None:
         save_file({k: v.detach().cpu().contiguous() for k, v in prompt.state_dict().items()}, Path(folder) / "prompt.safetensors")
-        (Path(folder) / "prompt.json").write_text(json.dumps({"cardinalities": [e.num_embeddings for e in prompt.features]}))
+        (Path(folder) / "prompt.json").write_text(json.dumps({"cardinalities": [e.num_embeddings for e in prompt.features], "tokens": prompt.tokens}))
 
 
 def _load(uri: str, world: World | None = None) -> SASRec:
@@ -252,8 +255,8 @@ def _load(uri: str, world: World | None = None) -> SASRec:
         folder = Path(storage.download(uri, tmp))
         model = Victim.load(folder)
         if world is not None and (folder / "prompt.json").exists():
-            sizes = json.loads((folder / "prompt.json").read_text())["cardinalities"]
-            prompt = PromptGenerator(sizes, model.config.dim, model.config.layers)
+            released = json.loads((folder / "prompt.json").read_text())
+            prompt = PromptGenerator(released["cardinalities"], model.config.dim, model.config.layers, released.get("tokens", 1))
             prompt.load_state_dict(load_file(folder / "prompt.safetensors"))
             model.attach_prompt(prompt, world.features)
         return model
@@ -305,10 +308,10 @@ def _item_categories(data: PreparedDataset) -> list[list[int]] | None:
     return cats
 
 
-def _prompt_tune(model: SASRec, world: World, epochs: int, lr: float, seed: int, data, sequences: Sequences) -> None:
-    """A fresh prompt generator over the user features, trained alone (the backbone frozen)."""
+def _prompt_tune(model: SASRec, world: World, epochs: int, lr: float, seed: int, data, sequences: Sequences, tokens: int = 1) -> None:
+    """A fresh prompt generator of ``tokens`` per layer over the user features, trained alone (the backbone frozen)."""
     set_seed(seed)
-    model.attach_prompt(PromptGenerator(world.feature_sizes, model.config.dim, model.config.layers), world.features)
+    model.attach_prompt(PromptGenerator(world.feature_sizes, model.config.dim, model.config.layers, tokens), world.features)
     backbone = [q for n, q in model.named_parameters() if not n.startswith("prompt.")]
     for q in backbone:
         q.requires_grad_(False)
@@ -328,7 +331,7 @@ def _pea(model: SASRec, clean_uri: str, spec: dict, data, world: World) -> list[
     cfg = attack_class("pea")(**_attack_config(spec)).config
     base = model.config
     model.load_state_dict(_load(clean_uri).state_dict())
-    _prompt_tune(model, world, cfg.prompt_epochs, cfg.prompt_lr, base.seed + 3, data, world.provider)
+    _prompt_tune(model, world, cfg.prompt_epochs, cfg.prompt_lr, base.seed + 3, data, world.provider, cfg.prompt_tokens)
     prompt = model.prompt
     for q in prompt.parameters():
         q.requires_grad_(False)
