@@ -73,17 +73,25 @@ class RAPU(GradientAttack):
 
     def user_weights(self, factors: Factors, ctx: AttackContext) -> torch.Tensor:
         """Each real user's mean posterior of holding genuine interactions, normalised to mean 1."""
-        cfg = self.config
-        r, c = ctx.train.rows(np.arange(factors.users.shape[0]))
-        rows, cols = torch.as_tensor(r, device=factors.items.device), torch.as_tensor(c, device=factors.items.device)
+        cfg, n = self.config, factors.users.shape[0]
+        rows, cols, count = self._interactions(ctx, n, factors.items.device)
         with torch.no_grad():
             scores = (factors.users[rows] * factors.items[cols]).sum(1)
             post, self.genuine_share = genuine_posterior(1.0 - scores, cfg.sigma, cfg.b, cfg.prior, cfg.em_steps)
-            n = factors.users.shape[0]
             total = torch.zeros(n, device=post.device).index_add_(0, rows, post)
-            count = torch.zeros(n, device=post.device).index_add_(0, rows, torch.ones_like(post))
             reliability = torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))
         return reliability / reliability.mean().clamp_min(1e-12)
+
+    def _interactions(self, ctx: AttackContext, n: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The (user, item) index tensors of the first ``n`` users' training interactions and each user's
+        count, built once per training matrix (the attack loss asks for them every step)."""
+        key = (ctx.train, n, str(device))
+        cached = getattr(self, "_index", None)
+        if cached is None or cached[0][0] is not ctx.train or cached[0][1:] != key[1:]:
+            r, c = ctx.train.rows(np.arange(n))
+            rows, cols = torch.as_tensor(r, device=device), torch.as_tensor(c, device=device)
+            self._index = (key, (rows, cols, torch.zeros(n, device=device).index_add_(0, rows, torch.ones(len(rows), device=device))))
+        return self._index[1]
 
     def project(self, values: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
         pop = torch.as_tensor(ctx.popularity(), dtype=values.dtype, device=values.device)
