@@ -65,6 +65,10 @@ class Reference(torch.nn.Module):
         self.pos = torch.nn.Embedding(max_len, dim)
         self.blocks = torch.nn.ModuleList(ReferenceBlock(dim, heads, dropout) for _ in range(layers))
         self.ln, self.drop, self.dim = torch.nn.LayerNorm(dim), torch.nn.Dropout(dropout), dim
+        torch.nn.init.normal_(self.item.weight, std=0.02)  # as distrec's (the N(0, 1) default barely learns)
+        torch.nn.init.normal_(self.pos.weight, std=0.02)
+        with torch.no_grad():
+            self.item.weight[0].zero_()
 
     def encode(self, inputs):
         keep = (inputs > 0)[..., None]

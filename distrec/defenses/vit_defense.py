@@ -388,11 +388,17 @@ class _Epochs:
         self.defense, self.clean, self.adversary, self.losses, self.train, self.g = defense, clean, adversary, losses, train, g
         self.n_batches = math.ceil(len(train) / defense.config.batch_size)
         self.pool, self.pooled = torch.empty_like(clean), torch.zeros(len(clean), dtype=torch.bool)
+        self._shared: torch.optim.Optimizer | None = None
 
     def optimizer(self, phase: str) -> torch.optim.Optimizer:
+        """One AdamW through pre-training and adversarial training (its moments carry over), a fresh one
+        over the detector's parameters for the detector epochs."""
         d = self.defense
-        params = d.detector_parameters() if phase == "detector" else d.parameters()
-        return torch.optim.AdamW(params, lr=d.config.lr, weight_decay=0.05)
+        if phase == "detector":
+            return torch.optim.AdamW(d.detector_parameters(), lr=d.config.lr, weight_decay=0.05)
+        if self._shared is None:
+            self._shared = torch.optim.AdamW(d.parameters(), lr=d.config.lr, weight_decay=0.05)
+        return self._shared
 
     def epoch(self, phase: str, optimizer, steps) -> dict:
         c, totals, spread = self.defense.config, {}, []

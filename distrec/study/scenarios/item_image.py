@@ -129,7 +129,7 @@ class Deployed:
 @register_scenario("item_image")
 class ItemImage(Scenario):
     Config = ItemImageConfig
-    stages = ("encoder", "train", "vit", "craft", "cell", "detection")
+    stages = ("encoder", "train", "vit", "features", "craft", "cell", "detection")
     extra_metrics = ("mean_rank", "recall@20", "rejected")
 
     # ------------------------------------------------------------------ checks
@@ -249,6 +249,14 @@ class ItemImage(Scenario):
                 )
                 units.append(craft)
                 rows.append((craft.label, craft, sur))
+        features = {}
+        for column in self.columns():
+            victim, _, defense = column.partition("+")
+            deps = {"victim": trained[victim], **({"vit": vit.id} if defense in VIT_DEPLOYMENTS else {})}
+            payload = dict(common, victim=victim, defense=defense or None, defense_config=cfg.defenses.get(defense, {}))
+            unit = Unit("features", content_id(deps, defense, payload["defense_config"]), payload, deps=deps, label=f"catalogue features | {column}")
+            units.append(unit)
+            features[column] = unit.id
         for label, craft, sur in rows:
             for column in self.columns():
                 victim, _, defense = column.partition("+")
@@ -258,7 +266,12 @@ class ItemImage(Scenario):
                     continue
                 if craft is not None and craft.payload["attack"]["adaptive"] and not defense:
                     continue
-                deps = {"victim": trained[victim], **({"craft": craft.id} if craft else {}), **({"vit": vit.id} if defense in VIT_DEPLOYMENTS else {})}
+                deps = {
+                    "victim": trained[victim],
+                    "features": features[column],
+                    **({"craft": craft.id} if craft else {}),
+                    **({"vit": vit.id} if defense in VIT_DEPLOYMENTS else {}),
+                }
                 payload = dict(common, row=label, column=column, victim=victim, defense=defense or None, defense_config=cfg.defenses.get(defense, {}))
                 units.append(Unit("cell", content_id(deps, defense, payload["defense_config"], targets), payload, deps=deps, label=f"{label} | {column}"))
         return units
@@ -394,18 +407,27 @@ class ItemImage(Scenario):
         return {"images": f"{ctx.folder}/images.safetensors", "linf_255": float((uploaded - clean).abs().max() * 255), "attack": a}
 
     @torch.no_grad()
+    def _features(self, p: dict, deps: dict, ctx) -> dict:
+        """The victim's features of every item's image as the defense deploys it (filtered, or the upload
+        rejected): computed once per column, read by each of its cells."""
+        _, images = self._data(p["data"], ctx)
+        victim = self._victim(deps["victim"]["victim_uri"], deps["victim"]["encoder_uri"], ctx)
+        dep = self._deployed(p["defense"], p["defense_config"], deps, ctx)
+        every = images.floats()
+        seen = torch.cat([dep.apply(every[s : s + 512], every[s : s + 512])[0] for s in range(0, len(every), 512)])
+        with tempfile.TemporaryDirectory() as tmp:
+            save_file({"features": embed_images(victim.encoder, seen).contiguous()}, f"{tmp}/features.safetensors")
+            storage.upload(tmp, ctx.folder)
+        return {"features": f"{ctx.folder}/features.safetensors"}
+
+    @torch.no_grad()
     def _cell(self, p: dict, deps: dict, ctx) -> dict:
         data, images = self._data(p["data"], ctx)
         victim = self._victim(deps["victim"]["victim_uri"], deps["victim"]["encoder_uri"], ctx)
         dep = self._deployed(p["defense"], p["defense_config"], deps, ctx)
         targets = torch.tensor(p["targets"])
         train = ctx.cached(f"{p['data']}/train-csr", lambda: UserItemCSR.from_table(data.table("train"), data.n_users, data.n_items))
-
-        def base_features():
-            seen, _ = dep.apply(images.floats(), images.floats())
-            return embed_images(victim.encoder, seen)
-
-        features = ctx.cached(f"{deps['victim']['victim_uri']}/features/{p['defense']}/{json.dumps(p['defense_config'], sort_keys=True)}", base_features)
+        features = load_tensors(storage.read_bytes(deps["features"]["features"]))["features"]
         clean = images.floats(targets)
         uploaded = load_tensors(storage.read_bytes(deps["craft"]["images"]))["uploaded"] if "craft" in deps else clean
         seen, rejected = dep.apply(uploaded, clean)
