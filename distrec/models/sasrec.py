@@ -55,7 +55,7 @@ class SASRecConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 256
-    batching: str = "users"
+    batching: str = "tokens"  # users: random batches of batch_size users
     seed: int = 0
     eval_every: int = 10
     patience: int = 5
