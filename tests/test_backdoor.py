@@ -68,6 +68,8 @@ def test_sasrec_outputs_do_not_depend_on_padding_and_token_batches_cover_every_u
         wide, cut = model.encode(left_padded(seqs, 20), prompt), model.encode(left_padded(seqs, 20, trim=True), prompt)
         assert cut.shape[1] == 6 and torch.allclose(wide[:, -6:], cut, atol=1e-5) and not wide.isnan().any()
     assert prompt.shape[2] == 3 and not torch.allclose(cut[:, -1], plain[:, -1])  # three prefix tokens, and they matter
+    short = [np.array([4]), np.array([2])]  # a batch narrower than the prompt
+    assert torch.allclose(model.encode(left_padded(short, 20), prompt)[:, -1], model.encode(left_padded(short, 20, trim=True), prompt)[:, -1], atol=1e-5)
     lengths = np.random.default_rng(0).integers(1, 50, 2000)
     batches = token_batches(lengths, 1000, torch.Generator().manual_seed(0))
     assert sorted(np.concatenate(batches).tolist()) == list(range(2000))

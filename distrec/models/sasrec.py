@@ -204,7 +204,7 @@ class SASRec(Victim):
     def _attention_mask(self, seqs: torch.Tensor, prefix: int) -> torch.Tensor:
         """``[B * heads, W, W]``, True where a query may not look: later positions and padded keys (each
         position still sees itself, so a padded row is not empty); the ``prefix`` tokens are visible to all."""
-        padded = torch.cat([torch.zeros_like(seqs[:, :prefix], dtype=torch.bool), seqs == 0], 1)
+        padded = torch.cat([torch.zeros(len(seqs), prefix, dtype=torch.bool, device=seqs.device), seqs == 0], 1)
         width = padded.shape[1]
         causal = torch.triu(torch.ones(width, width, dtype=torch.bool, device=seqs.device), 1)
         causal[:, :prefix] = False
