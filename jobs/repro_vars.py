@@ -41,18 +41,20 @@ def training_table(history: list[dict] | None) -> list[str]:
         "pixel",
         "feature",
         "contrastive",
+        "classifier",
         "spread",
         "separation",
         "valid_auc",
+        "valid_auc_classifier",
         "valid_pixel",
         "valid_feature_adv",
         "valid_feature_purified_adv",
         "valid_feature_purified_clean",
         "seconds",
     ]
-    keys = [k for k in keys if k in history[0]]
-    lines = ["### ViT defense training (validation: held-out items' clean / PGD pairs)", "", "| epoch | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    lines += [f"| {h['epoch']} | " + " | ".join(f"{h[k]:.4g}" for k in keys) + " |" for h in history]
+    keys = [k for k in keys if any(k in h for h in history)]  # phases record different losses
+    lines = ["### ViT defense training (validation: held-out items' clean / PGD pairs)", "", "| phase | epoch | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
+    lines += [f"| {h['phase']} | {h['epoch']} | " + " | ".join(f"{h[k]:.4g}" if k in h else "-" for k in keys) + " |" for h in history]
     return lines + [""]
 
 
