@@ -131,6 +131,10 @@ def test_the_purifier_never_copies_a_patch_through():
     (grad,) = torch.autograd.grad(out[:, :, 4:8, 8:12].sum(), x)  # output patch (1, 2)
     assert grad[:, :, 4:8, 8:12].abs().max() == 0 and grad.abs().sum() > 0
     assert torch.equal(defense.purify(x), out)  # a fixed, seeded partition by default
+    first = ViTDefense(img_size=16, patch_size=4, depth=1, model="test_vit")
+    torch.rand(7)  # whatever the process drew before, the same config builds the same weights
+    again = ViTDefense(img_size=16, patch_size=4, depth=1, model="test_vit")
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
     randomised = ViTDefense(img_size=16, patch_size=4, depth=1, model="test_vit", random_partition=True)
     randomised.load_state_dict(defense.state_dict())
     assert not torch.equal(randomised.purify(x), randomised.purify(x))

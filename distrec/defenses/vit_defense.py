@@ -178,6 +178,7 @@ class ViTDefense(nn.Module):
     def __init__(self, config: ViTDefenseConfig | None = None, **kw):
         super().__init__()
         self.config = c = config or ViTDefenseConfig(**kw)
+        torch.manual_seed(c.seed)  # the initial weights follow the config's seed, not the process's RNG state
         self.mae = MaskedAutoencoder(c)
         if c.joint:
             self.detector_body = self.mae.encoder
