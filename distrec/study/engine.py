@@ -191,6 +191,10 @@ def execute(
             bars[unit.stage].update(1)
             if on_result is not None:
                 on_result(unit, results[unit.id])
+    except KeyboardInterrupt:  # Ctrl-C stops the work too, not only the driver; finished units are kept
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
     finally:
         for bar in bars.values():
             bar.close()
