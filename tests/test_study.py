@@ -172,7 +172,8 @@ def test_stopping_the_driver_then_rerunning_skips_finished_cells(ray_session, tm
     study_file.write_text(STUDY.replace("bpr: {dim: 8, epochs: 2,", "bpr: {dim: 8, epochs: 150,"))
     assert "epochs: 150" in study_file.read_text()
     out = tmp_path / "stopped"
-    script = f"from distrec.study import run_study; run_study({str(study_file)!r}, {str(out)!r}, progress=False, num_cpus=2)"
+    # the driver handles Ctrl-C even if this process ignores SIGINT (an ignored signal is inherited)
+    script = f"import signal; signal.signal(signal.SIGINT, signal.default_int_handler); from distrec.study import run_study; run_study({str(study_file)!r}, {str(out)!r}, progress=False, num_cpus=2)"
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and len(list((out / "cell").glob("*.json"))) < 3 and proc.poll() is None:
