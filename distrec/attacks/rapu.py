@@ -85,13 +85,13 @@ class RAPU(GradientAttack):
     def _interactions(self, ctx: AttackContext, n: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The (user, item) index tensors of the first ``n`` users' training interactions and each user's
         count, built once per training matrix (the attack loss asks for them every step)."""
-        key = (ctx.train, n, str(device))
-        cached = getattr(self, "_index", None)
-        if cached is None or cached[0][0] is not ctx.train or cached[0][1:] != key[1:]:
+        train, where, index = getattr(self, "_index", (None, None, None))
+        if train is not ctx.train or where != str(device) or len(index[2]) != n:
             r, c = ctx.train.rows(np.arange(n))
             rows, cols = torch.as_tensor(r, device=device), torch.as_tensor(c, device=device)
-            self._index = (key, (rows, cols, torch.zeros(n, device=device).index_add_(0, rows, torch.ones(len(rows), device=device))))
-        return self._index[1]
+            index = (rows, cols, torch.zeros(n, device=device).index_add_(0, rows, torch.ones(len(rows), device=device)))
+            self._index = (ctx.train, str(device), index)
+        return index
 
     def project(self, values: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
         pop = torch.as_tensor(ctx.popularity(), dtype=values.dtype, device=values.device)
