@@ -34,7 +34,8 @@ def undone(result: dict, victim: str, defense: str, eps: int, metric: str) -> fl
 
 
 def training_table(history: list[dict] | None) -> list[str]:
-    """The ViT's training record: losses, the detector embeddings' spread, the validation pairs' numbers."""
+    """The ViT's training record: losses, the detector embeddings' spread, the validation pairs' numbers
+    (``selected``: the detector epoch whose weights were kept)."""
     if not history:
         return []
     keys = [
@@ -50,6 +51,7 @@ def training_table(history: list[dict] | None) -> list[str]:
         "valid_feature_adv",
         "valid_feature_purified_adv",
         "valid_feature_purified_clean",
+        "selected",
         "seconds",
     ]
     keys = [k for k in keys if any(k in h for h in history)]  # phases record different losses

@@ -15,6 +15,8 @@ from distrec.defenses.filters import BitDepthFilter, JPEGFilter, MedianFilter
 from distrec.defenses.vit_defense import (
     ViTDefense,
     ViTDefenseConfig,
+    _BestDetector,
+    _Epochs,
     embedding_spread,
     partition,
     patchify,
@@ -184,6 +186,36 @@ def test_vit_defense_learns_to_detect_and_denoise():
     assert defense.flag(fresh_noisy).float().mean() > 0.8 and defense.flag(fresh).float().mean() < 0.3
     with torch.no_grad():
         assert F.mse_loss(defense.purify(fresh_noisy), fresh) < 0.5 * F.mse_loss(fresh_noisy, fresh)
+
+
+def test_detector_epochs_draw_from_the_last_pool_epochs_versions():
+    defense = ViTDefense(img_size=16, patch_size=4, depth=1, detector_depth=1, model="test_vit", pool_epochs=2, batch_size=4)
+    clean, calls = torch.zeros(6, 3, 16, 16), []
+
+    def adversary(x, rows, eps, goal):  # version k of every image is the constant k
+        calls.append(1)
+        return torch.full_like(x, float(len(calls)))
+
+    run = _Epochs(defense, clean, adversary, None, torch.arange(6), torch.Generator().manual_seed(0))
+    rows = torch.arange(6)
+    for _ in range(3):
+        run.craft(clean, rows, 0.1, "promote")
+    drawn = torch.stack([run.pooled(rows)[:, 0, 0, 0] for _ in range(20)])
+    assert set(drawn.unique().tolist()) == {2.0, 3.0}  # the first version left the ring of 2
+
+
+def test_the_detector_kept_is_the_best_held_out_epochs():
+    defense = ViTDefense(img_size=16, patch_size=4, depth=1, detector_depth=1, model="test_vit")
+    best, param = _BestDetector(defense), defense.detector_parameters()[0]
+    records = [{"valid_auc_classifier": a} for a in (0.6, 0.8, 0.7)]
+    snapshots = []
+    for r in records:
+        with torch.no_grad():
+            param.add_(1.0)
+        snapshots.append(param.detach().clone())
+        best.offer(r)
+    best.restore()
+    assert torch.equal(param, snapshots[1]) and [r["selected"] for r in records] == [0, 1, 0]
 
 
 def test_target_mean_rank_by_hand():

@@ -17,7 +17,9 @@ vision transformer" that reconstructs the item image, and "a detector trained wi
   the head, an image's score is its logit, else its cosine distance to the clean centroid; it is flagged
   when the score exceeds a threshold calibrated on held-out clean images at ``target_fpr``. After the
   adversarial epochs, ``detector_epochs`` train the detector alone on the adversarial images of the last
-  epoch (the purifier frozen, random flips): crafting them is what an epoch costs, reusing them is cheap.
+  ``pool_epochs`` epochs (one drawn per image and epoch; the purifier frozen, random flips): crafting them is
+  what an epoch costs, reusing them is cheap. The detector kept is that of the detector epoch with the best
+  held-out AUC (model selection on the validation items, which never enter training).
 
 With ``joint`` the detector reads through the purifier's encoder and both are trained on the sum of the
 losses; otherwise each has its own. Deployed as a filter (purify every image), a detector (reject flagged
@@ -54,8 +56,9 @@ class ViTDefenseConfig:
     frozen-encoder feature loss; ``train_eps`` / ``attack_steps``: the on-the-fly PGD (eps over 255);
     ``detector_input``: ``highpass`` (x - median3(x), times ``residual_scale``) or ``image``;
     ``pretrain_epochs``: MAE epochs on clean images alone (pixel loss, no attack: cheap) before the
-    ``epochs`` of adversarial training; ``detector_epochs``: then the detector alone on the last
-    adversarial epoch's images; ``classifier_weight``: weight of the linear head's loss (0: no head)."""
+    ``epochs`` of adversarial training; ``detector_epochs``: then the detector alone on the images of
+    the last ``pool_epochs`` adversarial epochs, at ``detector_lr`` (default ``lr``);
+    ``classifier_weight``: weight of the linear head's loss (0: no head)."""
 
     img_size: int = 64
     patch_size: int = 8
@@ -76,6 +79,8 @@ class ViTDefenseConfig:
     detector_weight: float = 1.0
     classifier_weight: float = 1.0
     detector_epochs: int = 0
+    detector_lr: float | None = None
+    pool_epochs: int = 1
     joint: bool = False
     target_fpr: float = 0.05
     pretrain_epochs: int = 0
@@ -92,6 +97,8 @@ class ViTDefenseConfig:
             raise ValueError(f"vit.mask_ratio must be in (0, 1), got {self.mask_ratio}")
         if self.img_size % self.patch_size:
             raise ValueError(f"vit.patch_size {self.patch_size} does not divide img_size {self.img_size}")
+        if self.pool_epochs < 1:
+            raise ValueError(f"vit.pool_epochs must be >= 1, got {self.pool_epochs}")
         if not self.train_eps or any(not 0 < e <= 255 for e in self.train_eps):
             raise ValueError(f"vit.train_eps: numerators over 255 in (0, 255], got {self.train_eps}")
 
@@ -370,25 +377,56 @@ def _train(defense, clean, adversary, features, progress, split, g) -> list[dict
         if not epochs:
             continue
         optimizer = run.optimizer(phase)
-        steps = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=c.lr, total_steps=epochs * run.n_batches, pct_start=0.1)
+        lr = c.detector_lr if phase == "detector" and c.detector_lr is not None else c.lr
+        steps = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * run.n_batches, pct_start=0.1)
+        best = _BestDetector(defense)
         for epoch in tqdm(range(epochs), desc=f"vit defense ({phase})", unit="epoch", disable=not progress):
             t0 = time.perf_counter()
             record = run.epoch(phase, optimizer, steps)
             history.append(dict(record, phase=phase, epoch=epoch, **validate(defense, valid_clean, valid_adv, features), seconds=time.perf_counter() - t0))
+            if phase == "detector":
+                best.offer(history[-1])
+        best.restore()
     defense.eval()
     defense.calibrate(clean[train], clean[hold])
     return history
 
 
+class _BestDetector:
+    """Keeps the detector weights of the detector epoch with the best held-out AUC (the head's, or the
+    centroid distance's without a head) and marks that epoch's record ``selected``."""
+
+    def __init__(self, defense: ViTDefense):
+        self.params = defense.detector_parameters()
+        self.key = "valid_auc_classifier" if defense.config.classifier_weight > 0 else "valid_auc"
+        self.record: dict | None = None
+        self.weights: list[torch.Tensor] = []
+
+    def offer(self, record: dict) -> None:
+        record["selected"] = 0
+        if self.record is None or record[self.key] > self.record[self.key]:
+            if self.record is not None:
+                self.record["selected"] = 0
+            record["selected"], self.record = 1, record
+            self.weights = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for p, w in zip(self.params, self.weights):
+            p.copy_(w)
+
+
 class _Epochs:
     """One epoch of a training phase: ``pretrain`` (MAE pixel loss on clean images), ``adversarial`` (images
-    crafted per batch against the victim, every loss; each batch's images are kept in the pool) or
-    ``detector`` (the detector alone on the pool, randomly flipped)."""
+    crafted per batch against the victim, every loss; each batch's images are kept in the pool, the last
+    ``pool_epochs`` versions per image) or ``detector`` (the detector alone on one pooled version per image,
+    randomly flipped)."""
 
     def __init__(self, defense: ViTDefense, clean: torch.Tensor, adversary: Adversary, losses: _Losses, train: torch.Tensor, g: torch.Generator):
         self.defense, self.clean, self.adversary, self.losses, self.train, self.g = defense, clean, adversary, losses, train, g
         self.n_batches = math.ceil(len(train) / defense.config.batch_size)
-        self.pool, self.pooled = torch.empty_like(clean), torch.zeros(len(clean), dtype=torch.bool)
+        self.pool = clean.new_empty((defense.config.pool_epochs, *clean.shape))
+        self.written = torch.zeros(len(clean), dtype=torch.long)  # versions crafted per image so far
         self._shared: torch.optim.Optimizer | None = None
 
     def optimizer(self, phase: str) -> torch.optim.Optimizer:
@@ -417,21 +455,35 @@ class _Epochs:
                 totals[k] = totals.get(k, 0.0) + v.item() * len(rows) / len(self.train)
         return {**totals, **{k: sum(s[k] for s in spread) / len(spread) for k in (spread[0] if spread else ())}}
 
+    def craft(self, x: torch.Tensor, rows: torch.Tensor, eps: float, goal: str) -> torch.Tensor:
+        """Adversarial versions of ``x`` against the victim, written into the pool's ring of versions."""
+        self.defense.eval()  # the attack sees the deployed victim; the defense is not part of it
+        x_adv = self.adversary(x, rows, eps, goal).detach()
+        self.pool[self.written[rows] % len(self.pool), rows] = x_adv
+        self.written[rows] += 1
+        return x_adv
+
+    def pooled(self, rows: torch.Tensor) -> torch.Tensor:
+        """One stored version per image, drawn uniformly from those it has."""
+        have = self.written[rows].clamp(max=len(self.pool))
+        version = (torch.rand(len(rows), generator=self.g) * have).long()
+        return self.pool[version, rows]
+
     def batch(self, phase: str, rows: torch.Tensor, eps: float, goal: str) -> dict:
         d, x = self.defense, self.clean[rows]
         if phase == "pretrain":
             d.train()
             pixel = F.mse_loss(d.purify(x, self.g), x)
             return {"pixel": pixel, "total": pixel}
-        if phase == "adversarial" or not self.pooled[rows].all():
-            d.eval()  # the attack sees the deployed victim; the defense is not part of it
-            self.pool[rows] = self.adversary(x, rows, eps, goal).detach()
-            self.pooled[rows] = True
-        d.train()
         if phase == "adversarial":
-            return self.losses(x, self.pool[rows], self.g)
-        flip = torch.rand(len(rows), generator=self.g) < 0.5
-        x_adv = torch.where(flip[:, None, None, None], self.pool[rows].flip(-1), self.pool[rows])
+            x_adv = self.craft(x, rows, eps, goal)
+            d.train()
+            return self.losses(x, x_adv, self.g)
+        if not self.written[rows].all():
+            self.craft(x, rows, eps, goal)
+        d.train()
+        x_adv, flip = self.pooled(rows), torch.rand(len(rows), generator=self.g) < 0.5
+        x_adv = torch.where(flip[:, None, None, None], x_adv.flip(-1), x_adv)
         out = self.losses.detector(torch.where(flip[:, None, None, None], x.flip(-1), x), x_adv)
         out["total"] = out["detector"]
         return out
