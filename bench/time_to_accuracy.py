@@ -75,9 +75,9 @@ def run(plan_file: str, only: list[str] | None, budget_s: float | None, out: str
                 continue
             limit = budget_s or cell.get("budget_s", 600)
             cmd = [sys.executable, __file__, "--cell", data_name, cell["victim"], json.dumps(cell["config"]), str(limit), str(cell.get("eval_every", 1))]
-            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO / "bench")
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO / "bench")  # its curve streams to stderr
             if proc.returncode:
-                print(f"{key}: failed\n{proc.stderr[-2000:]}")
+                print(f"{key}: failed with exit status {proc.returncode} (its stderr is above)")
                 continue
             results[key] = json.loads(proc.stdout.strip().splitlines()[-1])
             report(key, results[key], plan.get("converged", {}).get(data_name, {}).get(cell["victim"]))

@@ -85,6 +85,14 @@ def test_a_worker_killed_mid_cell_does_not_change_the_study(ray_session, study_f
     assert row["restored"] is True  # the retried cell resumed from its checkpoint
 
 
+def test_a_labelled_attack_is_a_row_of_its_own(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(STUDY.replace("lr: 2.0}}", "lr: 2.0}}\n  - {name: revadv, label: revadv lr=1, config: {outer_steps: 1, lr: 1.0}}"))
+    crafts = [u for u in load_study(path).plan(str(tmp_path / "plan")) if u.stage == "craft"]
+    assert [u.label for u in crafts] == ["random", "revadv@wrmf", "revadv lr=1@wrmf"]
+    assert crafts[1].payload["config"]["lr"] == 2.0 and crafts[2].payload["config"]["lr"] == 1.0 and crafts[1].id != crafts[2].id
+
+
 BAD_CONFIGS = [
     ("resources: {craft: {num_cpus: 1}, cell: {num_cpus: 1}}", "resources: {craft: {num_cpu: 1}}", "resources.craft.num_cpu: unknown key; valid keys: num_cpus, num_gpus"),
     ("resources: {craft: {num_cpus: 1}, cell: {num_cpus: 1}}", "resources: {train: {num_cpus: 1}}", "resources.train: unknown stage; the poisoning scenario's stages: craft, cell"),
@@ -100,6 +108,11 @@ BAD_CONFIGS = [
     ("- {name: random}", "- {name: randon}", "attacks.0.name: unknown attack 'randon'; registered: "),
     ("config: {outer_steps: 1, lr: 2.0}", "config: {outer_step: 1, lr: 2.0}", "attacks.1.config.outer_step: unknown key; valid keys: "),
     ("- {name: random}", "- {name: random, sharpap: {rho: 0.1}}", "attacks.0: SharpAP wraps gradient attacks only; 'random' uses no surrogate"),
+    (
+        "config: {outer_steps: 1, lr: 2.0}}",
+        "config: {outer_steps: 1, lr: 2.0}}\n  - {name: revadv, config: {lr: 1.0}}",
+        "attacks.2: its row 'revadv@wrmf' is also attacks.1's; give one of them a `label`",
+    ),
     ("n_fake: 4,", "fake_ratio: 1.5,", "threat: Value error, fake_ratio must be in (0, 1], got 1.5"),
     ("target_bucket: torso", "target_bucket: middle", "target_bucket must be one of"),
     ("n_fake: 4,", "preset: revadvv, n_fake: 4,", "threat.preset: unknown preset 'revadvv'; presets: distrec, revadv, gradpass, arlib, rapu"),

@@ -40,19 +40,21 @@ NO_ATTACK = "no attack"
 @pydantic.dataclasses.dataclass(config=FORBID)
 class AttackSpec:
     """``sharpap``: SharpAP keys (wraps a gradient attack); ``population``: a population config
-    (members, combine, ...) for SharpAP's worst-case search over surrogate actors."""
+    (members, combine, ...) for SharpAP's worst-case search over surrogate actors; ``label``: the row's
+    name instead of the attack's (two rows of one attack with other settings), ``@surrogate`` added."""
 
     name: str
     config: dict = field(default_factory=dict)
     sharpap: dict | None = None
     population: dict | None = None
+    label: str | None = None
 
     @property
     def wrapped(self) -> bool:
         return self.sharpap is not None or self.population is not None
 
-    def label(self, surrogate: str | None) -> str:
-        name = self.name + ("+population-sharpap" if self.population is not None else "+sharpap" if self.sharpap is not None else "")
+    def row_label(self, surrogate: str | None) -> str:
+        name = self.label or self.name + ("+population-sharpap" if self.population is not None else "+sharpap" if self.sharpap is not None else "")
         return f"{name}@{surrogate}" if surrogate else name
 
 
@@ -111,8 +113,14 @@ class Poisoning(Scenario):
             if name not in SURROGATES:
                 raise ConfigError(f"{src}: surrogates.{name}: unknown surrogate; differentiable surrogates: {', '.join(sorted(SURROGATES))}")
             check_keys(SURROGATES[name].Config, scfg, src, f"surrogates.{name}")
+        seen: dict[str, int] = {}
         for i, spec in enumerate(cfg.attacks):
             self._check_attack(spec, f"attacks.{i}")
+            for sur in list(cfg.surrogates) if attack_class(spec.name).uses_surrogate else [None]:
+                row = spec.row_label(sur)
+                if row in seen:
+                    raise ConfigError(f"{src}: attacks.{i}: its row {row!r} is also attacks.{seen[row]}'s; give one of them a `label`")
+                seen[row] = i
         check_victims_and_defenses(cfg.victims, cfg.defenses, src)
         check_columns(self.columns(), cfg.victims, cfg.defenses, src)
 
@@ -181,8 +189,8 @@ class Poisoning(Scenario):
                 config = self.craft_config(spec, sur)
                 craft_id = content_id(data_id, spec.name, spec.wrapped, sur, config, spec.population)
                 payload = {"attack": spec.name, "surrogate": sur or "wrmf", "sharpap": spec.wrapped, "config": config, "population": spec.population, "data": clean.uri}
-                units.append(Unit("craft", craft_id, payload, label=spec.label(sur)))
-                rows.append((spec.label(sur), craft_id))
+                units.append(Unit("craft", craft_id, payload, label=spec.row_label(sur)))
+                rows.append((spec.row_label(sur), craft_id))
         for label, craft_id in rows:
             for column in self.columns():
                 victim, _, defense = column.partition("+")
