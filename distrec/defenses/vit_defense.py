@@ -379,14 +379,15 @@ def _train(defense, clean, adversary, features, progress, split, g) -> list[dict
         optimizer = run.optimizer(phase)
         lr = c.detector_lr if phase == "detector" and c.detector_lr is not None else c.lr
         steps = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * run.n_batches, pct_start=0.1)
-        best = _BestDetector(defense)
+        best = _BestDetector(defense) if phase == "detector" else None
         for epoch in tqdm(range(epochs), desc=f"vit defense ({phase})", unit="epoch", disable=not progress):
             t0 = time.perf_counter()
             record = run.epoch(phase, optimizer, steps)
             history.append(dict(record, phase=phase, epoch=epoch, **validate(defense, valid_clean, valid_adv, features), seconds=time.perf_counter() - t0))
-            if phase == "detector":
+            if best is not None:
                 best.offer(history[-1])
-        best.restore()
+        if best is not None:
+            best.restore()
     defense.eval()
     defense.calibrate(clean[train], clean[hold])
     return history
