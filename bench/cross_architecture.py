@@ -40,10 +40,13 @@ SURROGATES = {
 def populations(cpus: float) -> dict:
     wrmf_only = [{"kind": "sam", "rho": 0.05}, {"kind": "random", "rho": 0.05, "seed": 1}, {"kind": "plain", "surrogate": {"seed": 7}}]
     mixed = [{"kind": "sam", "rho": 0.05}] + [{"kind": "plain", "architecture": a, "surrogate": c} for a, c in SURROGATES.items()]
+    softmax = {"combine": "softmax", "temperature": 1.0, "compare": "relative"}  # a mix, not the worst member alone
     return {
         "wrmf-only P=3": {"members": wrmf_only, "member_cpus": cpus},
         "mixed P=3": {"members": mixed, "member_cpus": cpus},
         "mixed P=2 (wrmf+bpr)": {"members": mixed[:2], "member_cpus": cpus},
+        "wrmf-only P=2 softmax": {"members": [wrmf_only[0], wrmf_only[2]], "member_cpus": cpus, **softmax},
+        "mixed P=2 (wrmf+bpr) softmax": {"members": mixed[:2], "member_cpus": cpus, **softmax},
     }
 
 
