@@ -93,6 +93,31 @@ def test_image_attacks_move_the_target_score_within_eps(vbpr, synthetic_dataset,
     assert ((after > before) if goal == "promote" else (after < before)).all()
 
 
+class _PerturbationDetector(torch.nn.Module):
+    """Flags an image whose mean |change| from ``reference`` exceeds 2/255 (a toy detector)."""
+
+    def __init__(self, reference):
+        super().__init__()
+        self.reference, self.threshold = reference, torch.tensor(2.0)
+
+    def score(self, x):
+        return (x - self.reference).abs().mean((1, 2, 3)) * 255
+
+
+def test_the_adaptive_attack_evades_a_detector_and_still_promotes(vbpr, synthetic_dataset):
+    items, users = torch.tensor([1, 2, 3, 4]), torch.arange(synthetic_dataset.n_users)
+    x = load_item_images(synthetic_dataset, 16, backend="memory").floats(items)
+    detector, config = _PerturbationDetector(x), ImageAttackConfig(eps=8 / 255, steps=20)
+    plain = ItemImageAttack(vbpr, config)(x, items, users)
+    evading = ItemImageAttack(vbpr, config, detector=detector)(x, items, users)
+    assert (detector.score(plain) > detector.threshold).all()  # the plain attack is caught
+    assert (detector.score(evading) < detector.threshold).all()  # the evading one passes it
+    with torch.no_grad():
+        before = vbpr.score_items_with(users, items, vbpr.image_features(x)).mean(0)
+        after = vbpr.score_items_with(users, items, vbpr.image_features(evading)).mean(0)
+    assert (after > before).all()
+
+
 def test_filters_and_bpda():
     torch.manual_seed(0)
     x = torch.rand(2, 3, 16, 16)

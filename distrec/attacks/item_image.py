@@ -1,7 +1,8 @@
 """FGSM / PGD on item images of visually-aware recommenders (methods.md section 3): perturb a target
 item's pixels within an L-inf ball to raise (promote) or lower (demote) its mean score over users,
 optionally through a defense (adaptive attacker: BPDA for non-differentiable filters, EOT over a
-randomised one)."""
+randomised one) and past a detector (selective PGD: each step follows the detector's score for an image
+it flags, the attack loss for one it passes; after Bryniarski et al., ICLR 2022)."""
 
 from __future__ import annotations
 
@@ -64,13 +65,26 @@ class _FeaturesThrough(nn.Module):
         return torch.stack([self.victim.image_features(v) for v in views], 1)
 
 
+class _Evading(nn.Module):
+    """pixels -> (features through the defense, the detector's score of the upload itself)."""
+
+    def __init__(self, features: _FeaturesThrough, detector: nn.Module):
+        super().__init__()
+        self.features, self.detector = features, detector
+
+    def forward(self, x):
+        return self.features(x), self.detector.score(x)
+
+
 class ItemImageAttack:
     """Crafts adversarial images for target items against ``victim``. ``defense``: a pixels -> pixels
     module the attacker differentiates through (wrap non-differentiable filters in
-    :func:`straight_through`)."""
+    :func:`straight_through`); ``detector``: a module with ``score(x)`` (higher = flagged) and a
+    ``threshold`` that rejects uploads, which the attack evades (selective: an image flagged at the
+    current step descends the detector's score, an unflagged one the attack loss)."""
 
-    def __init__(self, victim: VisualVictim, config: ImageAttackConfig, defense: nn.Module | None = None):
-        self.victim, self.config, self.defense = victim, config, defense
+    def __init__(self, victim: VisualVictim, config: ImageAttackConfig, defense: nn.Module | None = None, detector: nn.Module | None = None):
+        self.victim, self.config, self.defense, self.detector = victim, config, defense, detector
 
     def objective(self, items: torch.Tensor, users: torch.Tensor):
         """Per image: -/+ mean over ``users`` of the item's score with the perturbed image's features."""
@@ -88,6 +102,18 @@ class ItemImageAttack:
     def __call__(self, images: torch.Tensor, items: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
         c = self.config
         alpha, steps = (c.eps, 1) if c.method == "fgsm" else (c.eps / 4 if c.alpha is None else c.alpha, c.steps)
-        model = _FeaturesThrough(self.victim, self.defense, c.eot_samples)
+        model, objective = _FeaturesThrough(self.victim, self.defense, c.eot_samples), self.objective(items, users)
+        if self.detector is not None:
+            model, objective = _Evading(model, self.detector), self.selective(objective)
         pgd = PGD(model, c.eps, alpha, steps, random_start=c.random_start and c.method == "pgd", generator=torch.Generator().manual_seed(c.seed))
-        return pgd(images, self.objective(items, users))
+        return pgd(images, objective)
+
+    def selective(self, objective):
+        """Per image: the detector's score while it is above the threshold, else the attack loss."""
+        threshold = self.detector.threshold
+
+        def loss(output) -> torch.Tensor:
+            features, score = output
+            return torch.where(score.detach() > threshold, score, objective(features))
+
+        return loss

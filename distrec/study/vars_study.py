@@ -30,7 +30,8 @@ class VarsConfig:
     over 255; ``defenses``: ``none``, the filters (``jpeg``, ``bit_depth``, ``median``; settings under
     ``filters``), ``vit_filter``, ``vit_detector``, ``vit_filter_detector``; ``adaptive_eps``: eps of the
     adaptive PGD, which differentiates through the filter (BPDA for the non-differentiable ones, EOT over
-    the ViT's random partitions when ``vit.random_partition``) but does not try to evade the detector."""
+    the ViT's random partitions when ``vit.random_partition``) and, where the ViT detector is deployed, evades
+    it (selective PGD: a flagged image descends the detector's score, an unflagged one the attack loss)."""
 
     dataset: DatasetSpec
     image_size: int = 64

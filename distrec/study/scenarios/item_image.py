@@ -55,7 +55,8 @@ class ItemImageConfig:
     """``eps``: numerators over 255; ``surrogates``: victims the images are crafted on (default the first);
     ``transfer: false`` measures each craft on its surrogate's columns only (the white-box table);
     ``defenses``: name -> config (``vit_*`` take the shared ``vit`` settings); ``adaptive_eps``: eps of the
-    adaptive PGD through each defense (``null``: none); ``eot_samples``: its EOT samples through a
+    adaptive PGD through each defense and past the ViT detector where a column deploys it (selective PGD;
+    ``null``: none); ``eot_samples``: its EOT samples through a
     randomised ViT (``vit.random_partition``)."""
 
     dataset: DatasetSpec
@@ -239,6 +240,8 @@ class ItemImage(Scenario):
             deployed = list(dict.fromkeys(c.partition("+")[2] for c in self.columns() if "+" in c))
             for d in deployed if cfg.adaptive_eps else []:  # the defenses some column deploys
                 attack = {"method": "pgd_adaptive", "eps": cfg.adaptive_eps, "adaptive": d, "defense_config": cfg.defenses[d]}
+                if d in VIT_DEPLOYMENTS and VIT_DEPLOYMENTS[d][1]:
+                    attack["evade"] = "selective"  # past the detector, too
                 deps = {"victim": trained[sur], **({"vit": vit.id} if d in VIT_DEPLOYMENTS else {})}
                 craft = Unit(
                     "craft",
@@ -391,16 +394,16 @@ class ItemImage(Scenario):
         _, images = self._data(p["data"], ctx)
         victim = self._victim(deps["victim"]["victim_uri"], deps["victim"]["encoder_uri"], ctx)
         targets = torch.tensor(p["targets"])
-        path = None
+        path = detector = None
         if a["adaptive"]:
             dep = self._deployed(a["adaptive"], a["defense_config"], deps, ctx)
-            path = dep.attack_path()
+            path, detector = dep.attack_path(), dep.detector if a.get("evade") else None
             eot = cfg.eot_samples if a["adaptive"] in VIT_DEPLOYMENTS and self._vit_config().random_partition else 1
             attack_cfg = ImageAttackConfig(method="pgd", eps=a["eps"] / 255, steps=cfg.pgd_steps, goal=cfg.goal, seed=cfg.seed, eot_samples=eot)
         else:
             attack_cfg = ImageAttackConfig(method=a["method"], eps=a["eps"] / 255, steps=cfg.pgd_steps, goal=cfg.goal, seed=cfg.seed)
         clean = images.floats(targets)
-        uploaded = ItemImageAttack(victim, attack_cfg, path)(clean, targets, torch.arange(victim.n_users))
+        uploaded = ItemImageAttack(victim, attack_cfg, path, detector)(clean, targets, torch.arange(victim.n_users))
         with tempfile.TemporaryDirectory() as tmp:
             save_file({"uploaded": uploaded.contiguous()}, f"{tmp}/images.safetensors")
             storage.upload(tmp, ctx.folder)
