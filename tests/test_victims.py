@@ -50,6 +50,14 @@ def test_victim_learns_and_round_trips(name, synthetic_dataset, tmp_path):
     assert torch.allclose(restored.score(users), model.score(users), atol=1e-6)
 
 
+def test_the_learning_rate_decays_per_epoch(synthetic_dataset):
+    ds = synthetic_dataset
+    model = create_victim("bpr", ds.n_users, ds.n_items, dim=8, epochs=3, lr=0.01, lr_decay=0.5, batch_size=256, backend="memory")
+    assert [h["lr"] for h in model.fit(ds, progress=False)] == pytest.approx([0.01, 0.005, 0.0025])
+    with pytest.raises(ValueError, match="lr_decay must be in"):
+        create_victim("bpr", ds.n_users, ds.n_items, lr_decay=0.0)
+
+
 def test_sgl_without_its_contrastive_term_is_lightgcn(synthetic_dataset):
     ds = synthetic_dataset
     cfg = dict(dim=8, epochs=2, lr=1e-2, batch_size=256, seed=3, backend="memory")

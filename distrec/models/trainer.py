@@ -49,10 +49,12 @@ class EarlyStopping:
 
 @dataclass
 class TrainConfig:
-    """Fields every SGD-trained victim shares (each victim's Config extends this)."""
+    """Fields every SGD-trained victim shares (each victim's Config extends this). ``lr_decay``: the
+    learning rate of epoch e is ``lr * lr_decay ** e`` (1: constant)."""
 
     epochs: int = 50
     lr: float = 1e-3
+    lr_decay: float = 1.0
     batch_size: int = 2048
     num_negatives: int = 1
     seed: int = 0
@@ -60,6 +62,10 @@ class TrainConfig:
     patience: int = 3
     backend: str = "auto"
     device: str | None = None
+
+    def __post_init__(self):
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
 
 
 class TrainingObjective:
@@ -111,6 +117,7 @@ class PairwiseVictim(Victim):
         self.prepare_fit(dataset, device)
         stream = InteractionStream(dataset, "train", batch_size=cfg.batch_size, num_negatives=cfg.num_negatives, seed=cfg.seed, backend=cfg.backend)
         opt = torch.optim.Adam(self.parameters(), lr=cfg.lr)
+        decay = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
         stopper = None
         if valid_split:
             train_csr = UserItemCSR.from_table(dataset.table("train"), self.n_users, self.n_items)
@@ -130,7 +137,8 @@ class PairwiseVictim(Victim):
                 total += loss.item() * len(batch["user_id"])
                 n += len(batch["user_id"])
             self.eval()
-            record = {"epoch": epoch, "loss": total / max(n, 1)}
+            record = {"epoch": epoch, "loss": total / max(n, 1), "lr": opt.param_groups[0]["lr"]}
+            decay.step()
             self.objective.end_epoch(self, dataset, record)
             if stopper is not None and stopper.due(epoch, cfg.epochs, cfg.eval_every):
                 stopper.evaluate(record)
