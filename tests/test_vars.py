@@ -146,6 +146,10 @@ def test_vit_defense_pieces():
     assert embedding_spread(apart, labels)["separation"] > 0.9
     with pytest.raises(ValueError, match="mask_ratio"):
         ViTDefenseConfig(mask_ratio=1.0)
+    with pytest.raises(ValueError, match="vit.pool_epochs must be >= 1"):
+        ViTDefenseConfig(pool_epochs=0)
+    with pytest.raises(ValueError, match="vit.detector_lr must be positive"):
+        ViTDefenseConfig(detector_lr=0.0)
 
 
 def test_the_purifier_never_copies_a_patch_through():

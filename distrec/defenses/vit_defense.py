@@ -99,6 +99,8 @@ class ViTDefenseConfig:
             raise ValueError(f"vit.patch_size {self.patch_size} does not divide img_size {self.img_size}")
         if self.pool_epochs < 1:
             raise ValueError(f"vit.pool_epochs must be >= 1, got {self.pool_epochs}")
+        if self.detector_lr is not None and self.detector_lr <= 0:
+            raise ValueError(f"vit.detector_lr must be positive, got {self.detector_lr}")
         if not self.train_eps or any(not 0 < e <= 255 for e in self.train_eps):
             raise ValueError(f"vit.train_eps: numerators over 255 in (0, 255], got {self.train_eps}")
 
