@@ -408,13 +408,11 @@ class _BestDetector:
     def offer(self, record: dict) -> None:
         record["selected"] = 0
         if self.record is None or record[self.key] > self.record[self.key]:
-            if self.record is not None:
-                self.record["selected"] = 0
-            record["selected"], self.record = 1, record
-            self.weights = [p.detach().clone() for p in self.params]
+            self.record, self.weights = record, [p.detach().clone() for p in self.params]
 
     @torch.no_grad()
     def restore(self) -> None:
+        self.record["selected"] = 1
         for p, w in zip(self.params, self.weights):
             p.copy_(w)
 

@@ -116,7 +116,7 @@ class Poisoning(Scenario):
         seen: dict[str, int] = {}
         for i, spec in enumerate(cfg.attacks):
             self._check_attack(spec, f"attacks.{i}")
-            for sur in list(cfg.surrogates) if attack_class(spec.name).uses_surrogate else [None]:
+            for sur in self.surrogates_of(spec):
                 row = spec.row_label(sur)
                 if row in seen:
                     raise ConfigError(f"{src}: attacks.{i}: its row {row!r} is also attacks.{seen[row]}'s; give one of them a `label`")
@@ -147,8 +147,12 @@ class Poisoning(Scenario):
             from distrec.distributed.population import PopulationConfig
 
             check_keys(PopulationConfig, spec.population, src, f"{key}.population")
-        for sur in self.config.surrogates if cls.uses_surrogate else [None]:
+        for sur in self.surrogates_of(spec):
             split_config(self.craft_config(spec, sur), spec.name, spec.wrapped, f"{src}: {key}", sur or "wrmf")
+
+    def surrogates_of(self, spec: AttackSpec) -> list[str | None]:
+        """The surrogates an attack is crafted on: each of the study's, or none for an attack that uses none."""
+        return list(self.config.surrogates) if attack_class(spec.name).uses_surrogate else [None]
 
     def columns(self) -> list[str]:
         return list(self.config.columns) if self.config.columns is not None else default_columns(self.config.victims, self.config.defenses)
@@ -185,7 +189,7 @@ class Poisoning(Scenario):
         units = []
         rows = [(NO_ATTACK, None)]
         for spec in cfg.attacks:
-            for sur in list(cfg.surrogates) if attack_class(spec.name).uses_surrogate else [None]:
+            for sur in self.surrogates_of(spec):
                 config = self.craft_config(spec, sur)
                 craft_id = content_id(data_id, spec.name, spec.wrapped, sur, config, spec.population)
                 payload = {"attack": spec.name, "surrogate": sur or "wrmf", "sharpap": spec.wrapped, "config": config, "population": spec.population, "data": clean.uri}
