@@ -3,6 +3,8 @@
   python bench/victims.py wrmf-vs-implicit   # WRMF fit time and Recall@20 vs implicit's CPU ALS, same settings and threads
   python bench/victims.py lightgcn-epoch     # LightGCN seconds per epoch, peak RSS, and a torch.profiler breakdown
   python bench/victims.py eval               # full-ranking evaluation vs the bare user x item score product
+  python bench/victims.py last-layer         # a batch's last LightGCN layer from the row sub-matrix vs in full, and the
+                                             # ML-1M training step of LightGCN / SGL / SimGCL with either (batch 16384)
   python bench/victims.py curves [--budget configs/victims/cpu_budget.yaml] [--only gowalla:lightgcn]
                                              # every victim trained under a budget, test Recall/NDCG@20 per evaluation
   python bench/victims.py contrastive [--out docs/results/contrastive_ml100k.json]
@@ -124,6 +126,60 @@ def lightgcn_epoch(epochs: int = 3, profile_batches: int = 20) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
+def _median_ms(fn, repeats: int = 5) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
+
+
+def _batch_nodes(ds: PreparedDataset, batch: int, rng: np.random.Generator) -> torch.Tensor:
+    train = ds.table("train")
+    users, items = train.column("user_id").to_numpy(), train.column("item_id").to_numpy()
+    rows = rng.integers(0, len(users), batch)
+    neg = rng.integers(0, ds.n_items, batch)
+    return torch.unique(torch.from_numpy(np.concatenate([users[rows], items[rows] + ds.n_users, neg + ds.n_users])))
+
+
+def last_layer(batches=(1024, 4096, 16384)) -> None:
+    """(A~ h)[nodes] with its backward, for the nodes of a training batch: the two paths of
+    ``LightGCNPropagation._last_layer``; then whole training steps with the row path forced (the peer)."""
+    from distrec.models.graph import LightGCNPropagation
+
+    print(f"machine: {machine()}, torch threads {torch.get_num_threads()}")
+    rng = np.random.default_rng(0)
+    for name in ("ml-1m", "gowalla"):
+        ds = dataset(name)
+        model = create_victim("lightgcn", ds.n_users, ds.n_items).attach(ds)
+        adj, prop = model.adj, model.propagation
+        h = torch.randn(adj.shape[0], 64, requires_grad=True)
+        for batch in batches:
+            nodes = _batch_nodes(ds, batch, rng)
+            crow = adj.crow_indices()
+            share = float((crow[nodes + 1] - crow[nodes]).sum()) / adj.values().numel()
+            times = {}
+            for path, threshold in (("rows", 1.0), ("full", 0.0)):
+                prop.rows_max_nnz_share = threshold
+                times[path] = _median_ms(lambda: prop._last_layer(h, adj, nodes).sum().backward())
+            print(f"{name} batch {batch}: {len(nodes)} of {adj.shape[0]} nodes, {share:.2f} of the non-zeros; row sub-matrix {times['rows']:.1f} ms, full {times['full']:.1f} ms")
+    ds = dataset("ml-1m")
+    configs = {"lightgcn": {}, "sgl": {"ssl_reg": 0.01}, "simgcl": {"cl_temp": 1.0}}
+    for victim, extra in configs.items():
+        model = create_victim(victim, ds.n_users, ds.n_items, dim=64, layers=3, lr=0.01, batch_size=16384, **extra)
+        model.prepare_fit(ds, torch.device("cpu"))
+        model.start_epoch(0)
+        model.train()
+        users, items, neg = (torch.from_numpy(rng.integers(0, n, 16384)) for n in (ds.n_users, ds.n_items, ds.n_items))
+        times = {}
+        for path, threshold in (("rows", 1.0), ("chosen", LightGCNPropagation.rows_max_nnz_share)):
+            model.propagation.rows_max_nnz_share = threshold
+            times[path] = _median_ms(lambda: model.loss(users, items, neg).backward(), repeats=3)
+        print(f"ml-1m {victim} step, batch 16384: row sub-matrix always {times['rows']:.0f} ms, chosen path {times['chosen']:.0f} ms")
+
+
 def evaluation(repeats: int = 3) -> None:
     ds = dataset("gowalla")
     train, test = csrs(ds)
@@ -232,7 +288,7 @@ def one_curve(data_name: str, victim: str, config: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["wrmf-vs-implicit", "lightgcn-epoch", "eval", "curves", "one-curve", "contrastive"])
+    parser.add_argument("what", choices=["wrmf-vs-implicit", "lightgcn-epoch", "eval", "last-layer", "curves", "one-curve", "contrastive"])
     parser.add_argument("args", nargs="*")
     parser.add_argument("--budget", default="configs/victims/cpu_budget.yaml")
     parser.add_argument("--only", nargs="*")
@@ -244,6 +300,8 @@ def main() -> None:
         lightgcn_epoch()
     elif a.what == "eval":
         evaluation()
+    elif a.what == "last-layer":
+        last_layer()
     elif a.what == "curves":
         curves(a.budget, a.only, a.out)
     elif a.what == "contrastive":

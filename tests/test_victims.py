@@ -9,6 +9,7 @@ from distrec.data.matrix import UserItemCSR
 from distrec.evaluation.ranking import full_ranking_metrics
 from distrec.models import Victim, create_victim
 from distrec.models.graph import LightGCNPropagation, bipartite_edge_index, normalized_adjacency
+from distrec.models.losses import info_nce
 from distrec.models.wrmf import WRMF, _Buckets, _SparseSide
 
 FAST = {
@@ -101,7 +102,8 @@ def test_wrmf_solve_equals_direct_least_squares(solver):
         assert np.allclose(np.linalg.lstsq(a, b, rcond=None)[0], X[u].numpy(), atol=1e-5)
 
 
-def test_lightgcn_propagation_equals_dense_reference():
+@pytest.mark.parametrize("rows_max_nnz_share", [1.0, 0.0], ids=["row-submatrix", "full-last-layer"])
+def test_lightgcn_propagation_equals_dense_reference(rows_max_nnz_share, monkeypatch):
     users, items, n_users, n_items = np.array([0, 0, 1, 2, 2, 3]), np.array([0, 1, 1, 2, 0, 2]), 4, 3
     n = n_users + n_items
     adj = normalized_adjacency(bipartite_edge_index(users, items, n_users), n)
@@ -113,6 +115,7 @@ def test_lightgcn_propagation_equals_dense_reference():
     x = torch.randn(n, 5, requires_grad=True)
     expected = (x + norm @ x + norm @ norm @ x + norm @ norm @ norm @ x) / 4
     prop = LightGCNPropagation(3)
+    monkeypatch.setattr(prop, "rows_max_nnz_share", rows_max_nnz_share)
     assert torch.allclose(prop(x, adj), expected, atol=1e-6)
     nodes = torch.tensor([1, 5, 6])
     rows = prop.rows(x, adj, nodes)
@@ -120,6 +123,13 @@ def test_lightgcn_propagation_equals_dense_reference():
     g_rows = torch.autograd.grad(rows.square().sum(), x)[0]
     g_ref = torch.autograd.grad(expected[nodes].square().sum(), x)[0]
     assert torch.allclose(g_rows, g_ref, atol=1e-6)
+
+
+def test_info_nce_is_the_cross_entropy_of_cosine_similarities_over_the_temperature():
+    z1, z2, t = torch.randn(6, 4), torch.randn(6, 4), 0.2
+    cos = torch.tensor([[float(a @ b / (a.norm() * b.norm())) for b in z2] for a in z1]) / t
+    expected = -(cos.diag() - cos.exp().sum(1).log()).mean()
+    assert torch.allclose(info_nce(z1, z2, t), expected, atol=1e-5)
 
 
 def test_ray_data_stream_and_memory_path_train_the_same_model(ray_session, synthetic_dataset):

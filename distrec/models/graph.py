@@ -75,6 +75,11 @@ class LightGCNPropagation(torch.nn.Module):
     ``perturb(h, layer)`` (optional) transforms each propagated layer (SimGCL's noise);
     ``skip_ego`` drops E^(0) from the mean (SimGCL's choice)."""
 
+    # Above this share of A~'s non-zeros in the rows a batch reads, the last layer is cheaper computed in
+    # full: the row sub-matrix's backward pays a sparse transpose (a sort), about 4x a full symmetric
+    # product per non-zero (docs/benchmarks.md, "The last layer of a mini-batch").
+    rows_max_nnz_share = 0.3
+
     def __init__(self, num_layers: int):
         super().__init__()
         self.num_layers = num_layers
@@ -102,8 +107,15 @@ class LightGCNPropagation(torch.nn.Module):
             if perturb is not None:
                 h = perturb(h, k)
             layers.append(h[nodes])
-        last = self.rows_conv(h, csr_rows(adj, nodes))
+        last = self._last_layer(h, adj, nodes)
         if perturb is not None:
             last = perturb(last, self.num_layers - 1)
         layers.append(last)
         return torch.stack(layers).mean(0)
+
+    def _last_layer(self, h: torch.Tensor, adj: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        """(A~ h)[nodes]: from the row sub-matrix when the rows are few, else in full."""
+        crow = adj.crow_indices()
+        if int((crow[nodes + 1] - crow[nodes]).sum()) > self.rows_max_nnz_share * adj.values().numel():
+            return self.conv(h, adj)[nodes]
+        return self.rows_conv(h, csr_rows(adj, nodes))

@@ -19,6 +19,6 @@ def l2_reg(*embeddings: torch.Tensor) -> torch.Tensor:
 def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
     """InfoNCE between two views (SGL eq. 10, SimGCL eq. 2), in-batch negatives:
     -mean_i log( exp(s(z1_i, z2_i)/t) / sum_j exp(s(z1_i, z2_j)/t) ), s = cosine similarity."""
-    z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
-    logits = z1 @ z2.T / temperature
+    z1, z2 = F.normalize(z1, dim=-1) / temperature, F.normalize(z2, dim=-1)  # scale n rows, not n^2 logits
+    logits = z1 @ z2.T
     return F.cross_entropy(logits, torch.arange(len(z1), device=z1.device))
