@@ -76,8 +76,8 @@ class LightGCNPropagation(torch.nn.Module):
     ``skip_ego`` drops E^(0) from the mean (SimGCL's choice)."""
 
     # Above this share of A~'s non-zeros in the rows a batch reads, the last layer is cheaper computed in
-    # full: the row sub-matrix's backward pays a sparse transpose (a sort), about 4x a full symmetric
-    # product per non-zero (docs/benchmarks.md, "The last layer of a mini-batch").
+    # full: the row sub-matrix's backward pays a sparse transpose (a sort), 2-6x a full symmetric product
+    # per non-zero on ML-1M and Gowalla (docs/benchmarks.md, "The last layer of a mini-batch").
     rows_max_nnz_share = 0.3
 
     def __init__(self, num_layers: int):
