@@ -147,7 +147,7 @@ def _batch_nodes(ds: PreparedDataset, batch: int, rng: np.random.Generator) -> t
 def last_layer(batches=(1024, 4096, 16384)) -> None:
     """(A~ h)[nodes] with its backward, for the nodes of a training batch: the two paths of
     ``LightGCNPropagation._last_layer``; then whole training steps with the row path forced (the peer)."""
-    from distrec.models.graph import LightGCNPropagation
+    from distrec.models.graph import LightGCNPropagation, rows_nnz_share
 
     print(f"machine: {machine()}, torch threads {torch.get_num_threads()}")
     rng = np.random.default_rng(0)
@@ -158,8 +158,7 @@ def last_layer(batches=(1024, 4096, 16384)) -> None:
         h = torch.randn(adj.shape[0], 64, requires_grad=True)
         for batch in batches:
             nodes = _batch_nodes(ds, batch, rng)
-            crow = adj.crow_indices()
-            share = float((crow[nodes + 1] - crow[nodes]).sum()) / adj.values().numel()
+            share = rows_nnz_share(adj, nodes)
             times = {}
             for path, threshold in (("rows", 1.0), ("full", 0.0)):
                 prop.rows_max_nnz_share = threshold

@@ -33,6 +33,12 @@ def normalized_adjacency(edge_index: torch.Tensor, num_nodes: int) -> torch.Tens
     return to_torch_csr_tensor(edge_index, weight, size=(num_nodes, num_nodes))
 
 
+def rows_nnz_share(adj: torch.Tensor, rows: torch.Tensor) -> float:
+    """The share of a CSR tensor's non-zeros that lie in ``rows``."""
+    crow = adj.crow_indices()
+    return float((crow[rows + 1] - crow[rows]).sum()) / adj.values().numel()
+
+
 def csr_rows(adj: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """The sub-matrix ``adj[rows, :]`` of a CSR tensor, as CSR."""
     crow, col, val = adj.crow_indices(), adj.col_indices(), adj.values()
@@ -115,7 +121,6 @@ class LightGCNPropagation(torch.nn.Module):
 
     def _last_layer(self, h: torch.Tensor, adj: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
         """(A~ h)[nodes]: from the row sub-matrix when the rows are few, else in full."""
-        crow = adj.crow_indices()
-        if int((crow[nodes + 1] - crow[nodes]).sum()) > self.rows_max_nnz_share * adj.values().numel():
+        if rows_nnz_share(adj, nodes) > self.rows_max_nnz_share:
             return self.conv(h, adj)[nodes]
         return self.rows_conv(h, csr_rows(adj, nodes))
