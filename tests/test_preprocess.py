@@ -69,6 +69,19 @@ def test_threshold_and_kcore_renumber_and_keep_original_ids(tmp_path):
     assert all((umap[u], imap[i]) in source_pairs for u, i in zip(train.column("user_id").to_pylist(), train.column("item_id").to_pylist()))
 
 
+def test_a_threshold_needs_ratings_and_must_leave_interactions():
+    users, items = np.array([1, 1, 2]), np.array([7, 8, 7])
+    pairs = RawDataset("pairs", interactions=raw_interactions(users, items))
+    pairs.sources.append({"file": "pairs.dat.gz"})
+    tables, _ = prepare(pairs, PrepareConfig(split="ratio"), "r")
+    assert set(tables["train"].column("rating").to_pylist()) == {1.0}  # no ratings: each interaction counts 1
+    with pytest.raises(ValueError, match=r"implicit_threshold=4: pairs as read from pairs.dat.gz has no ratings"):
+        prepare(pairs, PrepareConfig(implicit_threshold=4), "r")
+    rated = RawDataset("rated", interactions=raw_interactions(users, items, np.array([1.0, 2.0, 3.0])))
+    with pytest.raises(ValueError, match="leave none of the 3 interactions"):
+        prepare(rated, PrepareConfig(implicit_threshold=4), "r")
+
+
 def test_prepare_is_deterministic(tmp_path):
     a = write_prepared(*prepare(random_raw(), PrepareConfig(seed=7), "r"), tmp_path / "a")
     b = write_prepared(*prepare(random_raw(), PrepareConfig(seed=7), "r"), tmp_path / "b")

@@ -45,6 +45,19 @@ def _attach_by_key(table: pa.Table, key_col: str, out_col: str, key_table: pa.Ar
     return kept.sort_by(out_col)
 
 
+def _ratings(column: pa.ChunkedArray, config: PrepareConfig, raw: RawDataset) -> np.ndarray:
+    """The interactions' ratings (1 where the source has none); a threshold on a source without ratings
+    is an error naming the files read."""
+    if column.null_count == len(column) and len(column):
+        if config.implicit_threshold is not None:
+            files = ", ".join(s["file"] for s in raw.sources) or raw.name
+            raise ValueError(
+                f"implicit_threshold={config.implicit_threshold}: {raw.name} as read from {files} has no ratings to threshold; give a source with ratings (ml-1m: ratings.dat) or drop the threshold"
+            )
+        return np.ones(len(column), np.float32)
+    return column.fill_null(1.0).to_numpy().astype(np.float32)
+
+
 def prepare(raw: RawDataset, config: PrepareConfig, fmt: str, reader_options: dict | None = None) -> tuple[dict[str, pa.Table], dict]:
     """Apply ``config`` to ``raw``: the tables of the prepared dataset and its metadata."""
     tables: dict[str, pa.Table] = {}
@@ -66,7 +79,7 @@ def prepare(raw: RawDataset, config: PrepareConfig, fmt: str, reader_options: di
     user_keys = item_keys = None
     if raw.interactions is not None:
         inter = raw.interactions
-        ratings = inter.column("rating").to_numpy().astype(np.float32)
+        ratings = _ratings(inter.column("rating"), config, raw)
         keep = np.ones(inter.num_rows, bool)
         user_map, uid = build_id_map(inter.column("user").combine_chunks(), raw.users)
         item_map, iid = build_id_map(inter.column("item").combine_chunks(), raw.items)
@@ -82,6 +95,8 @@ def prepare(raw: RawDataset, config: PrepareConfig, fmt: str, reader_options: di
             before = int(keep.sum())
             keep &= kcore_mask(uid, iid, config.kcore)
             meta["dropped_by_kcore"] = before - int(keep.sum())
+        if not keep.any():
+            raise ValueError(f"implicit_threshold={config.implicit_threshold} and kcore={config.kcore} leave none of the {len(keep)} interactions of {fmt}")
         if not keep.all():
             user_map, u_renumber = restrict_id_map(user_map, uid[keep])
             item_map, i_renumber = restrict_id_map(item_map, iid[keep])

@@ -24,8 +24,9 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 class RawDataset:
     """A dataset as read from its source files, ids as the source spells them.
 
-    ``interactions`` columns: ``user``, ``item`` (int64 or string keys), ``rating`` float32, ``timestamp``
-    int64 (nullable), and ``split`` (string, only when the source gives a split).
+    ``interactions`` columns: ``user``, ``item`` (int64 or string keys), ``rating`` float32 (all null
+    when the source has no ratings), ``timestamp`` int64 (nullable), and ``split`` (string, only when
+    the source gives a split).
     ``users`` / ``items``: optional id universes, tables with ``key`` (as in interactions) and ``original``
     (the id to report); row order is the internal id order. Without one, the universe is the sorted
     distinct keys of the interactions.
@@ -58,7 +59,7 @@ def raw_interactions(users, items, ratings=None, timestamps=None, split=None) ->
     cols = {
         "user": pa.array(users),
         "item": pa.array(items),
-        "rating": pa.array(np.ones(n, np.float32) if ratings is None else np.asarray(ratings, np.float32)),
+        "rating": pa.nulls(n, pa.float32()) if ratings is None else pa.array(np.asarray(ratings, np.float32)),
         "timestamp": pa.nulls(n, pa.int64()) if timestamps is None else pa.array(timestamps, pa.int64()),
     }
     if split is not None:

@@ -87,5 +87,8 @@ def materialise_dataset(spec: DatasetSpec, out: str) -> PreparedDataset:
             raw.item_images = read_image_collection(spec.images, raw.bad_lines)
     else:
         raise ConfigError("dataset: give synthetic, path, or format + root")
-    tables, meta = prepare(raw, cfg, fmt)
+    try:
+        tables, meta = prepare(raw, cfg, fmt)
+    except ValueError as exc:
+        raise ConfigError(f"dataset.prepare: {exc}") from None
     return write_prepared(tables, meta, target)
