@@ -87,3 +87,13 @@ def test_prepare_is_deterministic(tmp_path):
     b = write_prepared(*prepare(random_raw(), PrepareConfig(seed=7), "r"), tmp_path / "b")
     for split in ("train", "test"):
         assert a.table(split).equals(b.table(split))
+
+
+def test_a_job_dataset_that_prepares_to_nothing_is_a_config_error(tmp_path):
+    from distrec.config import ConfigError
+    from distrec.data.spec import DatasetSpec, materialise_dataset
+
+    spec = DatasetSpec(synthetic={"n_users": 40, "n_items": 60}, prepare={"implicit_threshold": 100})
+    with pytest.raises(ConfigError, match=r"^dataset.prepare: implicit_threshold=100 and kcore=0 leave none"):
+        materialise_dataset(spec, str(tmp_path))
+    assert not (tmp_path / "data").exists()  # nothing half-written for a resume to pick up
