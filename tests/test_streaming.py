@@ -32,6 +32,34 @@ def test_ray_data_and_memory_paths_give_identical_batches(ray_session, synthetic
     assert np.array_equal(rows.numpy(), expected)  # every training row exactly once per epoch
 
 
+def test_user_uniform_sampling_weighs_every_user_the_same(synthetic_dataset):
+    """LightGCN's sampler: users uniform (not by degree), each row one of that user's training items."""
+    stream = InteractionStream(synthetic_dataset, batch_size=700, seed=2, backend="memory", sampling="user")
+    batches = list(stream.epoch(0))
+    users, items = (torch.cat([b[k] for b in batches]).numpy() for k in ("user_id", "item_id"))
+    train = synthetic_dataset.table("train")
+    t_users, t_items = train.column("user_id").to_numpy(), train.column("item_id").to_numpy()
+    assert len(users) == train.num_rows and np.isin(users * 10_000 + items, t_users * 10_000 + t_items).all()
+    degree, drawn = np.bincount(t_users), np.bincount(users, minlength=len(np.bincount(t_users)))
+    active = degree > 0
+    heavy, light = degree >= np.quantile(degree[active], 0.75), active & (degree <= np.quantile(degree[active], 0.25))
+    share = lambda mask: drawn[mask].sum() / mask.sum()  # noqa: E731  (rows per user in a group)
+    assert abs(share(heavy) / share(light) - 1) < 0.25 < degree[heavy].mean() / degree[light].mean() - 1
+    again = torch.cat([b["item_id"] for b in stream.epoch(0)]).numpy()
+    assert np.array_equal(again, items) and not np.array_equal(torch.cat([b["item_id"] for b in stream.epoch(1)]).numpy(), items)
+
+
+def test_user_uniform_sampling_needs_the_memory_backend(synthetic_dataset):
+    import pytest
+
+    from distrec.models.trainer import TrainConfig
+
+    with pytest.raises(ValueError, match="needs backend='memory'"):
+        InteractionStream(synthetic_dataset, backend="ray", sampling="user")
+    with pytest.raises(ValueError, match="sampling must be one of"):
+        TrainConfig(sampling="users")
+
+
 def test_images_decode_lazily_through_ray_data(ray_session, synthetic_dataset):
     batch = image_dataset(synthetic_dataset, size=8).take_batch(4, batch_format="numpy")
     assert batch["pixels"].shape == (4, 8, 8, 3) and batch["pixels"].dtype == np.uint8

@@ -89,12 +89,20 @@ def _windowed_batches(chunks: Iterator[dict[str, np.ndarray]], batch_size: int, 
         yield {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in carry.items()}
 
 
+SAMPLINGS = ("interaction", "user")
+
+
 class InteractionStream:
     """Training batches ``{user_id, item_id, neg_item}`` (torch int64) from one split of a prepared dataset.
 
     ``backend``: ``ray`` streams the Parquet through Ray Data (negatives sampled in parallel
     ``map_batches`` tasks), ``memory`` reads the table once into numpy, ``auto`` picks memory below
     ``memory_rows`` rows. Both give the same batches for the same seed and epoch.
+
+    ``sampling``: ``interaction`` visits every row once per epoch; ``user`` (LightGCN's official
+    sampler) draws as many rows per epoch, each a user drawn uniformly among the users with a row and
+    one of that user's items drawn uniformly, so every user weighs the same in the loss, as in a
+    per-user metric (memory backend only).
     """
 
     def __init__(
@@ -108,6 +116,7 @@ class InteractionStream:
         shuffle_window: int = 1 << 20,
         backend: str = "auto",
         memory_rows: int = 5_000_000,
+        sampling: str = "interaction",
     ):
         self.dataset = dataset if isinstance(dataset, PreparedDataset) else PreparedDataset(dataset)
         self.split, self.batch_size, self.num_negatives, self.seed = split, batch_size, num_negatives, seed
@@ -118,18 +127,36 @@ class InteractionStream:
             backend = "memory" if self.num_rows <= memory_rows else "ray"
         if backend not in ("ray", "memory"):
             raise ValueError(f"backend must be 'ray', 'memory' or 'auto', got {backend!r}")
-        self.backend = backend
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        if sampling == "user" and backend != "memory":
+            raise ValueError("sampling='user' draws rows at random and needs backend='memory'")
+        self.backend, self.sampling = backend, sampling
         self.n_items = self.dataset.n_items
         users, items = table.column("user_id").to_numpy(), table.column("item_id").to_numpy()
         self.pos_keys = positive_keys(users, items, self.n_items)
         self._arrays = {"user_id": users, "item_id": items} if backend == "memory" else None
+        if sampling == "user":
+            order = np.argsort(users, kind="stable")
+            self._by_user = users[order], items[order]
+            counts = np.bincount(users)
+            self._active = np.flatnonzero(counts)
+            self._starts, self._counts = (np.cumsum(counts) - counts)[self._active], counts[self._active]
 
     def __len__(self) -> int:
         return -(-self.num_rows // self.batch_size)
 
+    def _user_uniform_rows(self, epoch: int) -> dict[str, np.ndarray]:
+        """``num_rows`` (user, item) rows: users uniform among those with a row, then an item of theirs."""
+        rng = np.random.default_rng([self.seed, epoch, 1])
+        pick = rng.integers(0, len(self._active), self.num_rows)
+        rows = self._starts[pick] + (rng.random(self.num_rows) * self._counts[pick]).astype(np.int64)
+        return {"user_id": self._by_user[0][rows], "item_id": self._by_user[1][rows]}
+
     def _chunks_memory(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
+        arrays = self._user_uniform_rows(epoch) if self.sampling == "user" else self._arrays
         for s in range(0, self.num_rows, self.shuffle_window):
-            chunk = {k: v[s : s + self.shuffle_window] for k, v in self._arrays.items()}
+            chunk = {k: v[s : s + self.shuffle_window] for k, v in arrays.items()}
             yield add_negatives(chunk, self.pos_keys, self.n_items, self.num_negatives, self.seed, epoch)
 
     def _chunks_ray(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:

@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from distrec.data.dataset import PreparedDataset
 from distrec.data.matrix import UserItemCSR
-from distrec.data.streaming import InteractionStream
+from distrec.data.streaming import SAMPLINGS, InteractionStream
 from distrec.evaluation.ranking import full_ranking_metrics
 from distrec.models.base import Victim, pick_device
 
@@ -50,7 +50,8 @@ class EarlyStopping:
 @dataclass
 class TrainConfig:
     """Fields every SGD-trained victim shares (each victim's Config extends this). ``lr_decay``: the
-    learning rate of epoch e is ``lr * lr_decay ** e`` (1: constant)."""
+    learning rate of epoch e is ``lr * lr_decay ** e`` (1: constant); ``sampling``: how an epoch
+    draws its training rows (:class:`~distrec.data.streaming.InteractionStream`)."""
 
     epochs: int = 50
     lr: float = 1e-3
@@ -61,11 +62,16 @@ class TrainConfig:
     eval_every: int = 5
     patience: int = 3
     backend: str = "auto"
+    sampling: str = "interaction"
     device: str | None = None
 
     def __post_init__(self):
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
+        if self.sampling == "user" and self.backend == "ray":
+            raise ValueError("sampling='user' draws rows at random and needs backend 'memory' or 'auto'")
 
 
 class TrainingObjective:
@@ -115,7 +121,7 @@ class PairwiseVictim(Victim):
         device = pick_device(cfg.device)
         self.to(device)
         self.prepare_fit(dataset, device)
-        stream = InteractionStream(dataset, "train", batch_size=cfg.batch_size, num_negatives=cfg.num_negatives, seed=cfg.seed, backend=cfg.backend)
+        stream = InteractionStream(dataset, "train", batch_size=cfg.batch_size, num_negatives=cfg.num_negatives, seed=cfg.seed, backend=cfg.backend, sampling=cfg.sampling)
         opt = torch.optim.Adam(self.parameters(), lr=cfg.lr)
         decay = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
         stopper = None
