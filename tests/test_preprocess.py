@@ -80,6 +80,9 @@ def test_a_threshold_needs_ratings_and_must_leave_interactions():
     rated = RawDataset("rated", interactions=raw_interactions(users, items, np.array([1.0, 2.0, 3.0])))
     with pytest.raises(ValueError, match="leave none of the 3 interactions"):
         prepare(rated, PrepareConfig(implicit_threshold=4), "r")
+    holes = RawDataset("holes", interactions=raw_interactions(users, items).set_column(2, "rating", pa.array([4.0, None, 5.0], pa.float32())))
+    with pytest.raises(ValueError, match="1 of 3 interactions have no rating"):
+        prepare(holes, PrepareConfig(), "r")
 
 
 def test_prepare_is_deterministic(tmp_path):

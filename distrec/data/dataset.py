@@ -55,7 +55,10 @@ def _ratings(column: pa.ChunkedArray, config: PrepareConfig, raw: RawDataset) ->
                 f"implicit_threshold={config.implicit_threshold}: {raw.name} as read from {files} has no ratings to threshold; give a source with ratings (ml-1m: ratings.dat) or drop the threshold"
             )
         return np.ones(len(column), np.float32)
-    return column.fill_null(1.0).to_numpy().astype(np.float32)
+    if column.null_count:
+        files = ", ".join(s["file"] for s in raw.sources) or raw.name
+        raise ValueError(f"{raw.name} ({files}): {column.null_count} of {len(column)} interactions have no rating; a source gives every rating or none")
+    return column.to_numpy().astype(np.float32)
 
 
 def prepare(raw: RawDataset, config: PrepareConfig, fmt: str, reader_options: dict | None = None) -> tuple[dict[str, pa.Table], dict]:
