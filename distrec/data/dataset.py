@@ -48,15 +48,14 @@ def _attach_by_key(table: pa.Table, key_col: str, out_col: str, key_table: pa.Ar
 def _ratings(column: pa.ChunkedArray, config: PrepareConfig, raw: RawDataset) -> np.ndarray:
     """The interactions' ratings (1 where the source has none); a threshold on a source without ratings
     is an error naming the files read."""
+    files = ", ".join(s["file"] for s in raw.sources) or raw.name
     if column.null_count == len(column) and len(column):
         if config.implicit_threshold is not None:
-            files = ", ".join(s["file"] for s in raw.sources) or raw.name
             raise ValueError(
                 f"implicit_threshold={config.implicit_threshold}: {raw.name} as read from {files} has no ratings to threshold; give a source with ratings (ml-1m: ratings.dat) or drop the threshold"
             )
         return np.ones(len(column), np.float32)
     if column.null_count:
-        files = ", ".join(s["file"] for s in raw.sources) or raw.name
         raise ValueError(f"{raw.name} ({files}): {column.null_count} of {len(column)} interactions have no rating; a source gives every rating or none")
     return column.to_numpy().astype(np.float32)
 

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from distrec.data.dataset import PreparedDataset
+from distrec.data.matrix import UserItemCSR
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -137,11 +138,8 @@ class InteractionStream:
         self.pos_keys = positive_keys(users, items, self.n_items)
         self._arrays = {"user_id": users, "item_id": items} if backend == "memory" else None
         if sampling == "user":
-            order = np.argsort(users, kind="stable")
-            self._by_user = users[order], items[order]
-            counts = np.bincount(users)
-            self._active = np.flatnonzero(counts)
-            self._starts, self._counts = (np.cumsum(counts) - counts)[self._active], counts[self._active]
+            self._csr = UserItemCSR.from_arrays(users, items, self.dataset.n_users, self.n_items)
+            self._active = np.flatnonzero(self._csr.degrees())
 
     def __len__(self) -> int:
         return -(-self.num_rows // self.batch_size)
@@ -149,9 +147,9 @@ class InteractionStream:
     def _user_uniform_rows(self, epoch: int) -> dict[str, np.ndarray]:
         """``num_rows`` (user, item) rows: users uniform among those with a row, then an item of theirs."""
         rng = np.random.default_rng([self.seed, epoch, 1])
-        pick = rng.integers(0, len(self._active), self.num_rows)
-        rows = self._starts[pick] + (rng.random(self.num_rows) * self._counts[pick]).astype(np.int64)
-        return {"user_id": self._by_user[0][rows], "item_id": self._by_user[1][rows]}
+        users = self._active[rng.integers(0, len(self._active), self.num_rows)]
+        rows = self._csr.indptr[users] + (rng.random(self.num_rows) * self._csr.degrees()[users]).astype(np.int64)
+        return {"user_id": users, "item_id": self._csr.indices[rows]}
 
     def _chunks_memory(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
         arrays = self._user_uniform_rows(epoch) if self.sampling == "user" else self._arrays
