@@ -59,6 +59,16 @@ def test_the_learning_rate_decays_per_epoch(synthetic_dataset):
         create_victim("bpr", ds.n_users, ds.n_items, lr_decay=0.0)
 
 
+def test_the_cosine_schedule_anneals_to_zero_over_the_epochs(synthetic_dataset):
+    ds = synthetic_dataset
+    model = create_victim("bpr", ds.n_users, ds.n_items, dim=8, epochs=4, lr=0.01, lr_schedule="cosine", batch_size=256, backend="memory")
+    assert [h["lr"] for h in model.fit(ds, progress=False)] == pytest.approx([0.01, 0.01 * (1 + 0.5**0.5) / 2, 0.005, 0.01 * (1 - 0.5**0.5) / 2])
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        create_victim("bpr", ds.n_users, ds.n_items, lr_schedule="step")
+    with pytest.raises(ValueError, match="lr_decay=0.9 applies to lr_schedule 'exponential' only"):
+        create_victim("bpr", ds.n_users, ds.n_items, lr_schedule="cosine", lr_decay=0.9)
+
+
 def test_sgl_without_its_contrastive_term_is_lightgcn(synthetic_dataset):
     ds = synthetic_dataset
     cfg = dict(dim=8, epochs=2, lr=1e-2, batch_size=256, seed=3, backend="memory")

@@ -13,6 +13,8 @@ from distrec.data.streaming import SAMPLINGS, InteractionStream
 from distrec.evaluation.ranking import full_ranking_metrics
 from distrec.models.base import Victim, pick_device
 
+LR_SCHEDULES = ("exponential", "cosine")
+
 
 class EarlyStopping:
     """Validation bookkeeping shared by every victim's ``fit``: evaluates Recall@20 (and the other
@@ -49,12 +51,14 @@ class EarlyStopping:
 
 @dataclass
 class TrainConfig:
-    """Fields every SGD-trained victim shares (each victim's Config extends this). ``lr_decay``: the
-    learning rate of epoch e is ``lr * lr_decay ** e`` (1: constant); ``sampling``: how an epoch
-    draws its training rows (:class:`~distrec.data.streaming.InteractionStream`)."""
+    """Fields every SGD-trained victim shares (each victim's Config extends this). ``lr_schedule``:
+    ``exponential`` (epoch e trains at ``lr * lr_decay ** e``; ``lr_decay`` 1: constant) or ``cosine``
+    (annealed from ``lr`` to 0 over ``epochs``); ``sampling``: how an epoch draws its training rows
+    (:class:`~distrec.data.streaming.InteractionStream`)."""
 
     epochs: int = 50
     lr: float = 1e-3
+    lr_schedule: str = "exponential"
     lr_decay: float = 1.0
     batch_size: int = 2048
     num_negatives: int = 1
@@ -68,6 +72,17 @@ class TrainConfig:
     def __post_init__(self):
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.lr_schedule == "cosine" and self.lr_decay != 1:
+            raise ValueError(f"lr_decay={self.lr_decay} applies to lr_schedule 'exponential' only; drop it with 'cosine'")
+
+    def scheduler(self, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        """The per-epoch learning-rate schedule; cosine is SGDR's annealing (Loshchilov & Hutter 2017,
+        eq. 5) without restarts: lr_e = lr * (1 + cos(pi * e / epochs)) / 2."""
+        if self.lr_schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.epochs)
+        return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.lr_decay)
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
         if self.sampling == "user" and self.backend == "ray":
@@ -123,7 +138,7 @@ class PairwiseVictim(Victim):
         self.prepare_fit(dataset, device)
         stream = InteractionStream(dataset, "train", batch_size=cfg.batch_size, num_negatives=cfg.num_negatives, seed=cfg.seed, backend=cfg.backend, sampling=cfg.sampling)
         opt = torch.optim.Adam(self.parameters(), lr=cfg.lr)
-        decay = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
+        decay = cfg.scheduler(opt)
         stopper = None
         if valid_split:
             train_csr = UserItemCSR.from_table(dataset.table("train"), self.n_users, self.n_items)
