@@ -67,6 +67,8 @@ def test_the_cosine_schedule_anneals_to_zero_over_the_epochs(synthetic_dataset):
         create_victim("bpr", ds.n_users, ds.n_items, lr_schedule="step")
     with pytest.raises(ValueError, match="lr_decay=0.9 applies to lr_schedule 'exponential' only"):
         create_victim("bpr", ds.n_users, ds.n_items, lr_schedule="cosine", lr_decay=0.9)
+    with pytest.raises(ValueError, match="sampling must be one of"):  # the checks after the schedule's still run
+        create_victim("bpr", ds.n_users, ds.n_items, lr_schedule="cosine", sampling="users")
 
 
 def test_sgl_without_its_contrastive_term_is_lightgcn(synthetic_dataset):

@@ -76,6 +76,10 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.lr_schedule == "cosine" and self.lr_decay != 1:
             raise ValueError(f"lr_decay={self.lr_decay} applies to lr_schedule 'exponential' only; drop it with 'cosine'")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
+        if self.sampling == "user" and self.backend == "ray":
+            raise ValueError("sampling='user' draws rows at random and needs backend 'memory' or 'auto'")
 
     def scheduler(self, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
         """The per-epoch learning-rate schedule; cosine is SGDR's annealing (Loshchilov & Hutter 2017,
@@ -83,10 +87,6 @@ class TrainConfig:
         if self.lr_schedule == "cosine":
             return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.epochs)
         return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.lr_decay)
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
-        if self.sampling == "user" and self.backend == "ray":
-            raise ValueError("sampling='user' draws rows at random and needs backend 'memory' or 'auto'")
 
 
 class TrainingObjective:
