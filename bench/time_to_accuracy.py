@@ -35,6 +35,7 @@ def one_cell(data_name: str, victim: str, config: str, budget_s: float, eval_eve
 
     from distrec.evaluation.ranking import full_ranking_metrics
     from distrec.models import create_victim
+    from distrec.models.trainer import EarlyStopping
 
     ds = dataset(data_name)
     train, test = csrs(ds)
@@ -45,7 +46,7 @@ def one_cell(data_name: str, victim: str, config: str, budget_s: float, eval_eve
     def on_epoch(record):
         t_eval = time.perf_counter()
         trained = t_eval - clock["start"] - clock["eval"]
-        if (record["epoch"] + 1) % eval_every and trained < budget_s and record["epoch"] + 1 < cfg["epochs"]:
+        if not EarlyStopping.due(record["epoch"], cfg["epochs"], eval_every) and trained < budget_s:
             return
         m = full_ranking_metrics(model.score, train, test, (20,))
         curve.append({"epoch": record["epoch"] + 1, "train_seconds": round(trained, 1), "recall@20": m["recall@20"], "ndcg@20": m["ndcg@20"], "loss": record["loss"]})

@@ -3,6 +3,7 @@
   python bench/victims.py wrmf-vs-implicit   # WRMF fit time and Recall@20 vs implicit's CPU ALS, same settings and threads
   python bench/victims.py lightgcn-epoch     # LightGCN seconds per epoch, peak RSS, and a torch.profiler breakdown
   python bench/victims.py eval               # full-ranking evaluation vs the bare user x item score product
+  python bench/victims.py lightgcn-steps     # ms per LightGCN training step on Gowalla at batches 2048, 4096, 16384
   python bench/victims.py last-layer         # a batch's last LightGCN layer from the row sub-matrix vs in full, and the
                                              # ML-1M training step of LightGCN / SGL / SimGCL with either (batch 16384)
   python bench/victims.py curves [--budget configs/victims/cpu_budget.yaml] [--only gowalla:lightgcn]
@@ -124,6 +125,28 @@ def lightgcn_epoch(epochs: int = 3, profile_batches: int = 20) -> None:
             loss.backward()
             opt.step()
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+def lightgcn_steps(batches=(2048, 4096, 16384), steps: int = 10) -> None:
+    """Milliseconds per training step (loss, backward, Adam) of LightGCN on Gowalla, median of ``steps``."""
+    from distrec.data.streaming import InteractionStream
+
+    ds = dataset("gowalla")
+    print(f"machine: {machine()}, torch threads {torch.get_num_threads()}")
+    for batch in batches:
+        model = create_victim("lightgcn", ds.n_users, ds.n_items, batch_size=batch, layers=3, dim=64, backend="memory")
+        model.prepare_fit(ds, torch.device("cpu"))
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        batches_ = iter(InteractionStream(ds, "train", batch_size=batch, backend="memory").epoch(0))
+
+        def step():
+            b = next(batches_)
+            opt.zero_grad()
+            model.loss(b["user_id"], b["item_id"], b["neg_item"][:, 0]).backward()
+            opt.step()
+
+        print(f"batch {batch}: {_median_ms(step, steps):.0f} ms per step (median of {steps})", flush=True)
 
 
 def _median_ms(fn, repeats: int = 5) -> float:
@@ -287,7 +310,7 @@ def one_curve(data_name: str, victim: str, config: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["wrmf-vs-implicit", "lightgcn-epoch", "eval", "last-layer", "curves", "one-curve", "contrastive"])
+    parser.add_argument("what", choices=["wrmf-vs-implicit", "lightgcn-epoch", "lightgcn-steps", "eval", "last-layer", "curves", "one-curve", "contrastive"])
     parser.add_argument("args", nargs="*")
     parser.add_argument("--budget", default="configs/victims/cpu_budget.yaml")
     parser.add_argument("--only", nargs="*")
@@ -297,6 +320,8 @@ def main() -> None:
         wrmf_vs_implicit()
     elif a.what == "lightgcn-epoch":
         lightgcn_epoch()
+    elif a.what == "lightgcn-steps":
+        lightgcn_steps()
     elif a.what == "eval":
         evaluation()
     elif a.what == "last-layer":
