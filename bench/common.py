@@ -22,8 +22,19 @@ def recipes() -> dict:
     return yaml.safe_load((REPO / "configs/data/benchmarks.yaml").read_text())
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what ``platform`` knows: seconds from different
+    session machines are only comparable when the record says which CPU ran them."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def write_report(path: Path, text: str) -> None:
