@@ -62,70 +62,12 @@ def _ratings(column: pa.ChunkedArray, config: PrepareConfig, raw: RawDataset) ->
 
 def prepare(raw: RawDataset, config: PrepareConfig, fmt: str, reader_options: dict | None = None) -> tuple[dict[str, pa.Table], dict]:
     """Apply ``config`` to ``raw``: the tables of the prepared dataset and its metadata."""
-    tables: dict[str, pa.Table] = {}
-    meta = {
-        "schema_version": SCHEMA_VERSION,
-        "distrec_version": __version__,
-        "name": raw.name,
-        "format": fmt,
-        "reader_options": reader_options or {},
-        "prepare": config.to_dict(),
-        "sources": raw.sources,
-        "bad_lines": raw.bad_lines.report(),
-        "notes": list(raw.notes),
-        "category_names": raw.category_names,
-    }
+    meta = _metadata(raw, config, fmt, reader_options)
     notes = meta["notes"]
-    for split, t in raw.labeled_images.items():
-        tables[f"images_{split}"] = t.cast(LABELED_IMAGES)
+    tables = {f"images_{split}": t.cast(LABELED_IMAGES) for split, t in raw.labeled_images.items()}
     user_keys = item_keys = None
     if raw.interactions is not None:
-        inter = raw.interactions
-        ratings = _ratings(inter.column("rating"), config, raw)
-        keep = np.ones(inter.num_rows, bool)
-        user_map, uid = build_id_map(inter.column("user").combine_chunks(), raw.users)
-        item_map, iid = build_id_map(inter.column("item").combine_chunks(), raw.items)
-        user_keys = (raw.users.column("key") if raw.users is not None else user_map.column("original")).combine_chunks()
-        item_keys = (raw.items.column("key") if raw.items is not None else item_map.column("original")).combine_chunks()
-        u_renumber = np.arange(user_map.num_rows)
-        i_renumber = np.arange(item_map.num_rows)
-        if config.implicit_threshold is not None:
-            keep &= ratings >= config.implicit_threshold
-            meta["dropped_below_threshold"] = int((~keep).sum())
-            ratings = np.ones_like(ratings)
-        if config.kcore > 1:
-            before = int(keep.sum())
-            keep &= kcore_mask(uid, iid, config.kcore)
-            meta["dropped_by_kcore"] = before - int(keep.sum())
-        if not keep.any():
-            raise ValueError(f"implicit_threshold={config.implicit_threshold} and kcore={config.kcore} leave none of the {len(keep)} interactions of {fmt}")
-        if not keep.all():
-            user_map, u_renumber = restrict_id_map(user_map, uid[keep])
-            item_map, i_renumber = restrict_id_map(item_map, iid[keep])
-            uid, iid = u_renumber[uid], i_renumber[iid]
-        rows = np.flatnonzero(keep)
-        given = None
-        if "split" in inter.column_names:
-            given = pc.index_in(inter.column("split"), value_set=pa.array(SPLITS)).to_numpy()[rows]
-        ts_col = inter.column("timestamp")
-        ts = ts_col.to_numpy() if ts_col.null_count == 0 else None
-        labels, method = split_rows(uid[rows], None if ts is None else ts[rows], given, raw.ordered, config)
-        meta["split_method"] = method
-        if method == "loo_random":
-            notes.append(f"leave-one-out without timestamps: each user's held-out item drawn at random (seed {config.seed})")
-        for code, split in enumerate(SPLITS):
-            sel = rows[labels == code]
-            if len(sel) or split != "valid":
-                tables[split] = to_interactions(uid, iid, ratings, ts_col, sel)
-        if config.test_negatives:
-            users, negatives = sample_test_negatives(uid[rows], iid[rows], uid[rows[labels == 2]], item_map.num_rows, config.test_negatives, config.seed + 1)
-            offsets = pa.array(np.arange(0, negatives.size + 1, negatives.shape[1], dtype=np.int32))
-            tables["test_negatives"] = pa.table({"user_id": users, "item_ids": pa.ListArray.from_arrays(offsets, pa.array(negatives.ravel()))})
-        tables["user_map"] = user_map
-        tables["item_map"] = item_map
-        if raw.ordered or ts is not None:
-            all_rows = pa.concat_tables([tables[s] for s in SPLITS if s in tables])
-            tables["sequences"] = build_sequences(all_rows, use_row_order=ts is None)
+        (user_keys, u_renumber), (item_keys, i_renumber) = _interaction_tables(raw, config, fmt, tables, meta)
         if raw.user_attributes is not None:
             tables["user_attributes"] = _attach_by_key(raw.user_attributes, "user", "user_id", user_keys, u_renumber, "user attributes", notes)
     if raw.item_images is not None and item_keys is None:
@@ -142,6 +84,80 @@ def prepare(raw: RawDataset, config: PrepareConfig, fmt: str, reader_options: di
     if "item_map" in tables:
         meta["n_items"] = tables["item_map"].num_rows
     return tables, meta
+
+
+def _metadata(raw: RawDataset, config: PrepareConfig, fmt: str, reader_options: dict | None) -> dict:
+    """What a prepared dataset records of where it came from and how it was prepared."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "distrec_version": __version__,
+        "name": raw.name,
+        "format": fmt,
+        "reader_options": reader_options or {},
+        "prepare": config.to_dict(),
+        "sources": raw.sources,
+        "bad_lines": raw.bad_lines.report(),
+        "notes": list(raw.notes),
+        "category_names": raw.category_names,
+    }
+
+
+def _interaction_tables(raw: RawDataset, config: PrepareConfig, fmt: str, tables: dict, meta: dict):
+    """Filter (threshold, k-core), renumber and split the interactions into ``tables`` (splits, id maps,
+    test negatives, sequences); the (source keys, renumbering) of users and of items, for attributes."""
+    inter = raw.interactions
+    ratings = _ratings(inter.column("rating"), config, raw)
+    user_map, uid = build_id_map(inter.column("user").combine_chunks(), raw.users)
+    item_map, iid = build_id_map(inter.column("item").combine_chunks(), raw.items)
+    user_keys = (raw.users.column("key") if raw.users is not None else user_map.column("original")).combine_chunks()
+    item_keys = (raw.items.column("key") if raw.items is not None else item_map.column("original")).combine_chunks()
+    u_renumber, i_renumber = np.arange(user_map.num_rows), np.arange(item_map.num_rows)
+    keep, ratings = _kept_rows(uid, iid, ratings, config, fmt, meta)
+    if not keep.all():
+        user_map, u_renumber = restrict_id_map(user_map, uid[keep])
+        item_map, i_renumber = restrict_id_map(item_map, iid[keep])
+        uid, iid = u_renumber[uid], i_renumber[iid]
+    rows = np.flatnonzero(keep)
+    given = None
+    if "split" in inter.column_names:
+        given = pc.index_in(inter.column("split"), value_set=pa.array(SPLITS)).to_numpy()[rows]
+    ts_col = inter.column("timestamp")
+    ts = ts_col.to_numpy() if ts_col.null_count == 0 else None
+    labels, method = split_rows(uid[rows], None if ts is None else ts[rows], given, raw.ordered, config)
+    meta["split_method"] = method
+    if method == "loo_random":
+        meta["notes"].append(f"leave-one-out without timestamps: each user's held-out item drawn at random (seed {config.seed})")
+    for code, split in enumerate(SPLITS):
+        sel = rows[labels == code]
+        if len(sel) or split != "valid":
+            tables[split] = to_interactions(uid, iid, ratings, ts_col, sel)
+    if config.test_negatives:
+        users, negatives = sample_test_negatives(uid[rows], iid[rows], uid[rows[labels == 2]], item_map.num_rows, config.test_negatives, config.seed + 1)
+        offsets = pa.array(np.arange(0, negatives.size + 1, negatives.shape[1], dtype=np.int32))
+        tables["test_negatives"] = pa.table({"user_id": users, "item_ids": pa.ListArray.from_arrays(offsets, pa.array(negatives.ravel()))})
+    tables["user_map"] = user_map
+    tables["item_map"] = item_map
+    if raw.ordered or ts is not None:
+        all_rows = pa.concat_tables([tables[s] for s in SPLITS if s in tables])
+        tables["sequences"] = build_sequences(all_rows, use_row_order=ts is None)
+    return (user_keys, u_renumber), (item_keys, i_renumber)
+
+
+def _kept_rows(uid: np.ndarray, iid: np.ndarray, ratings: np.ndarray, config: PrepareConfig, fmt: str, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The mask of interactions kept by ``implicit_threshold`` and ``kcore`` (counts dropped go to ``meta``),
+    and the ratings (all ones once thresholded); an error when nothing is left."""
+    keep = np.ones(len(uid), bool)
+    if config.implicit_threshold is not None:
+        keep &= ratings >= config.implicit_threshold
+        meta["dropped_below_threshold"] = int((~keep).sum())
+        ratings = np.ones_like(ratings)
+    if config.kcore > 1:
+        before = int(keep.sum())
+        keep &= kcore_mask(uid, iid, config.kcore)
+        meta["dropped_by_kcore"] = before - int(keep.sum())
+    if not keep.any():
+        raise ValueError(f"implicit_threshold={config.implicit_threshold} and kcore={config.kcore} leave none of the {len(keep)} interactions of {fmt}")
+    return keep, ratings
 
 
 def write_prepared(tables: dict[str, pa.Table], meta: dict, out: str | Path) -> PreparedDataset:

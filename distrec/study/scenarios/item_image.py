@@ -196,88 +196,79 @@ class ItemImage(Scenario):
         cfg = self.config
         data = materialise_dataset(cfg.dataset, out)
         targets = self.targets(data)
-        enc = Unit("encoder", content_id(data.uri, cfg.image_size, cfg.encoder), {"data": data.uri}, label="encoder")
-        units = [enc]
-        trained = {}
-        for name, vcfg in cfg.victims.items():
-            trained[name] = content_id(enc.id, name, vcfg)
-            units.append(Unit("train", trained[name], {"data": data.uri, "victim": name, "config": vcfg}, deps={"encoder": enc.id}, label=name))
-        first = next(iter(cfg.victims))
-        vit = None
-        if any(c.partition("+")[2] in VIT_DEPLOYMENTS for c in self.columns()):
-            vit = Unit(
-                "vit",
-                content_id(trained[first], dataclasses.asdict(self._vit_config()), cfg.vit_train_items, targets),
-                {"data": data.uri, "targets": targets},
-                deps={"victim": trained[first]},
-                label=f"vit on {first}",
-            )
-            units.append(vit)
-            units.append(
-                Unit(
-                    "detection",
-                    content_id(vit.id, cfg.detection_items, cfg.goal),
-                    {"data": data.uri, "targets": targets},
-                    deps={"vit": vit.id, "victim": trained[first]},
-                    label="detection",
-                )
-            )
         common = {"data": data.uri, "targets": targets}
-        rows = [(NO_ATTACK, None, None)]
+        enc = Unit("encoder", content_id(data.uri, cfg.image_size, cfg.encoder), {"data": data.uri}, label="encoder")
+        trained = {name: content_id(enc.id, name, vcfg) for name, vcfg in cfg.victims.items()}
+        units = [enc] + [
+            Unit("train", trained[name], {"data": data.uri, "victim": name, "config": vcfg}, deps={"encoder": enc.id}, label=name) for name, vcfg in cfg.victims.items()
+        ]
+        vit_units = self._vit_units(trained, common)
+        vit = vit_units[0].id if vit_units else None
+        crafts = self._craft_units(trained, vit, common)
+        features = self._feature_units(trained, vit, common)
+        rows = [(None, None)] + crafts
+        cells = [self._cell_unit(craft, sur, column, trained, vit, features, common) for craft, sur in rows for column in self.columns()]
+        return units + vit_units + [c for c, _ in crafts] + list(features.values()) + [c for c in cells if c is not None]
+
+    def _vit_units(self, trained: dict[str, str], common: dict) -> list[Unit]:
+        """The ViT purifier + detector (trained on posters attacked against the first victim) and its
+        detection AUC, where a column deploys it; none otherwise."""
+        cfg = self.config
+        if not any(c.partition("+")[2] in VIT_DEPLOYMENTS for c in self.columns()):
+            return []
+        first = next(iter(cfg.victims))
+        vit_id = content_id(trained[first], dataclasses.asdict(self._vit_config()), cfg.vit_train_items, common["targets"])
+        vit = Unit("vit", vit_id, dict(common), deps={"victim": trained[first]}, label=f"vit on {first}")
+        detection = Unit("detection", content_id(vit.id, cfg.detection_items, cfg.goal), dict(common), deps={"vit": vit.id, "victim": trained[first]}, label="detection")
+        return [vit, detection]
+
+    def _craft_units(self, trained: dict[str, str], vit: str | None, common: dict) -> list[tuple[Unit, str]]:
+        """(craft, surrogate) per surrogate: every method x eps, then the adaptive PGD through each defense a
+        column deploys."""
+        cfg = self.config
+        deployed = list(dict.fromkeys(c.partition("+")[2] for c in self.columns() if "+" in c))
+        crafts = []
         for sur in self.surrogates():
-            for method in cfg.methods:
-                for eps in cfg.eps:
-                    attack = {"method": method, "eps": eps, "adaptive": None}
-                    craft = Unit(
-                        "craft",
-                        content_id(trained[sur], attack, cfg.pgd_steps, cfg.goal, cfg.seed, targets),
-                        dict(common, attack=attack),
-                        deps={"victim": trained[sur]},
-                        label=f"{method} eps={eps}/255 @{sur}",
-                    )
-                    units.append(craft)
-                    rows.append((craft.label, craft, sur))
-            deployed = list(dict.fromkeys(c.partition("+")[2] for c in self.columns() if "+" in c))
-            for d in deployed if cfg.adaptive_eps else []:  # the defenses some column deploys
+            attacks = [({"method": m, "eps": e, "adaptive": None}, {"victim": trained[sur]}, f"{m} eps={e}/255") for m in cfg.methods for e in cfg.eps]
+            for d in deployed if cfg.adaptive_eps else []:
                 attack = {"method": "pgd_adaptive", "eps": cfg.adaptive_eps, "adaptive": d, "defense_config": cfg.defenses[d]}
                 if d in VIT_DEPLOYMENTS and VIT_DEPLOYMENTS[d][1]:
                     attack["evade"] = "selective"  # past the detector, too
-                deps = {"victim": trained[sur], **({"vit": vit.id} if d in VIT_DEPLOYMENTS else {})}
-                craft = Unit(
-                    "craft",
-                    content_id(trained[sur], attack, cfg.pgd_steps, cfg.goal, cfg.seed, targets, deps.get("vit")),
-                    dict(common, attack=attack),
-                    deps=deps,
-                    label=f"pgd_adaptive eps={cfg.adaptive_eps}/255 @{sur}",
-                )
-                units.append(craft)
-                rows.append((craft.label, craft, sur))
+                deps = {"victim": trained[sur], **({"vit": vit} if d in VIT_DEPLOYMENTS else {})}
+                attacks.append((attack, deps, f"pgd_adaptive eps={cfg.adaptive_eps}/255"))
+            for attack, deps, name in attacks:
+                ident = (trained[sur], attack, cfg.pgd_steps, cfg.goal, cfg.seed, common["targets"]) + ((deps.get("vit"),) if attack["adaptive"] else ())
+                crafts.append((Unit("craft", content_id(*ident), dict(common, attack=attack), deps=deps, label=f"{name} @{sur}"), sur))
+        return crafts
+
+    def _feature_units(self, trained: dict[str, str], vit: str | None, common: dict) -> dict[str, Unit]:
+        """Per column: the clean catalogue's features as its defense serves them."""
         features = {}
         for column in self.columns():
             victim, _, defense = column.partition("+")
-            deps = {"victim": trained[victim], **({"vit": vit.id} if defense in VIT_DEPLOYMENTS else {})}
-            payload = dict(common, victim=victim, defense=defense or None, defense_config=cfg.defenses.get(defense, {}))
-            unit = Unit("features", content_id(deps, defense, payload["defense_config"]), payload, deps=deps, label=f"catalogue features | {column}")
-            units.append(unit)
-            features[column] = unit.id
-        for label, craft, sur in rows:
-            for column in self.columns():
-                victim, _, defense = column.partition("+")
-                if craft is not None and not cfg.transfer and victim != sur:
-                    continue
-                if craft is not None and craft.payload["attack"]["adaptive"] not in (None, defense):
-                    continue
-                if craft is not None and craft.payload["attack"]["adaptive"] and not defense:
-                    continue
-                deps = {
-                    "victim": trained[victim],
-                    "features": features[column],
-                    **({"craft": craft.id} if craft else {}),
-                    **({"vit": vit.id} if defense in VIT_DEPLOYMENTS else {}),
-                }
-                payload = dict(common, row=label, column=column, victim=victim, defense=defense or None, defense_config=cfg.defenses.get(defense, {}))
-                units.append(Unit("cell", content_id(deps, defense, payload["defense_config"], targets), payload, deps=deps, label=f"{label} | {column}"))
-        return units
+            deps = {"victim": trained[victim], **({"vit": vit} if defense in VIT_DEPLOYMENTS else {})}
+            payload = dict(common, victim=victim, defense=defense or None, defense_config=self.config.defenses.get(defense, {}))
+            features[column] = Unit("features", content_id(deps, defense, payload["defense_config"]), payload, deps=deps, label=f"catalogue features | {column}")
+        return features
+
+    def _cell_unit(self, craft: Unit | None, surrogate: str | None, column: str, trained, vit, features, common) -> Unit | None:
+        """A row x column cell (``craft`` None: the no-attack row); ``None`` where the row does not apply
+        (white-box only, or an adaptive craft against another defense or none)."""
+        cfg = self.config
+        victim, _, defense = column.partition("+")
+        label = craft.label if craft else NO_ATTACK
+        if craft is not None:
+            adaptive = craft.payload["attack"]["adaptive"]
+            if (not cfg.transfer and victim != surrogate) or adaptive not in (None, defense) or (adaptive and not defense):
+                return None
+        deps = {
+            "victim": trained[victim],
+            "features": features[column].id,
+            **({"craft": craft.id} if craft else {}),
+            **({"vit": vit} if defense in VIT_DEPLOYMENTS else {}),
+        }
+        payload = dict(common, row=label, column=column, victim=victim, defense=defense or None, defense_config=cfg.defenses.get(defense, {}))
+        return Unit("cell", content_id(deps, defense, payload["defense_config"], common["targets"]), payload, deps=deps, label=f"{label} | {column}")
 
     def targets(self, data: PreparedDataset) -> list[int]:
         """``n_targets`` items with an image drawn from the popularity bucket with ``seed``."""
