@@ -2,6 +2,7 @@
 
 import json
 
+import pyarrow.compute as pc
 import pytest
 
 from distrec.cli import main
@@ -39,6 +40,18 @@ def test_attack_result_carries_config_seed_budget_and_timings(poisoned, syntheti
     assert len(result["history"]) == 3 and all("rho_effective" in h for h in result["history"])
     ds = PreparedDataset(out)
     assert ds.metadata["attack"]["targets"] == result["targets"] and ds.info()["fake_users"] == result["n_fake"]
+
+
+def test_a_one_member_population_crafts_what_single_surrogate_sharpap_crafts(ray_session, synthetic_dataset, poisoned, tmp_path):
+    """``run_attack(population=...)`` routes the SharpAP keys to the population: one SAM member on a Ray
+    actor gives the profiles of the in-process SharpAP attack with the same config."""
+    out, single = poisoned
+    config = {"fake_ratio": 0.02, "n_targets": 2, "target_bucket": "torso", "outer_steps": 2, "rho": 0.1, "surrogate.factors": 8, "surrogate.iterations": 4}
+    population = {"members": [{"kind": "sam"}], "member_cpus": 0.5}
+    result = run_attack("revadv", synthetic_dataset.uri, sharpap=True, config=config, out=tmp_path / "p", progress=False, population=population)
+    assert result["targets"] == single["targets"] and [h["attack_loss"] for h in result["history"]] == pytest.approx([h["attack_loss"] for h in single["history"]])
+    fake = lambda path: sorted(map(tuple, PreparedDataset(path).table("train").filter(pc.field("is_fake")).select(["user_id", "item_id"]).to_pylist()))  # noqa: E731
+    assert fake(tmp_path / "p") == fake(out)
 
 
 def test_evaluate_attack_reports_means_stds_lift_and_reuses_clean_runs(poisoned, tmp_path):

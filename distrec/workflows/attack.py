@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
@@ -92,11 +93,7 @@ def run_attack(
     threat_cfg, sharp_cfg, surrogate_cfg, attack_cfg = split_config(config or {}, name, sharpap, config_source, surrogate)
     threat = ThreatModel(**threat_cfg)
     dataset = data if isinstance(data, PreparedDataset) else PreparedDataset(data)
-    train_table = dataset.table("train")
-    if bool(pc.any(train_table.column("is_fake")).as_py()):
-        raise ValueError(f"{data} already holds fake users; attack a clean dataset")
-    train = UserItemCSR.from_table(train_table, dataset.n_users, dataset.n_items)
-    item_map = dataset.table("item_map")
+    train, item_map = _clean_train(dataset, data)
     if threat.target_original_ids:
         threat.target_items = original_to_internal(item_map, threat.target_original_ids, config_source)
     protocol = get_protocol(threat.preset)
@@ -110,22 +107,7 @@ def run_attack(
     view = attacker_view(train, threat)
     ctx = AttackContext(view, targets, budget, threat.seed, dataset.item_categories(), item_map, progress, device)
     surrogate_cfg = dict(surrogate_cfg, seed=surrogate_cfg.get("seed", threat.seed))
-    if population is not None:
-        from distrec.distributed.population import PopulationConfig, PopulationSharpAP
-        from distrec.distributed.runtime import init_ray
-
-        init_ray()
-        attack = PopulationSharpAP(name, attack_cfg, sharp_cfg, **validate(PopulationConfig, population, config_source, "population"))
-        crafter = lambda: attack.craft(ctx, surrogate_cfg, surrogate)  # noqa: E731
-    else:
-        attack = create_attack(name, **attack_cfg)
-        if sharpap:
-            attack = SharpAP(attack, **sharp_cfg)
-        model = None
-        if attack.uses_surrogate:
-            model = create_surrogate(surrogate, view, budget.n_fake, device, **surrogate_cfg)
-            surrogate_cfg = dataclasses.asdict(model.config)
-        crafter = lambda: attack.craft(ctx, model)  # noqa: E731
+    attack, crafter, surrogate_cfg = _crafter(name, ctx, surrogate, surrogate_cfg, attack_cfg, sharp_cfg, sharpap, population, config_source)
     t0 = time.perf_counter()
     fake = crafter()
     seconds = time.perf_counter() - t0
@@ -153,6 +135,35 @@ def run_attack(
         write_poisoned(dataset, fake, out, meta)
         meta["out"] = str(out)
     return meta
+
+
+def _clean_train(dataset: PreparedDataset, data) -> tuple[UserItemCSR, pa.Table]:
+    """The train split as a matrix and the item map; an error when the split already holds fake users."""
+    train_table = dataset.table("train")
+    if bool(pc.any(train_table.column("is_fake")).as_py()):
+        raise ValueError(f"{data} already holds fake users; attack a clean dataset")
+    return UserItemCSR.from_table(train_table, dataset.n_users, dataset.n_items), dataset.table("item_map")
+
+
+def _crafter(name, ctx, surrogate, surrogate_cfg, attack_cfg, sharp_cfg, sharpap, population, config_source):
+    """The attack object, a call that crafts the fake users, and the surrogate config as used: one
+    surrogate (wrapped by SharpAP with ``sharp_cfg`` when ``sharpap``) or a population of surrogate actors
+    on Ray (SharpAP's worst-case search, always with ``sharp_cfg``)."""
+    if population is not None:
+        from distrec.distributed.population import PopulationConfig, PopulationSharpAP
+        from distrec.distributed.runtime import init_ray
+
+        init_ray()
+        attack = PopulationSharpAP(name, attack_cfg, sharp_cfg, **validate(PopulationConfig, population, config_source, "population"))
+        return attack, lambda: attack.craft(ctx, surrogate_cfg, surrogate), surrogate_cfg
+    attack = create_attack(name, **attack_cfg)
+    if sharpap:
+        attack = SharpAP(attack, **sharp_cfg)
+    model = None
+    if attack.uses_surrogate:
+        model = create_surrogate(surrogate, ctx.train, ctx.budget.n_fake, ctx.device, **surrogate_cfg)
+        surrogate_cfg = dataclasses.asdict(model.config)
+    return attack, lambda: attack.craft(ctx, model), surrogate_cfg
 
 
 def train_and_measure(name: str, dataset: PreparedDataset, config: dict, targets: np.ndarray, n_real: int, ks=(10, 20, 50), progress: bool = False) -> dict:
