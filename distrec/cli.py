@@ -204,7 +204,12 @@ def _format_evaluation(result: dict) -> str:
 
 def cmd_study(args) -> int:
     from distrec.study import run_study
+    from distrec.study.runner import rewrite_outputs
 
+    if args.outputs_only:
+        written = rewrite_outputs(args.config, args.out)
+        emit({k: v for k, v in written.items() if k != "matrix"}, args.json, f"{written['matrix']}\n\nmatrix {written['matrix_md']}, {written['matrix_csv']}")
+        return 0
     result = run_study(args.config, args.out, progress=not args.json, num_cpus=args.num_cpus)
     human = (
         f"{result['matrix']}\n\n{result['cells_run']} cells run, {result['cells_skipped']} already done; "
@@ -482,6 +487,8 @@ def _add_study_commands(sub) -> None:
         p.add_argument("config", help=f"{name} YAML (see {example})")
         p.add_argument("--out", required=True, help=out_help)
         p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (ignored when joining a cluster via RAY_ADDRESS)")
+        if name == "study":
+            p.add_argument("--outputs-only", action="store_true", help="run nothing: write the matrix again from OUT/results.parquet")
         _add_json(p)
         p.set_defaults(func=func)
 

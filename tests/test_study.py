@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from conftest import run_on_three_nodes
 
 from distrec.config import ConfigError
 from distrec.study import load_study, run_study
 from distrec.study.engine import CRASH_ENV
+from distrec.study.outputs import write_matrix
+from distrec.study.runner import rewrite_outputs, study_from_dict
 
 STUDY = """
 dataset:
@@ -68,6 +71,26 @@ def test_study_outputs_and_resume(ray_session, study_file, tmp_path):
     resumed = run_study(study_file, out, progress=False)
     assert resumed["cells_run"] == 2
     assert metrics_by_cell(out)[0] == metrics
+    Path(first["matrix_md"]).unlink()  # outputs written again from results.parquet alone, nothing run
+    assert rewrite_outputs(study_file, out)["matrix"] + "\n" == Path(first["matrix_md"]).read_text() == md
+
+
+def test_a_wrapped_attack_is_compared_seed_by_seed_with_the_plain_attack_it_wraps(tmp_path):
+    """Poisoning pairs each SharpAP or population row with the plain row of the same attack and config;
+    the matrix gives the paired differences (metric and mean rank) and the seeds on which the row wins."""
+    raw = yaml.safe_load(STUDY)
+    raw["attacks"] += [
+        {"name": "revadv", "sharpap": {"rho": 0.1}, "config": {"outer_steps": 1, "lr": 2.0}},
+        {"name": "revadv", "sharpap": {"rho": 0.1}, "config": {"outer_steps": 2, "lr": 2.0}, "label": "longer"},  # no plain twin
+        {"name": "revadv", "label": "pop", "config": {"outer_steps": 1, "lr": 2.0}, "population": {"members": [{"kind": "sam"}]}},
+    ]
+    scenario = study_from_dict(raw, "pairs.yaml")
+    assert scenario.pairs() == [("revadv+sharpap@wrmf", "revadv@wrmf"), ("pop@wrmf", "revadv@wrmf")]
+    values = {("revadv@wrmf", 0): (0.10, 500), ("revadv@wrmf", 1): (0.20, 400), ("revadv+sharpap@wrmf", 0): (0.13, 490), ("revadv+sharpap@wrmf", 1): (0.19, 380)}
+    cells = [{"row": r, "column": "wrmf", "seed": s, "metrics": {"t_hr@50": v, "mean_rank": rank}, "config": {}} for (r, s), (v, rank) in values.items()]
+    md = write_matrix(scenario, cells, str(tmp_path), "pairs")["matrix"]
+    assert "| revadv+sharpap@wrmf vs revadv@wrmf | +1.00 (1/2), rank -15 |" in md  # (+3 - 1) / 2 points, (-10 - 20) / 2 ranks
+    assert "pop@wrmf vs" not in md  # no cells for it: no line
 
 
 def test_a_worker_killed_mid_cell_does_not_change_the_study(ray_session, study_file, tmp_path, monkeypatch):

@@ -98,6 +98,7 @@ def write_matrix(scenario, cells: list[dict], out: str, title: str) -> dict:
         if st2:
             md += ["", f"{extra}{x_unit}, mean over seeds (difference from the baseline)", ""]
             md += _table(r2, c2, lambda r, col, st2=st2, x_scale=x_scale: _with_difference(scenario, st2, r, col, x_scale))
+    md += _paired(scenario, cells, metric, scale, unit)
     csv = ["row,column,n_seeds,metric,mean,std,lift_difference,lift_ratio"]
     for r in rows:
         for col in cols:
@@ -109,6 +110,33 @@ def write_matrix(scenario, cells: list[dict], out: str, title: str) -> dict:
     storage.write_text(f"{out}/matrix.csv", "\n".join(csv) + "\n")
     _heatmap(stats, rows, cols, f"{metric}{unit}", scale, f"{out}/heatmap.png")
     return {"matrix_md": f"{out}/matrix.md", "matrix_csv": f"{out}/matrix.csv", "heatmap_png": f"{out}/heatmap.png", "matrix": "\n".join(md)}
+
+
+def _paired(scenario, cells: list[dict], metric: str, scale: float, unit: str) -> list[str]:
+    """The scenario's (row, reference) pairs compared seed by seed in each column: the mean over the seeds
+    both have of row minus reference, in ``metric`` and in the mean target rank, and on how many of those
+    seeds the row is the stronger attack by ``metric``."""
+    by = {(c["row"], c["column"], c["seed"]): c["metrics"] for c in cells}
+    cols = list(dict.fromkeys(c["column"] for c in cells))
+    sign = 1.0 if scenario.higher_is_stronger else -1.0
+
+    def fmt(pair, col):
+        row, ref = pair
+        seeds = sorted(s for r, c, s in by if r == row and c == col and (ref, col, s) in by and metric in by[row, col, s] and metric in by[ref, col, s])
+        if not seeds:
+            return "–"
+        diff = [by[row, col, s][metric] - by[ref, col, s][metric] for s in seeds]
+        text = f"{scale * float(np.mean(diff)):+.2f} ({sum(sign * d > 0 for d in diff)}/{len(seeds)})"
+        if all("mean_rank" in by[row, col, s] and "mean_rank" in by[ref, col, s] for s in seeds):
+            text += f", rank {float(np.mean([by[row, col, s]['mean_rank'] - by[ref, col, s]['mean_rank'] for s in seeds])):+.0f}"
+        return text
+
+    pairs = [p for p in scenario.pairs() if any(fmt(p, col) != "–" for col in cols)]
+    if not pairs:
+        return []
+    md = ["", f"Paired by seed, row minus reference: {metric}{unit} (on how many seeds the row is stronger), mean target rank", ""]
+    labelled = {f"{r} vs {ref}": (r, ref) for r, ref in pairs}
+    return md + _table(list(labelled), cols, lambda label, col: fmt(labelled[label], col))
 
 
 def _with_difference(scenario, stats: dict, row: str, col: str, scale: float) -> str:

@@ -105,5 +105,18 @@ def run_study(
     return dict(summary, study_json=f"{out}/study.json")
 
 
+def rewrite_outputs(config_path: str | Path, out: str) -> dict:
+    """The matrix (Markdown, CSV, heatmap) written again from the cells in ``out/results.parquet``, with
+    nothing run and no Ray: for a study whose outputs are kept without its units (docs/results)."""
+    import pyarrow.parquet as pq
+
+    scenario = load_study(config_path)
+    fs, root = storage.resolve_uri(_absolute(str(out)))
+    with fs.open_input_file(f"{root}/results.parquet") as f:
+        rows = pq.read_table(f, columns=["cell_id", "row", "column", "seed", "config", "metrics"]).to_pylist()
+    cells = [dict(r, config=json.loads(r["config"]), metrics=json.loads(r["metrics"])) for r in rows]
+    return write_matrix(scenario, cells, str(out), f"{scenario.name} study {Path(str(config_path)).name}")
+
+
 def _jsonable(config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config), default=str))

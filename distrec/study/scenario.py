@@ -64,3 +64,8 @@ class Scenario:
     def baseline(self, row: str) -> str | None:
         """The row whose value in the same column is this row's no-attack baseline."""
         return None
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(row, reference row) pairs the matrix compares seed by seed in every column, e.g. an attack
+        wrapped by SharpAP against the plain attack it wraps (the cells of one seed share the victim seed)."""
+        return []

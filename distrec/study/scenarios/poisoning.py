@@ -9,6 +9,7 @@ column x seed). Rows: ``no attack`` and ``attack@surrogate``; columns: ``victim`
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import field
 
@@ -176,6 +177,16 @@ class Poisoning(Scenario):
 
     def baseline(self, row: str) -> str | None:
         return NO_ATTACK
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """Each wrapped attack (SharpAP, population) against the plain attack of the same name and config
+        on the same surrogate, where the study has one: the SharpAP ordering, read seed by seed."""
+        plain = {(s.name, json.dumps(s.config, sort_keys=True)): s for s in self.config.attacks if not s.wrapped}
+        out = []
+        for spec in self.config.attacks:
+            ref = plain.get((spec.name, json.dumps(spec.config, sort_keys=True))) if spec.wrapped else None
+            out += [(spec.row_label(sur), ref.row_label(sur)) for sur in self.surrogates_of(spec)] if ref else []
+        return out
 
     # ------------------------------------------------------------------ planning (driver)
     def plan(self, out: str) -> list[Unit]:
