@@ -73,6 +73,8 @@ def test_study_outputs_and_resume(ray_session, study_file, tmp_path):
     assert metrics_by_cell(out)[0] == metrics
     Path(first["matrix_md"]).unlink()  # outputs written again from results.parquet alone, nothing run
     assert rewrite_outputs(study_file, out)["matrix"] + "\n" == Path(first["matrix_md"]).read_text() == md
+    with pytest.raises(ConfigError, match="results.parquet does not exist: run the study"):
+        rewrite_outputs(study_file, str(tmp_path / "never-run"))
 
 
 def test_a_wrapped_attack_is_compared_seed_by_seed_with_the_plain_attack_it_wraps(tmp_path):

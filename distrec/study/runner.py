@@ -9,6 +9,7 @@ import types
 import typing
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import pydantic
 
 from distrec.config import ConfigError, load_yaml
@@ -112,6 +113,8 @@ def rewrite_outputs(config_path: str | Path, out: str) -> dict:
 
     scenario = load_study(config_path)
     fs, root = storage.resolve_uri(_absolute(str(out)))
+    if fs.get_file_info(f"{root}/results.parquet").type == pafs.FileType.NotFound:
+        raise ConfigError(f"{out}/results.parquet does not exist: run the study (without --outputs-only) first")
     with fs.open_input_file(f"{root}/results.parquet") as f:
         rows = pq.read_table(f, columns=["cell_id", "row", "column", "seed", "config", "metrics"]).to_pylist()
     cells = [dict(r, config=json.loads(r["config"]), metrics=json.loads(r["metrics"])) for r in rows]
