@@ -150,32 +150,10 @@ def execute(
     """Run every unit whose result is missing; returns (results by unit id, counts per stage).
     ``on_result(unit, result)`` is called in the driver as each unit finishes (sweeps report through it)."""
     units = _ordered(list({u.id: u for u in units}.values()))
-    results, refs, pending = {}, {}, {}
-    for u in units:
-        uri = result_uri(out, u)
-        if storage.exists(uri):
-            results[u.id] = json.loads(storage.read_text(uri))
+    results = {u.id: json.loads(storage.read_text(result_uri(out, u))) for u in units if storage.exists(result_uri(out, u))}
     stages = list(dict.fromkeys(u.stage for u in units))
     counts = {s: {"total": sum(u.stage == s for u in units), "skipped": sum(u.stage == s and u.id in results for u in units), "run": 0} for s in stages}
-    env = {CRASH_ENV: os.environ[CRASH_ENV]} if os.environ.get(CRASH_ENV) else None
-    scenario_ref = ray.put(scenario) if any(u.id not in results for u in units) else None
-    for u in units:
-        if u.id in results:
-            continue
-        res = resources.get(u.stage, StageResources())
-        names = list(u.deps)
-        args = [results[d] if d in results else refs[d] for d in u.deps.values()]
-        opts = {
-            "num_cpus": res.num_cpus,
-            "num_gpus": res.num_gpus,
-            "max_retries": max_retries,
-            "name": f"{u.stage}:{u.label}"[:100],
-            "scheduling_strategy": OUTSIDE_PLACEMENT_GROUPS,
-        }
-        if env:
-            opts["runtime_env"] = {"env_vars": env}
-        refs[u.id] = _run_unit.options(**opts).remote(scenario_ref, out, u, names, max(1, int(res.num_cpus)), *args)
-        pending[refs[u.id]] = u
+    pending = _submit([u for u in units if u.id not in results], scenario, out, resources, results, max_retries)
     bars = {s: tqdm(total=c["total"], initial=c["skipped"], desc=s, unit="unit", disable=not progress or c["total"] == c["skipped"], leave=True) for s, c in counts.items()}
     try:
         while pending:
@@ -199,3 +177,27 @@ def execute(
         for bar in bars.values():
             bar.close()
     return {u.id: results[u.id] for u in units}, counts
+
+
+def _submit(todo: list[Unit], scenario, out: str, resources: dict[str, StageResources], results: dict, max_retries: int) -> dict:
+    """One Ray task per unit to run, in dependency order, each given its finished dependencies' results or
+    their tasks' refs; returns ref -> unit."""
+    if not todo:
+        return {}
+    env = {CRASH_ENV: os.environ[CRASH_ENV]} if os.environ.get(CRASH_ENV) else None
+    scenario_ref = ray.put(scenario)
+    refs, pending = {}, {}
+    for u in todo:
+        res = resources.get(u.stage, StageResources())
+        args = [results[d] if d in results else refs[d] for d in u.deps.values()]
+        opts = {
+            "num_cpus": res.num_cpus,
+            "num_gpus": res.num_gpus,
+            "max_retries": max_retries,
+            "name": f"{u.stage}:{u.label}"[:100],
+            "scheduling_strategy": OUTSIDE_PLACEMENT_GROUPS,
+            **({"runtime_env": {"env_vars": env}} if env else {}),
+        }
+        refs[u.id] = _run_unit.options(**opts).remote(scenario_ref, out, u, list(u.deps), max(1, int(res.num_cpus)), *args)
+        pending[refs[u.id]] = u
+    return pending
