@@ -9,7 +9,7 @@ from distrec.data.matrix import UserItemCSR
 from distrec.evaluation.ranking import full_ranking_metrics
 from distrec.models import Victim, create_victim
 from distrec.models.graph import LightGCNPropagation, bipartite_edge_index, normalized_adjacency
-from distrec.models.losses import info_nce
+from distrec.models.losses import info_nce, sampled_softmax_loss
 from distrec.models.wrmf import WRMF, _Buckets, _SparseSide
 
 FAST = {
@@ -142,6 +142,45 @@ def test_info_nce_is_the_cross_entropy_of_cosine_similarities_over_the_temperatu
     cos = torch.tensor([[float(a @ b / (a.norm() * b.norm())) for b in z2] for a in z1]) / t
     expected = -(cos.diag() - cos.exp().sum(1).log()).mean()
     assert torch.allclose(info_nce(z1, z2, t), expected, atol=1e-5)
+
+
+def test_sampled_softmax_is_the_cross_entropy_of_the_positive_among_its_negatives():
+    u, i, j, t = torch.randn(5, 4), torch.randn(5, 4), torch.randn(5, 3, 4), 0.1
+
+    def cos(a, b):
+        return float(a @ b / (a.norm() * b.norm())) / t
+
+    expected = np.mean([-cos(u[r], i[r]) + np.log(np.exp(cos(u[r], i[r])) + sum(np.exp(cos(u[r], j[r, k])) for k in range(3))) for r in range(5)])
+    assert float(sampled_softmax_loss(u, i, j, t)) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["bpr", "lightgcn"])
+def test_the_pairwise_loss_over_n_negatives_is_the_mean_of_the_one_negative_losses(name, synthetic_dataset):
+    ds = synthetic_dataset
+    model = create_victim(name, ds.n_users, ds.n_items, dim=8, reg=0.1, num_negatives=4, backend="memory")
+    model.prepare_fit(ds, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    users, pos = torch.randint(0, ds.n_users, (32,), generator=gen), torch.randint(0, ds.n_items, (32,), generator=gen)
+    neg = torch.randint(0, ds.n_items, (32, 4), generator=gen)
+    each = torch.stack([model.loss(users, pos, neg[:, k]) for k in range(4)])
+    assert torch.allclose(model.loss(users, pos, neg), each.mean(), atol=1e-6)
+
+
+def test_lightgcn_learns_to_rank_with_the_sampled_softmax(synthetic_dataset):
+    ds = synthetic_dataset
+    cfg = dict(dim=16, epochs=12, lr=1e-2, batch_size=512, rec_loss="ssm", ssm_temp=0.2, num_negatives=8, backend="memory")
+    model, untrained = (create_victim("lightgcn", ds.n_users, ds.n_items, **cfg) for _ in range(2))
+    model.fit(ds, progress=False)
+    untrained.attach(ds)
+    train, test = (UserItemCSR.from_table(ds.table(s), ds.n_users, ds.n_items) for s in ("train", "test"))
+    recall = [full_ranking_metrics(m.eval().score, train, test, (20,))["recall@20"] for m in (model, untrained)]
+    assert recall[0] > 1.3 * recall[1]
+    with pytest.raises(ValueError, match="rec_loss must be one of"):
+        create_victim("lightgcn", ds.n_users, ds.n_items, rec_loss="softmax")
+    with pytest.raises(ValueError, match="ssm_temp must be positive"):
+        create_victim("simgcl", ds.n_users, ds.n_items, rec_loss="ssm", ssm_temp=0.0)
+    with pytest.raises(ValueError, match="num_negatives must be 1 for the visual victims"):
+        create_victim("vbpr", ds.n_users, ds.n_items, num_negatives=2)
 
 
 def test_ray_data_stream_and_memory_path_train_the_same_model(ray_session, synthetic_dataset):

@@ -9,16 +9,30 @@ import torch
 from distrec.data.dataset import PreparedDataset
 from distrec.models.base import set_seed
 from distrec.models.graph import LightGCNPropagation, bipartite_edge_index, normalized_adjacency
-from distrec.models.losses import bpr_loss, info_nce, l2_reg
+from distrec.models.losses import bpr_loss, info_nce, l2_reg, pair_scores, sampled_softmax_loss
 from distrec.models.registry import register_victim
 from distrec.models.trainer import PairwiseVictim, TrainConfig
+
+REC_LOSSES = ("bpr", "ssm")
 
 
 @dataclass
 class LightGCNConfig(TrainConfig):
+    """``rec_loss``: ``bpr`` (the paper's, eq. 15) or ``ssm`` (sampled softmax over the row's
+    ``num_negatives`` negatives at ``ssm_temp``; :func:`~distrec.models.losses.sampled_softmax_loss`)."""
+
     dim: int = 64
     layers: int = 3
     reg: float = 1e-4
+    rec_loss: str = "bpr"
+    ssm_temp: float = 0.1
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.rec_loss not in REC_LOSSES:
+            raise ValueError(f"rec_loss must be one of {REC_LOSSES}, got {self.rec_loss!r}")
+        if self.ssm_temp <= 0:
+            raise ValueError(f"ssm_temp must be positive, got {self.ssm_temp}")
 
 
 @register_victim("lightgcn")
@@ -81,9 +95,12 @@ class LightGCN(PairwiseVictim):
         return rows[:b], rows[b : 2 * b], rows[2 * b :].reshape(*neg.shape, -1)
 
     def rec_loss(self, users, pos, neg, u, i, j) -> torch.Tensor:
+        """The ranking loss of the batch's final embeddings plus L2 on its ego embeddings."""
         ego = self.embedding
         reg = l2_reg(ego[users], ego[pos + self.n_users], ego[neg + self.n_users])
-        return bpr_loss((u * i).sum(-1), (u * j).sum(-1)) + self.config.reg * reg
+        if self.config.rec_loss == "ssm":
+            return sampled_softmax_loss(u, i, j, self.config.ssm_temp) + self.config.reg * reg
+        return bpr_loss(*pair_scores(u, i, j)) + self.config.reg * reg
 
     def loss(self, users, pos, neg) -> torch.Tensor:
         u, i, j = self.batch_embeddings(users, pos, neg)

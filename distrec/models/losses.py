@@ -6,14 +6,34 @@ import torch
 import torch.nn.functional as F
 
 
+def pair_scores(u: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dot scores x_ui ``[B]`` and x_uj: ``[B]`` for one negative a row (``j [B, d]``), ``[B, n]`` for n
+    (``j [B, n, d]``)."""
+    neg = (u.unsqueeze(1) * j).sum(-1) if j.dim() == 3 else (u * j).sum(-1)
+    return (u * i).sum(-1), neg
+
+
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
-    """BPR-Opt (Rendle et al. 2009, eq. 6, without the prior): mean of -ln sigmoid(x_ui - x_uj)."""
+    """BPR-Opt (Rendle et al. 2009, eq. 6, without the prior): mean of -ln sigmoid(x_ui - x_uj), over
+    every (positive, negative) pair when ``neg_scores`` is ``[B, n]``."""
+    if neg_scores.dim() > pos_scores.dim():
+        pos_scores = pos_scores.unsqueeze(-1)
     return -F.logsigmoid(pos_scores - neg_scores).mean()
 
 
+def sampled_softmax_loss(u: torch.Tensor, i: torch.Tensor, j: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Sampled softmax (SSM, Wu et al., TOIS 2024, arXiv 2201.02327): mean over the batch of
+    -log( exp(s(u,i)/t) / (exp(s(u,i)/t) + sum_j exp(s(u,j)/t)) ), s = cosine similarity, j the row's
+    sampled negatives (``j [B, n, d]``)."""
+    u, i, j = (F.normalize(x, dim=-1) for x in (u, i, j.reshape(len(u), -1, u.shape[-1])))
+    logits = torch.cat([(u * i).sum(-1, keepdim=True), (u.unsqueeze(1) * j).sum(-1)], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long, device=u.device))
+
+
 def l2_reg(*embeddings: torch.Tensor) -> torch.Tensor:
-    """Half the squared L2 norm of the batch's embeddings, averaged over the batch."""
-    return 0.5 * sum(e.pow(2).sum() for e in embeddings) / embeddings[0].shape[0]
+    """Half the squared L2 norm of the batch's embeddings, averaged over the batch (over the rows and
+    their negatives for ``[B, n, d]``, so n negatives weigh as one)."""
+    return 0.5 * sum(e.pow(2).sum(-1).mean() for e in embeddings)
 
 
 def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:

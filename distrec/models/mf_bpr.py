@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from distrec.models.base import set_seed
-from distrec.models.losses import bpr_loss, l2_reg
+from distrec.models.losses import bpr_loss, l2_reg, pair_scores
 from distrec.models.registry import register_victim
 from distrec.models.trainer import PairwiseVictim, TrainConfig
 
@@ -48,4 +48,4 @@ class MFBPR(PairwiseVictim):
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         u, i, j = self.user_emb[users], self.item_emb[pos], self.item_emb[neg]
-        return bpr_loss((u * i).sum(-1), (u * j).sum(-1)) + self.config.reg * l2_reg(u, i, j)
+        return bpr_loss(*pair_scores(u, i, j)) + self.config.reg * l2_reg(u, i, j)

@@ -33,6 +33,11 @@ class VisualConfig(TrainConfig):
     reg: float = 1e-4
     lr: float = 1e-3
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_negatives != 1:
+            raise ValueError(f"num_negatives must be 1 for the visual victims (BPR on one negative a row, VBPR eq. 4), got {self.num_negatives}")
+
 
 class VisualVictim(PairwiseVictim):
     Config = VisualConfig
@@ -93,8 +98,6 @@ class VisualVictim(PairwiseVictim):
         return bpr_loss((u * i).sum(-1), (u * j).sum(-1)) + self.config.reg * reg
 
     def loss(self, users, pos, neg):
-        if neg.dim() > 1:
-            neg = neg[:, 0]
         return self.bpr_with(users, pos, neg, self.features[pos], self.features[neg])
 
 
@@ -142,8 +145,6 @@ class AMR(VBPR):
         self.adversarial = epoch >= self.config.adv_start
 
     def loss(self, users, pos, neg):
-        if neg.dim() > 1:
-            neg = neg[:, 0]
         f_pos, f_neg = self.features[pos], self.features[neg]
         clean = self.bpr_with(users, pos, neg, f_pos, f_neg)
         if not getattr(self, "adversarial", True) or self.config.adv_weight == 0:
