@@ -152,6 +152,11 @@ def test_sampled_softmax_is_the_cross_entropy_of_the_positive_among_its_negative
 
     expected = np.mean([-cos(u[r], i[r]) + np.log(np.exp(cos(u[r], i[r])) + sum(np.exp(cos(u[r], j[r, k])) for k in range(3))) for r in range(5)])
     assert float(sampled_softmax_loss(u, i, j, t)) == pytest.approx(expected, rel=1e-5)
+    shared = j[:1]  # one set of negatives for every row: the same loss as that set repeated per row
+    assert torch.allclose(sampled_softmax_loss(u, i, shared, t), sampled_softmax_loss(u, i, shared.expand(5, 3, 4), t), atol=1e-6)
+    hits = torch.zeros(5, 3, dtype=torch.bool)
+    hits[:, 2] = True  # a masked negative is left out of the sum
+    assert torch.allclose(sampled_softmax_loss(u, i, j, t, hits), sampled_softmax_loss(u, i, j[:, :2], t), atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["bpr", "lightgcn"])
@@ -166,9 +171,10 @@ def test_the_pairwise_loss_over_n_negatives_is_the_mean_of_the_one_negative_loss
     assert torch.allclose(model.loss(users, pos, neg), each.mean(), atol=1e-6)
 
 
-def test_lightgcn_learns_to_rank_with_the_sampled_softmax(synthetic_dataset):
+@pytest.mark.parametrize("negatives", [{"num_negatives": 8}, {"shared_negatives": 64}])
+def test_lightgcn_learns_to_rank_with_the_sampled_softmax(negatives, synthetic_dataset):
     ds = synthetic_dataset
-    cfg = dict(dim=16, epochs=12, lr=1e-2, batch_size=512, rec_loss="ssm", ssm_temp=0.2, num_negatives=8, backend="memory")
+    cfg = dict(dim=16, epochs=12, lr=1e-2, batch_size=512, rec_loss="ssm", ssm_temp=0.2, backend="memory", **negatives)
     model, untrained = (create_victim("lightgcn", ds.n_users, ds.n_items, **cfg) for _ in range(2))
     model.fit(ds, progress=False)
     untrained.attach(ds)
@@ -179,6 +185,8 @@ def test_lightgcn_learns_to_rank_with_the_sampled_softmax(synthetic_dataset):
         create_victim("lightgcn", ds.n_users, ds.n_items, rec_loss="softmax")
     with pytest.raises(ValueError, match="ssm_temp must be positive"):
         create_victim("simgcl", ds.n_users, ds.n_items, rec_loss="ssm", ssm_temp=0.0)
+    with pytest.raises(ValueError, match="shared_negatives must be 0, or positive with rec_loss 'ssm'"):
+        create_victim("lightgcn", ds.n_users, ds.n_items, shared_negatives=16)
     with pytest.raises(ValueError, match="num_negatives must be 1 for the visual victims"):
         create_victim("vbpr", ds.n_users, ds.n_items, num_negatives=2)
 

@@ -18,14 +18,17 @@ REC_LOSSES = ("bpr", "ssm")
 
 @dataclass
 class LightGCNConfig(TrainConfig):
-    """``rec_loss``: ``bpr`` (the paper's, eq. 15) or ``ssm`` (sampled softmax over the row's
-    ``num_negatives`` negatives at ``ssm_temp``; :func:`~distrec.models.losses.sampled_softmax_loss`)."""
+    """``rec_loss``: ``bpr`` (the paper's, eq. 15) or ``ssm`` (sampled softmax at ``ssm_temp``,
+    :func:`~distrec.models.losses.sampled_softmax_loss`) over the row's ``num_negatives`` negatives or,
+    with ``shared_negatives`` n > 0, over n items drawn uniformly per batch and shared by its rows (one
+    matrix product instead of n negatives a row to sample and gather)."""
 
     dim: int = 64
     layers: int = 3
     reg: float = 1e-4
     rec_loss: str = "bpr"
     ssm_temp: float = 0.1
+    shared_negatives: int = 0
 
     def __post_init__(self):
         super().__post_init__()
@@ -33,6 +36,8 @@ class LightGCNConfig(TrainConfig):
             raise ValueError(f"rec_loss must be one of {REC_LOSSES}, got {self.rec_loss!r}")
         if self.ssm_temp <= 0:
             raise ValueError(f"ssm_temp must be positive, got {self.ssm_temp}")
+        if self.shared_negatives < 0 or (self.shared_negatives and self.rec_loss != "ssm"):
+            raise ValueError(f"shared_negatives must be 0, or positive with rec_loss 'ssm', got {self.shared_negatives} with {self.rec_loss!r}")
 
 
 @register_victim("lightgcn")
@@ -50,6 +55,7 @@ class LightGCN(PairwiseVictim):
         self.propagation = LightGCNPropagation(self.config.layers)
         self.adj: torch.Tensor | None = None
         self._final: torch.Tensor | None = None
+        self._negative_gen = torch.Generator().manual_seed(self.config.seed + 1)
 
     def set_graph(self, users, items) -> None:
         """Use the interactions ``(users, items)`` (numpy internal ids) as the propagation graph."""
@@ -86,6 +92,12 @@ class LightGCN(PairwiseVictim):
         final = self.final_embeddings()
         return final[users] @ final[self.n_users :].T
 
+    def ranking_negatives(self, neg: torch.Tensor) -> torch.Tensor:
+        """The batch's negatives: the stream's, or ``[1, shared_negatives]`` items shared by every row."""
+        if not self.config.shared_negatives:
+            return neg
+        return torch.randint(0, self.n_items, (1, self.config.shared_negatives), generator=self._negative_gen).to(neg.device)
+
     def batch_embeddings(self, users, pos, neg):
         """Final embeddings of the batch's users, positives and negatives (last layer on those rows only)."""
         nodes = torch.cat([users, pos + self.n_users, neg.reshape(-1) + self.n_users])
@@ -99,10 +111,12 @@ class LightGCN(PairwiseVictim):
         ego = self.embedding
         reg = l2_reg(ego[users], ego[pos + self.n_users], ego[neg + self.n_users])
         if self.config.rec_loss == "ssm":
-            return sampled_softmax_loss(u, i, j, self.config.ssm_temp) + self.config.reg * reg
+            hits = neg == pos[:, None] if neg.dim() == 2 else None
+            return sampled_softmax_loss(u, i, j, self.config.ssm_temp, hits) + self.config.reg * reg
         return bpr_loss(*pair_scores(u, i, j)) + self.config.reg * reg
 
     def loss(self, users, pos, neg) -> torch.Tensor:
+        neg = self.ranking_negatives(neg)
         u, i, j = self.batch_embeddings(users, pos, neg)
         return self.rec_loss(users, pos, neg, u, i, j)
 

@@ -21,12 +21,16 @@ def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor
     return -F.logsigmoid(pos_scores - neg_scores).mean()
 
 
-def sampled_softmax_loss(u: torch.Tensor, i: torch.Tensor, j: torch.Tensor, temperature: float) -> torch.Tensor:
+def sampled_softmax_loss(u: torch.Tensor, i: torch.Tensor, j: torch.Tensor, temperature: float, hits: torch.Tensor | None = None) -> torch.Tensor:
     """Sampled softmax (SSM, Wu et al., TOIS 2024, arXiv 2201.02327): mean over the batch of
     -log( exp(s(u,i)/t) / (exp(s(u,i)/t) + sum_j exp(s(u,j)/t)) ), s = cosine similarity, j the row's
-    sampled negatives (``j [B, n, d]``)."""
-    u, i, j = (F.normalize(x, dim=-1) for x in (u, i, j.reshape(len(u), -1, u.shape[-1])))
-    logits = torch.cat([(u * i).sum(-1, keepdim=True), (u.unsqueeze(1) * j).sum(-1)], dim=1) / temperature
+    negatives (``j [B, n, d]``) or negatives shared by every row (``j [1, n, d]``, one matrix product);
+    ``hits [B, n]`` marks negatives left out of a row's sum (a shared negative that is the row's positive)."""
+    u, i, j = F.normalize(u, dim=-1), F.normalize(i, dim=-1), F.normalize(j, dim=-1)
+    neg = u @ j[0].T if j.shape[0] == 1 else (u.unsqueeze(1) * j).sum(-1)
+    if hits is not None:
+        neg = neg.masked_fill(hits, float("-inf"))
+    logits = torch.cat([(u * i).sum(-1, keepdim=True), neg], dim=1) / temperature
     return F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long, device=u.device))
 
 

@@ -58,6 +58,7 @@ class SGL(LightGCN):
         self.views = [self._view(rng), self._view(rng)]
 
     def loss(self, users, pos, neg) -> torch.Tensor:
+        neg = self.ranking_negatives(neg)
         u, i, j = self.batch_embeddings(users, pos, neg)
         rec = self.rec_loss(users, pos, neg, u, i, j)
         view1, view2 = ((lambda nodes, adj=adj: self.propagation.rows(self.embedding, adj, nodes)) for adj in self.views)

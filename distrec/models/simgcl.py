@@ -33,6 +33,7 @@ class SimGCL(LightGCN):
         return h + torch.sign(h) * F.normalize(torch.rand_like(h), dim=-1) * self.config.eps
 
     def loss(self, users, pos, neg) -> torch.Tensor:
+        neg = self.ranking_negatives(neg)
         u, i, j = self.batch_embeddings(users, pos, neg)
         rec = self.rec_loss(users, pos, neg, u, i, j)
 
