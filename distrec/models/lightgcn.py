@@ -111,7 +111,7 @@ class LightGCN(PairwiseVictim):
         ego = self.embedding
         reg = l2_reg(ego[users], ego[pos + self.n_users], ego[neg + self.n_users])
         if self.config.rec_loss == "ssm":
-            hits = neg == pos[:, None] if neg.dim() == 2 else None
+            hits = neg == pos[:, None] if self.config.shared_negatives else None  # the stream's negatives exclude positives
             return sampled_softmax_loss(u, i, j, self.config.ssm_temp, hits) + self.config.reg * reg
         return bpr_loss(*pair_scores(u, i, j)) + self.config.reg * reg
 

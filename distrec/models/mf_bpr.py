@@ -42,9 +42,8 @@ class MFBPR(PairwiseVictim):
 
     def example_losses(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         """The BPR loss of each example (without the regulariser), averaged over its negatives."""
-        u, i = self.user_emb[users], self.item_emb[pos]
-        j = self.item_emb[neg.reshape(len(users), -1)]
-        return F.softplus((u[:, None] * j).sum(-1) - (u * i).sum(-1, keepdim=True)).mean(1)
+        pos_scores, neg_scores = pair_scores(self.user_emb[users], self.item_emb[pos], self.item_emb[neg.reshape(len(users), -1)])
+        return F.softplus(neg_scores - pos_scores[:, None]).mean(1)
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         u, i, j = self.user_emb[users], self.item_emb[pos], self.item_emb[neg]
