@@ -6,6 +6,8 @@
   python bench/victims.py lightgcn-steps     # ms per LightGCN training step on Gowalla at batches 2048, 4096, 16384
   python bench/victims.py last-layer         # a batch's last LightGCN layer from the row sub-matrix vs in full, and the
                                              # ML-1M training step of LightGCN / SGL / SimGCL with either (batch 16384)
+  python bench/victims.py row-gathers       # ms per training step with take_rows (index_select) vs advanced indexing,
+                                             # LightGCN / MF-BPR / SGL / SimGCL at batch 16384, and SimGCL with cl_nodes 2048
   python bench/victims.py curves [--budget configs/victims/cpu_budget.yaml] [--only gowalla:lightgcn]
                                              # every victim trained under a budget, test Recall/NDCG@20 per evaluation
   python bench/victims.py contrastive [--out docs/results/contrastive_ml100k.json]
@@ -202,6 +204,51 @@ def last_layer(batches=(1024, 4096, 16384)) -> None:
         print(f"ml-1m {victim} step, batch 16384: row sub-matrix always {times['rows']:.0f} ms, chosen path {times['chosen']:.0f} ms")
 
 
+def row_gathers(steps: int = 9) -> None:
+    """Milliseconds per training step (loss, backward, Adam) with ``take_rows`` against advanced indexing
+    (the peer, patched into the same modules), alternating step by step on the same batches; median of ``steps``."""
+    import distrec.models.graph as graph_module
+    import distrec.models.lightgcn as lightgcn_module
+    import distrec.models.mf_bpr as mf_bpr_module
+    from distrec.data.streaming import InteractionStream
+
+    modules = (graph_module, lightgcn_module, mf_bpr_module)
+    gathers = {"take_rows": lightgcn_module.take_rows, "indexing": lambda table, index: table[index]}
+    cells = [
+        ("gowalla", "lightgcn", {}),
+        ("ml-1m", "lightgcn", {}),
+        ("ml-1m", "bpr", {}),
+        ("ml-1m", "sgl", {"ssl_reg": 0.01}),
+        ("ml-1m", "simgcl", {"cl_temp": 1.0, "cl_reg": 0.5}),
+        ("ml-1m", "simgcl", {"cl_temp": 1.0, "cl_reg": 0.5, "cl_nodes": 2048}),
+    ]
+    print(f"machine: {machine()}, torch threads {torch.get_num_threads()}")
+    for data, victim, extra in cells:
+        ds = dataset(data)
+        model = create_victim(victim, ds.n_users, ds.n_items, dim=64, lr=0.01, batch_size=16384, **extra)
+        model.prepare_fit(ds, torch.device("cpu"))
+        model.start_epoch(0)
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        batches = list(InteractionStream(ds, "train", batch_size=16384, backend="memory").epoch(0))
+        times = {name: [] for name in gathers}
+        for k in range(steps + 1):
+            for name, gather in gathers.items():
+                for module in modules:
+                    module.take_rows = gather
+                b = batches[k % len(batches)]
+                t = time.perf_counter()
+                opt.zero_grad()
+                model.loss(b["user_id"], b["item_id"], b["neg_item"][:, 0]).backward()
+                opt.step()
+                if k:  # the first step of each warms up
+                    times[name].append(1000 * (time.perf_counter() - t))
+        for module in modules:
+            module.take_rows = gathers["take_rows"]
+        ms = {name: statistics.median(v) for name, v in times.items()}
+        print(f"{data} {victim} {extra}: take_rows {ms['take_rows']:.0f} ms, indexing {ms['indexing']:.0f} ms per step ({ms['indexing'] / ms['take_rows']:.2f}x)", flush=True)
+
+
 def evaluation(repeats: int = 3) -> None:
     ds = dataset("gowalla")
     train, test = csrs(ds)
@@ -310,7 +357,7 @@ def one_curve(data_name: str, victim: str, config: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["wrmf-vs-implicit", "lightgcn-epoch", "lightgcn-steps", "eval", "last-layer", "curves", "one-curve", "contrastive"])
+    parser.add_argument("what", choices=["wrmf-vs-implicit", "lightgcn-epoch", "lightgcn-steps", "eval", "last-layer", "row-gathers", "curves", "one-curve", "contrastive"])
     parser.add_argument("args", nargs="*")
     parser.add_argument("--budget", default="configs/victims/cpu_budget.yaml")
     parser.add_argument("--only", nargs="*")
@@ -326,6 +373,8 @@ def main() -> None:
         evaluation()
     elif a.what == "last-layer":
         last_layer()
+    elif a.what == "row-gathers":
+        row_gathers()
     elif a.what == "curves":
         curves(a.budget, a.only, a.out)
     elif a.what == "contrastive":

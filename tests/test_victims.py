@@ -9,6 +9,7 @@ from distrec.data.matrix import UserItemCSR
 from distrec.evaluation.ranking import full_ranking_metrics
 from distrec.models import Victim, create_victim
 from distrec.models.graph import LightGCNPropagation, bipartite_edge_index, normalized_adjacency
+from distrec.models.indexing import take_rows
 from distrec.models.losses import info_nce, sampled_softmax_loss
 from distrec.models.wrmf import WRMF, _Buckets, _SparseSide
 
@@ -135,6 +136,41 @@ def test_lightgcn_propagation_equals_dense_reference(rows_max_nnz_share, monkeyp
     g_rows = torch.autograd.grad(rows.square().sum(), x)[0]
     g_ref = torch.autograd.grad(expected[nodes].square().sum(), x)[0]
     assert torch.allclose(g_rows, g_ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 4)])
+def test_take_rows_is_advanced_indexing_with_its_gradient(shape):
+    table = torch.randn(6, 5, requires_grad=True)
+    index = torch.randint(0, 6, shape, generator=torch.Generator().manual_seed(0))  # repeats rows
+    weight = torch.randn(*shape, 5)
+    rows = take_rows(table, index)
+    assert rows.shape == (*shape, 5) and torch.equal(rows, table[index])
+    (grad,) = torch.autograd.grad((rows * weight).sum(), table)
+    (expected,) = torch.autograd.grad((table[index] * weight).sum(), table)
+    assert torch.allclose(grad, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, key", [("simgcl", "cl_nodes"), ("sgl", "ssl_nodes")])
+def test_the_contrast_draws_at_most_its_node_budget_from_the_batch(name, key, synthetic_dataset):
+    ds = synthetic_dataset
+    model = create_victim(name, ds.n_users, ds.n_items, dim=8, **{key: 5})
+    gen = torch.Generator().manual_seed(0)
+    users, pos = torch.randint(0, ds.n_users, (64,), generator=gen), torch.randint(0, ds.n_items, (64,), generator=gen)
+    seen = []
+
+    def view(nodes):
+        seen.append(nodes)
+        return take_rows(model.embedding, nodes)
+
+    model.view_contrast(users, pos, view, view, 0.5, max_nodes=5)
+    drawn_users, drawn_items = seen[0][seen[0] < ds.n_users], seen[0][seen[0] >= ds.n_users] - ds.n_users
+    assert len(drawn_users) == len(drawn_items) == 5 and len(torch.unique(seen[0])) == 10
+    assert set(drawn_users.tolist()) <= set(users.tolist()) and set(drawn_items.tolist()) <= set(pos.tolist())
+    full = model.view_contrast(users, pos, view, view, 0.5)
+    assert torch.equal(seen[-1], torch.cat([torch.unique(users), torch.unique(pos) + ds.n_users]))
+    assert torch.allclose(model.view_contrast(users, pos, view, view, 0.5, max_nodes=10_000), full)
+    with pytest.raises(ValueError, match=f"{key} must be 0"):
+        create_victim(name, ds.n_users, ds.n_items, **{key: -1})
 
 
 def test_info_nce_is_the_cross_entropy_of_cosine_similarities_over_the_temperature():

@@ -16,6 +16,8 @@ from torch_geometric.nn import LGConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.utils import spmm, to_torch_csr_tensor
 
+from distrec.models.indexing import take_rows
+
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 
@@ -106,13 +108,13 @@ class LightGCNPropagation(torch.nn.Module):
     def rows(self, x: torch.Tensor, adj: torch.Tensor, nodes: torch.Tensor, perturb=None, skip_ego: bool = False) -> torch.Tensor:
         """Final embeddings of ``nodes`` only, equal to ``forward(...)[nodes]``: the last layer is
         computed for those rows alone (A~[nodes, :] @ E^(K-1)), which is all a mini-batch loss reads."""
-        layers = [] if skip_ego else [x[nodes]]
+        layers = [] if skip_ego else [take_rows(x, nodes)]
         h = x
         for k in range(self.num_layers - 1):
             h = self.conv(h, adj)
             if perturb is not None:
                 h = perturb(h, k)
-            layers.append(h[nodes])
+            layers.append(take_rows(h, nodes))
         last = self._last_layer(h, adj, nodes)
         if perturb is not None:
             last = perturb(last, self.num_layers - 1)
@@ -122,5 +124,5 @@ class LightGCNPropagation(torch.nn.Module):
     def _last_layer(self, h: torch.Tensor, adj: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
         """(A~ h)[nodes]: from the row sub-matrix when the rows are few, else in full."""
         if rows_nnz_share(adj, nodes) > self.rows_max_nnz_share:
-            return self.conv(h, adj)[nodes]
+            return take_rows(self.conv(h, adj), nodes)
         return self.rows_conv(h, csr_rows(adj, nodes))

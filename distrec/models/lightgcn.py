@@ -9,6 +9,7 @@ import torch
 from distrec.data.dataset import PreparedDataset
 from distrec.models.base import set_seed
 from distrec.models.graph import LightGCNPropagation, bipartite_edge_index, normalized_adjacency
+from distrec.models.indexing import take_rows
 from distrec.models.losses import bpr_loss, info_nce, l2_reg, pair_scores, sampled_softmax_loss
 from distrec.models.registry import register_victim
 from distrec.models.trainer import PairwiseVictim, TrainConfig
@@ -55,7 +56,7 @@ class LightGCN(PairwiseVictim):
         self.propagation = LightGCNPropagation(self.config.layers)
         self.adj: torch.Tensor | None = None
         self._final: torch.Tensor | None = None
-        self._negative_gen = torch.Generator().manual_seed(self.config.seed + 1)
+        self._sample_gen = torch.Generator().manual_seed(self.config.seed + 1)  # shared negatives, contrast nodes
 
     def set_graph(self, users, items) -> None:
         """Use the interactions ``(users, items)`` (numpy internal ids) as the propagation graph."""
@@ -96,20 +97,20 @@ class LightGCN(PairwiseVictim):
         """The batch's negatives: the stream's, or ``[1, shared_negatives]`` items shared by every row."""
         if not self.config.shared_negatives:
             return neg
-        return torch.randint(0, self.n_items, (1, self.config.shared_negatives), generator=self._negative_gen).to(neg.device)
+        return torch.randint(0, self.n_items, (1, self.config.shared_negatives), generator=self._sample_gen).to(neg.device)
 
     def batch_embeddings(self, users, pos, neg):
         """Final embeddings of the batch's users, positives and negatives (last layer on those rows only)."""
         nodes = torch.cat([users, pos + self.n_users, neg.reshape(-1) + self.n_users])
         unique, inverse = torch.unique(nodes, return_inverse=True)
-        rows = self.propagation.rows(self.embedding, self.adj, unique, skip_ego=self.skip_ego)[inverse]
+        rows = take_rows(self.propagation.rows(self.embedding, self.adj, unique, skip_ego=self.skip_ego), inverse)
         b = len(users)
         return rows[:b], rows[b : 2 * b], rows[2 * b :].reshape(*neg.shape, -1)
 
     def rec_loss(self, users, pos, neg, u, i, j) -> torch.Tensor:
         """The ranking loss of the batch's final embeddings plus L2 on its ego embeddings."""
         ego = self.embedding
-        reg = l2_reg(ego[users], ego[pos + self.n_users], ego[neg + self.n_users])
+        reg = l2_reg(take_rows(ego, users), take_rows(ego, pos + self.n_users), take_rows(ego, neg + self.n_users))
         if self.config.rec_loss == "ssm":
             hits = neg == pos[:, None] if self.config.shared_negatives else None  # the stream's negatives exclude positives
             return sampled_softmax_loss(u, i, j, self.config.ssm_temp, hits) + self.config.reg * reg
@@ -120,11 +121,19 @@ class LightGCN(PairwiseVictim):
         u, i, j = self.batch_embeddings(users, pos, neg)
         return self.rec_loss(users, pos, neg, u, i, j)
 
-    def view_contrast(self, users, pos, view1, view2, temperature: float) -> torch.Tensor:
+    def view_contrast(self, users, pos, view1, view2, temperature: float, max_nodes: int = 0) -> torch.Tensor:
         """InfoNCE between two views over the batch's distinct users plus InfoNCE over its distinct
-        positive items (SGL eq. 10-11, SimGCL eq. 7); ``view(nodes)`` gives a view's embeddings of nodes."""
-        batch_users = torch.unique(users)
-        nodes = torch.cat([batch_users, torch.unique(pos) + self.n_users])
+        positive items (SGL eq. 10-11, SimGCL eq. 7); ``view(nodes)`` gives a view's embeddings of nodes.
+        ``max_nodes`` > 0: at most that many users and as many items, drawn at random (the InfoNCE is
+        quadratic in them; a large batch holds nearly every ML-1M user)."""
+        batch_users = self._at_most(torch.unique(users), max_nodes)
+        nodes = torch.cat([batch_users, self._at_most(torch.unique(pos), max_nodes) + self.n_users])
         z1, z2 = view1(nodes), view2(nodes)
         n_u = len(batch_users)
         return info_nce(z1[:n_u], z2[:n_u], temperature) + info_nce(z1[n_u:], z2[n_u:], temperature)
+
+    def _at_most(self, nodes: torch.Tensor, n: int) -> torch.Tensor:
+        """``nodes``, or ``n`` of them drawn without replacement when there are more."""
+        if not n or len(nodes) <= n:
+            return nodes
+        return nodes[torch.randperm(len(nodes), generator=self._sample_gen)[:n].to(nodes.device)]

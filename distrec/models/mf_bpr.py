@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from distrec.models.base import set_seed
+from distrec.models.indexing import take_rows
 from distrec.models.losses import bpr_loss, l2_reg, pair_scores
 from distrec.models.registry import register_victim
 from distrec.models.trainer import PairwiseVictim, TrainConfig
@@ -42,9 +43,9 @@ class MFBPR(PairwiseVictim):
 
     def example_losses(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         """The BPR loss of each example (without the regulariser), averaged over its negatives."""
-        pos_scores, neg_scores = pair_scores(self.user_emb[users], self.item_emb[pos], self.item_emb[neg.reshape(len(users), -1)])
+        pos_scores, neg_scores = pair_scores(take_rows(self.user_emb, users), take_rows(self.item_emb, pos), take_rows(self.item_emb, neg.reshape(len(users), -1)))
         return F.softplus(neg_scores - pos_scores[:, None]).mean(1)
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        u, i, j = self.user_emb[users], self.item_emb[pos], self.item_emb[neg]
+        u, i, j = take_rows(self.user_emb, users), take_rows(self.item_emb, pos), take_rows(self.item_emb, neg)
         return bpr_loss(*pair_scores(u, i, j)) + self.config.reg * l2_reg(u, i, j)

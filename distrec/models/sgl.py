@@ -19,6 +19,12 @@ class SGLConfig(LightGCNConfig):
     ssl_ratio: float = 0.1
     ssl_temp: float = 0.2
     ssl_reg: float = 0.1
+    ssl_nodes: int = 0  # > 0: the InfoNCE over at most this many of a batch's users and of its items
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.ssl_nodes < 0:
+            raise ValueError(f"ssl_nodes must be 0 (every node of the batch) or positive, got {self.ssl_nodes}")
 
 
 @register_victim("sgl")
@@ -62,4 +68,4 @@ class SGL(LightGCN):
         u, i, j = self.batch_embeddings(users, pos, neg)
         rec = self.rec_loss(users, pos, neg, u, i, j)
         view1, view2 = ((lambda nodes, adj=adj: self.propagation.rows(self.embedding, adj, nodes)) for adj in self.views)
-        return rec + self.config.ssl_reg * self.view_contrast(users, pos, view1, view2, self.config.ssl_temp)
+        return rec + self.config.ssl_reg * self.view_contrast(users, pos, view1, view2, self.config.ssl_temp, self.config.ssl_nodes)

@@ -16,6 +16,12 @@ class SimGCLConfig(LightGCNConfig):
     eps: float = 0.1
     cl_temp: float = 0.2
     cl_reg: float = 0.2
+    cl_nodes: int = 0  # > 0: the InfoNCE over at most this many of a batch's users and of its items
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.cl_nodes < 0:
+            raise ValueError(f"cl_nodes must be 0 (every node of the batch) or positive, got {self.cl_nodes}")
 
 
 @register_victim("simgcl")
@@ -40,4 +46,4 @@ class SimGCL(LightGCN):
         def noisy_view(nodes):  # fresh noise on every call: the two views differ
             return self.propagation.rows(self.embedding, self.adj, nodes, perturb=self._noise, skip_ego=self.skip_ego)
 
-        return rec + self.config.cl_reg * self.view_contrast(users, pos, noisy_view, noisy_view, self.config.cl_temp)
+        return rec + self.config.cl_reg * self.view_contrast(users, pos, noisy_view, noisy_view, self.config.cl_temp, self.config.cl_nodes)
