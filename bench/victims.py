@@ -8,6 +8,7 @@
                                              # ML-1M training step of LightGCN / SGL / SimGCL with either (batch 16384)
   python bench/victims.py row-gathers       # ms per training step with take_rows (index_select) vs advanced indexing,
                                              # LightGCN / MF-BPR / SGL / SimGCL at batch 16384, and SimGCL with cl_nodes 2048
+  python bench/victims.py contrast-nodes    # ms per SimGCL step on ML-1M at cl_nodes 0 (every batch node), 2048, 1024
   python bench/victims.py curves [--budget configs/victims/cpu_budget.yaml] [--only gowalla:lightgcn]
                                              # every victim trained under a budget, test Recall/NDCG@20 per evaluation
   python bench/victims.py contrastive [--out docs/results/contrastive_ml100k.json]
@@ -249,6 +250,33 @@ def row_gathers(steps: int = 9) -> None:
         print(f"{data} {victim} {extra}: take_rows {ms['take_rows']:.0f} ms, indexing {ms['indexing']:.0f} ms per step ({ms['indexing'] / ms['take_rows']:.2f}x)", flush=True)
 
 
+def contrast_nodes(budgets=(0, 2048, 1024), steps: int = 9) -> None:
+    """Milliseconds per SimGCL training step on ML-1M (batch 16384, cl_temp 1, cl_reg 0.5) at each
+    ``cl_nodes`` budget, alternating the budgets step by step on the same batches; median of ``steps``."""
+    from distrec.data.streaming import InteractionStream
+
+    ds = dataset("ml-1m")
+    print(f"machine: {machine()}, torch threads {torch.get_num_threads()}")
+    batches = list(InteractionStream(ds, "train", batch_size=16384, backend="memory").epoch(0))
+    models, opts, times = {}, {}, {n: [] for n in budgets}
+    for n in budgets:
+        models[n] = create_victim("simgcl", ds.n_users, ds.n_items, dim=64, lr=0.02, batch_size=16384, cl_temp=1.0, cl_reg=0.5, cl_nodes=n)
+        models[n].prepare_fit(ds, torch.device("cpu"))
+        models[n].train()
+        opts[n] = torch.optim.Adam(models[n].parameters(), lr=0.02)
+    for k in range(steps + 1):
+        b = batches[k % len(batches)]
+        for n in budgets:
+            t = time.perf_counter()
+            opts[n].zero_grad()
+            models[n].loss(b["user_id"], b["item_id"], b["neg_item"][:, 0]).backward()
+            opts[n].step()
+            if k:  # the first step of each warms up
+                times[n].append(1000 * (time.perf_counter() - t))
+    for n in budgets:
+        print(f"cl_nodes {n}: {statistics.median(times[n]):.0f} ms per step (median of {steps})")
+
+
 def evaluation(repeats: int = 3) -> None:
     ds = dataset("gowalla")
     train, test = csrs(ds)
@@ -357,7 +385,9 @@ def one_curve(data_name: str, victim: str, config: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["wrmf-vs-implicit", "lightgcn-epoch", "lightgcn-steps", "eval", "last-layer", "row-gathers", "curves", "one-curve", "contrastive"])
+    parser.add_argument(
+        "what", choices=["wrmf-vs-implicit", "lightgcn-epoch", "lightgcn-steps", "eval", "last-layer", "row-gathers", "contrast-nodes", "curves", "one-curve", "contrastive"]
+    )
     parser.add_argument("args", nargs="*")
     parser.add_argument("--budget", default="configs/victims/cpu_budget.yaml")
     parser.add_argument("--only", nargs="*")
@@ -375,6 +405,8 @@ def main() -> None:
         last_layer()
     elif a.what == "row-gathers":
         row_gathers()
+    elif a.what == "contrast-nodes":
+        contrast_nodes()
     elif a.what == "curves":
         curves(a.budget, a.only, a.out)
     elif a.what == "contrastive":
