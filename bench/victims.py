@@ -205,16 +205,55 @@ def last_layer(batches=(1024, 4096, 16384)) -> None:
         print(f"ml-1m {victim} step, batch 16384: row sub-matrix always {times['rows']:.0f} ms, chosen path {times['chosen']:.0f} ms")
 
 
+def _alternating_ms(runs: dict, batches: list, steps: int) -> dict[str, float]:
+    """Median milliseconds per training step (loss, backward, Adam) of each run, the runs alternating step
+    by step on the same batches (the first step of each warms up). A run is ``(before, model, opt)``;
+    ``before()`` sets the run up before each of its steps."""
+    times = {name: [] for name in runs}
+    for k in range(steps + 1):
+        b = batches[k % len(batches)]
+        for name, (before, model, opt) in runs.items():
+            before()
+            t = time.perf_counter()
+            opt.zero_grad()
+            model.loss(b["user_id"], b["item_id"], b["neg_item"][:, 0]).backward()
+            opt.step()
+            if k:
+                times[name].append(1000 * (time.perf_counter() - t))
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def _training_model(ds: PreparedDataset, victim: str, lr: float, **config):
+    """A victim ready to step on ``ds`` at batch 16384, with its Adam optimiser."""
+    model = create_victim(victim, ds.n_users, ds.n_items, dim=64, lr=lr, batch_size=16384, **config)
+    model.prepare_fit(ds, torch.device("cpu"))
+    model.start_epoch(0)
+    model.train()
+    return model, torch.optim.Adam(model.parameters(), lr=lr)
+
+
+def _epoch_batches(ds: PreparedDataset) -> list:
+    from distrec.data.streaming import InteractionStream
+
+    return list(InteractionStream(ds, "train", batch_size=16384, backend="memory").epoch(0))
+
+
 def row_gathers(steps: int = 9) -> None:
-    """Milliseconds per training step (loss, backward, Adam) with ``take_rows`` against advanced indexing
-    (the peer, patched into the same modules), alternating step by step on the same batches; median of ``steps``."""
+    """Milliseconds per training step with ``take_rows`` against advanced indexing (the peer, patched into
+    the same modules), alternating step by step on the same batches; median of ``steps``."""
     import distrec.models.graph as graph_module
     import distrec.models.lightgcn as lightgcn_module
     import distrec.models.mf_bpr as mf_bpr_module
-    from distrec.data.streaming import InteractionStream
 
-    modules = (graph_module, lightgcn_module, mf_bpr_module)
     gathers = {"take_rows": lightgcn_module.take_rows, "indexing": lambda table, index: table[index]}
+
+    def use(gather):
+        def before():
+            for module in (graph_module, lightgcn_module, mf_bpr_module):
+                module.take_rows = gather
+
+        return before
+
     cells = [
         ("gowalla", "lightgcn", {}),
         ("ml-1m", "lightgcn", {}),
@@ -226,55 +265,20 @@ def row_gathers(steps: int = 9) -> None:
     print(f"machine: {machine()}, torch threads {torch.get_num_threads()}")
     for data, victim, extra in cells:
         ds = dataset(data)
-        model = create_victim(victim, ds.n_users, ds.n_items, dim=64, lr=0.01, batch_size=16384, **extra)
-        model.prepare_fit(ds, torch.device("cpu"))
-        model.start_epoch(0)
-        model.train()
-        opt = torch.optim.Adam(model.parameters(), lr=0.01)
-        batches = list(InteractionStream(ds, "train", batch_size=16384, backend="memory").epoch(0))
-        times = {name: [] for name in gathers}
-        for k in range(steps + 1):
-            for name, gather in gathers.items():
-                for module in modules:
-                    module.take_rows = gather
-                b = batches[k % len(batches)]
-                t = time.perf_counter()
-                opt.zero_grad()
-                model.loss(b["user_id"], b["item_id"], b["neg_item"][:, 0]).backward()
-                opt.step()
-                if k:  # the first step of each warms up
-                    times[name].append(1000 * (time.perf_counter() - t))
-        for module in modules:
-            module.take_rows = gathers["take_rows"]
-        ms = {name: statistics.median(v) for name, v in times.items()}
+        model, opt = _training_model(ds, victim, 0.01, **extra)
+        ms = _alternating_ms({name: (use(gather), model, opt) for name, gather in gathers.items()}, _epoch_batches(ds), steps)
+        use(gathers["take_rows"])()
         print(f"{data} {victim} {extra}: take_rows {ms['take_rows']:.0f} ms, indexing {ms['indexing']:.0f} ms per step ({ms['indexing'] / ms['take_rows']:.2f}x)", flush=True)
 
 
 def contrast_nodes(budgets=(0, 2048, 1024), steps: int = 9) -> None:
     """Milliseconds per SimGCL training step on ML-1M (batch 16384, cl_temp 1, cl_reg 0.5) at each
     ``cl_nodes`` budget, alternating the budgets step by step on the same batches; median of ``steps``."""
-    from distrec.data.streaming import InteractionStream
-
     ds = dataset("ml-1m")
     print(f"machine: {machine()}, torch threads {torch.get_num_threads()}")
-    batches = list(InteractionStream(ds, "train", batch_size=16384, backend="memory").epoch(0))
-    models, opts, times = {}, {}, {n: [] for n in budgets}
-    for n in budgets:
-        models[n] = create_victim("simgcl", ds.n_users, ds.n_items, dim=64, lr=0.02, batch_size=16384, cl_temp=1.0, cl_reg=0.5, cl_nodes=n)
-        models[n].prepare_fit(ds, torch.device("cpu"))
-        models[n].train()
-        opts[n] = torch.optim.Adam(models[n].parameters(), lr=0.02)
-    for k in range(steps + 1):
-        b = batches[k % len(batches)]
-        for n in budgets:
-            t = time.perf_counter()
-            opts[n].zero_grad()
-            models[n].loss(b["user_id"], b["item_id"], b["neg_item"][:, 0]).backward()
-            opts[n].step()
-            if k:  # the first step of each warms up
-                times[n].append(1000 * (time.perf_counter() - t))
-    for n in budgets:
-        print(f"cl_nodes {n}: {statistics.median(times[n]):.0f} ms per step (median of {steps})")
+    runs = {n: (lambda: None, *_training_model(ds, "simgcl", 0.02, cl_temp=1.0, cl_reg=0.5, cl_nodes=n)) for n in budgets}
+    for n, ms in _alternating_ms(runs, _epoch_batches(ds), steps).items():
+        print(f"cl_nodes {n}: {ms:.0f} ms per step (median of {steps})")
 
 
 def evaluation(repeats: int = 3) -> None:
