@@ -169,6 +169,13 @@ def test_the_contrast_draws_at_most_its_node_budget_from_the_batch(name, key, sy
     full = model.view_contrast(users, pos, view, view, 0.5)
     assert torch.equal(seen[-1], torch.cat([torch.unique(users), torch.unique(pos) + ds.n_users]))
     assert torch.allclose(model.view_contrast(users, pos, view, view, 0.5, max_nodes=10_000), full)
+    budgets = []  # the config key reaches the contrast of a training step
+    contrast = model.view_contrast
+    model.view_contrast = lambda *args: budgets.append(args[-1]) or contrast(*args)
+    model.prepare_fit(ds, torch.device("cpu"))
+    model.start_epoch(0)
+    model.loss(users, pos, torch.randint(0, ds.n_items, (64,), generator=gen))
+    assert budgets == [5]
     with pytest.raises(ValueError, match=f"{key} must be 0"):
         create_victim(name, ds.n_users, ds.n_items, **{key: -1})
 
