@@ -352,7 +352,7 @@ def term_gradients(ds: PreparedDataset, victim: str, config: dict) -> dict:
     model.train()
     batch = next(iter(InteractionStream(ds, "train", batch_size=model.config.batch_size, seed=0, backend="memory").epoch(0)))
     users, pos, neg = batch["user_id"], batch["item_id"], batch["neg_item"][:, 0]
-    rec = model.rec_loss(users, pos, neg, *model.batch_embeddings(users, pos, neg))
+    rec = model.rec_loss(users, pos, *model.batch_triples(users, pos, neg))
     g_rec = torch.autograd.grad(rec, model.embedding)[0]
     g_total = torch.autograd.grad(model.loss(users, pos, neg), model.embedding)[0]
     return {"grad_bpr": float(g_rec.norm()), "grad_contrastive": float((g_total - g_rec).norm())}

@@ -234,6 +234,40 @@ def test_lightgcn_learns_to_rank_with_the_sampled_softmax(negatives, synthetic_d
         create_victim("vbpr", ds.n_users, ds.n_items, num_negatives=2)
 
 
+@pytest.mark.parametrize("name", ["lightgcn", "sgl", "simgcl"])
+def test_dns_trains_on_the_top_scoring_candidate_that_is_not_a_training_item(name, synthetic_dataset):
+    ds = synthetic_dataset
+    model = create_victim(name, ds.n_users, ds.n_items, dim=8, dns_candidates=16, backend="memory")
+    model.prepare_fit(ds, torch.device("cpu"))
+    model.start_epoch(0)
+    model.eval()  # the full final embeddings, computed independently of the batch's rows
+    gen = torch.Generator().manual_seed(0)
+    users, pos, neg = (torch.randint(0, n, (64,), generator=gen) for n in (ds.n_users, ds.n_items, ds.n_items))
+    model.train()
+    state = model._sample_gen.get_state()
+    candidates = model.ranking_negatives(users, neg)
+    model._sample_gen.set_state(state)
+    picked, u, _, j = model.batch_triples(users, pos, neg)
+    train = UserItemCSR.from_table(ds.table("train"), ds.n_users, ds.n_items)
+    scores = model.eval().score(users).gather(1, candidates)
+    known = torch.from_numpy(np.array([np.isin(row, train.indices[train.indptr[x] : train.indptr[x + 1]]) for x, row in zip(users.numpy(), candidates.numpy())]))
+    assert known[:, 1:].any(), "the toy data should put training items among the candidates"
+    expected = candidates.gather(1, scores.masked_fill(known, float("-inf")).argmax(1, keepdim=True))[:, 0]
+    assert torch.equal(picked, expected)
+    assert torch.allclose(j, model.final_embeddings()[picked + ds.n_users], atol=1e-5)
+    assert not torch.equal(picked, neg)
+
+
+def test_dns_config_errors(synthetic_dataset):
+    ds = synthetic_dataset
+    with pytest.raises(ValueError, match="dns_candidates must be 0"):
+        create_victim("lightgcn", ds.n_users, ds.n_items, dns_candidates=-1)
+    with pytest.raises(ValueError, match="needs rec_loss 'bpr' and num_negatives 1"):
+        create_victim("lightgcn", ds.n_users, ds.n_items, dns_candidates=8, rec_loss="ssm")
+    with pytest.raises(ValueError, match="needs rec_loss 'bpr' and num_negatives 1"):
+        create_victim("simgcl", ds.n_users, ds.n_items, dns_candidates=8, num_negatives=4)
+
+
 def test_ray_data_stream_and_memory_path_train_the_same_model(ray_session, synthetic_dataset):
     ds = synthetic_dataset
     models = {}

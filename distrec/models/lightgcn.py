@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from distrec.data.dataset import PreparedDataset
+from distrec.data.streaming import positive_keys
 from distrec.models.base import set_seed
 from distrec.models.graph import LightGCNPropagation, bipartite_edge_index, normalized_adjacency
 from distrec.models.indexing import take_rows
@@ -22,7 +23,11 @@ class LightGCNConfig(TrainConfig):
     """``rec_loss``: ``bpr`` (the paper's, eq. 15) or ``ssm`` (sampled softmax at ``ssm_temp``,
     :func:`~distrec.models.losses.sampled_softmax_loss`) over the row's ``num_negatives`` negatives or,
     with ``shared_negatives`` n > 0, over n items drawn uniformly per batch and shared by its rows (one
-    matrix product instead of n negatives a row to sample and gather)."""
+    matrix product instead of n negatives a row to sample and gather).
+
+    ``dns_candidates`` n > 1 (BPR, one negative a row): dynamic negative sampling (DNS, Zhang et al.,
+    SIGIR 2013): a row's negative is the highest-scoring under the current model of n candidates, the
+    stream's negative and n - 1 uniform draws that are not among the user's training items."""
 
     dim: int = 64
     layers: int = 3
@@ -30,6 +35,7 @@ class LightGCNConfig(TrainConfig):
     rec_loss: str = "bpr"
     ssm_temp: float = 0.1
     shared_negatives: int = 0
+    dns_candidates: int = 0
 
     def __post_init__(self):
         super().__post_init__()
@@ -39,6 +45,10 @@ class LightGCNConfig(TrainConfig):
             raise ValueError(f"ssm_temp must be positive, got {self.ssm_temp}")
         if self.shared_negatives < 0 or (self.shared_negatives and self.rec_loss != "ssm"):
             raise ValueError(f"shared_negatives must be 0, or positive with rec_loss 'ssm', got {self.shared_negatives} with {self.rec_loss!r}")
+        if self.dns_candidates < 0:
+            raise ValueError(f"dns_candidates must be 0 (off) or positive, got {self.dns_candidates}")
+        if self.dns_candidates > 1 and (self.rec_loss != "bpr" or self.num_negatives != 1):
+            raise ValueError(f"dns_candidates picks one negative a row for BPR: needs rec_loss 'bpr' and num_negatives 1, got {self.rec_loss!r} and {self.num_negatives}")
 
 
 @register_victim("lightgcn")
@@ -56,12 +66,14 @@ class LightGCN(PairwiseVictim):
         self.propagation = LightGCNPropagation(self.config.layers)
         self.adj: torch.Tensor | None = None
         self._final: torch.Tensor | None = None
-        self._sample_gen = torch.Generator().manual_seed(self.config.seed + 1)  # shared negatives, contrast nodes
+        self._sample_gen = torch.Generator().manual_seed(self.config.seed + 1)  # shared and DNS negatives, contrast nodes
+        self._positive_keys: torch.Tensor | None = None  # sorted user * n_items + item of the graph's edges (DNS)
 
     def set_graph(self, users, items) -> None:
         """Use the interactions ``(users, items)`` (numpy internal ids) as the propagation graph."""
         edge_index = bipartite_edge_index(users, items, self.n_users)
         self.adj = normalized_adjacency(edge_index, self.n_users + self.n_items).to(self.embedding.device)
+        self._positive_keys = torch.from_numpy(positive_keys(users, items, self.n_items)).to(self.embedding.device)
         self._final = None
 
     def prepare_fit(self, dataset: PreparedDataset, device: torch.device) -> None:
@@ -93,11 +105,34 @@ class LightGCN(PairwiseVictim):
         final = self.final_embeddings()
         return final[users] @ final[self.n_users :].T
 
-    def ranking_negatives(self, neg: torch.Tensor) -> torch.Tensor:
-        """The batch's negatives: the stream's, or ``[1, shared_negatives]`` items shared by every row."""
-        if not self.config.shared_negatives:
-            return neg
-        return torch.randint(0, self.n_items, (1, self.config.shared_negatives), generator=self._sample_gen).to(neg.device)
+    def ranking_negatives(self, users: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """The batch's negatives: the stream's, ``[1, shared_negatives]`` items shared by every row, or
+        ``[B, dns_candidates]`` DNS candidates (the stream's negative first)."""
+        if self.config.shared_negatives:
+            return torch.randint(0, self.n_items, (1, self.config.shared_negatives), generator=self._sample_gen).to(neg.device)
+        if self.config.dns_candidates > 1:
+            draws = torch.randint(0, self.n_items, (len(neg), self.config.dns_candidates - 1), generator=self._sample_gen).to(neg.device)
+            return torch.cat([neg[:, None], draws], dim=1)
+        return neg
+
+    def hardest_negatives(self, users, neg, u, j):
+        """DNS's pick (Zhang et al. 2013, sec. 3): of each row's candidates ``neg [B, n]`` (embeddings
+        ``j [B, n, d]``), the one the model scores highest for the user, a training item of the user never;
+        returns the picked ids ``[B]`` and embeddings ``[B, d]``."""
+        keys = users[:, None] * self.n_items + neg
+        found = torch.searchsorted(self._positive_keys, keys).clamp(max=len(self._positive_keys) - 1)
+        scores = (u.detach()[:, None, :] * j.detach()).sum(-1).masked_fill(self._positive_keys[found] == keys, float("-inf"))
+        pick = scores.argmax(1)
+        rows = torch.arange(len(neg), device=neg.device)
+        return neg[rows, pick], j[rows, pick]
+
+    def batch_triples(self, users, pos, neg):
+        """The negatives the ranking loss uses and the final embeddings ``u, i, j`` of the batch."""
+        neg = self.ranking_negatives(users, neg)
+        u, i, j = self.batch_embeddings(users, pos, neg)
+        if self.config.dns_candidates > 1:
+            neg, j = self.hardest_negatives(users, neg, u, j)
+        return neg, u, i, j
 
     def batch_embeddings(self, users, pos, neg):
         """Final embeddings of the batch's users, positives and negatives (last layer on those rows only)."""
@@ -117,9 +152,7 @@ class LightGCN(PairwiseVictim):
         return bpr_loss(*pair_scores(u, i, j)) + self.config.reg * reg
 
     def loss(self, users, pos, neg) -> torch.Tensor:
-        neg = self.ranking_negatives(neg)
-        u, i, j = self.batch_embeddings(users, pos, neg)
-        return self.rec_loss(users, pos, neg, u, i, j)
+        return self.rec_loss(users, pos, *self.batch_triples(users, pos, neg))
 
     def view_contrast(self, users, pos, view1, view2, temperature: float, max_nodes: int = 0) -> torch.Tensor:
         """InfoNCE between two views over the batch's distinct users plus InfoNCE over its distinct

@@ -64,8 +64,6 @@ class SGL(LightGCN):
         self.views = [self._view(rng), self._view(rng)]
 
     def loss(self, users, pos, neg) -> torch.Tensor:
-        neg = self.ranking_negatives(neg)
-        u, i, j = self.batch_embeddings(users, pos, neg)
-        rec = self.rec_loss(users, pos, neg, u, i, j)
+        rec = self.rec_loss(users, pos, *self.batch_triples(users, pos, neg))
         view1, view2 = ((lambda nodes, adj=adj: self.propagation.rows(self.embedding, adj, nodes)) for adj in self.views)
         return rec + self.config.ssl_reg * self.view_contrast(users, pos, view1, view2, self.config.ssl_temp, self.config.ssl_nodes)

@@ -39,9 +39,7 @@ class SimGCL(LightGCN):
         return h + torch.sign(h) * F.normalize(torch.rand_like(h), dim=-1) * self.config.eps
 
     def loss(self, users, pos, neg) -> torch.Tensor:
-        neg = self.ranking_negatives(neg)
-        u, i, j = self.batch_embeddings(users, pos, neg)
-        rec = self.rec_loss(users, pos, neg, u, i, j)
+        rec = self.rec_loss(users, pos, *self.batch_triples(users, pos, neg))
 
         def noisy_view(nodes):  # fresh noise on every call: the two views differ
             return self.propagation.rows(self.embedding, self.adj, nodes, perturb=self._noise, skip_ego=self.skip_ego)
