@@ -105,7 +105,7 @@ class LightGCN(PairwiseVictim):
         final = self.final_embeddings()
         return final[users] @ final[self.n_users :].T
 
-    def ranking_negatives(self, users: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    def ranking_negatives(self, neg: torch.Tensor) -> torch.Tensor:
         """The batch's negatives: the stream's, ``[1, shared_negatives]`` items shared by every row, or
         ``[B, dns_candidates]`` DNS candidates (the stream's negative first)."""
         if self.config.shared_negatives:
@@ -115,32 +115,30 @@ class LightGCN(PairwiseVictim):
             return torch.cat([neg[:, None], draws], dim=1)
         return neg
 
-    def hardest_negatives(self, users, neg, u, j):
-        """DNS's pick (Zhang et al. 2013, sec. 3): of each row's candidates ``neg [B, n]`` (embeddings
-        ``j [B, n, d]``), the one the model scores highest for the user, a training item of the user never;
-        returns the picked ids ``[B]`` and embeddings ``[B, d]``."""
-        keys = users[:, None] * self.n_items + neg
-        found = torch.searchsorted(self._positive_keys, keys).clamp(max=len(self._positive_keys) - 1)
-        scores = (u.detach()[:, None, :] * j.detach()).sum(-1).masked_fill(self._positive_keys[found] == keys, float("-inf"))
-        pick = scores.argmax(1)
-        rows = torch.arange(len(neg), device=neg.device)
-        return neg[rows, pick], j[rows, pick]
-
     def batch_triples(self, users, pos, neg):
-        """The negatives the ranking loss uses and the final embeddings ``u, i, j`` of the batch."""
-        neg = self.ranking_negatives(users, neg)
-        u, i, j = self.batch_embeddings(users, pos, neg)
-        if self.config.dns_candidates > 1:
-            neg, j = self.hardest_negatives(users, neg, u, j)
-        return neg, u, i, j
-
-    def batch_embeddings(self, users, pos, neg):
-        """Final embeddings of the batch's users, positives and negatives (last layer on those rows only)."""
+        """The negatives the ranking loss uses (DNS: the picked ones) and the final embeddings ``u, i, j``
+        of the batch; the last layer is computed on the batch's rows only."""
+        neg = self.ranking_negatives(neg)
         nodes = torch.cat([users, pos + self.n_users, neg.reshape(-1) + self.n_users])
         unique, inverse = torch.unique(nodes, return_inverse=True)
-        rows = take_rows(self.propagation.rows(self.embedding, self.adj, unique, skip_ego=self.skip_ego), inverse)
+        rows = self.propagation.rows(self.embedding, self.adj, unique, skip_ego=self.skip_ego)
         b = len(users)
-        return rows[:b], rows[b : 2 * b], rows[2 * b :].reshape(*neg.shape, -1)
+        if self.config.dns_candidates > 1:
+            candidates = inverse[2 * b :].reshape(neg.shape)
+            pick = self.hardest_negatives(users, neg, rows.detach()[inverse[:b]], rows.detach()[candidates])[:, None]
+            neg = neg.gather(1, pick)[:, 0]
+            inverse = torch.cat([inverse[: 2 * b], candidates.gather(1, pick)[:, 0]])  # gradients reach the picked rows only
+        e = take_rows(rows, inverse)
+        return neg, e[:b], e[b : 2 * b], e[2 * b :].reshape(*neg.shape, -1)
+
+    def hardest_negatives(self, users, candidates, u, j) -> torch.Tensor:
+        """DNS's pick (Zhang et al. 2013, sec. 3): for each row, the index of the candidate (of
+        ``candidates [B, n]``, embeddings ``j [B, n, d]``) that scores highest for the user (``u [B, d]``)
+        and is not a training item of the user."""
+        keys = users[:, None] * self.n_items + candidates
+        found = torch.searchsorted(self._positive_keys, keys).clamp(max=len(self._positive_keys) - 1)
+        scores = torch.einsum("bd,bnd->bn", u, j).masked_fill(self._positive_keys[found] == keys, float("-inf"))
+        return scores.argmax(1)
 
     def rec_loss(self, users, pos, neg, u, i, j) -> torch.Tensor:
         """The ranking loss of the batch's final embeddings plus L2 on its ego embeddings."""
