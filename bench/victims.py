@@ -9,6 +9,7 @@
   python bench/victims.py row-gathers       # ms per training step with take_rows (index_select) vs advanced indexing,
                                              # LightGCN / MF-BPR / SGL / SimGCL at batch 16384, and SimGCL with cl_nodes 2048
   python bench/victims.py contrast-nodes    # ms per SimGCL step on ML-1M at cl_nodes 0 (every batch node), 2048, 1024
+  python bench/victims.py dns-steps         # ms per LightGCN step on Gowalla at dns_candidates 0 (uniform), 16, 64
   python bench/victims.py curves [--budget configs/victims/cpu_budget.yaml] [--only gowalla:lightgcn]
                                              # every victim trained under a budget, test Recall/NDCG@20 per evaluation
   python bench/victims.py contrastive [--out docs/results/contrastive_ml100k.json]
@@ -281,6 +282,16 @@ def contrast_nodes(budgets=(0, 2048, 1024), steps: int = 9) -> None:
         print(f"cl_nodes {n}: {ms:.0f} ms per step (median of {steps})")
 
 
+def dns_steps(candidates=(0, 16, 64), steps: int = 9) -> None:
+    """Milliseconds per LightGCN training step on Gowalla (batch 16384) at each ``dns_candidates``,
+    alternating step by step on the same batches; median of ``steps`` (0: the stream's uniform negative)."""
+    ds = dataset("gowalla")
+    print(f"machine: {machine()}, torch threads {torch.get_num_threads()}")
+    runs = {n: (lambda: None, *_training_model(ds, "lightgcn", 0.01, dns_candidates=n)) for n in candidates}
+    for n, ms in _alternating_ms(runs, _epoch_batches(ds), steps).items():
+        print(f"dns_candidates {n}: {ms:.0f} ms per step (median of {steps})")
+
+
 def evaluation(repeats: int = 3) -> None:
     ds = dataset("gowalla")
     train, test = csrs(ds)
@@ -390,7 +401,8 @@ def one_curve(data_name: str, victim: str, config: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "what", choices=["wrmf-vs-implicit", "lightgcn-epoch", "lightgcn-steps", "eval", "last-layer", "row-gathers", "contrast-nodes", "curves", "one-curve", "contrastive"]
+        "what",
+        choices=["wrmf-vs-implicit", "lightgcn-epoch", "lightgcn-steps", "eval", "last-layer", "row-gathers", "contrast-nodes", "dns-steps", "curves", "one-curve", "contrastive"],
     )
     parser.add_argument("args", nargs="*")
     parser.add_argument("--budget", default="configs/victims/cpu_budget.yaml")
@@ -411,6 +423,8 @@ def main() -> None:
         row_gathers()
     elif a.what == "contrast-nodes":
         contrast_nodes()
+    elif a.what == "dns-steps":
+        dns_steps()
     elif a.what == "curves":
         curves(a.budget, a.only, a.out)
     elif a.what == "contrastive":
