@@ -240,7 +240,6 @@ def test_dns_trains_on_the_top_scoring_candidate_that_is_not_a_training_item(nam
     model = create_victim(name, ds.n_users, ds.n_items, dim=8, dns_candidates=16, backend="memory")
     model.prepare_fit(ds, torch.device("cpu"))
     model.start_epoch(0)
-    model.eval()  # the full final embeddings, computed independently of the batch's rows
     gen = torch.Generator().manual_seed(0)
     users, pos, neg = (torch.randint(0, n, (64,), generator=gen) for n in (ds.n_users, ds.n_items, ds.n_items))
     model.train()
@@ -249,7 +248,7 @@ def test_dns_trains_on_the_top_scoring_candidate_that_is_not_a_training_item(nam
     model._sample_gen.set_state(state)
     picked, u, _, j = model.batch_triples(users, pos, neg)
     train = UserItemCSR.from_table(ds.table("train"), ds.n_users, ds.n_items)
-    scores = model.eval().score(users).gather(1, candidates)
+    scores = model.eval().score(users).gather(1, candidates)  # from the full final embeddings, not the batch's rows
     known = torch.from_numpy(np.array([np.isin(row, train.indices[train.indptr[x] : train.indptr[x + 1]]) for x, row in zip(users.numpy(), candidates.numpy())]))
     assert known[:, 1:].any(), "the toy data should put training items among the candidates"
     expected = candidates.gather(1, scores.masked_fill(known, float("-inf")).argmax(1, keepdim=True))[:, 0]
