@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 
 @dataclass(frozen=True)
@@ -56,3 +57,11 @@ class UserItemCSR:
         row = np.repeat(np.arange(len(users)), lengths)
         offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         return row, self.indices[np.repeat(starts, lengths) + offsets]
+
+
+def contains(sorted_keys: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
+    """Whether each ``probe`` key is among ``sorted_keys`` (binary search)."""
+    if len(sorted_keys) == 0:
+        return torch.zeros_like(probe, dtype=torch.bool)
+    pos = torch.searchsorted(sorted_keys, probe).clamp_max(len(sorted_keys) - 1)
+    return sorted_keys[pos] == probe

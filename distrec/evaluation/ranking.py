@@ -13,15 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from distrec.data.matrix import UserItemCSR
-
-
-def contains(sorted_keys: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
-    """Whether each ``probe`` key is among ``sorted_keys`` (binary search)."""
-    if len(sorted_keys) == 0:
-        return torch.zeros_like(probe, dtype=torch.bool)
-    pos = torch.searchsorted(sorted_keys, probe).clamp_max(len(sorted_keys) - 1)
-    return sorted_keys[pos] == probe
+from distrec.data.matrix import UserItemCSR, contains
 
 
 def masked_scores(score_fn: Callable[[torch.Tensor], torch.Tensor], users: np.ndarray, train: UserItemCSR, device) -> torch.Tensor:

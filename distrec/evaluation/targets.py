@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from distrec.data.matrix import UserItemCSR
-from distrec.evaluation.ranking import contains, masked_scores, masked_topk
+from distrec.data.matrix import UserItemCSR, contains
+from distrec.evaluation.ranking import masked_scores, masked_topk
 
 
 @torch.no_grad()

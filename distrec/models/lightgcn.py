@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from distrec.data.dataset import PreparedDataset
+from distrec.data.matrix import contains
 from distrec.data.streaming import positive_keys
 from distrec.models.base import set_seed
 from distrec.models.graph import LightGCNPropagation, bipartite_edge_index, normalized_adjacency
@@ -135,9 +136,8 @@ class LightGCN(PairwiseVictim):
         """DNS's pick (Zhang et al. 2013, sec. 3): for each row, the index of the candidate (of
         ``candidates [B, n]``, embeddings ``j [B, n, d]``) that scores highest for the user (``u [B, d]``)
         and is not a training item of the user."""
-        keys = users[:, None] * self.n_items + candidates
-        found = torch.searchsorted(self._positive_keys, keys).clamp(max=len(self._positive_keys) - 1)
-        scores = torch.einsum("bd,bnd->bn", u, j).masked_fill(self._positive_keys[found] == keys, float("-inf"))
+        seen = contains(self._positive_keys, users[:, None] * self.n_items + candidates)
+        scores = torch.einsum("bd,bnd->bn", u, j).masked_fill(seen, float("-inf"))
         return scores.argmax(1)
 
     def rec_loss(self, users, pos, neg, u, i, j) -> torch.Tensor:
