@@ -2,6 +2,7 @@ import numpy as np
 import torch
 
 from distrec.data.dataset import PreparedDataset
+from distrec.data.matrix import contains
 from distrec.data.streaming import InteractionStream, image_dataset, pixels_to_tensor, positive_keys, sample_negatives
 
 
@@ -15,6 +16,20 @@ def test_negatives_avoid_positives_and_are_seeded():
     assert not np.array_equal(neg, sample_negatives(users, items, keys, 30, 4, seed=1, epoch=1))
     # independent of batching: the second half alone gets the same negatives
     assert np.array_equal(neg[200:], sample_negatives(users[200:], items[200:], keys, 30, 4, seed=1, epoch=0))
+
+
+def test_membership_by_binary_search_agrees_with_a_set_for_numpy_and_torch():
+    rng = np.random.default_rng(3)
+    keys = np.unique(rng.integers(0, 500, 120))
+    probe = rng.integers(-5, 510, (40, 7))  # below, inside and above the key range
+    expected = np.isin(probe, keys)
+    assert expected.any() and not expected.all()
+    got_np = contains(keys, probe)
+    assert isinstance(got_np, np.ndarray) and np.array_equal(got_np, expected)
+    got_torch = contains(torch.as_tensor(keys), torch.as_tensor(probe))
+    assert isinstance(got_torch, torch.Tensor) and np.array_equal(got_torch.numpy(), expected)
+    assert not contains(keys[:0], probe).any() and contains(keys[:0], probe).shape == probe.shape
+    assert not contains(torch.as_tensor(keys[:0]), torch.as_tensor(probe)).any()
 
 
 def test_ray_data_and_memory_paths_give_identical_batches(ray_session, synthetic_dataset):

@@ -170,6 +170,18 @@ def test_every_config_error_names_file_and_key_before_ray_starts(tmp_path, old, 
     assert ray.is_initialized() == started  # nothing was started to find the problem
 
 
+def test_a_data_error_stops_the_study_before_ray_starts(tmp_path, monkeypatch):
+    import distrec.study.runner as runner
+
+    started = []
+    monkeypatch.setattr(runner, "init_ray", lambda **kw: started.append(kw))
+    path = tmp_path / "study.yaml"
+    path.write_text(STUDY.replace("image_size: 0, seed: 2}", "image_size: 0, seed: 2}\n  prepare: {implicit_threshold: 100}"))
+    with pytest.raises(ConfigError, match="implicit_threshold=100 and kcore=0 leave none"):
+        run_study(path, str(tmp_path / "out"), progress=False)
+    assert started == []  # the data was read and refused before any Ray work
+
+
 def test_the_cli_prints_a_config_error_without_a_traceback(tmp_path, capsys):
     from distrec.cli import main
 

@@ -59,9 +59,13 @@ class UserItemCSR:
         return row, self.indices[np.repeat(starts, lengths) + offsets]
 
 
-def contains(sorted_keys: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
-    """Whether each ``probe`` key is among ``sorted_keys`` (binary search)."""
+def contains(sorted_keys, probe):
+    """Whether each ``probe`` key is among ``sorted_keys`` (binary search); both torch tensors or both
+    numpy arrays, the answer of the same kind."""
+    if isinstance(sorted_keys, torch.Tensor):
+        if len(sorted_keys) == 0:
+            return torch.zeros_like(probe, dtype=torch.bool)
+        return sorted_keys[torch.searchsorted(sorted_keys, probe).clamp_max(len(sorted_keys) - 1)] == probe
     if len(sorted_keys) == 0:
-        return torch.zeros_like(probe, dtype=torch.bool)
-    pos = torch.searchsorted(sorted_keys, probe).clamp_max(len(sorted_keys) - 1)
-    return sorted_keys[pos] == probe
+        return np.zeros(np.shape(probe), bool)
+    return sorted_keys[np.minimum(np.searchsorted(sorted_keys, probe), len(sorted_keys) - 1)] == probe

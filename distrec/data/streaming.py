@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from distrec.data.dataset import PreparedDataset
-from distrec.data.matrix import UserItemCSR
+from distrec.data.matrix import UserItemCSR, contains
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -55,8 +55,7 @@ def sample_negatives(users: np.ndarray, items: np.ndarray, pos_keys: np.ndarray,
         h = _hash(seed, epoch, users[:, None], items[:, None], slot, attempt)
         cand = (h % np.uint64(n_items)).astype(np.int64)
         keys = users[:, None] * n_items + cand
-        pos = np.searchsorted(pos_keys, keys)
-        hit = pos_keys[np.minimum(pos, len(pos_keys) - 1)] == keys
+        hit = contains(pos_keys, keys)
         write = todo & ~hit
         out[write] = cand[write]
         todo &= hit

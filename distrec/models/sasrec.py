@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from distrec.data.dataset import PreparedDataset
-from distrec.data.matrix import UserItemCSR
+from distrec.data.matrix import UserItemCSR, contains
 from distrec.data.preprocess import build_sequences
 from distrec.evaluation.ranking import full_ranking_metrics
 from distrec.models.base import Victim, pick_device, set_seed
@@ -254,7 +254,7 @@ class SASRec(Victim):
         row_of = torch.arange(len(seqs))[:, None, None].expand_as(neg)
         for _ in range(100):
             keys = (row_of * self.n_items + neg).numpy()
-            bad = torch.as_tensor(seen[np.minimum(np.searchsorted(seen, keys), len(seen) - 1)] == keys)
+            bad = torch.as_tensor(contains(seen, keys))
             if not bad.any():
                 break
             neg[bad] = torch.randint(0, self.n_items, (int(bad.sum()),), generator=gen)

@@ -84,8 +84,8 @@ def run_study(
     out = _absolute(str(out))
     store = _absolute(store) if store else out
     t0 = time.perf_counter()
+    units = scenario.plan(store)  # data errors surface here, before Ray starts
     init_ray(num_cpus=num_cpus)
-    units = scenario.plan(store)
     results, counts = execute(scenario, units, store, scenario.config.resources, progress, on_result=on_result)
     cells = scenario.cells(results)
     paths = {"results": write_results(cells, out), **write_matrix(scenario, cells, out, f"{scenario.name} study {Path(str(config_path)).name}")}
