@@ -16,6 +16,7 @@ import contextlib
 import json
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -76,14 +77,45 @@ def run(plan_file: str, only: list[str] | None, budget_s: float | None, out: str
                 continue
             limit = budget_s or cell.get("budget_s", 600)
             cmd = [sys.executable, __file__, "--cell", data_name, cell["victim"], json.dumps(cell["config"]), str(limit), str(cell.get("eval_every", 1))]
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO / "bench")  # its curve streams to stderr
-            if proc.returncode:
-                print(f"{key}: failed with exit status {proc.returncode} (its stderr is above)")
+            status, last_line, points = stream_cell(cmd)
+            if status == 0:
+                results[key] = json.loads(last_line)
+            elif points:  # stopped early (killed, interrupted, out of memory): its curve so far is kept
+                results[key] = {"data": data_name, "victim": cell["victim"], "config": cell["config"], "budget_s": limit, "curve": points, "stopped": f"exit status {status}"}
+                print(f"{key}: stopped with exit status {status} after {len(points)} evaluations; their curve is kept")
+            else:
+                print(f"{key}: failed with exit status {status} (its stderr is above)")
                 continue
-            results[key] = json.loads(proc.stdout.strip().splitlines()[-1])
             report(key, results[key], plan.get("converged", {}).get(data_name, {}).get(cell["victim"]))
             if path:
                 path.write_text(json.dumps({"machine": machine(), "plan": plan_file, "cells": results}, indent=1))
+            if status == INTERRUPTED:
+                raise KeyboardInterrupt
+
+
+INTERRUPTED = -2
+
+
+def stream_cell(cmd: list[str]) -> tuple[int, str, list[dict]]:
+    """Runs one cell in a child process, echoing its stderr: (exit status, or INTERRUPTED on Ctrl-C; its
+    last stdout line; the curve points it streamed, which survive the cell being stopped early)."""
+    points = []
+    with tempfile.TemporaryFile("w+") as stdout, subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=REPO / "bench") as proc:
+        try:
+            for line in proc.stderr:
+                sys.stderr.write(line)
+                with contextlib.suppress(json.JSONDecodeError):
+                    point = json.loads(line)
+                    if isinstance(point, dict) and "recall@20" in point:
+                        points.append(point)
+            status = proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait()
+            status = INTERRUPTED
+        stdout.seek(0)
+        lines = stdout.read().strip().splitlines()
+    return status, lines[-1] if lines else "", points
 
 
 def report(key: str, r: dict, converged: float | None) -> None:
