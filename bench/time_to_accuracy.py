@@ -6,7 +6,8 @@
 
 Each cell runs in a fresh process; the plan maps data -> label -> {victim, config, budget_s, eval_every}. A cell's
 record holds its curve and the first second at which it reached 95% of the plan's ``converged`` value
-for that data and victim (a long run recorded once, in the same file). Results go to docs/benchmarks.md.
+for that data and victim (a long run recorded once, in the same file); a cell stopped early (killed,
+interrupted) keeps the curve it reached, marked ``stopped``. Results go to docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ A scenario knows its science and nothing about scheduling:
   ``seeds`` and ``resources`` (stage -> :class:`~distrec.study.engine.StageResources`);
 - ``check()``: every problem visible before training (names, keys, ranges, paths), as
   :class:`~distrec.config.ConfigError` naming the file and key path; the engine calls it before Ray starts;
-- ``plan(out)``: the study's :class:`~distrec.study.engine.Unit` s (it may prepare the dataset first);
+- ``plan(out)``: the study's :class:`~distrec.study.engine.Unit` s (it may prepare the dataset first;
+  called before Ray starts, so a data error costs no cluster start-up);
 - ``run(unit, deps, ctx)``: computes one unit on a Ray worker and returns its JSON result;
 - ``cells(results)``: the matrix cells, one dict per (row, column, seed) with ``row`` (attack x
   surrogate), ``column`` (victim x defense), ``seed``, ``config`` and ``metrics``;
