@@ -62,10 +62,7 @@ class UserItemCSR:
 def contains(sorted_keys, probe):
     """Whether each ``probe`` key is among ``sorted_keys`` (binary search); both torch tensors or both
     numpy arrays, the answer of the same kind."""
-    if isinstance(sorted_keys, torch.Tensor):
-        if len(sorted_keys) == 0:
-            return torch.zeros_like(probe, dtype=torch.bool)
-        return sorted_keys[torch.searchsorted(sorted_keys, probe).clamp_max(len(sorted_keys) - 1)] == probe
     if len(sorted_keys) == 0:
-        return np.zeros(np.shape(probe), bool)
-    return sorted_keys[np.minimum(np.searchsorted(sorted_keys, probe), len(sorted_keys) - 1)] == probe
+        return probe != probe  # all False, of the probe's kind and shape (integer keys)
+    search = torch.searchsorted if isinstance(sorted_keys, torch.Tensor) else np.searchsorted
+    return sorted_keys[search(sorted_keys, probe).clip(max=len(sorted_keys) - 1)] == probe
