@@ -40,9 +40,16 @@ def validate(schema: type, values: dict, source: str, what: str) -> dict:
     try:
         obj = pydantic.TypeAdapter(schema).validate_python(values, strict=False)
     except pydantic.ValidationError as exc:
-        problems = "; ".join(f"key {'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors())
-        raise ConfigError(f"{source}: {problems} for {what}") from None
+        raise ConfigError(f"{source}: {'; '.join(_problem(e) for e in exc.errors())} for {what}") from None
     return {k: getattr(obj, k) for k in values}
+
+
+def _problem(error: dict) -> str:
+    """One pydantic error as ``key K: message (got V)``; a check across fields (``__post_init__``) has no key
+    of its own and its message names the keys, so it stands alone."""
+    if not error["loc"]:
+        return error["msg"]
+    return f"key {'.'.join(str(p) for p in error['loc'])}: {error['msg']} (got {error.get('input')!r})"
 
 
 def check_keys(schema: type, values: dict | None, source: str, path: str) -> dict:

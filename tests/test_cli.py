@@ -101,3 +101,12 @@ def test_train_help_lists_config_keys(capsys):
     out = capsys.readouterr().out
     for key in ("factors", "iterations", "alpha", "reg", "solver", "cg_steps"):
         assert f"  {key} " in out
+
+
+def test_attack_cross_field_error_reads_as_its_message(synthetic_dataset, tmp_path, capsys):
+    """A threat-model check across fields has no key of its own: its message stands alone, without an
+    empty 'key :' and the whole threat model echoed."""
+    code, _, err = run(capsys, "attack", "random", "--data", synthetic_dataset.uri, "--set", "fake_ratio=1.5", "--out", str(tmp_path / "a"))
+    assert code == 2
+    assert "--set: Value error, fake_ratio must be in (0, 1], got 1.5 for the threat model" in err
+    assert "key :" not in err
