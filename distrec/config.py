@@ -44,12 +44,13 @@ def validate(schema: type, values: dict, source: str, what: str) -> dict:
     return {k: getattr(obj, k) for k in values}
 
 
-def _problem(error: dict) -> str:
-    """One pydantic error as ``key K: message (got V)``; a check across fields (``__post_init__``) has no key
-    of its own and its message names the keys, so it stands alone."""
+def _problem(error: dict, with_input: bool = True) -> str:
+    """One pydantic error as ``key K: message`` (and ``(got V)``); a check across fields (``__post_init__``)
+    has no key of its own and its message names the keys, so it stands alone."""
     if not error["loc"]:
         return error["msg"]
-    return f"key {'.'.join(str(p) for p in error['loc'])}: {error['msg']} (got {error.get('input')!r})"
+    got = f" (got {error.get('input')!r})" if with_input else ""
+    return f"key {'.'.join(str(p) for p in error['loc'])}: {error['msg']}{got}"
 
 
 def check_keys(schema: type, values: dict | None, source: str, path: str) -> dict:
@@ -90,5 +91,4 @@ def load_document(schema: type, path: str | Path):
     try:
         return pydantic.TypeAdapter(schema).validate_python(raw)
     except pydantic.ValidationError as exc:
-        problems = "; ".join(f"key {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+        raise ConfigError(f"{path}: {'; '.join(_problem(e, with_input=False) for e in exc.errors())}") from None
