@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 import warnings
@@ -14,6 +15,9 @@ import yaml
 
 from distrec.config import ConfigError
 from distrec.data.errors import DataFormatError, DownloadError
+
+# failures of the input, the storage or the environment: one line naming the file, no traceback
+USER_ERRORS = (ConfigError, DataFormatError, DownloadError, ValueError, OSError, KeyError, RuntimeError)
 
 
 def parse_assignments(pairs: list[str], flag: str = "--set") -> dict:
@@ -563,21 +567,55 @@ def _add_demo_command(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distrec", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of its one-line message")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_data_commands, _add_train_commands, _add_attack_commands, _add_study_commands, _add_rank_commands, _add_vars_commands, _add_demo_command):
         add(sub)
     return parser
 
 
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds like an exit: finally blocks run, Ray is shut down
+
+
 def main(argv: list[str] | None = None) -> int:
     # torch-geometric scripts some modules at import time, which newer torch reports as deprecated
     warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
     args = build_parser().parse_args(argv)
+    if argv is None:  # the command itself, not a call from Python: its Ray goes when it goes
+        from distrec.distributed.runtime import REAP_LOCAL_RAY
+
+        REAP_LOCAL_RAY["enabled"] = True
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
-    except (ConfigError, DataFormatError, DownloadError, ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
-        print(f"distrec: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("distrec: interrupted; finished units are kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug or not isinstance(exc, USER_ERRORS):
+            raise
+        print(f"distrec: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    finally:
+        if argv is None:
+            _shutdown_ray()
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line: its message's first line (pyarrow and OS errors name their file there)."""
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, KeyError) and exc.args:
+        text = str(exc.args[0])
+    first = text.splitlines()[0]
+    return first if isinstance(exc, (ConfigError, DataFormatError)) or len(text.splitlines()) == 1 else f"{first} (--debug shows more)"
+
+
+def _shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 if __name__ == "__main__":

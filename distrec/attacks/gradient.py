@@ -86,7 +86,7 @@ class GradientAttack(Attack):
     def poison_gradient(self, fake: torch.Tensor, ctx: AttackContext, surrogate, worst_case: WorstCase | None = None) -> tuple[torch.Tensor, dict]:
         """d L_atk(theta*(X) [+ e]) / dX at the binary profiles ``fake``, and a record of the step."""
         x = fake.to(ctx.device).clone().requires_grad_()
-        trained = surrogate.fit(x, seed=ctx.seed)
+        trained = surrogate.fit(x)  # the surrogate's own seed (run_attack defaults it to the attack's)
         params = Factors(trained.users.detach(), trained.items.detach())
         loss, grads = self.attack_loss(params, ctx)
         record = {"attack_loss": loss}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
 from functools import cached_property
 from pathlib import Path
 
@@ -13,19 +15,14 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from distrec import __version__
+from distrec.content_id import content_id
+from distrec.data.errors import DataFormatError
 from distrec.data.preprocess import PrepareConfig, build_id_map, build_sequences, kcore_mask, restrict_id_map, sample_test_negatives, split_rows, to_interactions
 from distrec.data.schema import ITEM_IMAGES, LABELED_IMAGES, SCHEMA_VERSION, SPLITS
 from distrec.data.source import RawDataset
+from distrec.files import TMP_MARK, atomic_write, resolve_uri
 
 METADATA_FILE = "metadata.json"
-
-
-def resolve_uri(uri: str | Path) -> tuple[pafs.FileSystem, str]:
-    """A filesystem and path for a local path or a URI such as ``file:///...`` or ``s3://bucket/key``."""
-    uri = str(uri)
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), str(Path(uri).resolve())
 
 
 def _remap_keys(keys: pa.Array, key_table: pa.Array, renumber: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -161,25 +158,56 @@ def _kept_rows(uid: np.ndarray, iid: np.ndarray, ratings: np.ndarray, config: Pr
 
 
 def write_prepared(tables: dict[str, pa.Table], meta: dict, out: str | Path) -> PreparedDataset:
-    """Write the tables as Parquet and then ``metadata.json`` (written last: its presence marks a complete dataset)."""
+    """Write the tables as Parquet, then switch ``metadata.json`` to them in one atomic rename: a reader
+    (or a crash at any point) sees the complete old dataset or the complete new one. Replacing a dataset
+    writes its tables beside the old ones under new names and deletes the old files only after the switch."""
     fs, root = resolve_uri(out)
-    info = fs.get_file_info(root)
-    if info.type == pafs.FileType.Directory:
-        existing = fs.get_file_info(pafs.FileSelector(root))
-        names = {Path(e.path).name for e in existing}
-        if names and METADATA_FILE not in names:
-            raise FileExistsError(f"--out {out} exists and is not a distrec dataset; choose an empty or new directory")
-        for e in existing:
-            if e.path.endswith(".parquet") or e.path.endswith(METADATA_FILE):
-                fs.delete_file(e.path)
+    old = _existing_tables(fs, root, out)
     fs.create_dir(root, recursive=True)
+    token = uuid.uuid4().hex[:8]
     meta = dict(meta, tables={})
     for name, table in tables.items():
-        pq.write_table(table, f"{root}/{name}.parquet", filesystem=fs, compression="zstd")
-        meta["tables"][name] = {"file": f"{name}.parquet", "rows": table.num_rows}
-    with fs.open_output_stream(f"{root}/{METADATA_FILE}") as fh:
-        fh.write(json.dumps(meta, indent=2, default=str).encode())
+        file = f"{name}.parquet" if f"{name}.parquet" not in old else f"{name}-{token}.parquet"
+        pq.write_table(table, f"{root}/{file}", filesystem=fs, compression="zstd")
+        meta["tables"][name] = {"file": file, "rows": table.num_rows}
+    meta["content_id"] = data_content_id(tables, meta)
+    atomic_write(fs, f"{root}/{METADATA_FILE}", lambda fh: fh.write(json.dumps(meta, indent=2, default=str).encode()))
+    for file in old - {t["file"] for t in meta["tables"].values()}:
+        fs.delete_file(f"{root}/{file}")
     return PreparedDataset(out)
+
+
+def table_digest(table: pa.Table) -> str:
+    """SHA-256 of a table's schema and values (its Arrow IPC record batches)."""
+    h = hashlib.sha256(table.schema.serialize().to_pybytes())
+    for batch in table.combine_chunks().to_batches(max_chunksize=1 << 20):
+        h.update(batch.serialize().to_pybytes())
+    return h.hexdigest()
+
+
+def data_content_id(tables: dict[str, pa.Table], meta: dict) -> str:
+    """What identifies a prepared dataset's content: every table's values, the schema version and how it
+    was prepared. Every unit id of a study derives from it, so changing any of these (a synthetic seed,
+    a prepare option, a source file) changes every result's id."""
+    digests = {name: table_digest(t) for name, t in sorted(tables.items())}
+    return content_id("dataset", meta.get("schema_version"), meta.get("prepare"), meta.get("category_names"), digests)
+
+
+def _existing_tables(fs: pafs.FileSystem, root: str, out) -> set[str]:
+    """The table files of the dataset already at ``root`` (none for a new or empty folder, or one that
+    holds only the Parquet files of a write that was interrupted); any other folder is refused."""
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        return set()
+    names = {Path(e.path).name for e in fs.get_file_info(pafs.FileSelector(root))}
+    if METADATA_FILE in names:
+        with fs.open_input_stream(f"{root}/{METADATA_FILE}") as fh:
+            try:
+                return {t["file"] for t in json.loads(fh.read())["tables"].values()} & names
+            except (ValueError, KeyError, TypeError):
+                return set()  # an unreadable metadata.json is replaced; its tables are overwritten by name
+    if any(not n.endswith(".parquet") and TMP_MARK not in n for n in names):
+        raise FileExistsError(f"--out {out} exists and is not a distrec dataset; choose an empty or new directory")
+    return set()
 
 
 class PreparedDataset:
@@ -192,9 +220,17 @@ class PreparedDataset:
         if self.fs.get_file_info(path).type != pafs.FileType.File:
             raise FileNotFoundError(f"{self.uri} is not a prepared distrec dataset: no {METADATA_FILE} (run 'distrec data prepare')")
         with self.fs.open_input_stream(path) as fh:
-            self.metadata = json.loads(fh.read())
+            try:
+                self.metadata = json.loads(fh.read())
+            except ValueError as exc:
+                raise DataFormatError(path, f"unreadable dataset metadata ({exc}); prepare the dataset again") from None
         if self.metadata.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"{path}: schema_version {self.metadata.get('schema_version')} is not {SCHEMA_VERSION}; prepare the dataset again")
+
+    @cached_property
+    def content_id(self) -> str:
+        """:func:`data_content_id`, recorded at write time (computed from the tables for older datasets)."""
+        return self.metadata.get("content_id") or data_content_id({n: self.table(n) for n in self.metadata["tables"]}, self.metadata)
 
     @property
     def n_users(self) -> int:

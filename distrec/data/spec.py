@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import field
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pyarrow.fs as pafs
 import pydantic
 
 from distrec.config import ConfigError
+from distrec.content_id import content_id
 from distrec.data.dataset import METADATA_FILE, PreparedDataset, prepare, resolve_uri, write_prepared
 from distrec.data.preprocess import PrepareConfig
 
@@ -64,11 +66,26 @@ def check_dataset_spec(spec: DatasetSpec, source: str, key: str = "dataset") -> 
             raise ConfigError(f"{source}: {key}.synthetic.{unknown[0]}: unknown key; valid keys: {', '.join(sorted(valid))}")
 
 
+def spec_id(spec: DatasetSpec) -> str:
+    """Content id of what a spec prepares: its keys and the size and modification time of every source
+    file under ``root`` and ``images``, so an edited source is prepared again rather than served stale."""
+    return content_id("dataset-spec", dataclasses.asdict(spec), _stamp(spec.root), _stamp(spec.images))
+
+
+def _stamp(root: str | None) -> list | None:
+    if root is None or "://" in root:
+        return None
+    path = Path(root)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.exists() else []
+    return [(str(f.relative_to(path)) if f != path else f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
 def materialise_dataset(spec: DatasetSpec, out: str) -> PreparedDataset:
-    """The job's clean dataset, prepared once under ``out/data`` (or the given ``path``)."""
+    """The job's clean dataset (the given ``path``), or prepared once under ``out/data/<spec id>``: a
+    changed spec or source prepares a new one and never reuses the old."""
     if spec.path:
         return PreparedDataset(spec.path)
-    target = f"{out}/data"
+    target = f"{out}/data/{spec_id(spec)}"
     if _exists(f"{target}/{METADATA_FILE}"):
         return PreparedDataset(target)
     if spec.synthetic is not None:

@@ -56,7 +56,7 @@ class SurrogateMember:
         self.ctx = ctx
         self.attack = create_attack(attack, **attack_config)
         arch = self.spec.architecture or base
-        config = dict(surrogate_config if arch == base else {}, **self.spec.surrogate)
+        config = {"seed": ctx.seed, **(surrogate_config if arch == base else {}), **self.spec.surrogate}
         self.surrogate = create_surrogate(arch, ctx.train, ctx.budget.n_fake, ctx.device, **config)
         self.sharp = SharpAP(self.attack, **dict(sharpap or {}, rho=self.spec.rho))
         self.steps = 0

@@ -7,9 +7,13 @@ import os
 
 import ray
 
+# set by the CLI: a local Ray it starts is removed by a watchdog process when the CLI exits, however it exits
+REAP_LOCAL_RAY = {"enabled": False}
+
 
 def init_ray(num_cpus: int | None = None, num_gpus: int | None = None, address: str | None = None) -> None:
-    """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start a local Ray sized by the arguments.
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start a local Ray sized by the arguments
+    (``address="local"``: never a cluster that happens to run on this machine).
 
     Does nothing when Ray is already initialised in this process.
     """
@@ -19,7 +23,11 @@ def init_ray(num_cpus: int | None = None, num_gpus: int | None = None, address: 
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        if REAP_LOCAL_RAY["enabled"]:
+            from distrec.distributed import reaper
+
+            reaper.start(os.getpid())
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     quiet_ray_data()
 
 

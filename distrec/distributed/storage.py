@@ -1,4 +1,5 @@
-"""Files and folders at a storage URI (a local path or any ``pyarrow.fs`` URI)."""
+"""Files and folders at a storage URI (a local path or any ``pyarrow.fs`` URI); every write is atomic
+(:func:`distrec.files.atomic_write`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from distrec.data.dataset import resolve_uri  # noqa: F401  (re-exported for callers)
+from distrec.files import atomic_write, resolve_uri
 
 
 def exists(uri: str) -> bool:
@@ -29,9 +30,7 @@ def download(uri: str, local_dir: str | Path) -> Path:
 
 def write_bytes(uri: str, data: bytes) -> None:
     fs, path = resolve_uri(uri)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as fh:
-        fh.write(data)
+    atomic_write(fs, path, lambda fh: fh.write(data))
 
 
 def write_text(uri: str, text: str) -> None:
@@ -46,6 +45,16 @@ def read_bytes(uri: str) -> bytes:
 
 def read_text(uri: str) -> str:
     return read_bytes(uri).decode()
+
+
+def delete(uri: str) -> None:
+    """Remove the file or folder at ``uri`` (nothing when it does not exist)."""
+    fs, path = resolve_uri(uri)
+    kind = fs.get_file_info(path).type
+    if kind == pafs.FileType.Directory:
+        fs.delete_dir(path)
+    elif kind != pafs.FileType.NotFound:
+        fs.delete_file(path)
 
 
 def list_files(uri: str, suffix: str = "") -> list[str]:

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from distrec.data.matrix import UserItemCSR
 from distrec.evaluation.ranking import masked_topk
+from distrec.files import write_local
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -61,28 +63,35 @@ class Victim(torch.nn.Module):
         return masked_topk(self.score, users.cpu().numpy(), exclude, k, users.device)
 
     def save(self, directory: str | Path) -> Path:
-        """``model.safetensors`` + ``config.json`` (name, sizes, config)."""
+        """``model.safetensors`` + ``config.json`` (name, sizes, config), each written atomically."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, directory / "model.safetensors")
+        write_local(directory / "model.safetensors", safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}))
         meta = {"name": self.name, "n_users": self.n_users, "n_items": self.n_items, "config": dataclasses.asdict(self.config)}
-        (directory / "config.json").write_text(json.dumps(meta, indent=2))
+        write_local(directory / "config.json", json.dumps(meta, indent=2))
         if self.fit_history is not None:
-            (directory / "history.json").write_text(json.dumps(self.fit_history, indent=1, default=float))
+            write_local(directory / "history.json", json.dumps(self.fit_history, indent=1, default=float))
         return directory
 
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None) -> Victim:
-        """Rebuild a saved victim (no pickle: safetensors weights and a JSON config)."""
+        """Rebuild a saved victim (no pickle: safetensors weights and a JSON config); a file that is
+        missing, unreadable or does not fit the config is a :class:`CheckpointError` naming it."""
         from distrec.models.registry import create_victim
 
         directory = Path(directory)
-        meta = json.loads((directory / "config.json").read_text())
-        model = create_victim(meta["name"], meta["n_users"], meta["n_items"], **meta["config"])
-        model.load_state_dict(load_file(directory / "model.safetensors", device=str(pick_device(device))))
-        if (directory / "history.json").exists():
-            model.fit_history = json.loads((directory / "history.json").read_text())
+        try:
+            meta = json.loads((directory / "config.json").read_text())
+            model = create_victim(meta["name"], meta["n_users"], meta["n_items"], **meta["config"])
+            model.load_state_dict(load_file(directory / "model.safetensors", device=str(pick_device(device))))
+            if (directory / "history.json").exists():
+                model.fit_history = json.loads((directory / "history.json").read_text())
+        except Exception as exc:  # safetensors, JSON, torch and OS errors alike: the checkpoint is unusable
+            raise CheckpointError(f"{directory}: not a readable distrec checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from exc
         return model
+
+
+class CheckpointError(ValueError):
+    """A saved model that cannot be loaded (missing, truncated, forged or for another config)."""
 
 
 def set_seed(seed: int) -> torch.Generator:

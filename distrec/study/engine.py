@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -81,8 +82,12 @@ class UnitContext:
         else ``train()``, saved with ``save(model, local_dir)`` and uploaded. Returns (model, restored)."""
         uri = f"{self.out}/checkpoints/{self.unit.id}/{name}"
         if storage.exists(f"{uri}/.complete"):
-            with tempfile.TemporaryDirectory() as tmp:
-                return load(storage.download(uri, tmp)), True
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    return load(storage.download(uri, tmp)), True
+            except Exception as exc:  # an unreadable checkpoint costs a retraining, never the study
+                discard(uri, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}", "retraining")
+        storage.delete(uri)  # a half-uploaded or discarded checkpoint
         model = train()
         with tempfile.TemporaryDirectory() as tmp:
             save(model, tmp)
@@ -105,8 +110,35 @@ class StudyError(RuntimeError):
     """A unit of the study failed; the results of the units that finished are kept."""
 
 
+def discard(uri: str, why: str, then: str = "recomputing") -> None:
+    """Say, in one line, that a stored file is unusable and what happens instead."""
+    print(f"[distrec] discarded {uri}: {why}; {then}", file=sys.stderr, flush=True)
+
+
 def result_uri(out: str, unit: Unit) -> str:
     return f"{out}/{unit.stage}/{unit.id}.json"
+
+
+def stored_result(out: str, unit: Unit) -> dict | None:
+    """The unit's stored result, or None when it has none or it is unusable (unreadable JSON, another
+    unit's, or an ``artifacts`` file it lists is missing): such a result is discarded with a line and the
+    unit runs again."""
+    uri = result_uri(out, unit)
+    if not storage.exists(uri):
+        return None
+    try:
+        result = json.loads(storage.read_text(uri))
+    except ValueError as exc:
+        discard(uri, f"unreadable JSON ({exc})")
+        return None
+    if not isinstance(result, dict) or result.get("unit_id", unit.id) != unit.id:
+        discard(uri, "not this unit's result")
+        return None
+    missing = [a for a in result.get("artifacts", []) if not storage.exists(a)]
+    if missing:
+        discard(uri, f"its artifact {missing[0]} is missing")
+        return None
+    return result
 
 
 @ray.remote
@@ -150,7 +182,7 @@ def execute(
     """Run every unit whose result is missing; returns (results by unit id, counts per stage).
     ``on_result(unit, result)`` is called in the driver as each unit finishes (sweeps report through it)."""
     units = _ordered(list({u.id: u for u in units}.values()))
-    results = {u.id: json.loads(storage.read_text(result_uri(out, u))) for u in units if storage.exists(result_uri(out, u))}
+    results = {u.id: r for u in units if (r := stored_result(out, u)) is not None}
     stages = list(dict.fromkeys(u.stage for u in units))
     counts = {s: {"total": sum(u.stage == s for u in units), "skipped": sum(u.stage == s and u.id in results for u in units), "run": 0} for s in stages}
     pending = _submit([u for u in units if u.id not in results], scenario, out, resources, results, max_retries)

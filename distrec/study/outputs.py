@@ -30,9 +30,9 @@ def write_results(cells: list[dict], out: str) -> str:
             "host": [c.get("host") for c in cells],
         }
     )
-    fs, root = storage.resolve_uri(out)
-    fs.create_dir(root, recursive=True)
-    pq.write_table(table, f"{root}/results.parquet", filesystem=fs)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    storage.write_bytes(f"{out}/results.parquet", buf.getvalue())
     return f"{out}/results.parquet"
 
 

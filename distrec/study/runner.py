@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import sys
 import time
 import types
 import typing
@@ -15,7 +17,8 @@ import pydantic
 from distrec.config import ConfigError, load_yaml
 from distrec.distributed import storage
 from distrec.distributed.runtime import init_ray
-from distrec.study.engine import execute
+from distrec.files import check_writable
+from distrec.study.engine import StageResources, execute
 from distrec.study.outputs import write_matrix, write_results
 from distrec.study.scenario import SCENARIOS, Scenario
 
@@ -83,6 +86,10 @@ def run_study(
     scenario = scenario or load_study(config_path)
     out = _absolute(str(out))
     store = _absolute(store) if store else out
+    check_resources(scenario, num_cpus)
+    for uri, what in {out: "--out", store: "the unit store"}.items():
+        check_writable(uri, what)
+    check_previous_study(scenario, out)
     t0 = time.perf_counter()
     units = scenario.plan(store)  # data errors surface here, before Ray starts
     init_ray(num_cpus=num_cpus)
@@ -104,6 +111,62 @@ def run_study(
     study_json.update(config=_jsonable(scenario.config), config_file=str(config_path), study_json=f"{out}/study.json")
     storage.write_text(f"{out}/study.json", json.dumps(study_json, indent=2, default=str))
     return dict(summary, study_json=f"{out}/study.json")
+
+
+def local_cpus(num_cpus: int | None) -> int | None:
+    """The CPUs a local Ray gets (``--num-cpus`` or every core); None when joining a cluster."""
+    if os.environ.get("RAY_ADDRESS"):
+        return None
+    return (os.cpu_count() or 1) if num_cpus is None else num_cpus
+
+
+def check_resources(scenario: Scenario, num_cpus: int | None, reserved: float = 0.0, reserved_by: str = "") -> None:
+    """Every stage's unit must fit the local Ray (beside ``reserved`` CPUs that sweep trials hold), or it
+    would wait forever: an error naming the stage, its key and the numbers, before Ray starts."""
+    if num_cpus is not None and num_cpus < 1:
+        raise ConfigError(f"--num-cpus {num_cpus}: a local Ray needs at least 1 CPU")
+    cpus = local_cpus(num_cpus)
+    if cpus is None:
+        return
+    gpus = _local_gpus()
+    flag = f"--num-cpus {num_cpus}" if num_cpus is not None else f"this machine's {cpus} CPUs"
+    for stage in scenario.stages:
+        res = scenario.config.resources.get(stage, StageResources())
+        if res.num_cpus + reserved > cpus:
+            held = f" beside the {reserved:g} CPUs {reserved_by}" if reserved else ""
+            raise ConfigError(f"{scenario.source}: resources.{stage}.num_cpus: a {stage} unit needs {res.num_cpus:g} CPUs{held}, more than {flag}; lower it or give more CPUs")
+        if res.num_gpus > gpus:
+            raise ConfigError(f"{scenario.source}: resources.{stage}.num_gpus: a {stage} unit needs {res.num_gpus:g} GPUs; this machine has {gpus}")
+
+
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def check_previous_study(scenario: Scenario, out: str) -> None:
+    """A study rerun into a folder that holds another scenario's study is refused; one whose config
+    differs is said in one line (units are matched by content id, so nothing stale is reused)."""
+    uri = f"{out}/study.json"
+    if not storage.exists(uri):
+        return
+    try:
+        previous = json.loads(storage.read_text(uri))
+    except ValueError:
+        return  # rewritten at the end of this run
+    if previous.get("scenario") not in (None, scenario.name):
+        raise ConfigError(f"--out {out} holds a {previous['scenario']} study ({previous.get('config_file')}); this is a {scenario.name} study: choose another --out")
+    changed = _changed_keys(previous.get("config") or {}, _jsonable(scenario.config))
+    if changed:
+        shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+        print(f"[distrec] {out} was written by a config that differs in {shown}; only units whose content ids match are reused", file=sys.stderr, flush=True)
+
+
+def _changed_keys(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [k for key in sorted(set(a) | set(b), key=str) for k in _changed_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [prefix.rstrip(".")] if a != b else []
 
 
 def rewrite_outputs(config_path: str | Path, out: str) -> dict:

@@ -42,6 +42,10 @@ class Scenario:
     def metric(self) -> str:
         return self.config.metric
 
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric a cell of this study reports (what a sweep's objective may name)."""
+        return tuple(dict.fromkeys([self.metric, *self.extra_metrics, *([self.baseline_metric] if self.baseline_metric else [])]))
+
     def check(self) -> None:
         raise NotImplementedError
 

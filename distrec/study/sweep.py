@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -29,8 +30,11 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from distrec.config import ConfigError, load_document
+from distrec.content_id import content_id
+from distrec.distributed import storage
 from distrec.distributed.runtime import init_ray
-from distrec.study.runner import run_study, study_from_dict
+from distrec.files import check_writable
+from distrec.study.runner import check_resources, run_study, study_from_dict
 
 FORBID = pydantic.ConfigDict(extra="forbid")
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
@@ -131,7 +135,10 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, dict]:
     and the study as it is and at each dimension's bounds, before anything runs."""
     cfg = load_document(SweepConfig, path)
     base, study_source = base_study(cfg, str(path))
-    study_from_dict(base, study_source)
+    scenario = study_from_dict(base, study_source)
+    for key, metric in (("objective.metric", cfg.objective.metric), ("constraint.metric", cfg.constraint.metric if cfg.constraint else None)):
+        if metric is not None and metric not in scenario.metric_names():
+            raise ConfigError(f"{path}: {key}: the study's cells do not report {metric!r}; they report {', '.join(scenario.metric_names())}")
     for key, dim in cfg.search.items():
         if dim.type not in DISTRIBUTIONS:
             raise ConfigError(f"{path}: search.{key}.type: {dim.type!r} is not one of {', '.join(DISTRIBUTIONS)}")
@@ -194,10 +201,15 @@ def score(cfg: SweepConfig, cells: list[dict], baseline=lambda row: "no attack")
     return objective, report
 
 
+def trial_folder(out: str, params: dict) -> str:
+    """A trial's folder, named by the content id of its parameters (the same on every run)."""
+    return f"{out}/trials/{content_id(params)}"
+
+
 def trial(params: dict, cfg: SweepConfig, base: dict, store: str, out: str) -> None:
     config = trial_config(base, params)
     name = json.dumps(params, sort_keys=True, default=str)
-    trial_out = f"{out}/trials/{abs(hash(name)) % 10**12:012d}"
+    trial_out = trial_folder(out, params)
     values: list[float] = []
 
     scenario = study_from_dict(config, f"trial {name}")
@@ -213,20 +225,34 @@ def trial(params: dict, cfg: SweepConfig, base: dict, store: str, out: str) -> N
     study = run_study(f"trial {name}", trial_out, progress=False, on_result=on_result, scenario=scenario, store=store)
     import pyarrow.parquet as pq
 
-    from distrec.distributed import storage
-
     fs, root = storage.resolve_uri(study["results"])
     cells = [dict(r, metrics=json.loads(r["metrics"])) for r in pq.read_table(root, filesystem=fs).to_pylist()]
     objective, constraint = score(cfg, cells, scenario.baseline)
+    record = {"params": params, "objective": objective, "constraint": constraint, "cells": len(cells)}
+    storage.write_text(f"{trial_out}/trial.json", json.dumps(record, indent=2, default=str))  # only a trial that ran every cell
     tune.report({"objective": objective, "cells": len(cells), "constraint": json.dumps(constraint), "final": True})
+
+
+def finished_trials(out: Path) -> list[dict]:
+    """The trials that ran every cell, with their final objective (a trial ASHA stopped early has only a
+    running score over part of its cells, and never competes for best)."""
+    records = []
+    for path in sorted((out / "trials").glob("*/trial.json")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except ValueError as exc:
+            print(f"[distrec] discarded {path}: unreadable JSON ({exc})", file=sys.stderr, flush=True)
+    return records
 
 
 def run_sweep(config_path: str | Path, out: str | Path, progress: bool = True, num_cpus: int | None = None) -> dict:
     """Run the sweep (or resume it: only the trials missing from the Optuna study run); writes
     ``sweep.json`` and ``best.yaml`` (the best trial's whole study config) to ``out``."""
     cfg, base = load_sweep(config_path)
+    scenario = study_from_dict(base, str(config_path))
+    check_resources(scenario, num_cpus, cfg.max_concurrent * cfg.trial_cpus, f"that max_concurrent {cfg.max_concurrent} trials of trial_cpus {cfg.trial_cpus:g} hold")
+    check_writable(out)
     out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     storage_url = cfg.storage or f"sqlite:///{out / 'optuna.db'}"
     optuna_storage = optuna.storages.RDBStorage(storage_url)
     done = 0
@@ -236,9 +262,10 @@ def run_sweep(config_path: str | Path, out: str | Path, progress: bool = True, n
     t0 = time.perf_counter()
     store = str(out / "units")
     if remaining:
+        scenario.plan(store)  # the data, prepared once before trials share it (and its errors before Ray starts)
         init_ray(num_cpus=num_cpus)
-        study_from_dict(base, str(config_path)).plan(store)  # the data, prepared once before trials share it
-        searcher = OptunaSearch(metric="objective", mode=cfg.objective.mode, study_name=cfg.study_name, storage=optuna_storage, seed=cfg.seed)
+        # a resumed sweep draws on from where it stopped: the same seed would propose the first trials' values again
+        searcher = OptunaSearch(metric="objective", mode=cfg.objective.mode, study_name=cfg.study_name, storage=optuna_storage, seed=cfg.seed + done)
         scheduler = ASHAScheduler(metric="objective", mode=cfg.objective.mode, max_t=1000, grace_period=1, reduction_factor=2)
         trainable = tune.with_resources(tune.with_parameters(trial, cfg=cfg, base=base, store=store, out=str(out)), {"cpu": cfg.trial_cpus, "gpu": cfg.trial_gpus})
         tuner = tune.Tuner(
@@ -249,22 +276,24 @@ def run_sweep(config_path: str | Path, out: str | Path, progress: bool = True, n
         )
         tuner.fit()
     study = optuna.load_study(study_name=cfg.study_name, storage=optuna_storage)
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
+    ended = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    complete = [r for r in finished_trials(out) if r["objective"] is not None and math.isfinite(r["objective"])]
     if not complete:
-        raise RuntimeError(f"no trial of {cfg.study_name} finished with a finite objective; see the Tune logs under {out / 'tune'}")
-    best = max(complete, key=lambda t: t.value if cfg.objective.mode == "max" else -t.value)
-    best_config = trial_config(base, best.params)
-    (out / "best.yaml").write_text(yaml.safe_dump(best_config, sort_keys=False))
+        raise RuntimeError(f"no trial of {cfg.study_name} ran every cell to a finite objective; see the Tune logs under {out / 'tune'}")
+    best = max(complete, key=lambda t: t["objective"] if cfg.objective.mode == "max" else -t["objective"])
+    best_config = trial_config(base, best["params"])
+    storage.write_text(str(out / "best.yaml"), yaml.safe_dump(best_config, sort_keys=False))
     result = {
         "storage": storage_url,
         "study_name": cfg.study_name,
-        "trials": [{"number": t.number, "params": t.params, "objective": t.value} for t in complete],
+        "trials": [{"params": t["params"], "objective": t["objective"], "folder": trial_folder(str(out), t["params"])} for t in complete],
+        "trials_stopped_early": max(len(ended) - len(complete), 0),
         "trials_run": remaining,
         "trials_skipped": done,
-        "best": {"params": best.params, "objective": best.value, "metric": cfg.objective.metric, "mode": cfg.objective.mode},
+        "best": {"params": best["params"], "objective": best["objective"], "metric": cfg.objective.metric, "mode": cfg.objective.mode},
         "best_yaml": str(out / "best.yaml"),
         "seconds": round(time.perf_counter() - t0, 1),
         "config": dataclasses.asdict(cfg),
     }
-    (out / "sweep.json").write_text(json.dumps(result, indent=2, default=str))
+    storage.write_text(str(out / "sweep.json"), json.dumps(result, indent=2, default=str))
     return result

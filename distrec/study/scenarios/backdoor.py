@@ -117,6 +117,9 @@ class Backdoor(Scenario):
         if cfg.metric not in {f"{m}@{k}" for m in ("hr", "ndcg") for k in cfg.ks}:
             raise ConfigError(f"{src}: metric: {cfg.metric!r} is not hr@K or ndcg@K for K in ks {cfg.ks}")
 
+    def metric_names(self) -> tuple[str, ...]:
+        return tuple(f"{m}@{k}" for m in ("hr", "ndcg") for k in self.config.ks)
+
     def protocol(self) -> str:
         d = self.config.downstream
         return (
@@ -132,7 +135,15 @@ class Backdoor(Scenario):
         data = materialise_dataset(cfg.dataset, out)
         if not data.has("test"):
             raise ConfigError(f"{self.source}: dataset: {data.uri} has no test split (prepare sequences with split: loo)")
-        common = {"data": data.uri, "model": cfg.model, "group": cfg.group, "targets": cfg.targets, "features": cfg.features, "downstream": dataclasses.asdict(cfg.downstream)}
+        common = {
+            "data": data.uri,
+            "data_id": data.content_id,
+            "model": cfg.model,
+            "group": cfg.group,
+            "targets": cfg.targets,
+            "features": cfg.features,
+            "downstream": dataclasses.asdict(cfg.downstream),
+        }
         units = []
         for seed in cfg.seeds:
             clean_id = content_id("pretrain", common, None, seed)

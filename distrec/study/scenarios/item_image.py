@@ -197,7 +197,7 @@ class ItemImage(Scenario):
         data = materialise_dataset(cfg.dataset, out)
         targets = self.targets(data)
         common = {"data": data.uri, "targets": targets}
-        enc = Unit("encoder", content_id(data.uri, cfg.image_size, cfg.encoder), {"data": data.uri}, label="encoder")
+        enc = Unit("encoder", content_id(data.content_id, cfg.image_size, cfg.encoder), {"data": data.uri}, label="encoder")
         trained = {name: content_id(enc.id, name, vcfg) for name, vcfg in cfg.victims.items()}
         units = [enc] + [
             Unit("train", trained[name], {"data": data.uri, "victim": name, "config": vcfg}, deps={"encoder": enc.id}, label=name) for name, vcfg in cfg.victims.items()
@@ -398,7 +398,12 @@ class ItemImage(Scenario):
         with tempfile.TemporaryDirectory() as tmp:
             save_file({"uploaded": uploaded.contiguous()}, f"{tmp}/images.safetensors")
             storage.upload(tmp, ctx.folder)
-        return {"images": f"{ctx.folder}/images.safetensors", "linf_255": float((uploaded - clean).abs().max() * 255), "attack": a}
+        return {
+            "images": f"{ctx.folder}/images.safetensors",
+            "artifacts": [f"{ctx.folder}/images.safetensors"],
+            "linf_255": float((uploaded - clean).abs().max() * 255),
+            "attack": a,
+        }
 
     @torch.no_grad()
     def _features(self, p: dict, deps: dict, ctx) -> dict:
@@ -412,7 +417,7 @@ class ItemImage(Scenario):
         with tempfile.TemporaryDirectory() as tmp:
             save_file({"features": embed_images(victim.encoder, seen).contiguous()}, f"{tmp}/features.safetensors")
             storage.upload(tmp, ctx.folder)
-        return {"features": f"{ctx.folder}/features.safetensors"}
+        return {"features": f"{ctx.folder}/features.safetensors", "artifacts": [f"{ctx.folder}/features.safetensors"]}
 
     @torch.no_grad()
     def _cell(self, p: dict, deps: dict, ctx) -> dict:

@@ -96,6 +96,9 @@ class Poisoning(Scenario):
         k = self.metric.split("@")[1] if "@" in self.metric else "50"
         return tuple(m for m in (f"t_hr@{k}", f"hitone@{k}", "mean_rank", "recall@20") if m != self.metric)
 
+    def metric_names(self) -> tuple[str, ...]:
+        return (*target_metric_names(self.ks), "recall@20", "ndcg@20")
+
     # ------------------------------------------------------------------ checked before anything runs
     def check(self) -> None:
         cfg, src = self.config, self.source
@@ -194,7 +197,7 @@ class Poisoning(Scenario):
         clean = materialise_dataset(cfg.dataset, out)
         meta = clean.metadata
         check_protocol_data(self.preset, meta.get("prepare"), f"{self.source}: threat")
-        data_id = content_id(meta.get("sources"), meta.get("prepare"), meta.get("reader_options"), meta["tables"])
+        data_id = clean.content_id
         train = UserItemCSR.from_table(clean.table("train"), clean.n_users, clean.n_items)
         targets = self._targets(train, clean)
         units = []
@@ -257,7 +260,10 @@ class Poisoning(Scenario):
         if unit.stage == "craft":
             data = ctx.cached(p["data"], lambda: InMemoryDataset.load(PreparedDataset(p["data"])))
             result = run_attack(p["attack"], data, p["surrogate"], p["sharpap"], p["config"], ctx.folder, progress=False, population=p["population"])
-            return {k: result[k] for k in ("attack", "targets", "craft_seconds", "peak_rss_mb", "n_fake", "seed")} | {"poisoned": ctx.folder}
+            return {k: result[k] for k in ("attack", "targets", "craft_seconds", "peak_rss_mb", "n_fake", "seed")} | {
+                "poisoned": ctx.folder,
+                "artifacts": [f"{ctx.folder}/metadata.json"],
+            }
         uri = deps["craft"]["poisoned"] if "craft" in deps else p["data"]
         data = ctx.cached(uri, lambda: InMemoryDataset.load(PreparedDataset(uri)))
 

@@ -128,13 +128,14 @@ class Ranking(Scenario):
     # ------------------------------------------------------------------ planning
     def plan(self, out: str) -> list[Unit]:
         cfg = self.config
-        data = materialise_dataset(cfg.dataset, out).uri
+        prepared = materialise_dataset(cfg.dataset, out)
+        data = prepared.uri
         units, trained = [], {}
         for column in self.columns():
             victim, _, defense = column.partition("+")
             spec = dataclasses.asdict(cfg.victims[victim])
             est = cfg.defenses.get(defense) if defense else None
-            tid = content_id(data, spec, defense or None, est, cfg.train_limit)
+            tid = content_id(prepared.content_id, spec, defense or None, est, cfg.train_limit)
             trained[column] = tid
             units.append(Unit("train", tid, {"data": data, "spec": spec, "defense": defense or "none", "est": est, "train_limit": cfg.train_limit, "column": column}, label=column))
         for sur in cfg.surrogates:
@@ -192,7 +193,7 @@ class Ranking(Scenario):
         with tempfile.TemporaryDirectory() as tmp:
             save_file(tensors, f"{tmp}/craft.safetensors")
             storage.upload(tmp, ctx.folder)
-        return dict(result, tensors=f"{ctx.folder}/craft.safetensors", row=p["row"])
+        return dict(result, tensors=f"{ctx.folder}/craft.safetensors", artifacts=[f"{ctx.folder}/craft.safetensors"], row=p["row"])
 
     @torch.no_grad()
     def _cell(self, p: dict, deps: dict, ctx) -> dict:
