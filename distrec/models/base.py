@@ -86,12 +86,17 @@ class Victim(torch.nn.Module):
             if (directory / "history.json").exists():
                 model.fit_history = json.loads((directory / "history.json").read_text())
         except Exception as exc:  # safetensors, JSON, torch and OS errors alike: the checkpoint is unusable
-            raise CheckpointError(f"{directory}: not a readable distrec checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from exc
+            raise CheckpointError.of(directory, exc) from exc
         return model
 
 
 class CheckpointError(ValueError):
     """A saved model that cannot be loaded (missing, truncated, forged or for another config)."""
+
+    @classmethod
+    def of(cls, directory, exc: Exception) -> CheckpointError:
+        detail = (str(exc).splitlines() or [""])[0][:200]
+        return cls(f"{directory}: not a readable distrec checkpoint ({type(exc).__name__}: {detail})")
 
 
 def set_seed(seed: int) -> torch.Generator:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from distrec.models.base import CheckpointError
 from distrec.registry import Registry
 
 EMBEDDERS = Registry("embedder")
@@ -66,9 +67,12 @@ class Embedder(nn.Module):
         directory = Path(directory)
         if not (directory / "config.json").exists():
             raise FileNotFoundError(f"{directory}: no config.json; expected a folder written by Embedder.save ('distrec rank train --out', 'distrec vars encoder --out')")
-        meta = json.loads((directory / "config.json").read_text())
-        model = create_embedder(meta["name"], **meta["config"])
-        model.load_state_dict(load_file(directory / "model.safetensors", device=str(device)))
+        try:
+            meta = json.loads((directory / "config.json").read_text())
+            model = create_embedder(meta["name"], **meta["config"])
+            model.load_state_dict(load_file(directory / "model.safetensors", device=str(device)))
+        except Exception as exc:  # safetensors, JSON, torch and OS errors alike: the checkpoint is unusable
+            raise CheckpointError.of(directory, exc) from exc
         return model.to(device).eval()
 
 

@@ -63,6 +63,7 @@ class UnitContext:
 
     def __init__(self, out: str, unit: Unit, threads: int):
         self.out, self.unit, self.threads = out, unit, threads
+        self.notes: list[str] = []  # said by the driver when the unit finishes (a worker's output is not shown)
 
     @property
     def folder(self) -> str:
@@ -86,7 +87,7 @@ class UnitContext:
                 with tempfile.TemporaryDirectory() as tmp:
                     return load(storage.download(uri, tmp)), True
             except Exception as exc:  # an unreadable checkpoint costs a retraining, never the study
-                discard(uri, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}", "retraining")
+                self.notes.append(discard(uri, (str(exc).splitlines() or [type(exc).__name__])[0][:300], "retraining", say=False))
         storage.delete(uri)  # a half-uploaded or discarded checkpoint
         model = train()
         with tempfile.TemporaryDirectory() as tmp:
@@ -110,9 +111,12 @@ class StudyError(RuntimeError):
     """A unit of the study failed; the results of the units that finished are kept."""
 
 
-def discard(uri: str, why: str, then: str = "recomputing") -> None:
-    """Say, in one line, that a stored file is unusable and what happens instead."""
-    print(f"[distrec] discarded {uri}: {why}; {then}", file=sys.stderr, flush=True)
+def discard(uri: str, why: str, then: str = "recomputing", say: bool = True) -> str:
+    """The line that says a stored file is unusable and what happens instead (printed unless ``say`` is False)."""
+    line = f"[distrec] discarded {uri}: {why}; {then}"
+    if say:
+        print(line, file=sys.stderr, flush=True)
+    return line
 
 
 def result_uri(out: str, unit: Unit) -> str:
@@ -147,7 +151,10 @@ def _run_unit(scenario, out: str, unit: Unit, dep_names: list[str], threads: int
 
     torch.set_num_threads(max(1, threads))
     t0 = time.perf_counter()
-    result = scenario.run(unit, dict(zip(dep_names, dep_results)), UnitContext(out, unit, threads))
+    ctx = UnitContext(out, unit, threads)
+    result = scenario.run(unit, dict(zip(dep_names, dep_results)), ctx)
+    if ctx.notes:
+        result = dict(result, notes=ctx.notes)
     result = dict(result, unit_id=unit.id, stage=unit.stage, label=unit.label, unit_seconds=round(time.perf_counter() - t0, 3), host=socket.gethostname(), pid=os.getpid())
     storage.write_text(result_uri(out, unit), json.dumps(result, indent=2, default=str))
     return result
@@ -199,6 +206,8 @@ def execute(
                 raise StudyError(f"{unit.stage} {unit.label or unit.id} failed: {exc.cause!r}; finished units are kept, rerun to resume") from exc.cause
             counts[unit.stage]["run"] += 1
             bars[unit.stage].update(1)
+            for note in results[unit.id].get("notes", []):
+                tqdm.write(note, file=sys.stderr)
             if on_result is not None:
                 on_result(unit, results[unit.id])
     except KeyboardInterrupt:  # Ctrl-C stops the work too, not only the driver; finished units are kept

@@ -87,8 +87,9 @@ def run_study(
     out = _absolute(str(out))
     store = _absolute(store) if store else out
     check_resources(scenario, num_cpus)
-    for uri, what in {out: "--out", store: "the unit store"}.items():
-        check_writable(uri, what)
+    check_writable(out)
+    if store != out:
+        check_writable(store, "the unit store")
     check_previous_study(scenario, out)
     t0 = time.perf_counter()
     units = scenario.plan(store)  # data errors surface here, before Ray starts

@@ -135,6 +135,7 @@ class Backdoor(Scenario):
         data = materialise_dataset(cfg.dataset, out)
         if not data.has("test"):
             raise ConfigError(f"{self.source}: dataset: {data.uri} has no test split (prepare sequences with split: loo)")
+        self._check_data(data)
         common = {
             "data": data.uri,
             "data_id": data.content_id,
@@ -159,6 +160,23 @@ class Backdoor(Scenario):
                     payload = dict(common, row=label, mode=mode, seed=seed, ks=cfg.ks)
                     units.append(Unit("cell", content_id(uid, mode, cfg.ks), payload, deps={"model": uid}, label=f"{label} | {mode} | seed {seed}"))
         return units
+
+    def _check_data(self, data: PreparedDataset) -> None:
+        """What the config asks of the data, checked before Ray starts: the group's attribute and its
+        members, the targets (in the catalogue, at least one), the prompt's user features."""
+        cfg, src = self.config, self.source
+        checks = [("group", lambda: group_mask(data, GroupSpec(**cfg.group))), ("targets", lambda: choose_targets(data, TargetSpec(**cfg.targets))[0])]
+        if "prompt" in cfg.modes or any(a.get("name") == "pea" for a in cfg.attacks):
+            checks.append(("features", lambda: user_features(data, FeatureSpec(**cfg.features))[0]))
+        for key, build in checks:
+            try:
+                value = build()
+            except (ValueError, KeyError) as exc:
+                raise ConfigError(f"{src}: {key}: {exc}") from None
+            if key == "group" and not value.any():
+                raise ConfigError(f"{src}: group: no user of {data.uri} is in the group {cfg.group}")
+            if key == "targets" and len(value) == 0:
+                raise ConfigError(f"{src}: targets: {cfg.targets} selects no target item of {data.uri}")
 
     def cells(self, results: dict[str, dict]) -> list[dict]:
         out = []
