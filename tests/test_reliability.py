@@ -440,3 +440,44 @@ def command(p) -> str:
         return " ".join(p.cmdline())
     except psutil.Error:  # gone, or a zombie
         return ""
+
+
+def test_killing_the_driver_at_random_points_then_rerunning_gives_the_uninterrupted_matrix(ray_session, tmp_path):
+    """20 SIGKILLs of a ``distrec study`` driver at random points (while it starts and prepares the data,
+    after a random number of its units finished, while it writes the outputs); each time a rerun completes
+    with the uninterrupted matrix. The drivers join the test's Ray (as a cluster job would), so a kill
+    costs no cluster start-up."""
+    import ray
+
+    study = write_study(tmp_path, dict(STUDY, columns=["wrmf", "bpr"], seeds=[0, 1]))
+    env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address)
+    units = lambda out: len(list(out.glob("craft/*.json"))) + len(list(out.glob("cell/*.json")))  # noqa: E731
+
+    def driver(out: Path, after_units: int | None = None, delay: float = 0.0) -> subprocess.Popen:
+        """Run the driver; SIGKILL it ``delay`` seconds after ``after_units`` unit results exist (0: after its start)."""
+        proc = subprocess.Popen([sys.executable, "-m", "distrec.cli", "study", str(study), "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        reached = None
+        while proc.poll() is None and after_units is not None:
+            if reached is None and units(out) >= after_units:
+                reached = time.perf_counter()
+            if reached is not None and time.perf_counter() - reached >= delay:
+                proc.kill()
+                break
+            time.sleep(0.01)
+        proc.wait()
+        return proc
+
+    reference = tmp_path / "reference"
+    proc = driver(reference)
+    assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+    expected, total = matrix_values(reference), units(reference)
+    rng = np.random.default_rng(0)
+    phases = []
+    for i in range(20):
+        out = tmp_path / f"killed{i}"
+        after, delay = int(rng.integers(0, total + 1)), float(rng.uniform(0, 3.0 if i % 5 == 0 else 0.3))
+        driver(out, after, delay)
+        phases.append((units(out), (out / "results.parquet").exists(), (out / "study.json").exists()))
+        run_study(study, str(out), progress=False)
+        assert matrix_values(out) == expected, f"kill {i} after {after} units and {delay:.2f}s: {phases[-1]}"
+    assert len(set(phases)) >= 5, phases  # the kills landed in several phases of the study
