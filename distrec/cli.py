@@ -15,6 +15,7 @@ import yaml
 
 from distrec.config import ConfigError
 from distrec.data.errors import DataFormatError, DownloadError
+from distrec.files import check_writable, write_local
 
 # failures of the input, the storage or the environment: one line naming the file, no traceback
 USER_ERRORS = (ConfigError, DataFormatError, DownloadError, ValueError, OSError, KeyError, RuntimeError)
@@ -55,6 +56,7 @@ def cmd_data_prepare(args) -> int:
         test_negatives=args.test_negatives,
         seed=args.seed,
     )
+    check_writable(args.out)
     t0 = time.perf_counter()
     _log(f"reading {args.format} from {args.root}")
     raw = read_source(args.format, args.root, on_bad_lines=args.on_bad_lines, **options)
@@ -106,6 +108,7 @@ def cmd_data_synthetic(args) -> int:
     from distrec.data.synthetic import make_synthetic
 
     options = parse_assignments(args.set)
+    check_writable(args.out)
     raw = make_synthetic(seed=args.seed, **options)
     tables, meta = prepare(raw, PrepareConfig(seed=args.seed, split=args.split, test_negatives=args.test_negatives), "synthetic", dict(options, seed=args.seed))
     info = write_prepared(tables, meta, args.out).info()
@@ -179,8 +182,7 @@ def cmd_evaluate_attack(args) -> int:
     cache = None if args.no_cache else args.cache or default_clean_cache()
     result = evaluate_attack(args.poisoned, victims, seeds, victim_configs, progress=not args.json, config_source=args.victim_config or "defaults", cache_dir=cache)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        write_local(args.out, json.dumps(result, indent=2))
     emit(result, args.json, _format_evaluation(result))
     return 0
 
@@ -334,7 +336,7 @@ def cmd_vars_encoder(args) -> int:
     encoder, report = pretrain_genre_encoder(load_item_images(data, args.image_size), categories, config, progress=not args.json)
     encoder.save(args.out)
     report["out"] = args.out
-    Path(args.out, "report.json").write_text(json.dumps(report, indent=2))
+    write_local(Path(args.out, "report.json"), json.dumps(report, indent=2))
     emit(report, args.json, f"encoder -> {args.out}: genre top-1 precision {report['holdout_top1_precision']:.3f} (majority baseline {report['majority_baseline']:.3f})")
     return 0
 

@@ -481,3 +481,72 @@ def test_killing_the_driver_at_random_points_then_rerunning_gives_the_uninterrup
         run_study(study, str(out), progress=False)
         assert matrix_values(out) == expected, f"kill {i} after {after} units and {delay:.2f}s: {phases[-1]}"
     assert len(set(phases)) >= 5, phases  # the kills landed in several phases of the study
+
+
+# ---------------------------------------------------------------------------------------------- every key takes effect
+SURROGATE_BASE = {
+    "wrmf": {"factors": 4, "iterations": 2, "cg_steps": 2, "solve_steps": 3, "epochs": 3, "unroll_steps": 2},
+    "bpr": {"dim": 4, "steps": 6, "unroll_steps": 2, "batch_size": 64, "fake_negatives": 2, "rec_pairs": 128},
+    "lightgcn": {"dim": 4, "steps": 6, "unroll_steps": 2, "batch_size": 64, "fake_negatives": 2, "rec_pairs": 128, "layers": 1},
+}
+# key -> (new value, the gradient mode it belongs to); keys that change no result, with why
+SURROGATE_CHANGES = {
+    "wrmf": {
+        "factors": 5,
+        "alpha": 3.0,
+        "reg": 0.5,
+        "gradient": "unroll",
+        "iterations": 3,
+        "cg_steps": 1,
+        "solve_steps": 1,
+        "seed": 7,
+        ("unroll", "epochs"): 5,
+        ("unroll", "unroll_steps"): 1,
+        ("unroll", "lr"): 0.2,
+    },
+    "bpr": {"dim": 5, "steps": 9, "unroll_steps": 1, "batch_size": 32, "lr": 0.05, "reg": 0.1, "fake_negatives": 3, "rec_pairs": 64, "seed": 7},
+    "lightgcn": {"dim": 5, "steps": 9, "unroll_steps": 1, "batch_size": 32, "lr": 0.05, "reg": 0.1, "fake_negatives": 3, "rec_pairs": 64, "seed": 7, "layers": 2},
+}
+NO_EFFECT = {
+    "device": "where it runs, not what it computes",
+    "max_dense_entries": "a memory guard: an error above it, no other effect",
+    "max_fake_edges": "a memory guard: an error above it, no other effect",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SURROGATE_CHANGES))
+def test_every_surrogate_key_changes_the_poison_gradient(name):
+    """The surrogate registry: each documented key (or a reason it changes nothing) and its effect on
+    d L_atk / d X, the quantity every gradient attack follows."""
+    import dataclasses
+
+    from distrec.attacks import create_attack
+    from distrec.attacks.base import AttackContext
+    from distrec.attacks.budget import Budget
+    from distrec.attacks.gradient import initial_profiles
+    from distrec.attacks.surrogate_registry import create_surrogate, surrogate_class
+    from distrec.attacks.surrogates import Factors
+    from distrec.data.matrix import UserItemCSR
+
+    rng = np.random.default_rng(0)
+    train = UserItemCSR.from_arrays(rng.integers(0, 60, 700), rng.integers(0, 50, 700), 60, 50)
+    ctx = AttackContext(train, np.array([3, 5]), Budget(n_fake=3, n_filler=5), seed=0, progress=False)
+    attack, fake = create_attack("revadv", outer_steps=1, select_k=10), initial_profiles(ctx)
+
+    def grad(config):
+        torch.manual_seed(0)
+        return attack.poison_gradient(fake, ctx, create_surrogate(name, train, 3, "cpu", **config))[0]
+
+    keys = {f.name for f in dataclasses.fields(surrogate_class(name).Config)}
+    tested = {k[1] if isinstance(k, tuple) else k for k in SURROGATE_CHANGES[name]}
+    assert keys == tested | (keys & set(NO_EFFECT)), f"keys without a test: {sorted(keys - tested - set(NO_EFFECT))}"
+
+    def rec_loss(config):  # what SharpAP's adaptive radius measures (on a sample of rec_pairs real pairs)
+        factors = Factors(torch.ones(60, 4), torch.linspace(-1, 1, 200).reshape(50, 4))
+        return create_surrogate(name, train, 3, "cpu", **config).rec_loss(factors).reshape(1)
+
+    for key, value in SURROGATE_CHANGES[name].items():
+        mode, key = key if isinstance(key, tuple) else (None, key)
+        base = dict(SURROGATE_BASE[name], **({"gradient": mode} if mode else {}))
+        measure = rec_loss if key == "rec_pairs" else grad
+        assert not torch.allclose(measure(base), measure(dict(base, **{key: value}))), f"{name}.{key}={value!r} changes nothing"

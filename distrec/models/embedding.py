@@ -9,9 +9,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from distrec.files import write_local
 from distrec.models.base import CheckpointError
 from distrec.registry import Registry
 
@@ -57,8 +59,8 @@ class Embedder(nn.Module):
         """``model.safetensors`` + ``config.json``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, directory / "model.safetensors")
-        (directory / "config.json").write_text(json.dumps({"name": self.name, "config": dataclasses.asdict(self.config)}, indent=2))
+        write_local(directory / "model.safetensors", safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}))
+        write_local(directory / "config.json", json.dumps({"name": self.name, "config": dataclasses.asdict(self.config)}, indent=2))
         return directory
 
     @staticmethod

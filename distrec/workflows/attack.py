@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from distrec.data.dataset import PreparedDataset
 from distrec.data.download import default_cache_dir
 from distrec.data.matrix import UserItemCSR
 from distrec.evaluation.attack_effect import measure
+from distrec.files import write_local
 from distrec.models import create_victim
 from distrec.models.base import pick_device
 from distrec.models.registry import victim_class
@@ -205,13 +207,13 @@ class CleanRuns:
     def get(self, key: str, compute) -> dict:
         path = self.folder / f"{key}.json" if self.folder is not None else None
         if path is not None and path.exists():
-            return dict(json.loads(path.read_text()), cached=True)
+            try:
+                return dict(json.loads(path.read_text()), cached=True)
+            except ValueError as exc:
+                print(f"[distrec] discarded {path}: unreadable JSON ({exc}); recomputing", file=sys.stderr, flush=True)
         result = compute()
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(result))
-            tmp.replace(path)
+            write_local(path, json.dumps(result))
         return result
 
 

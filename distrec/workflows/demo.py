@@ -16,6 +16,7 @@ from distrec.data.preprocess import PrepareConfig
 from distrec.data.synthetic import make_synthetic
 from distrec.distributed.runtime import init_ray
 from distrec.evaluation.ranking import full_ranking_metrics
+from distrec.files import write_local
 from distrec.models import create_victim
 from distrec.workflows.train import peak_rss_mb
 
@@ -61,5 +62,5 @@ def run_demo(out: str | Path = "runs/demo", backend: str = "ray", epochs: int = 
         f"(popularity: recall@20 {baseline['recall@20']:.4f}, ndcg@20 {baseline['ndcg@20']:.4f})\n"
         f"checkpoint -> {out / 'model'}, result -> {out / 'result.json'}"
     )
-    (out / "result.json").write_text(json.dumps(result, indent=2))
+    write_local(out / "result.json", json.dumps(result, indent=2))
     return result

@@ -18,6 +18,7 @@ from distrec.config import ConfigError, validate
 from distrec.data.labeled_images import LabeledImages, load_labeled_images
 from distrec.defenses.est import EmbeddingShiftingTraining
 from distrec.evaluation.retrieval import recall_at_k
+from distrec.files import write_local
 from distrec.models.embedding import Embedder, create_embedder, embed_images
 from distrec.models.embedding_trainer import TripletTrainingConfig, fit_embedder
 from distrec.workflows.train import peak_rss_mb
@@ -82,7 +83,7 @@ def train_ranker(
     if out is not None:
         out = Path(out)
         net.save(out / "model")
-        (out / "result.json").write_text(json.dumps(result, indent=2))
+        write_local(out / "result.json", json.dumps(result, indent=2))
     return result
 
 

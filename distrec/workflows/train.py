@@ -13,6 +13,7 @@ from distrec.data.dataset import PreparedDataset
 from distrec.data.matrix import UserItemCSR
 from distrec.evaluation.ranking import full_ranking_metrics
 from distrec.evaluation.sampled import candidates, sampled_metrics
+from distrec.files import write_local
 from distrec.models import create_victim
 from distrec.models.base import pick_device
 from distrec.models.registry import victim_class
@@ -73,7 +74,7 @@ def train_victim(
         out = Path(out)
         model.save(out / "model")
         result["checkpoint"] = str(out / "model")
-        (out / "result.json").write_text(json.dumps(result, indent=2))
+        write_local(out / "result.json", json.dumps(result, indent=2))
     return result
 
 

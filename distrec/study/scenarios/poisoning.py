@@ -14,6 +14,7 @@ import time
 from dataclasses import field
 
 import numpy as np
+import psutil
 import pydantic
 
 from distrec.attacks import attack_class
@@ -76,6 +77,18 @@ class PoisoningConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     metric: str | None = None
     resources: dict[str, StageResources] = field(default_factory=dict)
+
+
+def check_fake_memory(n_fake: int, n_items: int, where: str, copies: int = 4) -> None:
+    """A gradient attack holds the fake users as dense float32 rows (profiles, optimiser state, gradient,
+    momentum): refuse a budget whose ``copies`` of them cannot fit in this machine's memory."""
+    need = copies * 4 * n_fake * n_items
+    have = psutil.virtual_memory().total
+    if need > 0.8 * have:
+        raise ConfigError(
+            f"{where}: n_fake: {n_fake:,} fake users x {n_items:,} items need about {need / 2**30:.1f} GiB as dense rows, "
+            f"more than this machine's {have / 2**30:.1f} GiB allows; lower fake_ratio / n_fake"
+        )
 
 
 @register_scenario("poisoning")
@@ -246,10 +259,11 @@ class Poisoning(Scenario):
             if threat.target_original_ids:
                 threat.target_items = original_to_internal(clean.table("item_map"), threat.target_original_ids, f"{self.source}: attacks.{i}")
             try:
-                resolve_budget(threat, train)
+                budget = resolve_budget(threat, train)
                 sets.add(tuple(int(t) for t in select_targets(threat, train)))
             except ValueError as exc:
                 raise ConfigError(f"{self.source}: threat: {exc}") from None
+            check_fake_memory(budget.n_fake, train.n_items, f"{self.source}: attacks.{i}")
         if len(sets) != 1:
             raise ConfigError(f"{self.source}: attacks: the attacks promote different targets {sorted(sets)}; give them one threat model")
         return list(sets.pop())
