@@ -54,6 +54,11 @@ def test_a_defense_sweep_runs_shares_units_resumes_and_exports_the_best_study(ra
     assert len(crafts) == 1 and len(undefended) == 2  # the attack and the undefended column: once for every trial
     again = run_sweep(path, out, progress=False)
     assert again["trials_run"] == 0 and again["trials_skipped"] == 3
+    # extended by one trial: a new point, not the first trial's values drawn again by the same seed
+    before = [t.params for t in study.trials]
+    more = run_sweep(write(tmp_path, dict(SWEEP, num_samples=4)), out, progress=False)
+    after = optuna.load_study(study_name="distrec-sweep", storage=f"sqlite:///{out / 'optuna.db'}").trials
+    assert more["trials_run"] == 1 and len(after) == 4 and after[-1].params not in before
 
 
 def test_the_constraint_makes_a_trial_the_worst():
