@@ -56,13 +56,14 @@ def main() -> None:
     seven = write(wd / "seed7.yaml", dict(STUDY, dataset={"synthetic": dict(STUDY["dataset"]["synthetic"], seed=7)}))
     distrec("study", seven, "--out", "run", probe="the synthetic seed changed 0 -> 7, same --out", wd=wd)
 
-    cells = sorted((wd / "run" / "cell").glob("*.json"))
+    newest = lambda pattern: sorted((wd / "run").glob(pattern), key=lambda p: -p.stat().st_mtime)  # noqa: E731  (the seed-7 run's)
+    cells = newest("cell/*.json")[:3]
     cells[0].write_text(cells[0].read_text()[:30])
-    craft = next(p for p in (wd / "run" / "craft").glob("*.json") if "revadv" in p.read_text())
+    craft = next(p for p in newest("craft/*.json") if "revadv" in p.read_text())
     (craft.with_suffix("") / "metadata.json").unlink()
-    ckpt = next(p for p in (wd / "run" / "checkpoints").glob("*/model/model.safetensors") if p.parent.parent.name != cells[0].stem)
+    ckpt = wd / "run" / "checkpoints" / cells[1].stem / "model" / "model.safetensors"
     ckpt.write_bytes(b"garbage")
-    (wd / "run" / "cell" / f"{ckpt.parent.parent.name}.json").unlink()
+    cells[1].unlink()
     distrec("study", seven, "--out", "run", probe="a torn result JSON, a craft without its metadata.json, a garbage checkpoint", wd=wd)
 
     for n in ("0", "1"):

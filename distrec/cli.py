@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 import warnings
@@ -576,24 +575,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(signum, frame):
-    raise SystemExit(128 + signum)  # unwinds like an exit: finally blocks run, Ray is shut down
-
-
 def main(argv: list[str] | None = None) -> int:
     # torch-geometric scripts some modules at import time, which newer torch reports as deprecated
     warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
     args = build_parser().parse_args(argv)
     if argv is None:  # the command itself, not a call from Python: its Ray goes when it goes
-        from distrec.distributed.runtime import REAP_LOCAL_RAY
+        from distrec.distributed.runtime import CLI_PROCESS, exit_on_sigterm
 
-        REAP_LOCAL_RAY["enabled"] = True
-        signal.signal(signal.SIGTERM, _terminate)
+        CLI_PROCESS["active"] = True
+        exit_on_sigterm()
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("distrec: interrupted; finished units are kept, rerun the same command to resume", file=sys.stderr)
         return 130
+    except SystemExit as exc:
+        if exc.code == 143:  # SIGTERM
+            print("distrec: terminated; finished units are kept, rerun the same command to resume", file=sys.stderr)
+        raise
     except Exception as exc:
         if args.debug or not isinstance(exc, USER_ERRORS):
             raise

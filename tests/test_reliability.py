@@ -146,6 +146,39 @@ def test_changing_one_key_changes_exactly_the_ids_of_the_units_it_affects(tmp_pa
     assert moved == expected, f"{path}: changed {sorted(moved)}, expected {sorted(expected)}"
 
 
+def leaves(config, prefix=""):
+    """(dotted path, value) of every scalar in a config."""
+    if isinstance(config, dict):
+        return [leaf for k, v in config.items() for leaf in leaves(v, f"{prefix}{k}.")]
+    if isinstance(config, list):
+        return [leaf for i, v in enumerate(config) for leaf in leaves(v, f"{prefix}{i}.")]
+    return [(prefix.rstrip("."), config)]
+
+
+def perturbed(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value * 1.5
+    return {"torso": "head", "memory": "ray", "random": "bandwagon"}.get(value)
+
+
+SCHEDULING_ONLY = ("resources.",)  # where a unit runs, not what it computes
+
+
+@pytest.mark.parametrize("path,value", [leaf for leaf in leaves(STUDY) if perturbed(leaf[1]) is not None], ids=lambda x: str(x))
+def test_every_config_key_moves_some_unit_id_unless_it_only_schedules(tmp_path, path, value):
+    """Generated: each scalar of the study config changed alone; a key that changes results must change
+    at least one unit's id, a scheduling key none."""
+    store = str(tmp_path / "store")
+    base = unit_ids(STUDY, store)
+    new = unit_ids(changed(STUDY, path, perturbed(value)), store)
+    moved = {k for k in base.keys() | new.keys() if base.get(k) != new.get(k)}
+    assert bool(moved) != path.startswith(SCHEDULING_ONLY), f"{path}: {value!r} -> {perturbed(value)!r} moved {len(moved)} unit ids"
+
+
 def test_a_new_seed_adds_units_and_keeps_the_others(tmp_path):
     store = str(tmp_path / "store")
     base = unit_ids(STUDY, store)

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
 import ray
 
-# set by the CLI: a local Ray it starts is removed by a watchdog process when the CLI exits, however it exits
-REAP_LOCAL_RAY = {"enabled": False}
+# set by the CLI: a local Ray it starts is removed by a watchdog process when the CLI exits, however it
+# exits, and SIGTERM ends the CLI like an exit (Ray's core would otherwise abort the process on it)
+CLI_PROCESS = {"active": False}
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM raises ``SystemExit(143)``: finally blocks run and Ray is shut down."""
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
 
 
 def init_ray(num_cpus: int | None = None, num_gpus: int | None = None, address: str | None = None) -> None:
@@ -23,11 +34,13 @@ def init_ray(num_cpus: int | None = None, num_gpus: int | None = None, address: 
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        if REAP_LOCAL_RAY["enabled"]:
+        if CLI_PROCESS["active"]:
             from distrec.distributed import reaper
 
             reaper.start(os.getpid())
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if CLI_PROCESS["active"]:
+        exit_on_sigterm()  # again: ray.init installs its core's handler, which aborts
     quiet_ray_data()
 
 
