@@ -35,7 +35,8 @@ ROWS: list[tuple[str, str, int, float, str]] = []
 def distrec(*args: str, probe: str, wd: Path, shown: str | None = None) -> subprocess.CompletedProcess:
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "distrec.cli", *args], cwd=wd, capture_output=True, text=True, timeout=600)
-    said = [line for line in done.stderr.splitlines() if line.startswith(("distrec:", "[distrec]"))]
+    lines = done.stderr.replace("\r", "\n").splitlines()  # a progress bar's redraws share a line with a note
+    said = [line[line.index(m) :] for line in lines for m in ("distrec:", "[distrec]") if m in line and not line.startswith(" ")][:6]
     last = [line for line in done.stdout.splitlines() if "cells run" in line]
     ROWS.append((probe, "distrec " + " ".join(args), done.returncode, time.perf_counter() - t0, " / ".join(said + last) or shown or ""))
     return done

@@ -73,7 +73,7 @@ def main() -> None:
     args = ap.parse_args()
     encoder = glob.glob(f"{args.study}/checkpoints/*/encoder")[0]
     victim = next(load_visual(d, encoder) for d in glob.glob(f"{args.study}/checkpoints/*/victim") if json.loads(Path(d, "config.json").read_text())["name"] == "vbpr")
-    data = PreparedDataset(f"{args.study}/data")
+    data = PreparedDataset(Path(sorted(glob.glob(f"{args.study}/data/*/metadata.json") + glob.glob(f"{args.study}/data/metadata.json"))[0]).parent)
     images = load_item_images(data, 64, backend="memory")
     cfg = ViTDefenseConfig(img_size=64, **json.loads(args.vit))
     pool = np.flatnonzero(images.has_image.numpy())

@@ -459,11 +459,12 @@ def test_ray_processes_the_cli_starts_are_gone_after_it_is_killed(tmp_path, sign
 
     out = tmp_path / "out"
     started = lambda o: (o / "cell").exists()  # noqa: E731  Ray is up and units are running
-    processes, _ = run_cli_killed(["study", str(write_study(tmp_path)), "--out", str(out), "--num-cpus", "2"], out, started, getattr(signal, signame))
+    processes, code = run_cli_killed(["study", str(write_study(tmp_path)), "--out", str(out), "--num-cpus", "2"], out, started, getattr(signal, signame))
     ray_processes = [p for p in processes if "reaper" not in command(p)]
     assert ray_processes, "the driver started no process"
     left = wait_gone(ray_processes)
     assert not left, [command(p)[:80] for p in left]
+    assert code == (143 if signame == "SIGTERM" else -9)  # SIGTERM ends it as an exit, not an abort (134)
 
 
 def command(p) -> str:
