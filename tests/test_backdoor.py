@@ -182,7 +182,7 @@ def test_backdoor_config_errors(tmp_path, changes, message):
     assert message in str(err.value), str(err.value)
 
 
-def test_the_backdoor_sweep_config_loads_and_scores_without_the_clean_row():
+def test_the_backdoor_sweep_config_loads_and_scores_without_the_clean_row(shared_data):  # its study reads ../shared/data/ml-100k
     from distrec.study.scenarios.backdoor import CLEAN
     from distrec.study.sweep import load_sweep, score
 

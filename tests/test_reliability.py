@@ -179,6 +179,16 @@ def test_every_config_key_moves_some_unit_id_unless_it_only_schedules(tmp_path, 
     assert bool(moved) != path.startswith(SCHEDULING_ONLY), f"{path}: {value!r} -> {perturbed(value)!r} moved {len(moved)} unit ids"
 
 
+def test_a_new_science_version_moves_every_unit_id(tmp_path, monkeypatch):
+    from distrec.study.scenarios.poisoning import Poisoning
+
+    store = str(tmp_path / "store")
+    base = unit_ids(STUDY, store)
+    monkeypatch.setattr(Poisoning, "version", Poisoning.version + 1)
+    new = unit_ids(STUDY, store)
+    assert base.keys() == new.keys() and all(base[k] != new[k] for k in base)
+
+
 def test_a_new_seed_adds_units_and_keeps_the_others(tmp_path):
     store = str(tmp_path / "store")
     base = unit_ids(STUDY, store)
@@ -584,3 +594,63 @@ def test_every_surrogate_key_changes_the_poison_gradient(name):
         base = dict(SURROGATE_BASE[name], **({"gradient": mode} if mode else {}))
         measure = rec_loss if key == "rec_pairs" else grad
         assert not torch.allclose(measure(base), measure(dict(base, **{key: value}))), f"{name}.{key}={value!r} changes nothing"
+
+
+VICTIM_BASE = {
+    "wrmf": {"factors": 8, "iterations": 2},
+    "bpr": {"dim": 8, "epochs": 2, "lr": 0.01, "batch_size": 512, "backend": "memory"},
+    "lightgcn": {"dim": 8, "layers": 1, "epochs": 2, "lr": 0.01, "batch_size": 512, "backend": "memory"},
+    "sgl": {"dim": 8, "layers": 1, "epochs": 2, "lr": 0.01, "batch_size": 512, "backend": "memory"},
+    "simgcl": {"dim": 8, "layers": 1, "epochs": 2, "lr": 0.01, "batch_size": 512, "backend": "memory"},
+    "neumf": {"dim": 4, "mlp_layers": [8, 4], "epochs": 2, "lr": 0.01, "batch_size": 512, "backend": "memory"},
+    "deepcf": {"proj_dim": 8, "tower": [8, 4], "epochs": 2, "lr": 0.01, "batch_size": 512, "backend": "memory"},
+}
+TRAINER_CHANGES = {"epochs": 3, "lr": 0.02, "lr_schedule": "cosine", "lr_decay": 0.5, "batch_size": 256, "num_negatives": 2, "seed": 1, "sampling": "user"}
+VICTIM_CHANGES = {
+    "wrmf": {"factors": 9, "iterations": 3, "alpha": 5.0, "reg": 0.1, "solver": "cholesky", "cg_steps": 1, "seed": 1},
+    "bpr": {"dim": 9, "reg": 0.01},
+    "lightgcn": {"dim": 9, "layers": 2, "reg": 0.01, "rec_loss": "ssm", ("ssm", "ssm_temp"): 0.5, ("ssm", "shared_negatives"): 16, "dns_candidates": 4},
+    "neumf": {"dim": 5, "mlp_layers": [8, 2], "reg": 0.01},
+    "deepcf": {"proj_dim": 9, "tower": [8, 2]},
+}
+VICTIM_CHANGES["sgl"] = dict(VICTIM_CHANGES["lightgcn"], aug="nd", ssl_ratio=0.3, ssl_temp=0.5, ssl_reg=0.3, ssl_nodes=50)
+VICTIM_CHANGES["simgcl"] = dict(VICTIM_CHANGES["lightgcn"], eps=0.3, cl_temp=0.5, cl_reg=0.5, cl_nodes=50)
+# keys that by design change no score, each checked to change none (backend and device are checked elsewhere:
+# tests/test_streaming.py gives identical batches through Ray Data, and no second device is here)
+VICTIM_NO_EFFECT = {"eval_every": 1, "patience": 1, "score_chunk_items": 7, "bucket_entries": 64}
+VICTIM_UNCHECKED = {"backend", "device"}
+
+
+@pytest.mark.parametrize("name", sorted(VICTIM_BASE))
+def test_every_victim_key_changes_the_trained_scores_or_is_shown_to_change_none(name, synthetic_dataset):
+    """The victim registry: every documented key of a victim trained without a validation split."""
+    import dataclasses
+
+    from distrec.models import create_victim
+    from distrec.models.registry import victim_class
+
+    users = torch.arange(40)
+
+    def scores(config):
+        model = create_victim(name, synthetic_dataset.n_users, synthetic_dataset.n_items, **config)
+        model.fit(synthetic_dataset, progress=False)
+        return model.eval().score(users).detach()
+
+    changes = {**{k: v for k, v in TRAINER_CHANGES.items() if k in {f.name for f in dataclasses.fields(victim_class(name).Config)}}, **VICTIM_CHANGES[name]}
+    keys = {f.name for f in dataclasses.fields(victim_class(name).Config)}
+    covered = {k[1] if isinstance(k, tuple) else k for k in changes} | set(VICTIM_NO_EFFECT) | VICTIM_UNCHECKED
+    assert keys <= covered, f"{name}: keys without a test: {sorted(keys - covered)}"
+    base = VICTIM_BASE[name]
+    reference = scores(base)
+    for key, value in changes.items():
+        mode, key = key if isinstance(key, tuple) else (None, key)
+        if mode is not None:
+            config = dict(base, rec_loss=mode)
+            assert not torch.allclose(scores(config), scores(dict(config, **{key: value}))), f"{name}.{key}={value!r} (rec_loss {mode}) changes nothing"
+        elif key == "dns_candidates":
+            assert not torch.allclose(reference, scores(dict(base, num_negatives=1, **{key: value}))), f"{name}.{key} changes nothing"
+        else:
+            assert not torch.allclose(reference, scores(dict(base, **{key: value}))), f"{name}.{key}={value!r} changes nothing"
+    for key, value in VICTIM_NO_EFFECT.items():
+        if key in keys:
+            assert torch.allclose(reference, scores(dict(base, **{key: value})), atol=1e-5), f"{name}.{key}={value!r} changes the scores"

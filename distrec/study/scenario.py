@@ -20,6 +20,7 @@ A scenario knows its science and nothing about scheduling:
 
 from __future__ import annotations
 
+from distrec.content_id import content_id
 from distrec.registry import Registry
 
 SCENARIOS = Registry("scenario")
@@ -28,6 +29,9 @@ register_scenario = SCENARIOS.register
 
 class Scenario:
     name = "scenario"
+    # raised when the scenario's science changes (what a unit computes from the same inputs), so that no
+    # result computed by the old code is served as the new one's
+    version = 1
     Config: type
     stages: tuple[str, ...] = ()
     percent = True
@@ -41,6 +45,11 @@ class Scenario:
     @property
     def metric(self) -> str:
         return self.config.metric
+
+    def data_key(self, data) -> str:
+        """The root of every unit id of a study: the prepared data's content id, the scenario and its
+        ``version`` (unit ids derive from it, so a new data content or a new version moves them all)."""
+        return content_id(data.content_id, self.name, self.version)
 
     def metric_names(self) -> tuple[str, ...]:
         """Every metric a cell of this study reports (what a sweep's objective may name)."""

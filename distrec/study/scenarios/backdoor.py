@@ -138,7 +138,7 @@ class Backdoor(Scenario):
         self._check_data(data)
         common = {
             "data": data.uri,
-            "data_id": data.content_id,
+            "data_id": self.data_key(data),
             "model": cfg.model,
             "group": cfg.group,
             "targets": cfg.targets,

@@ -197,7 +197,7 @@ class ItemImage(Scenario):
         data = materialise_dataset(cfg.dataset, out)
         targets = self.targets(data)
         common = {"data": data.uri, "targets": targets}
-        enc = Unit("encoder", content_id(data.content_id, cfg.image_size, cfg.encoder), {"data": data.uri}, label="encoder")
+        enc = Unit("encoder", content_id(self.data_key(data), cfg.image_size, cfg.encoder), {"data": data.uri}, label="encoder")
         trained = {name: content_id(enc.id, name, vcfg) for name, vcfg in cfg.victims.items()}
         units = [enc] + [
             Unit("train", trained[name], {"data": data.uri, "victim": name, "config": vcfg}, deps={"encoder": enc.id}, label=name) for name, vcfg in cfg.victims.items()

@@ -210,7 +210,7 @@ class Poisoning(Scenario):
         clean = materialise_dataset(cfg.dataset, out)
         meta = clean.metadata
         check_protocol_data(self.preset, meta.get("prepare"), f"{self.source}: threat")
-        data_id = clean.content_id
+        data_id = self.data_key(clean)
         train = UserItemCSR.from_table(clean.table("train"), clean.n_users, clean.n_items)
         targets = self._targets(train, clean)
         units = []

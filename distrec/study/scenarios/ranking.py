@@ -135,7 +135,7 @@ class Ranking(Scenario):
             victim, _, defense = column.partition("+")
             spec = dataclasses.asdict(cfg.victims[victim])
             est = cfg.defenses.get(defense) if defense else None
-            tid = content_id(prepared.content_id, spec, defense or None, est, cfg.train_limit)
+            tid = content_id(self.data_key(prepared), spec, defense or None, est, cfg.train_limit)
             trained[column] = tid
             units.append(Unit("train", tid, {"data": data, "spec": spec, "defense": defense or "none", "est": est, "train_limit": cfg.train_limit, "column": column}, label=column))
         for sur in cfg.surrogates:

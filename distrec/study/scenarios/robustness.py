@@ -143,7 +143,7 @@ class Robustness(Scenario):
             victim, _, defense = column.partition("+")
             for seed in cfg.seeds:
                 config = dict(cfg.victims[victim], seed=seed)
-                tid = content_id(data.content_id, victim, config, defense or None, cfg.defenses.get(defense))
+                tid = content_id(self.data_key(data), victim, config, defense or None, cfg.defenses.get(defense))
                 units.append(
                     Unit(
                         "train",
