@@ -654,3 +654,48 @@ def test_every_victim_key_changes_the_trained_scores_or_is_shown_to_change_none(
     for key, value in VICTIM_NO_EFFECT.items():
         if key in keys:
             assert torch.allclose(reference, scores(dict(base, **{key: value})), atol=1e-5), f"{name}.{key}={value!r} changes the scores"
+
+
+ATTACK_BASE = {"revadv": {"outer_steps": 2}, "dada": {"outer_steps": 2}, "rapu": {"outer_steps": 3, "em_steps": 2, "lr": 3.0, "popularity_smooth": 0.1}}
+ATTACK_CHANGES = {
+    "bandwagon": {"popular_share": 0.2, "top_fraction": 0.3},
+    "segment": {"segment_share": 0.3},
+    "revadv": {"outer_steps": 3, "lr": 5.0, "momentum": 0.0, "select_k": 5},
+    "dada": {"outer_steps": 3, "lr": 5.0, "momentum": 0.0, "select_k": 5, "k": 3, "beta": 5.0, "gamma": 0.95},
+    "rapu": {"outer_steps": 4, "lr": 5.0, "momentum": 0.0, "select_k": 5, "sigma": 0.05, "b": 0.95, "prior": 0.3, "em_steps": 4, "popularity_smooth": 20.0},
+}
+ATTACK_NO_EFFECT = {"chunk_users": 7}  # the objective summed over chunks of real users: the same profiles
+
+
+@pytest.mark.parametrize("name", sorted(ATTACK_CHANGES))
+def test_every_attack_key_changes_the_fake_profiles_or_is_shown_to_change_none(name, synthetic_dataset):
+    """The attack registry (injective attacks with keys): each key changes the crafted profiles or the
+    path that led to them."""
+    import dataclasses
+
+    from distrec.attacks import attack_class, create_attack
+    from distrec.attacks.base import AttackContext
+    from distrec.attacks.budget import Budget
+    from distrec.attacks.surrogate_registry import create_surrogate
+    from distrec.data.matrix import UserItemCSR
+
+    train = UserItemCSR.from_table(synthetic_dataset.table("train"), synthetic_dataset.n_users, synthetic_dataset.n_items)
+    ctx = AttackContext(train, np.array([5, 40]), Budget(n_fake=6, n_filler=12), seed=0, item_categories=synthetic_dataset.item_categories(), progress=False)
+
+    def profiles(config):
+        """The crafted profiles and, for a gradient attack, its loss at every outer step (the profiles
+        it returns are the best step's by the surrogate, which a key may leave the same)."""
+        surrogate = create_surrogate("wrmf", train, 6, "cpu", factors=8, iterations=2) if attack_class(name).uses_surrogate else None
+        attack = create_attack(name, **config)
+        fake = attack.craft(ctx, surrogate).float().ravel()
+        return torch.cat([fake, torch.tensor([r["attack_loss"] for r in getattr(attack, "history", [])])])
+
+    keys = {f.name for f in dataclasses.fields(attack_class(name).Config)}
+    assert keys <= set(ATTACK_CHANGES[name]) | set(ATTACK_NO_EFFECT), f"{name}: keys without a test: {sorted(keys - set(ATTACK_CHANGES[name]) - set(ATTACK_NO_EFFECT))}"
+    base = ATTACK_BASE.get(name, {})
+    reference = profiles(base)
+    for key, value in ATTACK_CHANGES[name].items():
+        assert not torch.equal(reference, profiles(dict(base, **{key: value}))), f"{name}.{key}={value!r} changes nothing"
+    for key, value in ATTACK_NO_EFFECT.items():
+        if key in keys:
+            assert torch.allclose(reference, profiles(dict(base, **{key: value})), rtol=1e-4), f"{name}.{key}={value!r} changes the profiles"
