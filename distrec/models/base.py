@@ -95,8 +95,10 @@ class CheckpointError(ValueError):
 
     @classmethod
     def of(cls, directory, exc: Exception) -> CheckpointError:
-        detail = (str(exc).splitlines() or [""])[0][:200]
-        return cls(f"{directory}: not a readable distrec checkpoint ({type(exc).__name__}: {detail})")
+        detail = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+        error = cls(f"{directory}: not a readable distrec checkpoint ({detail})")
+        error.reason = f"not a readable checkpoint ({detail})"  # without the folder, for who names it
+        return error
 
 
 def set_seed(seed: int) -> torch.Generator:

@@ -87,7 +87,8 @@ class UnitContext:
                 with tempfile.TemporaryDirectory() as tmp:
                     return load(storage.download(uri, tmp)), True
             except Exception as exc:  # an unreadable checkpoint costs a retraining, never the study
-                self.notes.append(discard(uri, (str(exc).splitlines() or [type(exc).__name__])[0][:300], "retraining", say=False))
+                why = getattr(exc, "reason", None) or (str(exc).splitlines() or [type(exc).__name__])[0][:300]  # not the download's temporary path
+                self.notes.append(discard(uri, why, "retraining", say=False))
         storage.delete(uri)  # a half-uploaded or discarded checkpoint
         model = train()
         with tempfile.TemporaryDirectory() as tmp:
