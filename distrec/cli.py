@@ -55,7 +55,6 @@ def cmd_data_prepare(args) -> int:
         test_negatives=args.test_negatives,
         seed=args.seed,
     )
-    check_writable(args.out)
     t0 = time.perf_counter()
     _log(f"reading {args.format} from {args.root}")
     raw = read_source(args.format, args.root, on_bad_lines=args.on_bad_lines, **options)
@@ -107,7 +106,6 @@ def cmd_data_synthetic(args) -> int:
     from distrec.data.synthetic import make_synthetic
 
     options = parse_assignments(args.set)
-    check_writable(args.out)
     raw = make_synthetic(seed=args.seed, **options)
     tables, meta = prepare(raw, PrepareConfig(seed=args.seed, split=args.split, test_negatives=args.test_negatives), "synthetic", dict(options, seed=args.seed))
     info = write_prepared(tables, meta, args.out).info()
@@ -585,6 +583,9 @@ def main(argv: list[str] | None = None) -> int:
         CLI_PROCESS["active"] = True
         exit_on_sigterm()
     try:
+        out = getattr(args, "out", None)
+        if out and not getattr(args, "outputs_only", False):  # before any work: a file, a read-only or unreachable store
+            check_writable(str(Path(out).parent) if args.command == "evaluate-attack" else out)
         return args.func(args)
     except KeyboardInterrupt:
         print("distrec: interrupted; finished units are kept, rerun the same command to resume", file=sys.stderr)
