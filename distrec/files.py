@@ -66,11 +66,14 @@ def check_writable(uri: str | Path, what: str = "--out", timeout: float = 30.0) 
             fs, path = resolve_uri(uri)
             if fs.get_file_info(path).type == pafs.FileType.File:
                 raise StorageError(f"{what} {uri} is a file; give a folder")
+            created = _first_missing(fs, path)
             fs.create_dir(path, recursive=True)
             test = f"{path}/.distrec-write-test{TMP_MARK}{uuid.uuid4().hex[:8]}"
             with fs.open_output_stream(test) as fh:
                 fh.write(b"ok")
             fs.delete_file(test)
+            if created is not None:  # the check leaves no trace: the folders it made go again
+                fs.delete_dir(created)
         except BaseException as exc:  # handed to the caller's thread
             outcome.append(exc)
 
@@ -85,3 +88,11 @@ def check_writable(uri: str | Path, what: str = "--out", timeout: float = 30.0) 
             raise exc
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StorageError(f"{what} {uri} cannot be written: {detail}") from exc
+
+
+def _first_missing(fs: pafs.FileSystem, path: str) -> str | None:
+    """The outermost folder of ``path`` that does not exist yet (None when ``path`` exists)."""
+    missing = None
+    while path and fs.get_file_info(path).type == pafs.FileType.NotFound:
+        missing, path = path, path.rpartition("/")[0]
+    return missing

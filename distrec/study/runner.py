@@ -78,15 +78,24 @@ def _absolute(out: str) -> str:
 
 
 def run_study(
-    config_path: str | Path, out: str, progress: bool = True, num_cpus: int | None = None, on_result=None, scenario: Scenario | None = None, store: str | None = None
+    config_path: str | Path,
+    out: str,
+    progress: bool = True,
+    num_cpus: int | None = None,
+    on_result=None,
+    scenario: Scenario | None = None,
+    store: str | None = None,
+    in_cluster: bool = False,
 ) -> dict:
     """Run (or resume) the study; returns the output paths and the counts of units run and skipped per stage.
     ``store``: where units, checkpoints and the prepared data live (default ``out``); studies sharing a
-    store share every unit they have in common (a sweep's trials do)."""
+    store share every unit they have in common (a sweep's trials do). ``in_cluster``: run from inside a
+    Ray job whose cluster is already sized (a sweep trial), so the local CPUs are not checked."""
     scenario = scenario or load_study(config_path)
     out = _absolute(str(out))
     store = _absolute(store) if store else out
-    check_resources(scenario, num_cpus)
+    if not in_cluster:
+        check_resources(scenario, num_cpus)
     check_writable(out)
     if store != out:
         check_writable(store, "the unit store")

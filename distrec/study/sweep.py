@@ -222,7 +222,7 @@ def trial(params: dict, cfg: SweepConfig, base: dict, store: str, out: str) -> N
                 values.append(cell["metrics"][cfg.objective.metric])
                 tune.report({"objective": float(np.mean(values)), "cells": len(values)})
 
-    study = run_study(f"trial {name}", trial_out, progress=False, on_result=on_result, scenario=scenario, store=store)
+    study = run_study(f"trial {name}", trial_out, progress=False, on_result=on_result, scenario=scenario, store=store, in_cluster=True)
     import pyarrow.parquet as pq
 
     fs, root = storage.resolve_uri(study["results"])
@@ -253,6 +253,7 @@ def run_sweep(config_path: str | Path, out: str | Path, progress: bool = True, n
     check_resources(scenario, num_cpus, cfg.max_concurrent * cfg.trial_cpus, f"that max_concurrent {cfg.max_concurrent} trials of trial_cpus {cfg.trial_cpus:g} hold")
     check_writable(out)
     out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
     storage_url = cfg.storage or f"sqlite:///{out / 'optuna.db'}"
     optuna_storage = optuna.storages.RDBStorage(storage_url)
     done = 0
