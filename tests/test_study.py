@@ -251,3 +251,9 @@ def test_every_shipped_study_config_is_valid(path, monkeypatch):
             pytest.skip(f"needs ../shared/data: {exc}")
         raise
     assert study.metric and study.stages
+
+
+def test_the_protocol_line_states_the_threat_model_used_over_the_preset():
+    """The demo's preset says 1% fake users; the study uses 2%, and its protocol line says so."""
+    line = load_study(Path(__file__).resolve().parents[1] / "configs" / "study" / "demo.yaml").protocol()
+    assert "1% fake users" in line and "this study sets fake_ratio=0.02, n_targets=3" in line and "threat model used: {'fake_ratio': 0.02" in line

@@ -19,7 +19,7 @@ import pydantic
 
 from distrec.attacks import attack_class
 from distrec.attacks.budget import ThreatModel, resolve_budget, select_targets, threat_model
-from distrec.attacks.protocols import check_protocol_data, get_protocol
+from distrec.attacks.protocols import check_protocol_data, get_protocol, with_preset
 from distrec.attacks.sharpap import SharpAPConfig
 from distrec.attacks.surrogate_registry import SURROGATES
 from distrec.config import ConfigError, check_keys
@@ -185,9 +185,13 @@ class Poisoning(Scenario):
         return tuple(sorted({10, 20, 50, *self.preset.ks}))
 
     def protocol(self) -> str:
+        """The preset, what this study sets over it, and the threat model that results (the one used)."""
         p = self.preset
+        own = {k: v for k, v in self.config.threat.items() if k != "preset" and p.threat.get(k, object()) != v}
+        used = {k: v for k, v in with_preset(self.config.threat).items() if k != "preset"}
+        over = f"; this study sets {', '.join(f'{k}={v}' for k, v in own.items())} over the preset" if own else ""
         return (
-            f"preset {p.name} ({p.source}{'; differs: ' + p.deviations if p.deviations else ''}); threat model {self.config.threat or 'defaults'}; "
+            f"preset {p.name} ({p.source}{'; differs: ' + p.deviations if p.deviations else ''}){over}; threat model used: {used}; "
             "victims retrained from scratch on clean and poisoned data, target metrics over real users only, training items masked (methods.md section 2)"
         )
 
