@@ -463,6 +463,7 @@ def _status(p) -> str:
         return psutil.STATUS_ZOMBIE
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGKILL"])
 def test_ray_processes_the_cli_starts_are_gone_after_it_is_killed(tmp_path, signame):
     import signal
@@ -486,6 +487,7 @@ def command(p) -> str:
         return ""
 
 
+@pytest.mark.slow
 def test_killing_the_driver_at_random_points_then_rerunning_gives_the_uninterrupted_matrix(ray_session, tmp_path):
     """20 SIGKILLs of a ``distrec study`` driver at random points (while it starts and prepares the data,
     after a random number of its units finished, while it writes the outputs); each time a rerun completes

@@ -207,11 +207,13 @@ def test_a_study_on_a_file_uri_with_a_defended_column(ray_session, tmp_path):
     assert all(json.loads(r["config"])["defense"] == "apr" for r in rows if r["column"] == "bpr+apr")
 
 
+@pytest.mark.slow
 def test_study_on_a_simulated_three_node_cluster(study_file, tmp_path):
     result = run_on_three_nodes(study_file, str(tmp_path / "cluster"))
     assert result["cells_run"] == 12 and result["nodes"] == 3
 
 
+@pytest.mark.slow
 def test_stopping_the_driver_then_rerunning_skips_finished_cells(ray_session, tmp_path):
     import os
     import signal

@@ -39,6 +39,7 @@ def write(tmp_path, data, **changes):
     return path
 
 
+@pytest.mark.slow
 def test_item_image_transfer_matrix(ray_session, synthetic_dataset, tmp_path):
     path = write(tmp_path, synthetic_dataset.uri)
     out = tmp_path / "out"

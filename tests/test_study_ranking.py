@@ -41,6 +41,7 @@ def rows_of(out):
     return {(r["row"], r["column"]): r for r in pq.read_table(f"{out}/results.parquet").to_pylist()}
 
 
+@pytest.mark.slow
 def test_ranking_transfer_matrix_with_the_white_box_diagonal(ray_session, study_file, tmp_path, monkeypatch):
     out = tmp_path / "rank"
     result = run_study(study_file, str(out), progress=False)

@@ -35,6 +35,7 @@ def write(tmp_path, sweep):
     return path
 
 
+@pytest.mark.slow
 def test_a_defense_sweep_runs_shares_units_resumes_and_exports_the_best_study(ray_session, tmp_path):
     path = write(tmp_path, SWEEP)
     out = tmp_path / "out"
