@@ -204,7 +204,7 @@ def test_a_study_on_a_file_uri_with_a_defended_column(ray_session, tmp_path):
     plain = {r["row"]: r["recall@20"] for r in rows if r["column"] == "bpr"}
     defended = {r["row"]: r["recall@20"] for r in rows if r["column"] == "bpr+apr"}
     assert plain != defended  # APR changed how the column's victim was trained
-    assert all(json.loads(r["config"])["defense"] == "apr" for r in rows if r["column"] == "bpr+apr")
+    assert all(list(json.loads(r["config"])["defenses"]) == ["apr"] for r in rows if r["column"] == "bpr+apr")
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from distrec.defenses.registry import Defense, register_defense
+from distrec.defenses.registry import TrainingDefense, register_defense
 from distrec.models.trainer import PairwiseVictim, TrainingObjective
 
 
@@ -63,11 +63,10 @@ class APRObjective(TrainingObjective):
 
 
 @register_defense("apr")
-class APR(Defense):
+class APR(TrainingDefense):
     """Trains the victim with :class:`APRObjective` (a per-instance ``objective``)."""
 
     Config = APRConfig
-    kind = "training"
 
     @classmethod
     def supports(cls, victim_cls: type) -> bool:

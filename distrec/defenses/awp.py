@@ -19,7 +19,7 @@ import torch
 from distrec.attacks.weights import WeightAttackConfig, attacked_scores, perturbed
 from distrec.data.dataset import PreparedDataset
 from distrec.data.preprocess import sample_test_negatives
-from distrec.defenses.registry import Defense, register_defense
+from distrec.defenses.registry import TrainingDefense, register_defense
 from distrec.evaluation.sampled import sampled_metrics
 from distrec.models.trainer import PairwiseVictim, TrainingObjective
 
@@ -161,8 +161,7 @@ class RAWPObjective(AWPObjective):
         self.gamma = self.config.gamma * float(rng.uniform(0.8, 1.2))
 
 
-class _WeightPerturbationDefense(Defense):
-    kind = "training"
+class _WeightPerturbationDefense(TrainingDefense):
     objective: type
 
     @classmethod

@@ -11,7 +11,7 @@ from torch import nn
 
 from distrec.attacks.pgd import RankPGD
 from distrec.attacks.ranking.objectives import EmbeddingShiftObjective
-from distrec.defenses.registry import Defense, register_defense
+from distrec.defenses.registry import TrainingDefense, register_defense
 
 
 @dataclass
@@ -37,12 +37,11 @@ class EmbeddingShiftingTraining:
 
 
 @register_defense("est")
-class EST(Defense):
+class EST(TrainingDefense):
     """Embedding-shifting adversarial training of a metric-learning embedder (AdvRank section 4):
     ``apply(embedder)`` gives the training batches' perturbation for :func:`fit_embedder`."""
 
     Config = EmbeddingShiftingTraining
-    kind = "training"
 
     @classmethod
     def supports(cls, victim_cls: type) -> bool:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from distrec.defenses.registry import Defense, register_defense
+from distrec.defenses.registry import DeploymentDefense, register_defense
 
 
 def median_filter(x: torch.Tensor, kernel: int = 3) -> torch.Tensor:
@@ -97,10 +97,9 @@ class MedianConfig:
             raise ValueError(f"kernel must be an odd positive size, got {self.kernel}")
 
 
-class ImageFilterDefense(Defense):
+class ImageFilterDefense(DeploymentDefense):
     """An input transformation in front of a visually-aware recommender: every item image passes it."""
 
-    kind = "deployment"
     module: type
 
     @classmethod

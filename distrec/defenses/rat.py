@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from distrec.defenses.registry import Defense, register_defense
+from distrec.defenses.registry import TrainingDefense, register_defense
 from distrec.models.trainer import PairwiseVictim, TrainingObjective
 
 
@@ -76,11 +76,10 @@ class RATObjective(TrainingObjective):
 
 
 @register_defense("rat")
-class RAT(Defense):
+class RAT(TrainingDefense):
     """Trains the victim with :class:`RATObjective`."""
 
     Config = RATConfig
-    kind = "training"
 
     @classmethod
     def supports(cls, victim_cls: type) -> bool:

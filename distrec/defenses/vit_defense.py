@@ -42,7 +42,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from distrec.defenses.filters import median_filter
-from distrec.defenses.registry import Defense, register_defense
+from distrec.defenses.registry import DeploymentDefense, register_defense
 
 DETECTOR_INPUTS = ("image", "highpass")
 
@@ -498,11 +498,10 @@ class DeployedViTConfig:
 VIT_DEPLOYMENTS = {"vit_filter": (True, False), "vit_detector": (False, True), "vit_filter_detector": (True, True)}
 
 
-class DeployedViT(Defense):
+class DeployedViT(DeploymentDefense):
     """The ViT defense deployed as a filter (purify every image), a detector (reject flagged uploads)
     or both; ``filter`` and ``detector`` say which."""
 
-    kind = "deployment"
     Config = DeployedViTConfig
     filter = detector = False
 
@@ -517,4 +516,4 @@ class DeployedViT(Defense):
 
 
 for _name, (_filter, _detector) in VIT_DEPLOYMENTS.items():
-    register_defense(_name)(type(f"ViT{_name.title().replace('_', '')}", (DeployedViT,), {"filter": _filter, "detector": _detector}))
+    register_defense(_name)(type(f"ViT{_name.title().replace('_', '')}", (DeployedViT,), {"filter": _filter, "detector": _detector, "rejects": _detector}))

@@ -102,6 +102,11 @@ class LightGCN(PairwiseVictim):
     def embedding_parameters(self) -> list[torch.nn.Parameter]:
         return [self.embedding]
 
+    def user_embeddings(self) -> torch.Tensor:
+        """Every user's propagated representation (spectral signatures read it)."""
+        with torch.no_grad():
+            return self.final_embeddings()[: self.n_users].detach()
+
     def score(self, users: torch.Tensor) -> torch.Tensor:
         final = self.final_embeddings()
         return final[users] @ final[self.n_users :].T

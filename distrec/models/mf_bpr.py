@@ -38,6 +38,10 @@ class MFBPR(PairwiseVictim):
     def user_embedding_parameters(self) -> list[torch.nn.Parameter]:
         return [self.user_emb]
 
+    def user_embeddings(self) -> torch.Tensor:
+        """Every user's representation (spectral signatures read it)."""
+        return self.user_emb.detach()
+
     def score(self, users: torch.Tensor) -> torch.Tensor:
         return self.user_emb[users] @ self.item_emb.T
 

@@ -143,6 +143,10 @@ class WRMF(Victim):
     def score(self, users: torch.Tensor) -> torch.Tensor:
         return self.user_factors[users] @ self.item_factors.T
 
+    def user_embeddings(self) -> torch.Tensor:
+        """Every user's factors (spectral signatures read them)."""
+        return self.user_factors.detach()
+
     def _gram(self, fixed: torch.Tensor) -> torch.Tensor:
         return fixed.T @ fixed + self.config.reg * torch.eye(fixed.shape[1], device=fixed.device, dtype=fixed.dtype)
 

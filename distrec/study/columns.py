@@ -1,15 +1,17 @@
-"""The columns of a recommender study: ``victim`` or ``victim+defense``, with training defenses from the
-defense registry. Shared by the scenarios whose columns are registry victims (poisoning, robustness)."""
+"""The columns of a recommender study: a victim behind a chain of defenses (:class:`Column`), checked
+against the study's victims and defenses. Shared by the scenarios whose columns are registry victims
+(poisoning, robustness)."""
 
 from __future__ import annotations
 
 from distrec.config import ConfigError, check_keys
-from distrec.defenses import create_defense, defense_class, list_defenses
-from distrec.models.registry import create_victim, list_victims, victim_class
+from distrec.defenses import defense_class, list_defenses
+from distrec.defenses.chain import Column, check_column
+from distrec.models.registry import list_victims, victim_class
 
 
 def check_victims_and_defenses(victims: dict[str, dict], defenses: dict[str, dict], source: str) -> None:
-    """Every victim and defense name is registered and every key of theirs exists, with its type."""
+    """Every victim and defense name is registered and every key of theirs exists, with its type and range."""
     for name, vcfg in victims.items():
         if name not in list_victims():
             raise ConfigError(f"{source}: victims.{name}: unknown victim; registered: {', '.join(list_victims())}")
@@ -21,30 +23,24 @@ def check_victims_and_defenses(victims: dict[str, dict], defenses: dict[str, dic
 
 
 def default_columns(victims: dict, defenses: dict) -> list[str]:
-    """Every victim, then every victim with every defense that supports it."""
+    """Every victim, then every victim with every single defense that supports it."""
     cols = list(victims)
     for d in defenses:
         cols += [f"{v}+{d}" for v in victims if defense_class(d).supports(victim_class(v))]
     return cols
 
 
-def check_columns(columns: list[str], victims: dict, defenses: dict, source: str) -> None:
-    for i, column in enumerate(columns):
-        victim, _, defense = column.partition("+")
-        if victim not in victims:
-            raise ConfigError(f"{source}: columns.{i}: {victim!r} is not one of the study's victims ({', '.join(victims)})")
-        if defense and defense not in defenses:
-            raise ConfigError(f"{source}: columns.{i}: defense {defense!r} is not configured under defenses ({', '.join(defenses) or 'none'})")
-        if defense and not defense_class(defense).supports(victim_class(victim)):
-            cls = defense_class(defense)
-            raise ConfigError(f"{source}: columns.{i}: defense {defense!r} cannot be applied to victim {victim!r}; it supports {', '.join(cls.supported_victims())}")
-
-
-def fit_column_victim(victim: str, config: dict, defense: str | None, defense_config: dict, data):
-    """A column's victim trained from scratch on ``data``, with its training defense if it has one (its
-    training records in ``fit_history``, saved with the model)."""
-    model = create_victim(victim, data.n_users, data.n_items, **config)
-    if defense:
-        model = create_defense(defense, **defense_config).apply(model)
-    model.fit_history = model.fit(data, progress=False)
-    return model
+def check_columns(columns: list[str], victims: dict, defenses: dict, source: str, kinds: tuple[str, ...] = ("data", "training")) -> list[Column]:
+    """Each column parsed and checked (:func:`~distrec.defenses.chain.check_column`); ``kinds``: the
+    defense kinds the scenario can place."""
+    parsed = []
+    for i, text in enumerate(columns):
+        column = Column.parse(text)
+        if column.victim not in victims:
+            raise ConfigError(f"{source}: columns.{i}: {column.victim!r} is not one of the study's victims ({', '.join(victims)})")
+        check_column(column, victim_class(column.victim), defenses, source, f"columns.{i}")
+        for d in column.defenses:
+            if defense_class(d).kind not in kinds:
+                raise ConfigError(f"{source}: columns.{i}: {d!r} is a {defense_class(d).kind} defense; this study places {' and '.join(kinds)} defenses")
+        parsed.append(column)
+    return parsed

@@ -79,13 +79,13 @@ def train_victim(
 
 
 def _defended(model, name: str, defense: str, config: dict, source: str):
+    """``model`` set to train with the training defense ``defense`` (checked as a study column is)."""
     from distrec.config import ConfigError, check_keys
-    from distrec.defenses import create_defense, defense_class, list_defenses
+    from distrec.defenses import create_defense, defense_class
+    from distrec.defenses.chain import Column, check_column
 
-    if defense not in list_defenses():
-        raise ConfigError(f"{source}: key defense: unknown defense {defense!r}; registered: {', '.join(list_defenses())}")
-    cls = defense_class(defense)
-    if cls.kind != "training" or not cls.supports(type(model)):
-        raise ConfigError(f"{source}: key defense: {defense!r} cannot be applied to victim {name!r}; it supports {', '.join(cls.supported_victims())}")
-    check_keys(cls.Config, config, source, "defense")
+    check_column(Column(name, (defense,)), type(model), {defense: config}, source, "defense")
+    if defense_class(defense).kind != "training":
+        raise ConfigError(f"{source}: defense: {defense!r} is a {defense_class(defense).kind} defense; distrec train fits a victim with a training defense")
+    check_keys(defense_class(defense).Config, config, source, "defense")
     return create_defense(defense, **config).apply(model)

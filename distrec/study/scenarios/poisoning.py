@@ -3,8 +3,9 @@ retrain every victim (optionally trained with a defense) from scratch on the cle
 poisoned dataset for every seed, and measure the targets' exposure to the real users.
 
 Stages: ``craft`` (attack x surrogate; writes the poisoned dataset) -> ``cell`` ((no attack | craft) x
-column x seed). Rows: ``no attack`` and ``attack@surrogate``; columns: ``victim`` or
-``victim+defense``."""
+column x seed). Rows: ``no attack`` and ``attack@surrogate``; columns: a victim behind a chain of data
+and training defenses (``lightgcn+pca+apr``, :mod:`distrec.defenses.chain`); a data defense's threshold is
+set on the study's clean data, and its detection is scored with ``is_fake`` after it ran."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import dataclasses
 import json
 import time
 from dataclasses import field
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -27,9 +29,13 @@ from distrec.content_id import content_id
 from distrec.data.dataset import InMemoryDataset, PreparedDataset
 from distrec.data.matrix import UserItemCSR
 from distrec.data.spec import DatasetSpec, check_dataset_spec, materialise_dataset
+from distrec.defenses.chain import Column, Defended, fit_defended
+from distrec.defenses.screening import Screening
 from distrec.evaluation.attack_effect import measure
+from distrec.evaluation.detection import detection_metrics
+from distrec.files import write_local
 from distrec.models.base import Victim
-from distrec.study.columns import check_columns, check_victims_and_defenses, default_columns, fit_column_victim
+from distrec.study.columns import check_columns, check_victims_and_defenses, default_columns
 from distrec.study.engine import StageResources, Unit
 from distrec.study.scenario import Scenario, register_scenario
 from distrec.workflows.attack import run_attack, split_config, target_metric_names
@@ -63,7 +69,7 @@ class AttackSpec:
 @pydantic.dataclasses.dataclass(config=FORBID)
 class PoisoningConfig:
     """``victims``: name -> training config; ``defenses``: name -> config; ``columns``: ``victim`` or
-    ``victim+defense`` (default: every victim, then every victim with every defense that supports it);
+    ``victim+defense+...`` (default: every victim, then every victim with every defense that supports it);
     ``threat``: threat-model keys, ``preset`` among them (:mod:`distrec.attacks.protocols`), which also
     gives the default ``metric`` and the K of the target metrics."""
 
@@ -110,7 +116,8 @@ class Poisoning(Scenario):
         return tuple(m for m in (f"t_hr@{k}", f"hitone@{k}", "mean_rank", "recall@20") if m != self.metric)
 
     def metric_names(self) -> tuple[str, ...]:
-        return (*target_metric_names(self.ks), "recall@20", "ndcg@20")
+        screened = any(Column.parse(c).of_kind("data") for c in self.columns())
+        return (*target_metric_names(self.ks), "recall@20", "ndcg@20", *(f"detect_{k}" for k in DETECTION_METRICS if screened))
 
     # ------------------------------------------------------------------ checked before anything runs
     def check(self) -> None:
@@ -227,28 +234,28 @@ class Poisoning(Scenario):
                 units.append(Unit("craft", craft_id, payload, label=spec.row_label(sur)))
                 rows.append((spec.row_label(sur), craft_id))
         for label, craft_id in rows:
-            for column in self.columns():
-                victim, _, defense = column.partition("+")
+            for column in map(Column.parse, self.columns()):
+                chain = {d: cfg.defenses[d] for d in column.defenses}
                 for seed in cfg.seeds:
-                    config = dict(cfg.victims[victim], seed=seed)
-                    parts = [data_id if craft_id is None else craft_id, victim, config, targets]
+                    config = dict(cfg.victims[column.victim], seed=seed)
+                    parts = [data_id if craft_id is None else craft_id, column.victim, config, targets]
                     if self.ks != (10, 20, 50):
                         parts.append(list(self.ks))  # the default K keep the ids of studies run before presets
-                    cell_id = content_id(*parts, defense, cfg.defenses[defense]) if defense else content_id(*parts)
+                    # one training defense keeps the ids of the studies run before chains
+                    parts += [*chain.items()][0] if len(chain) == 1 and column.of_kind("training") else [chain] if chain else []
                     payload = {
                         "row": label,
-                        "column": column,
-                        "victim": victim,
+                        "column": str(column),
+                        "victim": column.victim,
                         "seed": seed,
                         "config": config,
-                        "defense": defense or None,
-                        "defense_config": cfg.defenses.get(defense, {}),
+                        "defenses": chain,
                         "targets": targets,
                         "n_real": clean.n_users,
                         "ks": list(self.ks),
                         "data": clean.uri,
                     }
-                    units.append(Unit("cell", cell_id, payload, deps={"craft": craft_id} if craft_id else {}, label=f"{label} | {column} | seed {seed}"))
+                    units.append(Unit("cell", content_id(*parts), payload, deps={"craft": craft_id} if craft_id else {}, label=f"{label} | {column} | seed {seed}"))
         return units
 
     def _targets(self, train: UserItemCSR, clean: PreparedDataset) -> list[int]:
@@ -284,20 +291,59 @@ class Poisoning(Scenario):
             }
         uri = deps["craft"]["poisoned"] if "craft" in deps else p["data"]
         data = ctx.cached(uri, lambda: InMemoryDataset.load(PreparedDataset(uri)))
+        clean = ctx.cached(p["data"], lambda: InMemoryDataset.load(PreparedDataset(p["data"])))
+        column = Column.parse(p["column"])
 
-        def train() -> Victim:
-            return fit_column_victim(p["victim"], p["config"], p["defense"], p["defense_config"], data)
+        def train() -> Defended:
+            return fit_defended(column, p["config"], p.get("defenses", {}), data, reference=clean, seed=p["seed"])
 
         t0 = time.perf_counter()
-        model, restored = ctx.checkpoint("model", train, lambda m, d: m.save(d), lambda d: Victim.load(d).attach(data))
+        defended, restored = ctx.checkpoint("model", train, save_defended, lambda d: load_defended(d, data))
         fit_seconds = time.perf_counter() - t0
-        metrics = measure(model, data, np.asarray(p["targets"]), p["n_real"], tuple(p.get("ks", (10, 20, 50))))
-        return {
+        metrics = measure(defended.model, data, np.asarray(p["targets"]), p["n_real"], tuple(p.get("ks", (10, 20, 50))))
+        result = {
             "row": p["row"],
             "column": p["column"],
             "seed": p["seed"],
-            "config": dict(p["config"], defense=p["defense"], defense_config=p["defense_config"] or None),
+            "config": dict(p["config"], defenses=p.get("defenses") or None),
             "metrics": metrics,
             "fit_seconds": round(fit_seconds, 3),
             "restored": restored,
         }
+        if defended.screenings:
+            is_fake = fake_users(data)
+            per = [dict(s.summary(), **detection_metrics(s.scores, s.removed, is_fake)) for s in defended.screenings]
+            chain = detection_metrics(defended.screenings[0].scores, defended.removed, is_fake)
+            metrics.update({f"detect_{k}": v for k, v in chain.items() if k in DETECTION_METRICS and v is not None})
+            ctx.notes += [f"{p['row']} | {p['column']} | seed {p['seed']}: {w}" for s in defended.screenings for w in s.warnings]
+            result["screening"] = per
+        return result
+
+
+DETECTION_METRICS = ("auc", "precision", "recall", "f1", "real_removed_share")
+
+
+def fake_users(data: PreparedDataset) -> np.ndarray:
+    """Which users of ``data`` are fake (read by the scorer after the defense, never by the defense)."""
+    train = data.table("train", ["user_id", "is_fake"])
+    fake = np.zeros(data.n_users, bool)
+    fake[train.column("user_id").to_numpy()[train.column("is_fake").to_numpy(zero_copy_only=False)]] = True
+    return fake
+
+
+def save_defended(defended: Defended, folder: str) -> None:
+    """The victim, and what each data defense did (scores and removals, to score them on a restore)."""
+    defended.model.save(folder)
+    screenings = [dict(s.summary(), scores=np.nan_to_num(s.scores, nan=-np.inf).tolist(), removed=np.flatnonzero(s.removed).tolist()) for s in defended.screenings]
+    write_local(f"{folder}/screenings.json", json.dumps(screenings))
+
+
+def load_defended(folder: str, data: PreparedDataset) -> Defended:
+    screenings = []
+    path = Path(folder, "screenings.json")
+    for s in json.loads(path.read_text()) if path.exists() else []:
+        scores = np.asarray(s["scores"], np.float64)
+        removed = np.zeros(len(scores), bool)
+        removed[s["removed"]] = True
+        screenings.append(Screening(s["defense"], np.where(np.isinf(scores), np.nan, scores), s["threshold"], removed, s["reference_removed_share"], s["warnings"]))
+    return Defended(Victim.load(folder).attach(data), screenings)

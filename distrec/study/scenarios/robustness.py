@@ -24,12 +24,13 @@ from distrec.content_id import content_id
 from distrec.data.dataset import InMemoryDataset, PreparedDataset
 from distrec.data.matrix import UserItemCSR
 from distrec.data.spec import DatasetSpec, check_dataset_spec, materialise_dataset
+from distrec.defenses.chain import Column, fit_defended
 from distrec.evaluation.ranking import full_ranking_metrics
 from distrec.evaluation.sampled import candidates, sampled_metrics
 from distrec.models.base import Victim
 from distrec.models.registry import list_victims, victim_class
 from distrec.models.trainer import PairwiseVictim
-from distrec.study.columns import check_columns, check_victims_and_defenses, default_columns, fit_column_victim
+from distrec.study.columns import check_columns, check_victims_and_defenses, default_columns
 from distrec.study.engine import StageResources, Unit
 from distrec.study.scenario import Scenario, register_scenario
 
@@ -82,7 +83,7 @@ class Robustness(Scenario):
             if not hasattr(victim_class(name), "weight_matrices"):
                 able = [v for v in list_victims() if hasattr(victim_class(v), "weight_matrices")]
                 raise ConfigError(f"{src}: victims.{name}: the weight attack needs a victim with weight matrices: {', '.join(able)}")
-        check_columns(self.columns(), cfg.victims, cfg.defenses, src)
+        check_columns(self.columns(), cfg.victims, cfg.defenses, src, kinds=("training",))
         for i, a in enumerate(cfg.attacks):
             try:
                 for eps in a.eps:
@@ -139,11 +140,11 @@ class Robustness(Scenario):
             (a.label(eps), {"method": a.method, "eps": eps, "steps": a.steps, "alpha": a.alpha, "target": a.target}) for a in cfg.attacks for eps in a.eps
         ]
         units = []
-        for column in self.columns():
-            victim, _, defense = column.partition("+")
+        for column in map(Column.parse, self.columns()):
+            victim, column, chain = column.victim, str(column), {d: cfg.defenses[d] for d in column.defenses}
             for seed in cfg.seeds:
                 config = dict(cfg.victims[victim], seed=seed)
-                tid = content_id(self.data_key(data), victim, config, defense or None, cfg.defenses.get(defense))
+                tid = content_id(self.data_key(data), victim, config, chain)
                 units.append(
                     Unit(
                         "train",
@@ -152,8 +153,7 @@ class Robustness(Scenario):
                             "data": data.uri,
                             "victim": victim,
                             "config": config,
-                            "defense": defense or None,
-                            "defense_config": cfg.defenses.get(defense, {}),
+                            "defenses": chain,
                             "column": column,
                             "seed": seed,
                         },
@@ -189,7 +189,7 @@ class Robustness(Scenario):
             t0 = time.perf_counter()
 
             def train() -> Victim:
-                return fit_column_victim(p["victim"], p["config"], p["defense"], p["defense_config"], data)
+                return fit_defended(Column.parse(p["column"]), p["config"], p["defenses"], data).model
 
             model, restored = ctx.checkpoint("model", train, lambda m, d: m.save(d), lambda d: Victim.load(d).attach(data))
             stages = [r for r in model.fit_history or [] if "stage" in r]  # RAWP-FT's layer scores, fine-tuning, interpolation

@@ -1,0 +1,61 @@
+"""FAP, fraudulent action propagation (Zhang et al., "Catch the black sheep", IJCAI 2015): spam
+probability propagated over the user-item bipartite graph from seed spammers. Labelled spammers are what a
+defender lacks; the seeds here are fake profiles the defender plants itself (random, bandwagon, popular),
+joined to the data being screened and clamped at probability 1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from distrec.defenses.pca_users import sparse
+from distrec.defenses.planted import PLANTABLE, planted_profiles, stacked
+from distrec.defenses.registry import register_defense
+from distrec.defenses.screening import DataDefense, ScreeningConfig
+
+
+@dataclass
+class FAPConfig(ScreeningConfig):
+    """``planted``/``sizes``/``n_targets``: the seed profiles (as for the profile classifier);
+    ``iterations``: propagation rounds; ``damping``: the share of a user's probability taken from its
+    items each round (the rest stays at the prior 0)."""
+
+    planted: list[str] = field(default_factory=lambda: list(PLANTABLE))
+    sizes: list[float] = field(default_factory=lambda: [0.02])
+    n_targets: int = 5
+    iterations: int = 10
+    damping: float = 0.85
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.planted or any(a not in PLANTABLE for a in self.planted):
+            raise ValueError(f"planted must name some of {', '.join(PLANTABLE)}, got {self.planted}")
+        if not self.sizes or any(not 0 < s < 1 for s in self.sizes):
+            raise ValueError(f"sizes must be shares in (0, 1), got {self.sizes}")
+        if self.iterations < 1 or not 0 < self.damping <= 1 or self.n_targets < 1:
+            raise ValueError(f"iterations and n_targets must be at least 1 and damping in (0, 1], got {self.iterations}, {self.n_targets}, {self.damping}")
+
+
+def propagate(x, seeds: np.ndarray, iterations: int, damping: float) -> np.ndarray:
+    """p_i = mean of p_u over item i's users; p_u = damping * mean of p_i over u's items; seeds fixed at 1."""
+    deg_u = np.maximum(np.asarray(x.sum(1)).ravel(), 1)
+    deg_i = np.maximum(np.asarray(x.sum(0)).ravel(), 1)
+    p = seeds.astype(np.float64)
+    for _ in range(iterations):
+        items = (x.T @ p) / deg_i
+        p = np.where(seeds, 1.0, damping * (x @ items) / deg_u)
+    return p
+
+
+@register_defense("fap")
+class FAP(DataDefense):
+    """A user's suspicion is its propagated spam probability."""
+
+    Config = FAPConfig
+
+    def scores(self, train, fit, seed):
+        c = self.config
+        planted = planted_profiles(train, c.planted, c.sizes, c.n_targets, seed)
+        seeds = np.r_[np.zeros(train.n_users, bool), np.ones(planted.n_users, bool)]
+        return propagate(sparse(stacked(train, planted)), seeds, c.iterations, c.damping)[: train.n_users]
