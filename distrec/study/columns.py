@@ -38,9 +38,9 @@ def check_columns(columns: list[str], victims: dict, defenses: dict, source: str
         column = Column.parse(text)
         if column.victim not in victims:
             raise ConfigError(f"{source}: columns.{i}: {column.victim!r} is not one of the study's victims ({', '.join(victims)})")
-        check_column(column, victim_class(column.victim), defenses, source, f"columns.{i}")
         for d in column.defenses:
-            if defense_class(d).kind not in kinds:
+            if d in list_defenses() and defense_class(d).kind not in kinds:
                 raise ConfigError(f"{source}: columns.{i}: {d!r} is a {defense_class(d).kind} defense; this study places {' and '.join(kinds)} defenses")
+        check_column(column, victim_class(column.victim), defenses, source, f"columns.{i}")
         parsed.append(column)
     return parsed
