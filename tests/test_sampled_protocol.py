@@ -164,7 +164,7 @@ def test_train_cli_takes_a_defense_and_reports_the_sampled_protocol(tmp_path, ca
     assert main(["data", "synthetic", "--out", data, "--split", "loo", "--test-negatives", "50", "--set", "n_users=150", "--set", "n_items=100", "--json"]) == 0
     capsys.readouterr()
     assert main(["train", "wrmf", "--data", data, "--set", "defense=rawp"]) == 2
-    assert "--set: defense: 'rawp' cannot be applied to victim 'wrmf'; it supports deepcf, neumf" in capsys.readouterr().err
+    assert "--set: defense: defense 'rawp' cannot be applied to victim 'wrmf'; it supports deepcf, neumf" in capsys.readouterr().err
     assert main(["train", "deepcf", "--data", data, "--set", "defense=rawp", "--set", "defense.gama=1"]) == 2
     assert "--set: defense.gama: unknown key; valid keys: gamma, layer_prob" in capsys.readouterr().err
     argv = ["train", "deepcf", "--data", data, "--set", "epochs=1", "--set", "proj_dim=8", "--set", "tower=[8]", "--set", "defense=awp", "--set", "defense.gamma=0.02", "--json"]

@@ -120,7 +120,11 @@ def test_a_labelled_attack_is_a_row_of_its_own(tmp_path):
 
 BAD_CONFIGS = [
     ("resources: {craft: {num_cpus: 1}, cell: {num_cpus: 1}}", "resources: {craft: {num_cpu: 1}}", "resources.craft.num_cpu: unknown key; valid keys: num_cpus, num_gpus"),
-    ("resources: {craft: {num_cpus: 1}, cell: {num_cpus: 1}}", "resources: {train: {num_cpus: 1}}", "resources.train: unknown stage; the poisoning scenario's stages: craft, cell"),
+    (
+        "resources: {craft: {num_cpus: 1}, cell: {num_cpus: 1}}",
+        "resources: {train: {num_cpus: 1}}",
+        "resources.train: unknown stage; the poisoning scenario's stages: craft, base, cell",
+    ),
     ("seeds: [0, 1]", "seeds: [zero]", "seeds.0: Input should be a valid integer"),
     ("seeds: [0, 1]", "seedz: [0, 1]", "seedz: unknown key; valid keys: dataset, attacks, victims"),
     (
@@ -150,6 +154,13 @@ BAD_CONFIGS = [
     ("seeds: [0, 1]", "seeds: [0, 1]\ndefenses: {apr: {eps: -1}}", "defenses.apr: Value error, eps must be positive, got -1"),
     ("seeds: [0, 1]", "seeds: [0, 1]\ndefenses: {aprr: {}}", "defenses.aprr: unknown defense; registered: "),
     ("seeds: [0, 1]", "seeds: [0, 1]\ndefenses: {pca: {fpr: 1.5}}", "defenses.pca: Value error, fpr must be in (0, 1), got 1.5"),
+    ("seeds: [0, 1]", "seeds: [0, 1]\ndefenses: {pore: {n_models: 0}}", "defenses.pore: Value error, n_models must be at least 1, got 0"),
+    ("seeds: [0, 1]", "seeds: [0, 1]\ncolumns: [bpr+pore]\ndefenses: {pore: {}}", "columns.0: defense 'pore' cannot be applied to victim 'bpr'; it supports itemknn"),
+    (
+        "  bpr: {dim: 8, epochs: 2, lr: 0.01, batch_size: 256, backend: memory}",
+        "  bpr: {dim: 8, epochs: 2, lr: 0.01, batch_size: 256, backend: memory}\n  itemknn: {}\ncolumns: [itemknn+pca+pore]\ndefenses: {pca: {}, pore: {}}",
+        "columns.0: 'itemknn+pca+pore': 'pore' is an ensemble of its own and takes no other defense in its column",
+    ),
     ("seeds: [0, 1]", "seeds: [0, 1]\ndefenses: {sam: {rho: 0}}", "defenses.sam: Value error, rho must be positive, got 0"),
     ("seeds: [0, 1]", "seeds: [0, 1]\ndefenses: {profile_classifier: {planted: [revadv]}}", "planted must name some of random, bandwagon, popular"),
     ("seeds: [0, 1]", "seeds: [0, 1]\ncolumns: [bpr+pcaa]\ndefenses: {pca: {}}", "columns.0: unknown defense 'pcaa' in 'bpr+pcaa'; registered: "),

@@ -56,6 +56,9 @@ def check_column(column: Column, victim_cls: type, configured: dict, source: str
         if seen and getattr(defense_class(seen[-1]), "rejects", False):
             raise ConfigError(f"{source}: {key}: in {str(column)!r} {seen[-1]!r} rejects inputs and must come last")
         seen.append(d)
+    alone = [d for d in column.defenses if getattr(defense_class(d), "alone", False)]
+    if alone and len(column.defenses) > 1:
+        raise ConfigError(f"{source}: {key}: {str(column)!r}: {alone[0]!r} is an ensemble of its own and takes no other defense in its column")
     if len(column.of_kind("training")) > 1:
         raise ConfigError(f"{source}: {key}: {str(column)!r} has training defenses {', '.join(column.of_kind('training'))}; a victim is fit with one")
 

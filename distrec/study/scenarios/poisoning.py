@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 import time
 from dataclasses import field
 from pathlib import Path
@@ -18,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pydantic
+import torch
+from safetensors.torch import load_file, save_file
 
 from distrec.attacks import attack_class
 from distrec.attacks.budget import ThreatModel, resolve_budget, select_targets, threat_model
@@ -30,11 +33,14 @@ from distrec.data.dataset import InMemoryDataset, PreparedDataset
 from distrec.data.matrix import UserItemCSR
 from distrec.data.spec import DatasetSpec, check_dataset_spec, materialise_dataset
 from distrec.defenses.chain import Column, Defended, fit_defended
+from distrec.defenses.pore import POREConfig, VoteEnsemble, bagged_samples, certify, fake_grid
 from distrec.defenses.screening import Screening
+from distrec.distributed import storage
 from distrec.evaluation.attack_effect import measure
 from distrec.evaluation.detection import detection_metrics
 from distrec.files import write_local
 from distrec.models.base import Victim
+from distrec.models.registry import victim_class
 from distrec.study.columns import check_columns, check_victims_and_defenses, default_columns
 from distrec.study.engine import StageResources, Unit
 from distrec.study.scenario import Scenario, register_scenario
@@ -100,7 +106,7 @@ def check_fake_memory(n_fake: int, n_items: int, where: str, copies: int = 4) ->
 @register_scenario("poisoning")
 class Poisoning(Scenario):
     Config = PoisoningConfig
-    stages = ("craft", "cell")
+    stages = ("craft", "base", "cell")
 
     @property
     def preset(self):
@@ -224,6 +230,9 @@ class Poisoning(Scenario):
         data_id = self.data_key(clean)
         train = UserItemCSR.from_table(clean.table("train"), clean.n_users, clean.n_items)
         targets = self._targets(train, clean)
+        pore = cfg.defenses.get("pore")
+        if pore is not None and POREConfig(**pore).subsample > clean.n_users:
+            raise ConfigError(f"{self.source}: defenses.pore.subsample: {POREConfig(**pore).subsample} users per base model, more than the data's {clean.n_users} users")
         units = []
         rows = [(NO_ATTACK, None)]
         for spec in cfg.attacks:
@@ -255,7 +264,29 @@ class Poisoning(Scenario):
                         "ks": list(self.ks),
                         "data": clean.uri,
                     }
-                    units.append(Unit("cell", content_id(*parts), payload, deps={"craft": craft_id} if craft_id else {}, label=f"{label} | {column} | seed {seed}"))
+                    deps = {"craft": craft_id} if craft_id else {}
+                    if "pore" in chain:
+                        bases = self._base_units(parts[0], column, config, chain["pore"], payload, deps, f"{label} | {column} | seed {seed}")
+                        units += bases
+                        deps = dict(deps, **{f"base{k}": b.id for k, b in enumerate(bases)})
+                    units.append(Unit("cell", content_id(*parts), payload, deps=deps, label=f"{label} | {column} | seed {seed}"))
+        return units
+
+    def summary(self, results: dict[str, dict]) -> dict:
+        """PORE's certified curves (no-attack row, per column and seed) beside the empirical cells."""
+        curves = {f"{r['column']} seed {r['seed']}": r["certified"] for r in results.values() if r.get("certified")}
+        return {"certified": dict(sorted(curves.items()))} if curves else {}
+
+    def _base_units(self, data_id: str, column: Column, config: dict, pore: dict, payload: dict, deps: dict, label: str) -> list[Unit]:
+        """PORE's base models, ``models_per_unit`` per unit: a unit's id covers its data, victim, seed and
+        model ids, so that a larger ensemble reuses the base models of a smaller one."""
+        pc = POREConfig(**pore)
+        units = []
+        for start in range(0, pc.n_models, pc.models_per_unit):
+            models = list(range(start, min(start + pc.models_per_unit, pc.n_models)))
+            base_id = content_id(data_id, column.victim, config, "pore base", pc.subsample, pc.top_n, models)
+            base = {"data": payload["data"], "victim": column.victim, "config": config, "models": models, "subsample": pc.subsample, "top_n": pc.top_n, "n_real": payload["n_real"]}
+            units.append(Unit("base", base_id, dict(base, seed=payload["seed"]), deps=deps, label=f"{label} | base models {models[0]}-{models[-1]}"))
         return units
 
     def _targets(self, train: UserItemCSR, clean: PreparedDataset) -> list[int]:
@@ -292,7 +323,11 @@ class Poisoning(Scenario):
         uri = deps["craft"]["poisoned"] if "craft" in deps else p["data"]
         data = ctx.cached(uri, lambda: InMemoryDataset.load(PreparedDataset(uri)))
         clean = ctx.cached(p["data"], lambda: InMemoryDataset.load(PreparedDataset(p["data"])))
+        if unit.stage == "base":
+            return self._base(p, data, ctx)
         column = Column.parse(p["column"])
+        if column.defenses == ("pore",):
+            return self._ensemble_cell(p, deps, data, clean)
 
         def train() -> Defended:
             return fit_defended(column, p["config"], p.get("defenses", {}), data, reference=clean, seed=p["seed"])
@@ -317,6 +352,36 @@ class Poisoning(Scenario):
             metrics.update({f"detect_{k}": v for k, v in chain.items() if k in DETECTION_METRICS and v is not None})
             ctx.notes += [f"{p['row']} | {p['column']} | seed {p['seed']}: {w}" for s in defended.screenings for w in s.warnings]
             result["screening"] = per
+        return result
+
+    def _base(self, p: dict, data: PreparedDataset, ctx) -> dict:
+        """Votes of PORE base models ``p["models"]``, each fit on users drawn from the (poisoned) data."""
+        train = UserItemCSR.from_table(data.table("train", ["user_id", "item_id"]), data.n_users, data.n_items)
+        t0 = time.perf_counter()
+        samples = bagged_samples(data.n_users, p["subsample"], p["models"], p["seed"])
+        votes = victim_class(p["victim"]).bagged_votes(train, p["n_real"], samples, p["top_n"], **p["config"])
+        with tempfile.TemporaryDirectory() as tmp:
+            save_file({"votes": torch.as_tensor(votes)}, f"{tmp}/votes.safetensors")
+            storage.upload(tmp, ctx.folder)
+        return {"models": p["models"], "seconds": round(time.perf_counter() - t0, 3), "votes": f"{ctx.folder}/votes.safetensors", "artifacts": [f"{ctx.folder}/votes.safetensors"]}
+
+    def _ensemble_cell(self, p: dict, deps: dict, data: PreparedDataset, clean: PreparedDataset) -> dict:
+        """The PORE column's cell: the base models' votes summed and measured as any victim is; on the
+        no-attack row also the certified curves (:func:`~distrec.defenses.pore.certify`)."""
+        pc = POREConfig(**p["defenses"]["pore"])
+        votes = None
+        for name in sorted(k for k in deps if k.startswith("base")):
+            with tempfile.TemporaryDirectory() as tmp:
+                storage.download(deps[name]["votes"].rsplit("/", 1)[0], tmp)
+                part = load_file(f"{tmp}/votes.safetensors")["votes"].numpy()
+            votes = part if votes is None else votes + part
+        ensemble = VoteEnsemble(votes, data.n_users)
+        metrics = measure(ensemble, data, np.asarray(p["targets"]), p["n_real"], tuple(p.get("ks", (10, 20, 50))))
+        result = {"row": p["row"], "column": p["column"], "seed": p["seed"], "config": dict(p["config"], defenses=p["defenses"]), "metrics": metrics}
+        if "craft" not in deps:
+            train = UserItemCSR.from_table(clean.table("train", ["user_id", "item_id"]), clean.n_users, clean.n_items)
+            test = UserItemCSR.from_table(clean.table("test", ["user_id", "item_id"]), clean.n_users, clean.n_items)
+            result["certified"] = certify(votes, train, test, np.asarray(p["targets"]), pc, clean.n_users, fake_grid(clean.n_users))
         return result
 
 
