@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from distrec.attacks import SharpAP, attack_class, create_attack
 from distrec.attacks.base import AttackContext
 from distrec.attacks.budget import ThreatModel, attacker_view, resolve_budget, select_targets
+from distrec.attacks.camouflage import CamouflageConfig
 from distrec.attacks.poisoned import clean_twin, write_poisoned
 from distrec.attacks.profiles import check_budget
 from distrec.attacks.protocols import check_protocol_data, get_protocol, with_preset
@@ -29,6 +30,7 @@ from distrec.content_id import content_id
 from distrec.data.dataset import PreparedDataset
 from distrec.data.download import default_cache_dir
 from distrec.data.matrix import UserItemCSR
+from distrec.defenses.adaptive import evade
 from distrec.evaluation.attack_effect import measure
 from distrec.files import write_local
 from distrec.models import create_victim
@@ -86,8 +88,11 @@ def run_attack(
     progress: bool = True,
     config_source: str = "--set",
     population: dict | None = None,
+    camouflage: dict | None = None,
 ) -> dict:
     """Craft attack ``name`` on ``data``'s train split; write the poisoned dataset to ``out``.
+    ``camouflage`` (:class:`~distrec.attacks.camouflage.CamouflageConfig` keys) reshapes the crafted
+    profiles to real users' degree and popularity (the adaptive attacker of a profile detector).
     ``population`` (a :class:`PopulationConfig` mapping) runs SharpAP's worst-case search over a
     population of surrogate actors on Ray instead of one surrogate.
     The result carries the attack, its config, the surrogate, the seed, the targets, the budget, the
@@ -112,6 +117,8 @@ def run_attack(
     attack, crafter, surrogate_cfg = _crafter(name, ctx, surrogate, surrogate_cfg, attack_cfg, sharp_cfg, sharpap, population, config_source)
     t0 = time.perf_counter()
     fake = crafter()
+    if camouflage is not None:
+        fake = evade(fake, view, targets, budget, CamouflageConfig(**validate(CamouflageConfig, camouflage, config_source, "camouflage")), threat.seed)
     seconds = time.perf_counter() - t0
     check_budget(fake, budget, targets)
     item_original = item_map.sort_by("internal").column("original").to_pylist()
@@ -129,6 +136,7 @@ def run_attack(
         craft_seconds=round(seconds, 3),
         peak_rss_mb=round(peak_rss_mb(), 1),
         history=getattr(attack, "history", []),
+        camouflage=camouflage,
         data=dataset.uri,
     )
     if view is not train:

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from distrec.attacks import attack_class
 from distrec.attacks.budget import ThreatModel, resolve_budget, select_targets, threat_model
+from distrec.attacks.camouflage import CamouflageConfig
 from distrec.attacks.protocols import check_protocol_data, get_protocol, with_preset
 from distrec.attacks.sharpap import SharpAPConfig
 from distrec.attacks.surrogate_registry import SURROGATES
@@ -32,8 +33,10 @@ from distrec.content_id import content_id
 from distrec.data.dataset import InMemoryDataset, PreparedDataset
 from distrec.data.matrix import UserItemCSR
 from distrec.data.spec import DatasetSpec, check_dataset_spec, materialise_dataset
+from distrec.defenses import defense_class
 from distrec.defenses.chain import Column, Defended, fit_defended
 from distrec.defenses.pore import POREConfig, VoteEnsemble, bagged_samples, certify, fake_grid
+from distrec.defenses.registry import defenses_of_kind
 from distrec.defenses.screening import Screening
 from distrec.distributed import storage
 from distrec.evaluation.attack_effect import measure
@@ -54,13 +57,16 @@ NO_ATTACK = "no attack"
 @pydantic.dataclasses.dataclass(config=FORBID)
 class AttackSpec:
     """``sharpap``: SharpAP keys (wraps a gradient attack); ``population``: a population config
-    (members, combine, ...) for SharpAP's worst-case search over surrogate actors; ``label``: the row's
-    name instead of the attack's (two rows of one attack with other settings), ``@surrogate`` added."""
+    (members, combine, ...) for SharpAP's worst-case search over surrogate actors; ``camouflage``:
+    :class:`~distrec.attacks.camouflage.CamouflageConfig` keys, the profiles reshaped to evade profile
+    detectors (the adaptive row); ``label``: the row's name instead of the attack's (two rows of one attack
+    with other settings), ``@surrogate`` added."""
 
     name: str
     config: dict = field(default_factory=dict)
     sharpap: dict | None = None
     population: dict | None = None
+    camouflage: dict | None = None
     label: str | None = None
 
     @property
@@ -69,6 +75,8 @@ class AttackSpec:
 
     def row_label(self, surrogate: str | None) -> str:
         name = self.label or self.name + ("+population-sharpap" if self.population is not None else "+sharpap" if self.sharpap is not None else "")
+        if self.camouflage is not None and not self.label:
+            name += f"+evade-{self.camouflage['detector']}" if self.camouflage.get("detector") else "+camouflage"
         return f"{name}@{surrogate}" if surrogate else name
 
 
@@ -173,6 +181,13 @@ class Poisoning(Scenario):
         check_keys(ThreatModel, {k: v for k, v in {**self.config.threat, **spec.config}.items() if k in threat_keys}, src, f"{key}.config")
         if spec.sharpap is not None:
             check_keys(SharpAPConfig, spec.sharpap, src, f"{key}.sharpap")
+        if spec.camouflage is not None:
+            check_keys(CamouflageConfig, spec.camouflage, src, f"{key}.camouflage")
+            detector = spec.camouflage.get("detector")
+            if detector is not None:
+                if detector not in defenses_of_kind("data"):
+                    raise ConfigError(f"{src}: {key}.camouflage.detector: {detector!r} is not a detector; detectors: {', '.join(defenses_of_kind('data'))}")
+                check_keys(defense_class(detector).Config, spec.camouflage.get("detector_config") or {}, src, f"{key}.camouflage.detector_config")
         if spec.population is not None:
             from distrec.distributed.population import PopulationConfig
 
@@ -212,12 +227,21 @@ class Poisoning(Scenario):
         return NO_ATTACK
 
     def pairs(self) -> list[tuple[str, str]]:
-        """Each wrapped attack (SharpAP, population) against the plain attack of the same name and config
-        on the same surrogate, where the study has one: the SharpAP ordering, read seed by seed."""
-        plain = {(s.name, json.dumps(s.config, sort_keys=True)): s for s in self.config.attacks if not s.wrapped}
+        """Each wrapped attack (SharpAP, population) against the plain attack of the same name and config,
+        and each camouflaged attack against the same attack uncamouflaged, on the same surrogate, where the
+        study has one: read seed by seed."""
+
+        def key(spec: AttackSpec, wrapped: bool) -> str:
+            return json.dumps([spec.name, spec.config, spec.sharpap if wrapped else None, spec.population if wrapped else None], sort_keys=True)
+
+        plain = {key(s, False): s for s in self.config.attacks if not s.wrapped and s.camouflage is None}
+        bare = {key(s, True): s for s in self.config.attacks if s.camouflage is None}
         out = []
         for spec in self.config.attacks:
-            ref = plain.get((spec.name, json.dumps(spec.config, sort_keys=True))) if spec.wrapped else None
+            if spec.camouflage is not None:
+                ref = bare.get(key(spec, True))
+            else:
+                ref = plain.get(key(spec, False)) if spec.wrapped else None
             out += [(spec.row_label(sur), ref.row_label(sur)) for sur in self.surrogates_of(spec)] if ref else []
         return out
 
@@ -238,8 +262,9 @@ class Poisoning(Scenario):
         for spec in cfg.attacks:
             for sur in self.surrogates_of(spec):
                 config = self.craft_config(spec, sur)
-                craft_id = content_id(data_id, spec.name, spec.wrapped, sur, config, spec.population)
+                craft_id = content_id(data_id, spec.name, spec.wrapped, sur, config, spec.population, *([spec.camouflage] if spec.camouflage is not None else []))
                 payload = {"attack": spec.name, "surrogate": sur or "wrmf", "sharpap": spec.wrapped, "config": config, "population": spec.population, "data": clean.uri}
+                payload["camouflage"] = spec.camouflage
                 units.append(Unit("craft", craft_id, payload, label=spec.row_label(sur)))
                 rows.append((spec.row_label(sur), craft_id))
         for label, craft_id in rows:
@@ -315,7 +340,9 @@ class Poisoning(Scenario):
         p = unit.payload
         if unit.stage == "craft":
             data = ctx.cached(p["data"], lambda: InMemoryDataset.load(PreparedDataset(p["data"])))
-            result = run_attack(p["attack"], data, p["surrogate"], p["sharpap"], p["config"], ctx.folder, progress=False, population=p["population"])
+            result = run_attack(
+                p["attack"], data, p["surrogate"], p["sharpap"], p["config"], ctx.folder, progress=False, population=p["population"], camouflage=p.get("camouflage")
+            )
             return {k: result[k] for k in ("attack", "targets", "craft_seconds", "peak_rss_mb", "n_fake", "seed")} | {
                 "poisoned": ctx.folder,
                 "artifacts": [f"{ctx.folder}/metadata.json"],
