@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 import pyarrow as pa
+from common import cpu_model, shared_data
 
-from bench.common import cpu_model, shared_data
 from distrec.data.dataset import InMemoryDataset
 from distrec.data.schema import interactions_table
 from distrec.data.spec import DatasetSpec, materialise_dataset

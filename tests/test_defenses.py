@@ -9,6 +9,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from distrec.data.dataset import InMemoryDataset, prepare
+from distrec.data.matrix import UserItemCSR
 from distrec.data.preprocess import PrepareConfig
 from distrec.data.schema import interactions_table
 from distrec.data.synthetic import make_synthetic
@@ -169,3 +170,48 @@ def test_the_detectors_are_registered_as_data_defenses_and_a_column_prints_as_wr
     assert set(defenses_of_kind("data")) == {"pca", "profile_classifier", "fap", "spectral"}
     assert {"apr", "vat", "sam", "pamacf"} <= set(defenses_of_kind("training")) and "jpeg" in defenses_of_kind("deployment")
     assert str(Column.parse("lightgcn+pca+apr")) == "lightgcn+pca+apr" and Column.parse("lightgcn+pca+apr").of_kind("data") == ("pca",)
+
+
+def test_camouflage_keeps_the_budget_and_the_targets_and_copies_real_degrees(clean):
+    from distrec.attacks.budget import Budget
+    from distrec.attacks.camouflage import CamouflageConfig, camouflage
+
+    train = training_matrix(clean)
+    targets = np.asarray([3, 4])
+    original = planted_profiles(train, ["bandwagon"], [0.05], 2, seed=1)
+    dense = torch.zeros(original.n_users, train.n_items)
+    dense[np.repeat(np.arange(original.n_users), original.degrees()), original.indices] = 1.0
+    dense[:, targets] = 1.0
+    budget = Budget(original.n_users, 25)
+    fake = camouflage(dense, train, targets, budget, CamouflageConfig(), seed=0)
+    assert fake.shape == dense.shape and bool(fake[:, targets].all()) and int(fake.sum(1).max()) <= 25
+    real = train.degrees()
+    assert set(fake.sum(1).int().tolist()) <= set(real[(real > 2) & (real <= 25)].tolist())  # each a real user's degree
+    assert not torch.equal(fake, dense)
+
+
+@pytest.mark.parametrize("name", ["pca", "profile_classifier"])
+def test_an_attacker_who_runs_the_detector_evades_it_better_than_plain_camouflage(clean, name):
+    from distrec.attacks.budget import Budget
+    from distrec.attacks.camouflage import CamouflageConfig, camouflage
+    from distrec.defenses.adaptive import evade
+    from distrec.defenses.planted import stacked
+
+    train = training_matrix(clean)
+    targets = np.asarray([150, 151, 152])
+    original = planted_profiles(train, ["random"], [0.03], 3, seed=1)
+    dense = torch.zeros(original.n_users, train.n_items)
+    dense[np.repeat(np.arange(original.n_users), original.degrees()), original.indices] = 1.0
+    dense[:, targets] = 1.0
+    budget = Budget(original.n_users, int(dense.sum(1).max()))
+    defender = create_defense(name)
+    defender.learn(train, 123)  # the defender's own seed
+
+    def auc(fake):
+        rows, items = torch.nonzero(fake, as_tuple=True)
+        m = stacked(train, UserItemCSR.from_arrays(rows.numpy(), items.numpy(), fake.shape[0], train.n_items))
+        return roc_auc_score(np.r_[np.zeros(train.n_users), np.ones(fake.shape[0])], defender.scores(m, None, 123))
+
+    plain = auc(camouflage(dense, train, targets, budget, CamouflageConfig(), seed=0))
+    adaptive = auc(evade(dense, train, targets, budget, CamouflageConfig(detector=name, candidates=8), seed=0))
+    assert adaptive < plain - 0.05, (plain, adaptive)
