@@ -215,3 +215,30 @@ def test_an_attacker_who_runs_the_detector_evades_it_better_than_plain_camouflag
     plain = auc(camouflage(dense, train, targets, budget, CamouflageConfig(), seed=0))
     adaptive = auc(evade(dense, train, targets, budget, CamouflageConfig(detector=name, candidates=8), seed=0))
     assert adaptive < plain - 0.05, (plain, adaptive)
+
+
+def test_the_matrix_says_which_defense_holds(tmp_path):
+    from distrec.study.runner import load_study
+
+    path = tmp_path / "study.yaml"
+    path.write_text(
+        "scenario: poisoning\ndataset:\n  synthetic: {n_users: 150, n_items: 80, avg_degree: 10, image_size: 0, seed: 2}\n"
+        "threat: {n_fake: 3, n_targets: 2, seed: 0}\nattacks: [{name: random}, {name: random, camouflage: {detector: pca}}]\n"
+        "victims: {bpr: {}}\ndefenses: {pca: {}}\nmetric: t_hr@50\n"
+    )
+    scenario = load_study(path)
+
+    def cell(row, column, hr, recall, detected=None):
+        metrics = {"t_hr@50": hr, "recall@20": recall, **({"detect_recall": detected} if detected is not None else {})}
+        return {"row": row, "column": column, "seed": 0, "config": {}, "metrics": metrics}
+
+    cells = [
+        cell("no attack", "bpr", 0.10, 0.30),
+        cell("random", "bpr", 0.12, 0.30),
+        cell("random+evade-pca", "bpr", 0.12, 0.30),
+        cell("no attack", "bpr+pca", 0.10, 0.29, 0.0),
+        cell("random", "bpr+pca", 0.105, 0.29, 0.9),
+        cell("random+evade-pca", "bpr+pca", 0.115, 0.29, 0.1),
+    ]
+    lines = scenario.report(cells)
+    assert "| bpr+pca | -1.00 | +2.00 | +0.50 | 75% | 90% | random+evade-pca: +1.50 |" in lines, lines

@@ -99,6 +99,7 @@ def write_matrix(scenario, cells: list[dict], out: str, title: str) -> dict:
             md += ["", f"{extra}{x_unit}, mean over seeds (difference from the baseline)", ""]
             md += _table(r2, c2, lambda r, col, st2=st2, x_scale=x_scale: _with_difference(scenario, st2, r, col, x_scale))
     md += _paired(scenario, cells, metric, scale, unit)
+    md += scenario.report(cells)
     csv = ["row,column,n_seeds,metric,mean,std,lift_difference,lift_ratio"]
     for r in rows:
         for col in cols:

@@ -79,6 +79,10 @@ class Scenario:
         """The row whose value in the same column is this row's no-attack baseline."""
         return None
 
+    def report(self, cells: list[dict]) -> list[str]:
+        """Markdown lines the matrix ends with (a scenario's own summary of its cells); none by default."""
+        return []
+
     def pairs(self) -> list[tuple[str, str]]:
         """(row, reference row) pairs the matrix compares seed by seed in every column, e.g. an attack
         wrapped by SharpAP against the plain attack it wraps (the cells of one seed share the victim seed)."""

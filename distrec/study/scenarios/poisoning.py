@@ -46,6 +46,7 @@ from distrec.models.base import Victim
 from distrec.models.registry import victim_class
 from distrec.study.columns import check_columns, check_victims_and_defenses, default_columns
 from distrec.study.engine import StageResources, Unit
+from distrec.study.outputs import aggregate
 from distrec.study.scenario import Scenario, register_scenario
 from distrec.workflows.attack import run_attack, split_config, target_metric_names
 
@@ -301,6 +302,50 @@ class Poisoning(Scenario):
         """PORE's certified curves (no-attack row, per column and seed) beside the empirical cells."""
         curves = {f"{r['column']} seed {r['seed']}": r["certified"] for r in results.values() if r.get("certified")}
         return {"certified": dict(sorted(curves.items()))} if curves else {}
+
+    def report(self, cells: list[dict]) -> list[str]:
+        """Which defense holds: per defended column, the clean Recall@20 it costs, the share of the plain
+        attacks' lift it removes (their mean lift undefended vs defended), the fake users its detectors
+        remove, and the adaptive rows' lift against it."""
+        _, _, stats = aggregate(cells, self.metric)
+        _, _, recall = aggregate(cells, "recall@20")
+        _, _, detected = aggregate(cells, "detect_recall")
+        attacks = sorted({r for r, _ in stats if r != NO_ATTACK})
+        adaptive = [r for r in attacks if "+camouflage" in r or "+evade-" in r]
+        plain = [r for r in attacks if r not in adaptive]
+
+        def lifts(col: str, rows: list[str]) -> list[float]:
+            return [stats[r, col][0] - stats[NO_ATTACK, col][0] for r in rows if (r, col) in stats and (NO_ATTACK, col) in stats]
+
+        lines = []
+        for text in self.columns():
+            column = Column.parse(text)
+            if not column.defenses or (NO_ATTACK, text) not in stats or (NO_ATTACK, column.victim) not in stats:
+                continue
+            plain_lift, defended_lift = lifts(column.victim, plain), lifts(text, plain)
+            removed = 1 - np.mean(defended_lift) / np.mean(plain_lift) if plain_lift and np.mean(plain_lift) > 0 else float("nan")
+            cost = (
+                100 * (recall[NO_ATTACK, text][0] - recall[NO_ATTACK, column.victim][0]) if (NO_ATTACK, text) in recall and (NO_ATTACK, column.victim) in recall else float("nan")
+            )
+            found = [detected[r, text][0] for r in plain if (r, text) in detected]
+            worst = max(((r, lifts(text, [r])) for r in adaptive), key=lambda x: x[1][0] if x[1] else -1, default=None)
+            lines.append(
+                f"| {text} | {cost:+.2f} | {100 * np.mean(plain_lift):+.2f} | {100 * np.mean(defended_lift):+.2f} | {removed:.0%} | "
+                + (f"{100 * np.mean(found):.0f}%" if found else "–")
+                + (f" | {worst[0]}: {100 * worst[1][0]:+.2f} |" if worst and worst[1] else " | – |")
+            )
+        if not lines:
+            return []
+        head = [
+            "",
+            f"Which defense holds ({self.metric} points, mean over seeds; plain attacks: {', '.join(plain)}): the change in clean Recall@20 (points), "
+            "the plain attacks' mean lift on the undefended victim and behind the defense, the share of it removed, the fake users its detectors "
+            "removed, and the strongest adaptive row's lift behind it",
+            "",
+            "| column | clean Recall@20 change | lift undefended | lift defended | lift removed | fakes removed | strongest adaptive row: lift |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        return head + lines
 
     def _base_units(self, data_id: str, column: Column, config: dict, pore: dict, payload: dict, deps: dict, label: str) -> list[Unit]:
         """PORE's base models, ``models_per_unit`` per unit: a unit's id covers its data, victim, seed and
