@@ -35,6 +35,13 @@ class Column:
         return tuple(d for d in self.defenses if defense_class(d).kind == kind)
 
 
+def victim_and_defense(text: str) -> tuple[str, str]:
+    """A column of a scenario that places at most one defense (ranking, item images): its victim and its
+    defense ('' for none; chained names joined by ``+``, which such a scenario's check refuses)."""
+    column = Column.parse(text)
+    return column.victim, "+".join(column.defenses)
+
+
 def check_column(column: Column, victim_cls: type, configured: dict, source: str, key: str) -> None:
     """Every defense is registered and configured, supports the victim, and the chain is in kind order
     (data, training, deployment) with at most one training defense, no repeat, a rejecting detector last."""

@@ -34,6 +34,7 @@ from distrec.data.item_images import load_item_images
 from distrec.data.matrix import UserItemCSR
 from distrec.data.spec import DatasetSpec, check_dataset_spec, materialise_dataset
 from distrec.defenses import create_defense, defense_class, list_defenses
+from distrec.defenses.chain import victim_and_defense
 from distrec.defenses.vit_defense import VIT_DEPLOYMENTS, ViTDefense, ViTDefenseConfig, mann_whitney_auc, train_vit_defense
 from distrec.distributed import storage
 from distrec.evaluation.ranking import full_ranking_metrics
@@ -156,7 +157,9 @@ class ItemImage(Scenario):
         if any(d in VIT_DEPLOYMENTS for d in cfg.defenses):
             check_keys(ViTDefenseConfig, cfg.vit, src, "vit")
         for i, column in enumerate(self.columns()):
-            victim, _, defense = column.partition("+")
+            victim, defense = victim_and_defense(column)
+            if "+" in defense:
+                raise ConfigError(f"{src}: columns.{i}: {column!r} chains defenses; the {self.name} scenario places one defense per column")
             if victim not in cfg.victims or (defense and defense not in cfg.defenses):
                 raise ConfigError(
                     f"{src}: columns.{i}: {column!r} is not victim or victim+defense of the study's victims ({', '.join(cfg.victims)}) and defenses ({', '.join(cfg.defenses) or 'none'})"
@@ -214,7 +217,7 @@ class ItemImage(Scenario):
         """The ViT purifier + detector (trained on posters attacked against the first victim) and its
         detection AUC, where a column deploys it; none otherwise."""
         cfg = self.config
-        if not any(c.partition("+")[2] in VIT_DEPLOYMENTS for c in self.columns()):
+        if not any(victim_and_defense(c)[1] in VIT_DEPLOYMENTS for c in self.columns()):
             return []
         first = next(iter(cfg.victims))
         vit_id = content_id(trained[first], dataclasses.asdict(self._vit_config()), cfg.vit_train_items, common["targets"])
@@ -226,7 +229,7 @@ class ItemImage(Scenario):
         """(craft, surrogate) per surrogate: every method x eps, then the adaptive PGD through each defense a
         column deploys."""
         cfg = self.config
-        deployed = list(dict.fromkeys(c.partition("+")[2] for c in self.columns() if "+" in c))
+        deployed = list(dict.fromkeys(victim_and_defense(c)[1] for c in self.columns() if "+" in c))
         crafts = []
         for sur in self.surrogates():
             attacks = [({"method": m, "eps": e, "adaptive": None}, {"victim": trained[sur]}, f"{m} eps={e}/255") for m in cfg.methods for e in cfg.eps]
@@ -245,7 +248,7 @@ class ItemImage(Scenario):
         """Per column: the clean catalogue's features as its defense serves them."""
         features = {}
         for column in self.columns():
-            victim, _, defense = column.partition("+")
+            victim, defense = victim_and_defense(column)
             deps = {"victim": trained[victim], **({"vit": vit} if defense in VIT_DEPLOYMENTS else {})}
             payload = dict(common, victim=victim, defense=defense or None, defense_config=self.config.defenses.get(defense, {}))
             features[column] = Unit("features", content_id(deps, defense, payload["defense_config"]), payload, deps=deps, label=f"catalogue features | {column}")
@@ -255,7 +258,7 @@ class ItemImage(Scenario):
         """A row x column cell (``craft`` None: the no-attack row); ``None`` where the row does not apply
         (white-box only, or an adaptive craft against another defense or none)."""
         cfg = self.config
-        victim, _, defense = column.partition("+")
+        victim, defense = victim_and_defense(column)
         label = craft.label if craft else NO_ATTACK
         if craft is not None:
             adaptive = craft.payload["attack"]["adaptive"]

@@ -27,6 +27,7 @@ from distrec.content_id import content_id
 from distrec.data.labeled_images import load_labeled_images
 from distrec.data.spec import DatasetSpec, check_dataset_spec, materialise_dataset
 from distrec.defenses import defense_class
+from distrec.defenses.chain import victim_and_defense
 from distrec.distributed import storage
 from distrec.models.embedding import EMBEDDERS, Embedder, embed_images
 from distrec.models.embedding_trainer import TripletTrainingConfig
@@ -96,7 +97,9 @@ class Ranking(Scenario):
                 raise ConfigError(f"{src}: defenses.{name}: not a defense of embedders; the ranking scenario supports: est")
             check_keys(defense_class(name).Config, dcfg, src, f"defenses.{name}")
         for i, column in enumerate(self.columns()):
-            victim, _, defense = column.partition("+")
+            victim, defense = victim_and_defense(column)
+            if "+" in defense:
+                raise ConfigError(f"{src}: columns.{i}: {column!r} chains defenses; the {self.name} scenario places one defense per column")
             if victim not in cfg.victims:
                 raise ConfigError(f"{src}: columns.{i}: {victim!r} is not one of the study's victims ({', '.join(cfg.victims)})")
             if defense and defense not in cfg.defenses:
@@ -132,7 +135,7 @@ class Ranking(Scenario):
         data = prepared.uri
         units, trained = [], {}
         for column in self.columns():
-            victim, _, defense = column.partition("+")
+            victim, defense = victim_and_defense(column)
             spec = dataclasses.asdict(cfg.victims[victim])
             est = cfg.defenses.get(defense) if defense else None
             tid = content_id(self.data_key(prepared), spec, defense or None, est, cfg.train_limit)
