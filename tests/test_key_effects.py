@@ -198,3 +198,93 @@ def test_every_attack_key_changes_the_fake_profiles_or_is_shown_to_change_none(n
     for key, value in ATTACK_NO_EFFECT.items():
         if key in keys:
             assert torch.allclose(reference, profiles(dict(base, **{key: value})), rtol=1e-4), f"{name}.{key}={value!r} changes the profiles"
+
+
+DATA_DEFENSE_CHANGES = {
+    "pca": {"fpr": 0.2, "components": 5},
+    "profile_classifier": {"fpr": 0.2, "planted": ["random"], "sizes": [0.05], "n_targets": 3, "neighbours": 3},
+    "fap": {"fpr": 0.2, "planted": ["random"], "sizes": [0.05], "n_targets": 3, "iterations": 2, "damping": 0.5},
+    "spectral": {"fpr": 0.2},
+}
+
+
+def _screening_data():
+    from distrec.data.dataset import InMemoryDataset, prepare
+    from distrec.data.preprocess import PrepareConfig
+    from distrec.data.synthetic import make_synthetic
+
+    raw = make_synthetic(n_users=200, n_items=100, zipf_exponent=1.2, avg_degree=15, n_clusters=4, image_size=0, seed=3)
+    tables, meta = prepare(raw, PrepareConfig(seed=3), "synthetic")
+    return InMemoryDataset(tables, meta)
+
+
+@pytest.mark.parametrize("name", sorted(DATA_DEFENSE_CHANGES))
+def test_every_key_of_every_detector_changes_what_it_removes_or_scores(name):
+    from distrec.defenses import create_defense, defense_class
+    from distrec.models.registry import create_victim
+
+    data = _screening_data()
+
+    def fit(d):
+        model = create_victim("wrmf", d.n_users, d.n_items, factors=4, iterations=2)
+        model.fit(d, progress=False)
+        return model
+
+    def screen(**config):
+        s = create_defense(name, **config).screen(data, data, fit, 0)
+        return np.nan_to_num(s.scores, nan=-1.0), s.removed
+
+    changes = DATA_DEFENSE_CHANGES[name]
+    assert set(changes) == {f.name for f in dataclasses.fields(defense_class(name).Config)}  # a new key needs a line here
+    base_scores, base_removed = screen()
+    for key, value in changes.items():
+        scores, removed = screen(**{key: value})
+        assert not (np.allclose(scores, base_scores) and np.array_equal(removed, base_removed)), f"{name}.{key} changed nothing"
+
+
+TRAINING_DEFENSE_CHANGES = {"sam": {"rho": 1.0, "warmup_epochs": 1}, "pamacf": {"eps": 1.0, "adv_reg": 0.3, "warmup_epochs": 1, "user_scale": 3.0}}
+
+
+@pytest.mark.parametrize("name", sorted(TRAINING_DEFENSE_CHANGES))
+def test_every_key_of_sam_and_pamacf_changes_the_trained_victim(name):
+    from distrec.defenses import defense_class
+    from distrec.defenses.chain import Column, fit_defended
+
+    data = _screening_data()
+    victim = {"dim": 4, "epochs": 2, "lr": 0.05, "batch_size": 256, "backend": "memory"}
+
+    def weights(**config):
+        return fit_defended(Column("bpr", (name,)), victim, {name: config}, data).model.user_emb.detach().clone()
+
+    changes = TRAINING_DEFENSE_CHANGES[name]
+    assert set(changes) == {f.name for f in dataclasses.fields(defense_class(name).Config)}
+    base = weights()
+    assert torch.equal(base, weights())
+    for key, value in changes.items():
+        assert not torch.allclose(weights(**{key: value}), base), f"{name}.{key} changed nothing"
+
+
+def test_every_pore_key_changes_the_votes_or_the_certificate_and_models_per_unit_changes_nothing():
+    from distrec.data.matrix import UserItemCSR
+    from distrec.defenses.pore import POREConfig, bagged_samples, certify
+    from distrec.defenses.screening import training_matrix
+    from distrec.models.itemknn import bagged_votes
+
+    data = _screening_data()
+    train = training_matrix(data)
+    test = UserItemCSR.from_table(data.table("test"), data.n_users, data.n_items)
+
+    def run(**config):
+        c = POREConfig(**{"n_models": 20, "subsample": 30, "top_n": 10, **config})
+        parts = [range(k, min(k + c.models_per_unit, c.n_models)) for k in range(0, c.n_models, c.models_per_unit)]
+        votes = sum(bagged_votes(train, data.n_users, bagged_samples(data.n_users, c.subsample, ids, 0), c.top_n) for ids in parts)
+        return votes, certify(votes, train, test, np.asarray([5, 6]), c, data.n_users, [0, 1, 2, 4])
+
+    changes = {"n_models": 30, "subsample": 10, "top_n": 5, "alpha": 0.2}
+    assert set(changes) | {"models_per_unit"} == {f.name for f in dataclasses.fields(POREConfig)}
+    votes, cert = run()
+    for key, value in changes.items():
+        other_votes, other_cert = run(**{key: value})
+        assert not (np.array_equal(other_votes, votes) and other_cert == cert), f"pore.{key} changed nothing"
+    split_votes, split_cert = run(models_per_unit=3)  # how the work is cut into units, not what it computes
+    assert np.array_equal(split_votes, votes) and split_cert == cert

@@ -95,7 +95,7 @@ def certified_out(lo: np.ndarray, hi: np.ndarray, allowed: np.ndarray, target: i
     others = allowed.copy()
     others[target] = False
     gap = lo[others] - hi[target]
-    d = np.sort(np.where(gap > 0, gap / (1 + gap), 0.0))[::-1]
+    d = np.sort(np.divide(gap, 1 + gap, out=np.zeros_like(gap), where=gap > 0))[::-1]
     return int(largest_e(d[top_n - 1] if len(d) >= top_n else 0.0, n, s))
 
 
@@ -104,7 +104,7 @@ def certified_in(lo: np.ndarray, hi: np.ndarray, allowed: np.ndarray, item: int,
     others = allowed.copy()
     others[item] = False
     gap = lo[item] - hi[others]
-    g = np.sort(np.where(gap > 0, gap / (1 + gap), 0.0))
+    g = np.sort(np.divide(gap, 1 + gap, out=np.zeros_like(gap), where=gap > 0))
     if len(g) < top_n:
         return np.iinfo(np.int64).max // 2
     return int(largest_e(g[top_n - 1], n, s))
