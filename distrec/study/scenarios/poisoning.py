@@ -336,7 +336,27 @@ class Poisoning(Scenario):
             )
         if not lines:
             return []
-        head = [
+        return self._detection_table(cells, attacks) + [""] + self._defense_head(plain) + lines
+
+    def _detection_table(self, cells: list[dict], attacks: list[str]) -> list[str]:
+        """Per attack and screened column: ROC AUC, recall and precision at the threshold, share of real users removed."""
+        screened = [c for c in self.columns() if Column.parse(c).of_kind("data")]
+        got = {k: aggregate(cells, f"detect_{k}")[2] for k in ("auc", "recall", "precision", "real_removed_share")}
+        if not screened or not got["auc"]:
+            return []
+
+        def fmt(row: str, col: str) -> str:
+            if (row, col) not in got["auc"]:
+                return "–"
+            v = {k: got[k][row, col][0] if (row, col) in got[k] else float("nan") for k in got}
+            return f"{v['auc']:.2f} / {v['recall']:.0%} / {v['precision']:.0%} / {v['real_removed_share']:.1%}"
+
+        lines = ["", "Detection (ROC AUC / recall / precision at the threshold / real users removed), mean over seeds", ""]
+        lines += ["| attack | " + " | ".join(screened) + " |", "|---" * (len(screened) + 1) + "|"]
+        return lines + [f"| {r} | " + " | ".join(fmt(r, c) for c in screened) + " |" for r in attacks]
+
+    def _defense_head(self, plain: list[str]) -> list[str]:
+        return [
             "",
             f"Which defense holds ({self.metric} points, mean over seeds; plain attacks: {', '.join(plain)}): the change in clean Recall@20 (points), "
             "the plain attacks' mean lift on the undefended victim and behind the defense, the share of it removed, the fake users its detectors "
@@ -345,7 +365,6 @@ class Poisoning(Scenario):
             "| column | clean Recall@20 change | lift undefended | lift defended | lift removed | fakes removed | strongest adaptive row: lift |",
             "|---|---|---|---|---|---|---|",
         ]
-        return head + lines
 
     def _base_units(self, data_id: str, column: Column, config: dict, pore: dict, payload: dict, deps: dict, label: str) -> list[Unit]:
         """PORE's base models, ``models_per_unit`` per unit: a unit's id covers its data, victim, seed and
