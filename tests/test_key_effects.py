@@ -288,3 +288,24 @@ def test_every_pore_key_changes_the_votes_or_the_certificate_and_models_per_unit
         assert not (np.array_equal(other_votes, votes) and other_cert == cert), f"pore.{key} changed nothing"
     split_votes, split_cert = run(models_per_unit=3)  # how the work is cut into units, not what it computes
     assert np.array_equal(split_votes, votes) and split_cert == cert
+
+
+def test_every_itemknn_key_changes_its_scores_and_seed_and_device_change_nothing():
+    from distrec.models.itemknn import ItemKNNConfig
+    from distrec.models.registry import create_victim
+
+    data = _screening_data()
+    users = torch.arange(data.n_users)
+
+    def scores(**config):
+        model = create_victim("itemknn", data.n_users, data.n_items, **config)
+        model.fit(data, progress=False)
+        return model.score(users)
+
+    changes, no_effect = {"neighbours": 3, "shrink": 100.0}, {"seed": 7, "device": "cpu"}  # itemknn draws nothing; where it runs
+    assert set(changes) | set(no_effect) == {f.name for f in dataclasses.fields(ItemKNNConfig)}
+    base = scores()
+    for key, value in changes.items():
+        assert not torch.allclose(scores(**{key: value}), base), f"itemknn.{key} changed nothing"
+    for key, value in no_effect.items():
+        assert torch.equal(scores(**{key: value}), base)
