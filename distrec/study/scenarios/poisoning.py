@@ -330,7 +330,7 @@ class Poisoning(Scenario):
             found = [detected[r, text][0] for r in plain if (r, text) in detected]
             worst = max(((r, lifts(text, [r])) for r in adaptive), key=lambda x: x[1][0] if x[1] else -1, default=None)
             lines.append(
-                f"| {text} | {cost:+.2f} | {100 * np.mean(plain_lift):+.2f} | {100 * np.mean(defended_lift):+.2f} | {removed:.0%} | "
+                f"| {text} | {cost:+.2f} | {100 * np.mean(plain_lift):+.2f} | {100 * np.mean(defended_lift):+.2f} | {'–' if np.isnan(removed) else f'{removed:.0%}'} | "
                 + (f"{100 * np.mean(found):.0f}%" if found else "–")
                 + (f" | {worst[0]}: {100 * worst[1][0]:+.2f} |" if worst and worst[1] else " | – |")
             )
