@@ -53,10 +53,17 @@ def revadv_resources(steps: int = 3) -> None:
     print("| surrogate gradient | SharpAP | s / outer step (median) | peak RSS |")
     print("|---|---|---|---|")
     for mode, sharp in (("als", False), ("als", True), ("unroll", False), ("unroll", True)):
-        out = subprocess.run([sys.executable, __file__, "_run", mode, str(int(sharp)), str(steps)], capture_output=True, text=True, check=True, cwd=REPO)
+        out = subprocess.run(
+            [sys.executable, __file__, "_run", mode, str(int(sharp)), str(steps)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO,
+        )
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(
-            f"| {mode} | {'yes' if sharp else 'no'} | {r['median_step_seconds']:.2f} ({', '.join(f'{s:.2f}' for s in r['step_seconds'])}) | {r['peak_rss_mb'] / 1024:.2f} GB |",
+            f"| {mode} | {'yes' if sharp else 'no'} | {r['median_step_seconds']:.2f} "
+            f"({', '.join(f'{s:.2f}' for s in r['step_seconds'])}) | {r['peak_rss_mb'] / 1024:.2f} GB |",
             flush=True,
         )
 

@@ -43,10 +43,20 @@ def main() -> None:
         return
     print(f"machine: {machine()}")
     for name in recipes():
-        runs = [json.loads(subprocess.run([sys.executable, __file__, "--one", name], check=True, capture_output=True, text=True).stdout) for _ in range(args.repeats)]
+        runs = [
+            json.loads(
+                subprocess.run(
+                    [sys.executable, __file__, "--one", name], check=True, capture_output=True, text=True
+                ).stdout
+            )
+            for _ in range(args.repeats)
+        ]
         secs = [r["seconds"] for r in runs]
         rss = [r["peak_rss_mb"] for r in runs]
-        print(f"{name}: prepare median {statistics.median(secs):.2f}s (runs {', '.join(f'{s:.2f}' for s in secs)}), peak RSS median {statistics.median(rss):.0f} MB")
+        print(
+            f"{name}: prepare median {statistics.median(secs):.2f}s (runs {', '.join(f'{s:.2f}' for s in secs)}), "
+            f"peak RSS median {statistics.median(rss):.0f} MB"
+        )
 
 
 if __name__ == "__main__":

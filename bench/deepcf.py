@@ -6,7 +6,8 @@
   binary rows gathered from dense matrices and passed through ``nn.Linear(n_items, 512)`` / ``nn.Linear(n_users, 512)``;
 - ``distrec deepcf``: the same network with embedding-bag inputs (O(nnz) per example);
 - ``distrec deepcf + rawp``: the same with RAWP's weight perturbation (a second forward / backward per batch).
-Seconds per epoch are extrapolated from ``--batches`` batches (after 5 untimed ones) (the epoch has one batch per 200 positives).
+Seconds per epoch are extrapolated from ``--batches`` batches (after 5 untimed ones) (the epoch has one batch per
+200 positives).
 Results are recorded in docs/benchmarks.md."""
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ class DensePort(torch.nn.Module):
         self.user = torch.nn.Linear(n_items, 512)
         self.item = torch.nn.Linear(n_users, 512)
         dims = [1024, *tower]
-        self.tower = torch.nn.Sequential(*[m for a, b in zip(dims[:-1], dims[1:]) for m in (torch.nn.Linear(a, b), torch.nn.ReLU())])
+        self.tower = torch.nn.Sequential(
+            *[m for a, b in zip(dims[:-1], dims[1:]) for m in (torch.nn.Linear(a, b), torch.nn.ReLU())]
+        )
         self.out = torch.nn.Linear(dims[-1], 1)
 
     def loss(self, users, pos, neg):
@@ -81,7 +84,11 @@ def main() -> None:
         m = create_victim("deepcf", ds.n_users, ds.n_items).attach(ds)
         return create_defense(defense, gamma=1e-3).apply(m) if defense else m
 
-    runs = {"dense port": lambda: (DensePort(matrix), plain), "distrec deepcf": lambda: (ours(), plain), "distrec deepcf + rawp": lambda: (ours("rawp"), defended)}
+    runs = {
+        "dense port": lambda: (DensePort(matrix), plain),
+        "distrec deepcf": lambda: (ours(), plain),
+        "distrec deepcf + rawp": lambda: (ours("rawp"), defended),
+    }
     times = {k: [] for k in runs}
     torch.set_num_threads(2)
     for _ in range(a.repeats):
@@ -90,13 +97,17 @@ def main() -> None:
             times[name].append(timed(model, stream, a.batches, step) / a.batches * epoch_batches)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(
-        f"machine: {machine()}; ML-1M train split ({len(users):,} positives, {epoch_batches:,} batches of 200 + 4 negatives each); {a.batches} batches timed, median of {a.repeats}"
+        f"machine: {machine()}; ML-1M train split ({len(users):,} positives, {epoch_batches:,} batches of 200 + 4 "
+        f"negatives each); {a.batches} batches timed, median of {a.repeats}"
     )
     print("| model | s / epoch (median, extrapolated) | runs |")
     print("|---|---|---|")
     for k, v in times.items():
         print(f"| {k} | {med[k]:.0f} | {', '.join(f'{x:.0f}' for x in v)} |")
-    print(f"distrec / dense port: {med['distrec deepcf'] / med['dense port']:.3f}x; RAWP / plain: {med['distrec deepcf + rawp'] / med['distrec deepcf']:.2f}x")
+    print(
+        f"distrec / dense port: {med['distrec deepcf'] / med['dense port']:.3f}x; RAWP / plain: "
+        f"{med['distrec deepcf + rawp'] / med['distrec deepcf']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@ RevAdv (WRMF surrogate) over target buckets and fake-user ratios, victims retrai
 and poisoned data for two seeds; T-HR@10, T-HR@50, HitOne@50 and the mean target rank, each beside its
 no-attack value.
 
-  python bench/default_threat.py grid  [--data ml-100k-pairs]   # buckets tail/torso/any/head x 1% / 3% fakes, WRMF victim
-  python bench/default_threat.py attacks [--data ml-1m]   # the default threat model, every attack, WRMF and MF-BPR victims
+  python bench/default_threat.py grid  [--data ml-100k-pairs]   # buckets tail/torso/any/head x 1% / 3% fakes,
+                                                                # WRMF victim
+  python bench/default_threat.py attacks [--data ml-1m]   # the default threat model, every attack, WRMF and
+                                                          # MF-BPR victims
 
 Results go to docs/benchmarks.md ("The default threat model").
 """
@@ -22,7 +24,10 @@ from victims import dataset
 from distrec.workflows.attack import evaluate_attack, run_attack
 
 warnings.filterwarnings("ignore")
-VICTIMS = {"wrmf": {"factors": 64, "iterations": 15}, "bpr": {"dim": 64, "epochs": 10, "lr": 0.005, "batch_size": 4096, "reg": 0.0001}}
+VICTIMS = {
+    "wrmf": {"factors": 64, "iterations": 15},
+    "bpr": {"dim": 64, "epochs": 10, "lr": 0.005, "batch_size": 4096, "reg": 0.0001},
+}
 ATTACKS = [("random", {}), ("bandwagon", {}), ("revadv", {}), ("revadv", {"lr": 2.0}), ("dada", {}), ("rapu", {})]
 
 
@@ -32,7 +37,11 @@ def cell(label: str, attack: str, data, config: dict, victims: dict, tmp: Path) 
     for v, r in ev["victims"].items():
         pairs = [(f"{100 * r[m]:.2f}", f"{100 * r['clean_' + m]:.2f}") for m in ("t_hr@10", "t_hr@50", "hitone@50")]
         cells = " | ".join(f"{a} ({b})" for a, b in pairs)
-        print(f"| {label} | {v} | {cells} | {r['mean_rank']:.0f} ({r['clean_mean_rank']:.0f}) | {r['std']['t_hr@50'] * 100:.2f} | {crafted['craft_seconds']:.0f} |", flush=True)
+        print(
+            f"| {label} | {v} | {cells} | {r['mean_rank']:.0f} ({r['clean_mean_rank']:.0f}) | "
+            f"{r['std']['t_hr@50'] * 100:.2f} | {crafted['craft_seconds']:.0f} |",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -42,7 +51,10 @@ def main() -> None:
     a = ap.parse_args()
     data = dataset(a.data)
     print(f"machine: {machine()}; {a.data}; value after the attack (no attack), %; seeds 0, 1")
-    print("| attack | victim | T-HR@10 | T-HR@50 | HitOne@50 | mean target rank | std T-HR@50 | craft s |\n|---|---|---|---|---|---|---|---|")
+    print(
+        "| attack | victim | T-HR@10 | T-HR@50 | HitOne@50 | mean target rank | std T-HR@50 | craft s "
+        "|\n|---|---|---|---|---|---|---|---|"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         if a.what == "grid":
             for bucket in ("tail", "torso", "any", "head"):

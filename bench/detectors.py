@@ -43,8 +43,12 @@ def main() -> None:
     fakes = planted_profiles(training_matrix(clean), ["random"], [0.01], 5, seed=12345)
     users = np.repeat(np.arange(fakes.n_users), fakes.degrees()) + clean.n_users
     tables = {n: clean.table(n) for n in clean.metadata["tables"]}
-    tables["train"] = pa.concat_tables([tables["train"], interactions_table(users, fakes.indices, is_fake=np.ones(len(users), bool))])
-    data = InMemoryDataset(tables, dict({k: v for k, v in clean.metadata.items() if k != "tables"}, n_users=clean.n_users + fakes.n_users))
+    tables["train"] = pa.concat_tables(
+        [tables["train"], interactions_table(users, fakes.indices, is_fake=np.ones(len(users), bool))]
+    )
+    data = InMemoryDataset(
+        tables, dict({k: v for k, v in clean.metadata.items() if k != "tables"}, n_users=clean.n_users + fakes.n_users)
+    )
     is_fake = np.r_[np.zeros(clean.n_users, bool), np.ones(fakes.n_users, bool)]
 
     def fit(d):
@@ -61,10 +65,25 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
         m = detection_metrics(screening.scores, screening.removed, is_fake)
         rows.append(
-            {"detector": name, "median_s": round(statistics.median(times), 2), "runs": [round(t, 2) for t in times], **{k: m[k] for k in ("auc", "recall", "real_removed_share")}}
+            {
+                "detector": name,
+                "median_s": round(statistics.median(times), 2),
+                "runs": [round(t, 2) for t in times],
+                **{k: m[k] for k in ("auc", "recall", "real_removed_share")},
+            }
         )
         print(json.dumps(rows[-1]), flush=True)
-    print(json.dumps({"dataset": args.dataset, "users": data.n_users, "items": data.n_items, "fake": int(is_fake.sum()), "cpu": cpu_model()}))
+    print(
+        json.dumps(
+            {
+                "dataset": args.dataset,
+                "users": data.n_users,
+                "items": data.n_items,
+                "fake": int(is_fake.sum()),
+                "cpu": cpu_model(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

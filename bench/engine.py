@@ -42,7 +42,9 @@ CELL_VICTIMS = {
 
 def _poisoning_study(tmp: str, seeds: int) -> str:
     data = f"{tmp}/data"
-    write_prepared(*prepare(make_synthetic(n_users=3000, n_items=1000, seed=0), PrepareConfig(seed=0), "synthetic"), data)
+    write_prepared(
+        *prepare(make_synthetic(n_users=3000, n_items=1000, seed=0), PrepareConfig(seed=0), "synthetic"), data
+    )
     config = {
         "dataset": {"path": data},
         "threat": {"fake_ratio": 0.01, "n_targets": 3, "target_bucket": "torso"},
@@ -59,7 +61,9 @@ def _ranking_study(tmp: str) -> str:
     config = {
         "scenario": "ranking",
         "dataset": {"format": "idx", "root": str(shared_data() / "mnist")},
-        "victims": {"c2f2": {"model": "c2f2", "model_config": {"embed_dim": 256}, "training": {"epochs": 1, "batch_size": 1000}}},
+        "victims": {
+            "c2f2": {"model": "c2f2", "model_config": {"embed_dim": 256}, "training": {"epochs": 1, "batch_size": 1000}}
+        },
         "surrogates": ["c2f2"],
         "attacks": ["CA+", "CA-", "SP-QA+", "SP-QA-"],
         "eps": [0.03, 0.1],
@@ -95,7 +99,11 @@ def overhead(scenario, measured: tuple[str, ...], repeats: int) -> tuple[dict, i
                 torch.set_num_threads(1)
                 results = {}
                 for u in todo:  # in plan order: every dependency before its dependents
-                    deps = {k: results.get(v) or json.loads(Path(f"{out}/{next(x.stage for x in units if x.id == v)}/{v}.json").read_text()) for k, v in u.deps.items()}
+                    deps = {
+                        k: results.get(v)
+                        or json.loads(Path(f"{out}/{next(x.stage for x in units if x.id == v)}/{v}.json").read_text())
+                        for k, v in u.deps.items()
+                    }
                     results[u.id] = scenario.run(u, deps, UnitContext(out, u, 1))
                     Path(f"{out}/{u.stage}").mkdir(parents=True, exist_ok=True)
                     Path(f"{out}/{u.stage}/{u.id}.json").write_text(json.dumps(results[u.id], default=str))
@@ -113,9 +121,13 @@ def report(times: dict, n: int, what: str) -> None:
     print("| run | wall s (median) | runs | units / hour | per unit s |")
     print("|---|---|---|---|---|")
     for k, v in times.items():
-        print(f"| {k} | {med[k]:.1f} | {', '.join(f'{x:.1f}' for x in v)} | {3600 * n / med[k]:.0f} | {med[k] / n:.2f} |")
+        print(
+            f"| {k} | {med[k]:.1f} | {', '.join(f'{x:.1f}' for x in v)} | {3600 * n / med[k]:.0f} | {med[k] / n:.2f} |"
+        )
     base, one = med["in-process"], med["engine, 1 worker"]
-    print(f"engine overhead per unit (1 worker vs in-process): {(one - base) / n:.3f} s = {100 * (one / base - 1):.1f}%")
+    print(
+        f"engine overhead per unit (1 worker vs in-process): {(one - base) / n:.3f} s = {100 * (one / base - 1):.1f}%"
+    )
     print(f"parallel efficiency, 2 workers on 2 cores: {one / (2 * med['engine, 2 workers']):.2f}", flush=True)
 
 
@@ -130,7 +142,12 @@ def ranking(repeats: int = 3) -> None:
     """Ranking crafts (PGD on 200 MNIST images) and their cells, in-process vs through the engine."""
     scenario = load_study(_ranking_study(tempfile.mkdtemp()))
     times, n = overhead(scenario, ("craft", "cell"), repeats)
-    report(times, n, f"{n} ranking units (8 crafts of 200 MNIST trials, eps 0.03 / 0.1, and their 8 cells; c2f2 trained on 10k images, untimed)")
+    report(
+        times,
+        n,
+        f"{n} ranking units (8 crafts of 200 MNIST trials, eps 0.03 / 0.1, and their 8 cells; c2f2 trained on 10k "
+        "images, untimed)",
+    )
 
 
 def population(steps: int = 8, sizes=(1, 2, 4)) -> None:
@@ -140,21 +157,45 @@ def population(steps: int = 8, sizes=(1, 2, 4)) -> None:
 
     ds = dataset("ml-1m")
     threat = {"target_bucket": "torso", "outer_steps": steps, "lr": 2.0}
-    victims = {"bpr": {"dim": 64, "epochs": 10, "lr": 0.005, "batch_size": 4096}, "lightgcn": {"dim": 64, "layers": 3, "epochs": 4, "lr": 0.005, "batch_size": 8192}}
+    victims = {
+        "bpr": {"dim": 64, "epochs": 10, "lr": 0.005, "batch_size": 4096},
+        "lightgcn": {"dim": 64, "layers": 3, "epochs": 4, "lr": 0.005, "batch_size": 8192},
+    }
     init_ray(num_cpus=2)
     print(f"machine: {machine()}; ML-1M, RevAdv {steps} outer steps, WRMF surrogate (als), members share 2 cores")
     print("| P | craft s | s / outer step | T-HR@20 bpr | T-HR@20 lightgcn |")
     print("|---|---|---|---|---|")
     cache = tempfile.mkdtemp()
     rows = [("plain revadv", None)] + [
-        (str(p), {"members": [{"kind": "sam", "rho": 0.05}] + [{"kind": "random", "rho": 0.05, "seed": i} for i in range(1, p)], "member_cpus": 2 / p}) for p in sizes
+        (
+            str(p),
+            {
+                "members": [{"kind": "sam", "rho": 0.05}]
+                + [{"kind": "random", "rho": 0.05, "seed": i} for i in range(1, p)],
+                "member_cpus": 2 / p,
+            },
+        )
+        for p in sizes
     ]
     for label, pop in rows:
         out = tempfile.mkdtemp()
-        r = run_attack("revadv", PreparedDataset(ds.uri), "wrmf", pop is not None, threat, f"{out}/p", progress=False, population=pop)
+        r = run_attack(
+            "revadv",
+            PreparedDataset(ds.uri),
+            "wrmf",
+            pop is not None,
+            threat,
+            f"{out}/p",
+            progress=False,
+            population=pop,
+        )
         ev = evaluate_attack(f"{out}/p", list(victims), [0], victims, progress=False, cache_dir=cache)
         step = np.median([h["seconds"] for h in r["history"]])
-        print(f"| {label} | {r['craft_seconds']:.0f} | {step:.1f} | {100 * ev['victims']['bpr']['t_hr@20']:.2f} | {100 * ev['victims']['lightgcn']['t_hr@20']:.2f} |", flush=True)
+        print(
+            f"| {label} | {r['craft_seconds']:.0f} | {step:.1f} | {100 * ev['victims']['bpr']['t_hr@20']:.2f} | "
+            f"{100 * ev['victims']['lightgcn']['t_hr@20']:.2f} |",
+            flush=True,
+        )
 
 
 def main() -> None:

@@ -28,7 +28,11 @@ def main() -> None:
     args = ap.parse_args()
     study = {
         "scenario": "poisoning",
-        "dataset": {"format": "ml-100k", "root": str(shared_data() / "ml-100k"), "prepare": {"split": "ratio", "test_ratio": 0.2, "seed": 0}},
+        "dataset": {
+            "format": "ml-100k",
+            "root": str(shared_data() / "ml-100k"),
+            "prepare": {"split": "ratio", "test_ratio": 0.2, "seed": 0},
+        },
         "threat": {"preset": "distrec", "seed": 0},
         "attacks": [{"name": "random"}],
         "victims": {"itemknn": {"neighbours": 50}},
@@ -44,7 +48,12 @@ def main() -> None:
             out = Path(tmp, f"out{cpus}")
             shutil.rmtree(out, ignore_errors=True)
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "distrec.cli", "study", str(config), "--out", str(out), "--num-cpus", str(cpus)], check=True, capture_output=True, cwd=REPO)
+            subprocess.run(
+                [sys.executable, "-m", "distrec.cli", "study", str(config), "--out", str(out), "--num-cpus", str(cpus)],
+                check=True,
+                capture_output=True,
+                cwd=REPO,
+            )
             seconds = time.perf_counter() - t0
             base = [json.loads(p.read_text()) for p in (out / "base").glob("*.json")]
             unit_seconds = sorted(b["seconds"] for b in base)

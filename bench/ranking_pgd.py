@@ -30,7 +30,10 @@ warnings.filterwarnings("ignore")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", help="a trained embedder folder (default: a seeded untrained c2f2; throughput does not depend on the weights)")
+    ap.add_argument(
+        "--model",
+        help="a trained embedder folder (default: a seeded untrained c2f2; throughput does not depend on the weights)",
+    )
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=5)
@@ -39,9 +42,14 @@ def main() -> None:
     try:
         import torchattacks
     except ImportError:
-        raise SystemExit("this benchmark compares with torchattacks: pip install --no-deps torchattacks==3.5.1") from None
+        raise SystemExit(
+            "this benchmark compares with torchattacks: pip install --no-deps torchattacks==3.5.1"
+        ) from None
 
-    images = torch.from_numpy(read_idx_file(shared_data() / "mnist" / "t10k-images-idx3-ubyte.gz").copy())[:, None].float() / 255
+    images = (
+        torch.from_numpy(read_idx_file(shared_data() / "mnist" / "t10k-images-idx3-ubyte.gz").copy())[:, None].float()
+        / 255
+    )
     torch.manual_seed(0)
     model = Embedder.load(args.model) if args.model else create_embedder("c2f2")
     model.eval()

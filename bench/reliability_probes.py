@@ -34,11 +34,26 @@ ROWS: list[tuple[str, str, int, float, str]] = []
 
 def distrec(*args: str, probe: str, wd: Path, shown: str | None = None) -> subprocess.CompletedProcess:
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "distrec.cli", *args], cwd=wd, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "distrec.cli", *args], cwd=wd, capture_output=True, text=True, timeout=600
+    )
     lines = done.stderr.replace("\r", "\n").splitlines()  # a progress bar's redraws share a line with a note
-    said = [line[line.index(m) :] for line in lines for m in ("distrec:", "[distrec]") if m in line and not line.startswith(" ")][:6]
+    said = [
+        line[line.index(m) :]
+        for line in lines
+        for m in ("distrec:", "[distrec]")
+        if m in line and not line.startswith(" ")
+    ][:6]
     last = [line for line in done.stdout.splitlines() if "cells run" in line]
-    ROWS.append((probe, "distrec " + " ".join(args), done.returncode, time.perf_counter() - t0, " / ".join(said + last) or shown or ""))
+    ROWS.append(
+        (
+            probe,
+            "distrec " + " ".join(args),
+            done.returncode,
+            time.perf_counter() - t0,
+            " / ".join(said + last) or shown or "",
+        )
+    )
     return done
 
 
@@ -65,30 +80,86 @@ def main() -> None:
     ckpt = wd / "run" / "checkpoints" / cells[1].stem / "model" / "model.safetensors"
     ckpt.write_bytes(b"garbage")
     cells[1].unlink()
-    distrec("study", seven, "--out", "run", probe="a torn result JSON, a craft without its metadata.json, a garbage checkpoint", wd=wd)
+    distrec(
+        "study",
+        seven,
+        "--out",
+        "run",
+        probe="a torn result JSON, a craft without its metadata.json, a garbage checkpoint",
+        wd=wd,
+    )
 
     for n in ("0", "1"):
-        sweep = {"study": study, "search": {"attacks.1.config.lr": {"type": "uniform", "low": 0.5, "high": 3.0}}, "objective": {"metric": "t_hr@20"}, "num_samples": 2}
-        distrec("sweep", write(wd / "sweep.yaml", sweep), "--out", "sweep", "--num-cpus", n, probe=f"sweep --num-cpus {n}", wd=wd)
-    sweep = {"study": study, "search": {"attacks.1.config.lr": {"type": "uniform", "low": 0.5, "high": 3.0}}, "objective": {"metric": "t_hr@21"}}
+        sweep = {
+            "study": study,
+            "search": {"attacks.1.config.lr": {"type": "uniform", "low": 0.5, "high": 3.0}},
+            "objective": {"metric": "t_hr@20"},
+            "num_samples": 2,
+        }
+        distrec(
+            "sweep",
+            write(wd / "sweep.yaml", sweep),
+            "--out",
+            "sweep",
+            "--num-cpus",
+            n,
+            probe=f"sweep --num-cpus {n}",
+            wd=wd,
+        )
+    sweep = {
+        "study": study,
+        "search": {"attacks.1.config.lr": {"type": "uniform", "low": 0.5, "high": 3.0}},
+        "objective": {"metric": "t_hr@21"},
+    }
     distrec("sweep", write(wd / "typo.yaml", sweep), "--out", "sweep", probe="a typo in objective.metric", wd=wd)
     params = []
     for n in (3, 4):
-        sweep = {"study": study, "search": {"attacks.1.config.lr": {"type": "uniform", "low": 0.5, "high": 3.0}}, "objective": {"metric": "t_hr@20"}, "num_samples": n}
-        distrec("sweep", write(wd / "grow.yaml", sweep), "--out", "grow", "--num-cpus", "2", probe=f"a sweep extended to {n} trials", wd=wd)
-        params.append([round(t["params"]["attacks.1.config.lr"], 4) for t in json.loads((wd / "grow" / "sweep.json").read_text())["trials"]])
+        sweep = {
+            "study": study,
+            "search": {"attacks.1.config.lr": {"type": "uniform", "low": 0.5, "high": 3.0}},
+            "objective": {"metric": "t_hr@20"},
+            "num_samples": n,
+        }
+        distrec(
+            "sweep",
+            write(wd / "grow.yaml", sweep),
+            "--out",
+            "grow",
+            "--num-cpus",
+            "2",
+            probe=f"a sweep extended to {n} trials",
+            wd=wd,
+        )
+        params.append(
+            [
+                round(t["params"]["attacks.1.config.lr"], 4)
+                for t in json.loads((wd / "grow" / "sweep.json").read_text())["trials"]
+            ]
+        )
     ROWS[-1] = (*ROWS[-1][:4], ROWS[-1][4] + f"; trial lr values {params[0]} -> {params[1]}")
 
     backdoor = {
         "scenario": "backdoor",
-        "dataset": {"synthetic": {"n_users": 300, "n_items": 120, "avg_degree": 14, "image_size": 0, "seed": 2}, "prepare": {"split": "loo", "valid_ratio": 0.1}},
+        "dataset": {
+            "synthetic": {"n_users": 300, "n_items": 120, "avg_degree": 14, "image_size": 0, "seed": 2},
+            "prepare": {"split": "loo", "valid_ratio": 0.1},
+        },
         "model": {"dim": 16, "layers": 1, "heads": 1, "max_len": 20, "epochs": 1},
         "group": {"attribute": "income", "value": 1},
     }
-    distrec("study", write(wd / "backdoor.yaml", backdoor), "--out", "bd", probe="backdoor: an unknown group attribute", wd=wd)
     distrec(
         "study",
-        write(wd / "bd2.yaml", dict(backdoor, group={"attribute": "segment", "value": 1}, targets={"items": [5, 100000]})),
+        write(wd / "backdoor.yaml", backdoor),
+        "--out",
+        "bd",
+        probe="backdoor: an unknown group attribute",
+        wd=wd,
+    )
+    distrec(
+        "study",
+        write(
+            wd / "bd2.yaml", dict(backdoor, group={"attribute": "segment", "value": 1}, targets={"items": [5, 100000]})
+        ),
         "--out",
         "bd",
         probe="backdoor: a target outside the catalogue",
@@ -98,19 +169,49 @@ def main() -> None:
     distrec("study", study, "--out", "a_file", probe="--out is a file", wd=wd)
     distrec("study", study, "--out", "/proc/distrec", probe="--out on a read-only file system", wd=wd)
     distrec("study", study, "--out", "s3://distrec-probe-bucket/run", probe="--out s3:// with no network", wd=wd)
-    distrec("data", "prepare", "ml-100k", "--root", "missing", "--out", "s3://distrec-probe-bucket/ds", probe="data prepare to s3:// with no network", wd=wd)
+    distrec(
+        "data",
+        "prepare",
+        "ml-100k",
+        "--root",
+        "missing",
+        "--out",
+        "s3://distrec-probe-bucket/ds",
+        probe="data prepare to s3:// with no network",
+        wd=wd,
+    )
     forged = wd / "forged"
     forged.mkdir(exist_ok=True)
     (forged / "config.json").write_text('{"name": "c2f2", "config": {}}')
     (forged / "model.safetensors").write_bytes(b"\x00" * 64)
-    distrec("rank", "attack", "--model", "forged", "--data", "run", "--attack", "CA+", "--eps", "0.01", probe="a forged checkpoint", wd=wd)
+    distrec(
+        "rank",
+        "attack",
+        "--model",
+        "forged",
+        "--data",
+        "run",
+        "--attack",
+        "CA+",
+        "--eps",
+        "0.01",
+        probe="a forged checkpoint",
+        wd=wd,
+    )
     (wd / "dup.yaml").write_text("victims:\n  wrmf: {factors: 8}\n  wrmf: {factors: 16}\n")
     distrec("study", "dup.yaml", "--out", "dup", probe="a YAML file with a duplicate key", wd=wd)
 
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        proc = subprocess.Popen([sys.executable, "-m", "distrec.cli", "study", seven, "--out", f"killed-{sig.name}"], cwd=wd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "distrec.cli", "study", seven, "--out", f"killed-{sig.name}"],
+            cwd=wd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         seen, t0 = {}, time.perf_counter()
-        while proc.poll() is None and not (wd / f"killed-{sig.name}" / "cell").exists() and time.perf_counter() - t0 < 300:
+        while (
+            proc.poll() is None and not (wd / f"killed-{sig.name}" / "cell").exists() and time.perf_counter() - t0 < 300
+        ):
             seen.update({p.pid: p for p in psutil.Process(proc.pid).children(recursive=True)})
             time.sleep(0.05)
         seen.update({p.pid: p for p in psutil.Process(proc.pid).children(recursive=True)})

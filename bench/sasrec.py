@@ -81,7 +81,9 @@ class Reference(torch.nn.Module):
         x = self.encode(inputs)
         mask = pos > 0
         p, n = (x * self.item(pos)).sum(-1)[mask], (x * self.item(neg)).sum(-1)[mask]
-        return F.binary_cross_entropy_with_logits(p, torch.ones_like(p)) + F.binary_cross_entropy_with_logits(n, torch.zeros_like(n))
+        return F.binary_cross_entropy_with_logits(p, torch.ones_like(p)) + F.binary_cross_entropy_with_logits(
+            n, torch.zeros_like(n)
+        )
 
 
 def reference_epoch(model: Reference, opt, seqs: list[np.ndarray], n_items: int, batch_size: int, rng) -> None:
@@ -100,7 +102,11 @@ def reference_epoch(model: Reference, opt, seqs: list[np.ndarray], n_items: int,
                     t = int(rng.integers(n_items))
                 row.append(t)
             negs.append(np.asarray(row, np.int64))
-        inputs, pos, neg = left_padded([q[:-1] for q in batch], 50), left_padded([q[1:] for q in batch], 50), left_padded(negs, 50)
+        inputs, pos, neg = (
+            left_padded([q[:-1] for q in batch], 50),
+            left_padded([q[1:] for q in batch], 50),
+            left_padded(negs, 50),
+        )
         opt.zero_grad(set_to_none=True)
         model.loss(inputs, pos, neg).backward()
         opt.step()
@@ -137,13 +143,24 @@ def reference_curve(data, seqs, epochs: int, every: int) -> list[dict]:
         reference_epoch(model, opt, seqs, data.n_items, 256, rng)
         if (epoch + 1) % every == 0:
             model.eval()
-            curve.append({"epoch": epoch + 1, **valid_metrics(data, score), "seconds": round(time.perf_counter() - t0, 1)})
+            curve.append(
+                {"epoch": epoch + 1, **valid_metrics(data, score), "seconds": round(time.perf_counter() - t0, 1)}
+            )
     return curve
 
 
 def distrec_curve(data, epochs: int, every: int, batching: str) -> list[dict]:
     """The same record from ``fit``'s own validation (no early stopping)."""
-    model = create_victim("sasrec", data.n_users, data.n_items, epochs=epochs, eval_every=every, patience=epochs, seed=0, batching=batching)
+    model = create_victim(
+        "sasrec",
+        data.n_users,
+        data.n_items,
+        epochs=epochs,
+        eval_every=every,
+        patience=epochs,
+        seed=0,
+        batching=batching,
+    )
     curve, t0 = [], time.perf_counter()
 
     def on_epoch(record):
@@ -171,24 +188,41 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=5)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    spec = DatasetSpec(format="sequence", root=str(shared_data() / "sequential/s3rec/Beauty.txt"), prepare={"split": "loo", "valid_ratio": 0.1, "seed": 0})
+    spec = DatasetSpec(
+        format="sequence",
+        root=str(shared_data() / "sequential/s3rec/Beauty.txt"),
+        prepare={"split": "loo", "valid_ratio": 0.1, "seed": 0},
+    )
     data = InMemoryDataset.load(PreparedDataset(materialise_dataset(spec, "runs/bench_sasrec").uri))
     seqs = [s for s in Sequences.history(data, ("train",)).items if len(s) >= 2]
     times = {k: [] for k in ([args.only] if args.only else ["reference", "distrec"])}
     for r in range(args.repeats):
-        for name in [args.only] if args.only else (("reference", "distrec") if r % 2 == 0 else ("distrec", "reference")):
+        for name in (
+            [args.only] if args.only else (("reference", "distrec") if r % 2 == 0 else ("distrec", "reference"))
+        ):
             torch.manual_seed(r)
             t0 = time.perf_counter()
             if name == "reference":
                 model = Reference(data.n_items)
-                reference_epoch(model, torch.optim.Adam(model.parameters(), lr=1e-3), seqs, data.n_items, 256, np.random.default_rng(r))
+                reference_epoch(
+                    model,
+                    torch.optim.Adam(model.parameters(), lr=1e-3),
+                    seqs,
+                    data.n_items,
+                    256,
+                    np.random.default_rng(r),
+                )
             else:
                 distrec_epoch(data, r, args.batching)
             times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(machine())
     print({k: [round(x, 1) for x in v] for k, v in times.items()})
-    print("median s/epoch:", {k: round(v, 1) for k, v in med.items()}, f"distrec / reference {med['distrec'] / med['reference']:.2f}x" if len(med) == 2 else "")
+    print(
+        "median s/epoch:",
+        {k: round(v, 1) for k, v in med.items()},
+        f"distrec / reference {med['distrec'] / med['reference']:.2f}x" if len(med) == 2 else "",
+    )
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB", flush=True)
     if args.accuracy_epochs:
         for name in [args.only] if args.only else ["reference", "distrec"]:

@@ -34,7 +34,12 @@ def comparisons(folder: Path) -> list[dict]:
     cells = pq.read_table(folder / "results.parquet", columns=["row", "column", "seed", "metrics"]).to_pylist()
     by = {(c["row"], c["column"], c["seed"]): json.loads(c["metrics"]) for c in cells}
     surrogates = set(scenario.config.surrogates)
-    populations = {spec.row_label(sur) for spec in scenario.config.attacks if spec.population is not None for sur in scenario.surrogates_of(spec)}
+    populations = {
+        spec.row_label(sur)
+        for spec in scenario.config.attacks
+        if spec.population is not None
+        for sur in scenario.surrogates_of(spec)
+    }
     out = []
     for row, ref in scenario.pairs():
         for col in dict.fromkeys(c["column"] for c in cells):
@@ -43,7 +48,17 @@ def comparisons(folder: Path) -> list[dict]:
             if diffs:
                 family = col.partition("+")[0] in surrogates
                 kind = "population" if row in populations else "sharpap"
-                out.append({"study": folder.name, "metric": scenario.metric, "pair": f"{row} vs {ref}", "kind": kind, "victim": col, "family": family, "diffs": diffs})
+                out.append(
+                    {
+                        "study": folder.name,
+                        "metric": scenario.metric,
+                        "pair": f"{row} vs {ref}",
+                        "kind": kind,
+                        "victim": col,
+                        "family": family,
+                        "diffs": diffs,
+                    }
+                )
     return out
 
 
@@ -55,13 +70,19 @@ def main() -> None:
     rows = [
         c
         for folder in sorted(Path(a.results).glob("study_*"))
-        if (folder / "results.parquet").exists() and json.loads((folder / "study.json").read_text())["scenario"] == "poisoning"
+        if (folder / "results.parquet").exists()
+        and json.loads((folder / "study.json").read_text())["scenario"] == "poisoning"
         for c in comparisons(folder)
     ]
-    print("| study | metric | pair | victim | paired difference (points) | wrapped stronger |\n|---|---|---|---|---|---|")
+    print(
+        "| study | metric | pair | victim | paired difference (points) | wrapped stronger |\n|---|---|---|---|---|---|"
+    )
     for r in rows:
         print(
-            f"| {r['study'].removeprefix('study_')} | {r['metric']} | {r['pair']} | {r['victim']}{' (surrogate family)' if r['family'] else ''} | {100 * sum(r['diffs']) / len(r['diffs']):+.2f} | {sum(d > 0 for d in r['diffs'])}/{len(r['diffs'])} |"
+            f"| {r['study'].removeprefix('study_')} | {r['metric']} | {r['pair']} | "
+            f"{r['victim']}{' (surrogate family)' if r['family'] else ''} | "
+            f"{100 * sum(r['diffs']) / len(r['diffs']):+.2f} | {sum(d > 0 for d in r['diffs'])}/{len(r['diffs'])} "
+            "|"
         )
     for kind in ("sharpap", "population"):
         for family, name in ((False, "transfer victims"), (True, "the surrogate's own family")):
@@ -71,7 +92,8 @@ def main() -> None:
             wins, ties = sum(d > 0 for d in diffs), sum(d == 0 for d in diffs)
             print(
                 f"{kind}, {name}: wrapped stronger in {wins} of {len(diffs)} seed-level comparisons ({ties} ties), "
-                f"mean {100 * sum(diffs) / len(diffs):+.3f} points; sign test p = {sign_test(wins, len(diffs) - ties):.3f}"
+                f"mean {100 * sum(diffs) / len(diffs):+.3f} points; sign test p = "
+                f"{sign_test(wins, len(diffs) - ties):.3f}"
             )
 
 

@@ -41,7 +41,11 @@ def plain_numpy_epochs(path: str, n_items: int, batch_size: int, epochs: int):
                 if not hit.any():
                     break
                 neg[hit] = rng.integers(0, n_items, hit.sum())
-            batch = {"user_id": torch.from_numpy(u), "item_id": torch.from_numpy(items[idx]), "neg_item": torch.from_numpy(neg)}
+            batch = {
+                "user_id": torch.from_numpy(u),
+                "item_id": torch.from_numpy(items[idx]),
+                "neg_item": torch.from_numpy(neg),
+            }
         del batch
         yield time.perf_counter() - t0
 
@@ -66,15 +70,25 @@ def main() -> None:
         raw = read_source(recipe["format"], shared_data() / recipe["root"])
         ds = write_prepared(*prepare(raw, PrepareConfig(**recipe["prepare"]), recipe["format"]), f"{tmp}/ds")
         rows = ds.metadata["tables"]["train"]["rows"]
-        print(f"machine: {machine()}; {args.dataset} train split: {rows:,} interactions, batch {args.batch_size}, {args.epochs} epochs each")
+        print(
+            f"machine: {machine()}; {args.dataset} train split: {rows:,} interactions, batch {args.batch_size}, "
+            f"{args.epochs} epochs each"
+        )
         results = {
-            "ray data": list(timed_epochs(InteractionStream(ds, batch_size=args.batch_size, backend="ray"), args.epochs)),
-            "in-memory": list(timed_epochs(InteractionStream(ds, batch_size=args.batch_size, backend="memory"), args.epochs)),
+            "ray data": list(
+                timed_epochs(InteractionStream(ds, batch_size=args.batch_size, backend="ray"), args.epochs)
+            ),
+            "in-memory": list(
+                timed_epochs(InteractionStream(ds, batch_size=args.batch_size, backend="memory"), args.epochs)
+            ),
             "plain numpy loop": list(plain_numpy_epochs(ds.path("train"), ds.n_items, args.batch_size, args.epochs)),
         }
     for name, secs in results.items():
         med = statistics.median(secs)
-        print(f"{name:>17}: median {med:.2f}s/epoch = {rows / med:,.0f} interactions/s (epochs {', '.join(f'{s:.2f}' for s in secs)})")
+        print(
+            f"{name:>17}: median {med:.2f}s/epoch = {rows / med:,.0f} interactions/s (epochs "
+            f"{', '.join(f'{s:.2f}' for s in secs)})"
+        )
 
 
 if __name__ == "__main__":

@@ -51,7 +51,15 @@ def one_cell(data_name: str, victim: str, config: str, budget_s: float, eval_eve
         if not EarlyStopping.due(record["epoch"], cfg["epochs"], eval_every) and trained < budget_s:
             return
         m = full_ranking_metrics(model.score, train, test, (20,))
-        curve.append({"epoch": record["epoch"] + 1, "train_seconds": round(trained, 1), "recall@20": m["recall@20"], "ndcg@20": m["ndcg@20"], "loss": record["loss"]})
+        curve.append(
+            {
+                "epoch": record["epoch"] + 1,
+                "train_seconds": round(trained, 1),
+                "recall@20": m["recall@20"],
+                "ndcg@20": m["ndcg@20"],
+                "loss": record["loss"],
+            }
+        )
         print(json.dumps(curve[-1]), file=sys.stderr, flush=True)
         clock["eval"] += time.perf_counter() - t_eval
         if trained >= budget_s:
@@ -59,7 +67,11 @@ def one_cell(data_name: str, victim: str, config: str, budget_s: float, eval_eve
 
     with contextlib.suppress(Budget):
         model.fit(ds, progress=False, on_epoch=on_epoch)
-    print(json.dumps({"data": data_name, "victim": victim, "config": json.loads(config), "budget_s": budget_s, "curve": curve}))
+    print(
+        json.dumps(
+            {"data": data_name, "victim": victim, "config": json.loads(config), "budget_s": budget_s, "curve": curve}
+        )
+    )
 
 
 def seconds_to(curve: list[dict], value: float) -> float | None:
@@ -77,12 +89,28 @@ def run(plan_file: str, only: list[str] | None, budget_s: float | None, out: str
             if only and key not in only:
                 continue
             limit = budget_s or cell.get("budget_s", 600)
-            cmd = [sys.executable, __file__, "--cell", data_name, cell["victim"], json.dumps(cell["config"]), str(limit), str(cell.get("eval_every", 1))]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--cell",
+                data_name,
+                cell["victim"],
+                json.dumps(cell["config"]),
+                str(limit),
+                str(cell.get("eval_every", 1)),
+            ]
             status, last_line, points = stream_cell(cmd)
             if status == 0:
                 results[key] = json.loads(last_line)
             elif points:  # stopped early (killed, interrupted, out of memory): its curve so far is kept
-                results[key] = {"data": data_name, "victim": cell["victim"], "config": cell["config"], "budget_s": limit, "curve": points, "stopped": f"exit status {status}"}
+                results[key] = {
+                    "data": data_name,
+                    "victim": cell["victim"],
+                    "config": cell["config"],
+                    "budget_s": limit,
+                    "curve": points,
+                    "stopped": f"exit status {status}",
+                }
                 print(f"{key}: stopped with exit status {status} after {len(points)} evaluations; their curve is kept")
             else:
                 print(f"{key}: failed with exit status {status} (its stderr is above)")
@@ -101,7 +129,10 @@ def stream_cell(cmd: list[str]) -> tuple[int, str, list[dict]]:
     """Runs one cell in a child process, echoing its stderr: (exit status, or INTERRUPTED on Ctrl-C; its
     last stdout line; the curve points it streamed, which survive the cell being stopped early)."""
     points = []
-    with tempfile.TemporaryFile("w+") as stdout, subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=REPO / "bench") as proc:
+    with (
+        tempfile.TemporaryFile("w+") as stdout,
+        subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=REPO / "bench") as proc,
+    ):
         try:
             for line in proc.stderr:
                 sys.stderr.write(line)
@@ -124,8 +155,16 @@ def report(key: str, r: dict, converged: float | None) -> None:
     best = max(p["recall@20"] for p in curve)
     reach = seconds_to(curve, 0.95 * converged) if converged else None
     points = ", ".join(f"{p['train_seconds']:.0f}s {p['recall@20']:.4f}" for p in curve[:: max(1, len(curve) // 8)])
-    to95 = f"95% of {converged:.4f} at {reach:.0f}s" if reach is not None else f"95% of {converged} not reached" if converged else "no converged value"
-    print(f"{key}: {len(curve)} epochs, last {curve[-1]['recall@20']:.4f}, best {best:.4f}; {to95} | {points}", flush=True)
+    to95 = (
+        f"95% of {converged:.4f} at {reach:.0f}s"
+        if reach is not None
+        else f"95% of {converged} not reached"
+        if converged
+        else "no converged value"
+    )
+    print(
+        f"{key}: {len(curve)} epochs, last {curve[-1]['recall@20']:.4f}, best {best:.4f}; {to95} | {points}", flush=True
+    )
 
 
 def main() -> None:

@@ -1,13 +1,15 @@
 """Victim benchmarks on Gowalla (given split) and ML-1M pairs (per-user 80/20, seed 0).
 
-  python bench/victims.py wrmf-vs-implicit   # WRMF fit time and Recall@20 vs implicit's CPU ALS, same settings and threads
+  python bench/victims.py wrmf-vs-implicit   # WRMF fit time and Recall@20 vs implicit's CPU ALS, same settings
+                                             # and threads
   python bench/victims.py lightgcn-epoch     # LightGCN seconds per epoch, peak RSS, and a torch.profiler breakdown
   python bench/victims.py eval               # full-ranking evaluation vs the bare user x item score product
   python bench/victims.py lightgcn-steps     # ms per LightGCN training step on Gowalla at batches 2048, 4096, 16384
   python bench/victims.py last-layer         # a batch's last LightGCN layer from the row sub-matrix vs in full, and the
                                              # ML-1M training step of LightGCN / SGL / SimGCL with either (batch 16384)
   python bench/victims.py row-gathers       # ms per training step with take_rows (index_select) vs advanced indexing,
-                                             # LightGCN / MF-BPR / SGL / SimGCL at batch 16384, and SimGCL with cl_nodes 2048
+                                             # LightGCN / MF-BPR / SGL / SimGCL at batch 16384, and SimGCL with
+                                             # cl_nodes 2048
   python bench/victims.py contrast-nodes    # ms per SimGCL step on ML-1M at cl_nodes 0 (every batch node), 2048, 1024
   python bench/victims.py dns-steps         # ms per LightGCN step on Gowalla at dns_candidates 0 (uniform), 16, 64
   python bench/victims.py curves [--budget configs/victims/cpu_budget.yaml] [--only gowalla:lightgcn]
@@ -59,7 +61,9 @@ def dataset(name: str) -> PreparedDataset:
 
 def csrs(ds: PreparedDataset, held_out: str = "test"):
     """The training split and a held-out split as CSR matrices."""
-    return UserItemCSR.from_table(ds.table("train"), ds.n_users, ds.n_items), UserItemCSR.from_table(ds.table(held_out), ds.n_users, ds.n_items)
+    return UserItemCSR.from_table(ds.table("train"), ds.n_users, ds.n_items), UserItemCSR.from_table(
+        ds.table(held_out), ds.n_users, ds.n_items
+    )
 
 
 def wrmf_vs_implicit(seeds=(0, 1, 2), factors=64, iterations=15, alpha=10.0, reg=0.01) -> None:
@@ -72,14 +76,29 @@ def wrmf_vs_implicit(seeds=(0, 1, 2), factors=64, iterations=15, alpha=10.0, reg
     threads = torch.get_num_threads()
     rows = {"distrec wrmf (cg)": [], "implicit ALS (cg)": [], "distrec wrmf (cg), implicit's initial factors": []}
     t = ds.table("train")
-    conf = sp.csr_matrix((np.full(t.num_rows, 1 + alpha, np.float32), (t.column("user_id").to_numpy(), t.column("item_id").to_numpy())), shape=(ds.n_users, ds.n_items))
+    conf = sp.csr_matrix(
+        (np.full(t.num_rows, 1 + alpha, np.float32), (t.column("user_id").to_numpy(), t.column("item_id").to_numpy())),
+        shape=(ds.n_users, ds.n_items),
+    )
     for seed in seeds:
-        model = create_victim("wrmf", ds.n_users, ds.n_items, factors=factors, iterations=iterations, alpha=alpha, reg=reg, seed=seed)
+        model = create_victim(
+            "wrmf", ds.n_users, ds.n_items, factors=factors, iterations=iterations, alpha=alpha, reg=reg, seed=seed
+        )
         t0 = time.perf_counter()
         model.fit(ds, progress=False)
-        rows["distrec wrmf (cg)"].append((time.perf_counter() - t0, full_ranking_metrics(model.score, train, test, (20,))))
+        rows["distrec wrmf (cg)"].append(
+            (time.perf_counter() - t0, full_ranking_metrics(model.score, train, test, (20,)))
+        )
         # implicit's C_ui is the matrix value: pass 1 + alpha * r, alpha=1 (same objective; tested equal accuracy)
-        als = AlternatingLeastSquares(factors=factors, iterations=iterations, regularization=reg, alpha=1.0, num_threads=threads, random_state=seed, calculate_training_loss=False)
+        als = AlternatingLeastSquares(
+            factors=factors,
+            iterations=iterations,
+            regularization=reg,
+            alpha=1.0,
+            num_threads=threads,
+            random_state=seed,
+            calculate_training_loss=False,
+        )
         with threadpool_limits(1, "blas"):
             t0 = time.perf_counter()
             als.fit(conf, show_progress=False)
@@ -88,31 +107,45 @@ def wrmf_vs_implicit(seeds=(0, 1, 2), factors=64, iterations=15, alpha=10.0, reg
         rows["implicit ALS (cg)"].append((elapsed, full_ranking_metrics(lambda u: x[u] @ y.T, train, test, (20,))))
         # the same initial factors as implicit draws them (fit() starts from the model's current factors)
         rs = np.random.default_rng(seed)  # as implicit.utils.check_random_state(seed)
-        model = create_victim("wrmf", ds.n_users, ds.n_items, factors=factors, iterations=iterations, alpha=alpha, reg=reg, seed=seed)
+        model = create_victim(
+            "wrmf", ds.n_users, ds.n_items, factors=factors, iterations=iterations, alpha=alpha, reg=reg, seed=seed
+        )
         with torch.no_grad():
             model.user_factors.copy_(torch.from_numpy(rs.random((ds.n_users, factors), dtype=np.float32) * 0.01))
             model.item_factors.copy_(torch.from_numpy(rs.random((ds.n_items, factors), dtype=np.float32) * 0.01))
         t0 = time.perf_counter()
         model.fit(ds, progress=False)
-        rows["distrec wrmf (cg), implicit's initial factors"].append((time.perf_counter() - t0, full_ranking_metrics(model.score, train, test, (20,))))
-    print(f"machine: {machine()}, torch threads {threads}; Gowalla, factors {factors}, {iterations} iterations, alpha {alpha}, reg {reg}, seeds {list(seeds)}")
+        rows["distrec wrmf (cg), implicit's initial factors"].append(
+            (time.perf_counter() - t0, full_ranking_metrics(model.score, train, test, (20,)))
+        )
+    print(
+        f"machine: {machine()}, torch threads {threads}; Gowalla, factors {factors}, {iterations} iterations, alpha "
+        f"{alpha}, reg {reg}, seeds {list(seeds)}"
+    )
     for name, runs in rows.items():
         secs = [r[0] for r in runs]
         rec = [r[1]["recall@20"] for r in runs]
         ndcg = [r[1]["ndcg@20"] for r in runs]
         print(
-            f"{name:>46}: fit median {statistics.median(secs):.2f}s (runs {', '.join(f'{s:.2f}' for s in secs)}); recall@20 mean {np.mean(rec):.4f} ({', '.join(f'{r:.4f}' for r in rec)}); ndcg@20 mean {np.mean(ndcg):.4f}"
+            f"{name:>46}: fit median {statistics.median(secs):.2f}s (runs {', '.join(f'{s:.2f}' for s in secs)}); "
+            f"recall@20 mean {np.mean(rec):.4f} ({', '.join(f'{r:.4f}' for r in rec)}); ndcg@20 mean "
+            f"{np.mean(ndcg):.4f}"
         )
 
 
 def lightgcn_epoch(epochs: int = 3, profile_batches: int = 20) -> None:
     ds = dataset("gowalla")
-    model = create_victim("lightgcn", ds.n_users, ds.n_items, epochs=epochs, batch_size=2048, layers=3, dim=64, backend="memory")
+    model = create_victim(
+        "lightgcn", ds.n_users, ds.n_items, epochs=epochs, batch_size=2048, layers=3, dim=64, backend="memory"
+    )
     times = []
     t0 = time.perf_counter()
     model.fit(ds, progress=False, on_epoch=lambda r: times.append(time.perf_counter() - t0 - sum(times)))
     print(f"machine: {machine()}; LightGCN Gowalla, 3 layers, dim 64, batch 2048")
-    print(f"seconds per epoch: median {statistics.median(times):.1f} (epochs {', '.join(f'{t:.1f}' for t in times)}); peak RSS {peak_rss_mb():.0f} MB")
+    print(
+        f"seconds per epoch: median {statistics.median(times):.1f} (epochs {', '.join(f'{t:.1f}' for t in times)}); "
+        f"peak RSS {peak_rss_mb():.0f} MB"
+    )
     from torch.profiler import ProfilerActivity, profile
 
     from distrec.data.streaming import InteractionStream
@@ -190,7 +223,10 @@ def last_layer(batches=(1024, 4096, 16384)) -> None:
             for path, threshold in (("rows", 1.0), ("full", 0.0)):
                 prop.rows_max_nnz_share = threshold
                 times[path] = _median_ms(lambda: prop._last_layer(h, adj, nodes).sum().backward())
-            print(f"{name} batch {batch}: {len(nodes)} of {adj.shape[0]} nodes, {share:.2f} of the non-zeros; row sub-matrix {times['rows']:.1f} ms, full {times['full']:.1f} ms")
+            print(
+                f"{name} batch {batch}: {len(nodes)} of {adj.shape[0]} nodes, {share:.2f} of the non-zeros; row "
+                f"sub-matrix {times['rows']:.1f} ms, full {times['full']:.1f} ms"
+            )
     ds = dataset("ml-1m")
     configs = {"lightgcn": {}, "sgl": {"ssl_reg": 0.01}, "simgcl": {"cl_temp": 1.0}}
     for victim, extra in configs.items():
@@ -203,7 +239,10 @@ def last_layer(batches=(1024, 4096, 16384)) -> None:
         for path, threshold in (("rows", 1.0), ("chosen", LightGCNPropagation.rows_max_nnz_share)):
             model.propagation.rows_max_nnz_share = threshold
             times[path] = _median_ms(lambda: model.loss(users, items, neg).backward(), repeats=3)
-        print(f"ml-1m {victim} step, batch 16384: row sub-matrix always {times['rows']:.0f} ms, chosen path {times['chosen']:.0f} ms")
+        print(
+            f"ml-1m {victim} step, batch 16384: row sub-matrix always {times['rows']:.0f} ms, chosen path "
+            f"{times['chosen']:.0f} ms"
+        )
 
 
 def _alternating_ms(runs: dict, batches: list, steps: int) -> dict[str, float]:
@@ -267,9 +306,15 @@ def row_gathers(steps: int = 9) -> None:
     for data, victim, extra in cells:
         ds = dataset(data)
         model, opt = _training_model(ds, victim, 0.01, **extra)
-        ms = _alternating_ms({name: (use(gather), model, opt) for name, gather in gathers.items()}, _epoch_batches(ds), steps)
+        ms = _alternating_ms(
+            {name: (use(gather), model, opt) for name, gather in gathers.items()}, _epoch_batches(ds), steps
+        )
         use(gathers["take_rows"])()
-        print(f"{data} {victim} {extra}: take_rows {ms['take_rows']:.0f} ms, indexing {ms['indexing']:.0f} ms per step ({ms['indexing'] / ms['take_rows']:.2f}x)", flush=True)
+        print(
+            f"{data} {victim} {extra}: take_rows {ms['take_rows']:.0f} ms, indexing {ms['indexing']:.0f} ms per step "
+            f"({ms['indexing'] / ms['take_rows']:.2f}x)",
+            flush=True,
+        )
 
 
 def contrast_nodes(budgets=(0, 2048, 1024), steps: int = 9) -> None:
@@ -277,7 +322,9 @@ def contrast_nodes(budgets=(0, 2048, 1024), steps: int = 9) -> None:
     ``cl_nodes`` budget, alternating the budgets step by step on the same batches; median of ``steps``."""
     ds = dataset("ml-1m")
     print(f"machine: {machine()}, torch threads {torch.get_num_threads()}")
-    runs = {n: (lambda: None, *_training_model(ds, "simgcl", 0.02, cl_temp=1.0, cl_reg=0.5, cl_nodes=n)) for n in budgets}
+    runs = {
+        n: (lambda: None, *_training_model(ds, "simgcl", 0.02, cl_temp=1.0, cl_reg=0.5, cl_nodes=n)) for n in budgets
+    }
     for n, ms in _alternating_ms(runs, _epoch_batches(ds), steps).items():
         print(f"cl_nodes {n}: {ms:.0f} ms per step (median of {steps})")
 
@@ -308,9 +355,15 @@ def evaluation(repeats: int = 3) -> None:
         full_ranking_metrics(lambda u: x[u] @ y.T, train, test, (20,))
         full.append(time.perf_counter() - t0)
     b, f = statistics.median(bare), statistics.median(full)
-    print(f"machine: {machine()}; Gowalla, {len(users)} test users x {ds.n_items} items, dim 64, K=20, chunks of 1024 users")
+    print(
+        f"machine: {machine()}; Gowalla, {len(users)} test users x {ds.n_items} items, dim 64, K=20, chunks of 1024 "
+        "users"
+    )
     print(f"bare score product: median {b:.2f}s (runs {', '.join(f'{t:.2f}' for t in bare)})")
-    print(f"full evaluation (mask, top-K, recall/ndcg/precision/hr): median {f:.2f}s (runs {', '.join(f'{t:.2f}' for t in full)}) = {f / b:.2f}x")
+    print(
+        f"full evaluation (mask, top-K, recall/ndcg/precision/hr): median {f:.2f}s (runs "
+        f"{', '.join(f'{t:.2f}' for t in full)}) = {f / b:.2f}x"
+    )
 
 
 def curves(budget: str, only: list[str] | None, out: str | None) -> None:
@@ -332,8 +385,10 @@ def curves(budget: str, only: list[str] | None, out: str | None) -> None:
             curve = ", ".join(f"ep{h['epoch'] + 1}: {h['valid_recall@20']:.4f}" for h in evals)
             # the result is the last epoch; the best epoch was picked on the test split and is shown for reference only
             print(
-                f"{data_name:>8} {victim:>9}: last epoch recall@20 {evals[-1]['valid_recall@20']:.4f} ndcg@20 {evals[-1]['valid_ndcg@20']:.4f} "
-                f"| {r['seconds_per_epoch']:.1f} s/epoch, {len(r['history'])} epochs, peak RSS {r['peak_rss_mb']:.0f} MB | curve {curve}",
+                f"{data_name:>8} {victim:>9}: last epoch recall@20 {evals[-1]['valid_recall@20']:.4f} ndcg@20 "
+                f"{evals[-1]['valid_ndcg@20']:.4f} "
+                f"| {r['seconds_per_epoch']:.1f} s/epoch, {len(r['history'])} epochs, peak RSS {r['peak_rss_mb']:.0f} "
+                f"MB | curve {curve}",
                 flush=True,
             )
     if out:  # cells run now replace their earlier entries; the others are kept
@@ -361,7 +416,9 @@ def term_gradients(ds: PreparedDataset, victim: str, config: dict) -> dict:
     model.prepare_fit(ds, torch.device("cpu"))
     model.start_epoch(0)
     model.train()
-    batch = next(iter(InteractionStream(ds, "train", batch_size=model.config.batch_size, seed=0, backend="memory").epoch(0)))
+    batch = next(
+        iter(InteractionStream(ds, "train", batch_size=model.config.batch_size, seed=0, backend="memory").epoch(0))
+    )
     users, pos, neg = batch["user_id"], batch["item_id"], batch["neg_item"][:, 0]
     rec = model.rec_loss(users, pos, *model.batch_triples(users, pos, neg))
     g_rec = torch.autograd.grad(rec, model.embedding)[0]
@@ -372,17 +429,34 @@ def term_gradients(ds: PreparedDataset, victim: str, config: dict) -> dict:
 def contrastive(out: str | None, epochs: int = 15) -> None:
     ds = dataset("ml-100k")
     train, valid = csrs(ds, "valid")
-    print(f"machine: {machine()}; ML-100K, per-user 70/10/20 split (seed 0), {epochs} epochs, validation Recall@20 after each")
+    print(
+        f"machine: {machine()}; ML-100K, per-user 70/10/20 split (seed 0), {epochs} epochs, validation Recall@20 "
+        "after each"
+    )
     results = []
     for victim, config in CONTRASTIVE_GRID:
-        row = {"victim": victim, "config": config, **(term_gradients(ds, victim, config) if victim != "lightgcn" else {})}
+        row = {
+            "victim": victim,
+            "config": config,
+            **(term_gradients(ds, victim, config) if victim != "lightgcn" else {}),
+        }
         model = create_victim(victim, n_users=ds.n_users, n_items=ds.n_items, epochs=epochs, **config)
         curve = []
-        model.fit(ds, progress=False, on_epoch=lambda r: curve.append(full_ranking_metrics(model.score, train, valid, (20,))["recall@20"]))
+        model.fit(
+            ds,
+            progress=False,
+            on_epoch=lambda r: curve.append(full_ranking_metrics(model.score, train, valid, (20,))["recall@20"]),
+        )
         row["valid_recall@20"] = curve
         results.append(row)
-        grads = f"| grad BPR {row['grad_bpr']:.2e}, contrastive {row['grad_contrastive']:.2e} " if "grad_bpr" in row else ""
-        print(f"{victim:>8} {json.dumps(config):<34} {grads}| Recall@20 ep1 {curve[0]:.4f} ep5 {curve[4]:.4f} ep{epochs} {curve[-1]:.4f}", flush=True)
+        grads = (
+            f"| grad BPR {row['grad_bpr']:.2e}, contrastive {row['grad_contrastive']:.2e} " if "grad_bpr" in row else ""
+        )
+        print(
+            f"{victim:>8} {json.dumps(config):<34} {grads}| Recall@20 ep1 {curve[0]:.4f} ep5 {curve[4]:.4f} "
+            f"ep{epochs} {curve[-1]:.4f}",
+            flush=True,
+        )
     if out:
         Path(out).write_text(json.dumps(results, indent=2))
 
@@ -395,14 +469,45 @@ def one_curve(data_name: str, victim: str, config: str) -> None:
     cfg = json.loads(config)
     cfg.setdefault("patience", 10_000)
     result = train_victim(victim, ds.uri, cfg, valid_split="test", ks=(20,), progress=False)
-    print(json.dumps({"data": data_name, **{k: result[k] for k in ("victim", "config", "metrics", "fit_seconds", "seconds_per_epoch", "peak_rss_mb", "history")}}, default=float))
+    print(
+        json.dumps(
+            {
+                "data": data_name,
+                **{
+                    k: result[k]
+                    for k in (
+                        "victim",
+                        "config",
+                        "metrics",
+                        "fit_seconds",
+                        "seconds_per_epoch",
+                        "peak_rss_mb",
+                        "history",
+                    )
+                },
+            },
+            default=float,
+        )
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "what",
-        choices=["wrmf-vs-implicit", "lightgcn-epoch", "lightgcn-steps", "eval", "last-layer", "row-gathers", "contrast-nodes", "dns-steps", "curves", "one-curve", "contrastive"],
+        choices=[
+            "wrmf-vs-implicit",
+            "lightgcn-epoch",
+            "lightgcn-steps",
+            "eval",
+            "last-layer",
+            "row-gathers",
+            "contrast-nodes",
+            "dns-steps",
+            "curves",
+            "one-curve",
+            "contrastive",
+        ],
     )
     parser.add_argument("args", nargs="*")
     parser.add_argument("--budget", default="configs/victims/cpu_budget.yaml")

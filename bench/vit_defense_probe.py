@@ -5,7 +5,8 @@ filter undo (T-HR@10 and mean target rank, each against its own no-attack number
 
     distrec study configs/study/ml1m_item_image.yaml --out runs/study_ml1m_item_image   # the victims
     python bench/vit_defense_probe.py --study runs/study_ml1m_item_image --items 800 \\
-        --vit '{"pretrain_epochs": 30, "epochs": 3, "attack_steps": 2, "feature_weight": 0.1, "mask_ratio": 0.5, "lr": 0.002}'
+        --vit '{"pretrain_epochs": 30, "epochs": 3, "attack_steps": 2, "feature_weight": 0.1, "mask_ratio": 0.5,
+               "lr": 0.002}'
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from distrec.study.scenarios.item_image import load_visual  # noqa: E402
 
 def pgd(victim, eps: float, steps: int, goal: str = "promote"):
     users = torch.arange(victim.n_users)
-    return lambda x, items: ItemImageAttack(victim, ImageAttackConfig(method="pgd", eps=eps, steps=steps, goal=goal, seed=0))(x, items, users)
+    return lambda x, items: ItemImageAttack(
+        victim, ImageAttackConfig(method="pgd", eps=eps, steps=steps, goal=goal, seed=0)
+    )(x, items, users)
 
 
 def filter_effect(victim, data, images, targets, filters: dict) -> dict:
@@ -49,8 +52,14 @@ def filter_effect(victim, data, images, targets, filters: dict) -> dict:
     out = {}
     with torch.no_grad():
         for name, filt in filters.items():
-            base = embed_images(victim.encoder, torch.cat([filt(every[s : s + 256]) for s in range(0, len(every), 256)]))
-            row = {"recall@20": full_ranking_metrics(lambda u, f=base: victim.score_items_with(u, torch.arange(len(f)), f), train, test, (20,))["recall@20"]}
+            base = embed_images(
+                victim.encoder, torch.cat([filt(every[s : s + 256]) for s in range(0, len(every), 256)])
+            )
+            row = {
+                "recall@20": full_ranking_metrics(
+                    lambda u, f=base: victim.score_items_with(u, torch.arange(len(f)), f), train, test, (20,)
+                )["recall@20"]
+            }
             for label, img in (("clean", clean_t), ("pgd8", attacked)):
                 feats = base.clone()
                 feats[targets] = embed_images(victim.encoder, filt(img))
@@ -72,8 +81,16 @@ def main() -> None:
     ap.add_argument("--out", help="write the result JSON here")
     args = ap.parse_args()
     encoder = glob.glob(f"{args.study}/checkpoints/*/encoder")[0]
-    victim = next(load_visual(d, encoder) for d in glob.glob(f"{args.study}/checkpoints/*/victim") if json.loads(Path(d, "config.json").read_text())["name"] == "vbpr")
-    data = PreparedDataset(Path(sorted(glob.glob(f"{args.study}/data/*/metadata.json") + glob.glob(f"{args.study}/data/metadata.json"))[0]).parent)
+    victim = next(
+        load_visual(d, encoder)
+        for d in glob.glob(f"{args.study}/checkpoints/*/victim")
+        if json.loads(Path(d, "config.json").read_text())["name"] == "vbpr"
+    )
+    data = PreparedDataset(
+        Path(
+            sorted(glob.glob(f"{args.study}/data/*/metadata.json") + glob.glob(f"{args.study}/data/metadata.json"))[0]
+        ).parent
+    )
     images = load_item_images(data, 64, backend="memory")
     cfg = ViTDefenseConfig(img_size=64, **json.loads(args.vit))
     pool = np.flatnonzero(images.has_image.numpy())
@@ -81,12 +98,20 @@ def main() -> None:
     train_items, targets, unseen = items[: args.items], items[args.items : args.items + 20], items[args.items + 20 :]
 
     def adversary(x, rows, eps, goal):
-        return ItemImageAttack(victim, ImageAttackConfig(method="pgd", eps=eps, steps=cfg.attack_steps, goal=goal, seed=0))(x, train_items[rows], torch.arange(victim.n_users))
+        return ItemImageAttack(
+            victim, ImageAttackConfig(method="pgd", eps=eps, steps=cfg.attack_steps, goal=goal, seed=0)
+        )(x, train_items[rows], torch.arange(victim.n_users))
 
     defense = ViTDefense(cfg)
     t0 = time.perf_counter()
     history = train_vit_defense(defense, images.floats(train_items), adversary, victim.encoder, progress=True)
-    result = {"config": vars(cfg), "items": args.items, "train_seconds": round(time.perf_counter() - t0, 1), "history": history, "detector": {}}
+    result = {
+        "config": vars(cfg),
+        "items": args.items,
+        "train_seconds": round(time.perf_counter() - t0, 1),
+        "history": history,
+        "detector": {},
+    }
     clean = images.floats(unseen)
     scores_clean = defense.detection_score(clean)
     for e in (4, 8, 16):
@@ -96,7 +121,13 @@ def main() -> None:
             "tpr": float((scores_adv > defense.threshold).float().mean()),
             "fpr": float((scores_clean > defense.threshold).float().mean()),
         }
-    result["filters"] = filter_effect(victim, data, images, targets, {"none": lambda x: x, "median": lambda x: median_filter(x, 3), "vit": defense.purify})
+    result["filters"] = filter_effect(
+        victim,
+        data,
+        images,
+        targets,
+        {"none": lambda x: x, "median": lambda x: median_filter(x, 3), "vit": defense.purify},
+    )
     print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=1, default=str))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1, default=str) + "\n")

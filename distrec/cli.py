@@ -1,5 +1,5 @@
-"""The ``distrec`` command line: ``data prepare|info|synthetic|download``, ``train``, ``attack``, ``evaluate-attack``, ``study``, ``sweep``,
-``rank train|attack|grid``, ``vars encoder|run`` and ``demo``."""
+"""The ``distrec`` command line: ``data prepare|info|synthetic|download``, ``train``, ``attack``,
+``evaluate-attack``, ``study``, ``sweep``, ``rank train|attack|grid``, ``vars encoder|run`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -78,14 +78,25 @@ def cmd_data_prepare(args) -> int:
 def _format_info(info: dict) -> str:
     lines = [f"{info['name']} ({info['format']}) at {info['path']}"]
     if "users" in info:
-        lines.append(f"  users {info['users']:,}  items {info['items']:,}  interactions {info['interactions']:,}  density {info['density']:.5f}")
-        lines.append("  splits " + ", ".join(f"{k} {v:,}" for k, v in info["splits"].items()) + f" ({info['split_method']})")
+        lines.append(
+            f"  users {info['users']:,}  items {info['items']:,}  interactions {info['interactions']:,}  density "
+            f"{info['density']:.5f}"
+        )
+        lines.append(
+            "  splits " + ", ".join(f"{k} {v:,}" for k, v in info["splits"].items()) + f" ({info['split_method']})"
+        )
     if info["images"]:
         lines.append("  images " + ", ".join(f"{k} {v:,}" for k, v in info["images"].items()))
     if info.get("item_attributes"):
-        lines.append(f"  item attributes {info['item_attributes']['items']:,} items, {info['item_attributes']['categories']} categories")
+        lines.append(
+            f"  item attributes {info['item_attributes']['items']:,} items, {info['item_attributes']['categories']} "
+            "categories"
+        )
     if info.get("user_attributes"):
-        lines.append(f"  user attributes {info['user_attributes']['users']:,} users: {', '.join(info['user_attributes']['columns'])}")
+        lines.append(
+            f"  user attributes {info['user_attributes']['users']:,} users: "
+            f"{', '.join(info['user_attributes']['columns'])}"
+        )
     if info.get("bad_lines", {}).get("skipped"):
         lines.append(f"  skipped bad lines {info['bad_lines']['skipped']:,}: {info['bad_lines']['by_reason']}")
     lines += [f"  note: {n}" for n in info.get("notes", [])]
@@ -107,7 +118,12 @@ def cmd_data_synthetic(args) -> int:
 
     options = parse_assignments(args.set)
     raw = make_synthetic(seed=args.seed, **options)
-    tables, meta = prepare(raw, PrepareConfig(seed=args.seed, split=args.split, test_negatives=args.test_negatives), "synthetic", dict(options, seed=args.seed))
+    tables, meta = prepare(
+        raw,
+        PrepareConfig(seed=args.seed, split=args.split, test_negatives=args.test_negatives),
+        "synthetic",
+        dict(options, seed=args.seed),
+    )
     info = write_prepared(tables, meta, args.out).info()
     emit(info, args.json, _format_info(info))
     return 0
@@ -133,9 +149,16 @@ def cmd_train(args) -> int:
     from distrec.workflows.train import train_victim
 
     config, source = _config_and_overrides(args)
-    result = train_victim(args.victim, args.data, config, args.out, args.valid_split, progress=not args.json, config_source=source)
+    result = train_victim(
+        args.victim, args.data, config, args.out, args.valid_split, progress=not args.json, config_source=source
+    )
     m = result["metrics"]
-    emit(result, args.json, f"{args.victim}: recall@20 {m['recall@20']:.4f}  ndcg@20 {m['ndcg@20']:.4f}  fit {result['fit_seconds']:.1f}s  peak RSS {result['peak_rss_mb']:.0f} MB")
+    emit(
+        result,
+        args.json,
+        f"{args.victim}: recall@20 {m['recall@20']:.4f}  ndcg@20 {m['ndcg@20']:.4f}  fit {result['fit_seconds']:.1f}s "
+        f" peak RSS {result['peak_rss_mb']:.0f} MB",
+    )
     return 0
 
 
@@ -160,9 +183,20 @@ def cmd_attack(args) -> int:
     config, source = _config_and_overrides(args)
     population = load_yaml(args.population) if args.population else None
     sharpap = args.sharpap or population is not None
-    result = run_attack(args.attack, args.data, args.surrogate, sharpap, config, args.out, progress=not args.json, config_source=source, population=population)
+    result = run_attack(
+        args.attack,
+        args.data,
+        args.surrogate,
+        sharpap,
+        config,
+        args.out,
+        progress=not args.json,
+        config_source=source,
+        population=population,
+    )
     human = (
-        f"{result['attack']}: {result['n_fake']} fake users, {result['fake_interactions']} interactions, targets {result['targets_original']}; "
+        f"{result['attack']}: {result['n_fake']} fake users, {result['fake_interactions']} interactions, targets "
+        f"{result['targets_original']}; "
         f"{result['craft_seconds']:.1f}s, peak RSS {result['peak_rss_mb']:.0f} MB -> {args.out}"
     )
     emit(result, args.json, human)
@@ -177,7 +211,15 @@ def cmd_evaluate_attack(args) -> int:
     seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else args.seeds
     victims = [v.strip() for v in args.victims.split(",") if v.strip()]
     cache = None if args.no_cache else args.cache or default_clean_cache()
-    result = evaluate_attack(args.poisoned, victims, seeds, victim_configs, progress=not args.json, config_source=args.victim_config or "defaults", cache_dir=cache)
+    result = evaluate_attack(
+        args.poisoned,
+        victims,
+        seeds,
+        victim_configs,
+        progress=not args.json,
+        config_source=args.victim_config or "defaults",
+        cache_dir=cache,
+    )
     if args.out:
         write_local(args.out, json.dumps(result, indent=2))
     emit(result, args.json, _format_evaluation(result))
@@ -191,16 +233,21 @@ def _format_evaluation(result: dict) -> str:
     m, k = proto["metric"], proto["metric"].split("@")[1]
     lines = [
         f"{result['attack']} on {result['poisoned']} ({len(result['seeds'])} seeds, targets {result['targets']})",
-        f"protocol {proto['preset']}: {proto['source']}" + (f"; differs: {proto['deviations']}" if proto["deviations"] else ""),
-        f"| victim | {m} no attack | {m} attack | lift | T-HR@{k} | HitOne@{k} | mean target rank | Recall@20 clean -> with fakes |",
+        f"protocol {proto['preset']}: {proto['source']}"
+        + (f"; differs: {proto['deviations']}" if proto["deviations"] else ""),
+        f"| victim | {m} no attack | {m} attack | lift | T-HR@{k} | HitOne@{k} | mean target rank | Recall@20 clean "
+        "-> with fakes |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for v, r in result["victims"].items():
         lf, ratio = r["lift"][m], r["lift"][m]["ratio"]
         lines.append(
-            f"| {v} | {r[f'clean_{m}']:.4f} | {r[m]:.4f} ± {r['std'][m]:.4f} | {lf['difference']:+.4f} ({'-' if ratio is None else f'{ratio:.2f}x'}) | "
-            f"{r[f'clean_t_hr@{k}']:.4f} -> {r[f't_hr@{k}']:.4f} | {r[f'clean_hitone@{k}']:.4f} -> {r[f'hitone@{k}']:.4f} | "
-            f"{r['clean_mean_rank']:.1f} -> {r['mean_rank']:.1f} | {r['recall@20_without_fakes']:.4f} -> {r['recall@20_with_fakes']:.4f} |"
+            f"| {v} | {r[f'clean_{m}']:.4f} | {r[m]:.4f} ± {r['std'][m]:.4f} | {lf['difference']:+.4f} "
+            f"({'-' if ratio is None else f'{ratio:.2f}x'}) | "
+            f"{r[f'clean_t_hr@{k}']:.4f} -> {r[f't_hr@{k}']:.4f} | {r[f'clean_hitone@{k}']:.4f} -> "
+            f"{r[f'hitone@{k}']:.4f} | "
+            f"{r['clean_mean_rank']:.1f} -> {r['mean_rank']:.1f} | {r['recall@20_without_fakes']:.4f} -> "
+            f"{r['recall@20_with_fakes']:.4f} |"
         )
     return "\n".join(lines)
 
@@ -211,14 +258,19 @@ def cmd_study(args) -> int:
 
     if args.outputs_only:
         written = rewrite_outputs(args.config, args.out)
-        emit({k: v for k, v in written.items() if k != "matrix"}, args.json, f"{written['matrix']}\n\nmatrix {written['matrix_md']}, {written['matrix_csv']}")
+        emit(
+            {k: v for k, v in written.items() if k != "matrix"},
+            args.json,
+            f"{written['matrix']}\n\nmatrix {written['matrix_md']}, {written['matrix_csv']}",
+        )
         return 0
     result = run_study(args.config, args.out, progress=not args.json, num_cpus=args.num_cpus)
     human = (
         f"{result['matrix']}\n\n{result['cells_run']} cells run, {result['cells_skipped']} already done; "
         + "; ".join(f"{stage}: {c['run']} run, {c['skipped']} done" for stage, c in result["stages"].items())
         + f"; {result['seconds']:.0f}s\n"
-        f"results {result['results']}\nmatrix {result['matrix_md']}, {result['matrix_csv']}\nheatmap {result['heatmap_png']}"
+        f"results {result['results']}\nmatrix {result['matrix_md']}, {result['matrix_csv']}\nheatmap "
+        f"{result['heatmap_png']}"
     )
     emit(result, args.json, human)
     return 0
@@ -230,7 +282,8 @@ def cmd_sweep(args) -> int:
     result = run_sweep(args.config, args.out, progress=not args.json, num_cpus=args.num_cpus)
     best = result["best"]
     human = (
-        f"{len(result['trials'])} trials ({result['trials_run']} run now, {result['trials_skipped']} from earlier runs) in {result['storage']}\n"
+        f"{len(result['trials'])} trials ({result['trials_run']} run now, {result['trials_skipped']} from earlier "
+        f"runs) in {result['storage']}\n"
         f"best {best['metric']} {best['objective']:.4f}: {result['best_yaml']}"
     )
     emit(result, args.json, human)
@@ -249,7 +302,10 @@ def _rank_train_config(args) -> tuple[dict, str]:
     for key, value in parse_assignments(args.set).items():
         section, dot, name = key.partition(".")
         if section not in RANK_TRAIN_KEYS:
-            raise ConfigError(f"--set {key}: unknown key {section!r}; valid keys are {list(RANK_TRAIN_KEYS)} (sections take SECTION.KEY)")
+            raise ConfigError(
+                f"--set {key}: unknown key {section!r}; valid keys are {list(RANK_TRAIN_KEYS)} (sections take "
+                "SECTION.KEY)"
+            )
         if dot:
             config.setdefault(section, {})[name] = value
         else:
@@ -272,7 +328,8 @@ def cmd_rank_train(args) -> int:
     emit(
         result,
         args.json,
-        f"{result['model']} ({result['defense']}): recall@1 {m['recall@1']:.2f}%  recall@10 {m['recall@10']:.2f}%  fit {result['fit_seconds']:.1f}s -> {args.out}",
+        f"{result['model']} ({result['defense']}): recall@1 {m['recall@1']:.2f}%  recall@10 {m['recall@10']:.2f}%  "
+        f"fit {result['fit_seconds']:.1f}s -> {args.out}",
     )
     return 0
 
@@ -285,7 +342,9 @@ def cmd_rank_attack(args) -> int:
     from distrec.workflows.rank import attack_cell
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = Embedder.load(Path(args.model) / "model" if (Path(args.model) / "model").is_dir() else args.model, device=device)
+    model = Embedder.load(
+        Path(args.model) / "model" if (Path(args.model) / "model").is_dir() else args.model, device=device
+    )
     pool_images = load_labeled_images(args.data, args.split)
     pool = embed_images(model, pool_images, 1000)
     result = attack_cell(
@@ -305,7 +364,11 @@ def cmd_rank_attack(args) -> int:
         args.random_start,
         args.top_fraction,
     )
-    human = f"{result['attack']} eps {args.eps:g} k={args.k}: rank percentile {result['rank_before']:.2f} -> {result['rank']:.2f} (+-{result['rank_sem']:.2f}) over {result['trials']} trials, {result['steps']} steps of {result['alpha']:.4f}"
+    human = (
+        f"{result['attack']} eps {args.eps:g} k={args.k}: rank percentile {result['rank_before']:.2f} -> "
+        f"{result['rank']:.2f} (+-{result['rank_sem']:.2f}) over {result['trials']} trials, "
+        f"{result['steps']} steps of {result['alpha']:.4f}"
+    )
     emit(result, args.json, human)
     return 0
 
@@ -325,16 +388,25 @@ def cmd_vars_encoder(args) -> int:
     from distrec.data.item_images import load_item_images
     from distrec.models.image_encoder import GenreEncoderConfig, pretrain_genre_encoder
 
-    config = GenreEncoderConfig(**validate(GenreEncoderConfig, parse_assignments(args.set), "--set", "the image encoder"))
+    config = GenreEncoderConfig(
+        **validate(GenreEncoderConfig, parse_assignments(args.set), "--set", "the image encoder")
+    )
     data = PreparedDataset(args.data)
     categories = data.item_categories()
     if categories is None:
         raise ValueError(f"{args.data}: no item_attributes table with categories to pre-train the encoder on")
-    encoder, report = pretrain_genre_encoder(load_item_images(data, args.image_size), categories, config, progress=not args.json)
+    encoder, report = pretrain_genre_encoder(
+        load_item_images(data, args.image_size), categories, config, progress=not args.json
+    )
     encoder.save(args.out)
     report["out"] = args.out
     write_local(Path(args.out, "report.json"), json.dumps(report, indent=2))
-    emit(report, args.json, f"encoder -> {args.out}: genre top-1 precision {report['holdout_top1_precision']:.3f} (majority baseline {report['majority_baseline']:.3f})")
+    emit(
+        report,
+        args.json,
+        f"encoder -> {args.out}: genre top-1 precision {report['holdout_top1_precision']:.3f} (majority baseline "
+        f"{report['majority_baseline']:.3f})",
+    )
     return 0
 
 
@@ -343,7 +415,9 @@ def cmd_vars_run(args) -> int:
 
     result = run_vars(args.config, args.out, progress=not args.json, num_cpus=args.num_cpus)
     cells = {k: v for k, v in result.items() if k.endswith("/t_hr@10")}
-    emit(result, args.json, "\n".join(f"{k}: {v:.4f}" for k, v in cells.items()) + f"\n-> {Path(args.out) / 'vars.json'}")
+    emit(
+        result, args.json, "\n".join(f"{k}: {v:.4f}" for k, v in cells.items()) + f"\n-> {Path(args.out) / 'vars.json'}"
+    )
     return 0
 
 
@@ -356,7 +430,9 @@ def _add_data_commands(sub) -> None:
     from distrec.data.preprocess import SPLIT_METHODS
     from distrec.data.readers import READERS
 
-    data = sub.add_parser("data", help="prepare and inspect datasets").add_subparsers(dest="data_command", required=True)
+    data = sub.add_parser("data", help="prepare and inspect datasets").add_subparsers(
+        dest="data_command", required=True
+    )
     p = data.add_parser("prepare", help="read a source format and write a prepared dataset (Parquet + metadata)")
     p.add_argument("format", choices=sorted(READERS))
     p.add_argument("--root", required=True, help="source folder (or file, for table/sequence/images)")
@@ -364,7 +440,12 @@ def _add_data_commands(sub) -> None:
     p.add_argument("--images", help="tar or folder of item images named <item id>.<ext> to attach")
     p.add_argument("--split", choices=SPLIT_METHODS, default="auto")
     p.add_argument("--test-ratio", type=float, default=0.2)
-    p.add_argument("--test-negatives", type=int, default=0, help="sampled negatives per test user, stored with the split (NCF protocol: 99)")
+    p.add_argument(
+        "--test-negatives",
+        type=int,
+        default=0,
+        help="sampled negatives per test user, stored with the split (NCF protocol: 99)",
+    )
     p.add_argument("--valid-ratio", type=float, default=0.0)
     p.add_argument("--implicit-threshold", type=float, default=None, help="keep ratings >= this, as implicit 1s")
     p.add_argument("--kcore", type=int, default=0, help="iterative k-core filtering (0: none)")
@@ -382,7 +463,12 @@ def _add_data_commands(sub) -> None:
     p = data.add_parser("synthetic", help="write the seeded synthetic dataset")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--test-negatives", type=int, default=0, help="sampled negatives per test user, stored with the split (NCF protocol: 99)")
+    p.add_argument(
+        "--test-negatives",
+        type=int,
+        default=0,
+        help="sampled negatives per test user, stored with the split (NCF protocol: 99)",
+    )
     p.add_argument("--split", choices=SPLIT_METHODS, default="auto")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="generator option, e.g. n_users=1000")
     _add_json(p)
@@ -440,28 +526,44 @@ def _add_attack_commands(sub) -> None:
                 "SharpAP keys (with --sharpap):",
                 describe(SharpAPConfig),
             ]
-            + [f"{name} surrogate keys (--surrogate {name}, as surrogate.KEY):\n{describe(cls.Config)}" for name, cls in SURROGATES.items()]
-            + [f"{name} keys:\n{describe(attack_class(name).Config) or '  (none)'}" for name in list_attacks_of_kind("injective")]
+            + [
+                f"{name} surrogate keys (--surrogate {name}, as surrogate.KEY):\n{describe(cls.Config)}"
+                for name, cls in SURROGATES.items()
+            ]
+            + [
+                f"{name} keys:\n{describe(attack_class(name).Config) or '  (none)'}"
+                for name in list_attacks_of_kind("injective")
+            ]
         ),
     )
     p.add_argument("attack", choices=list_attacks_of_kind("injective"))
     p.add_argument("--data", required=True, help="clean prepared dataset (folder or URI)")
-    p.add_argument("--surrogate", default="wrmf", help="surrogate recommender of gradient attacks: wrmf (default), bpr, lightgcn")
+    p.add_argument(
+        "--surrogate", default="wrmf", help="surrogate recommender of gradient attacks: wrmf (default), bpr, lightgcn"
+    )
     p.add_argument("--sharpap", action="store_true", help="wrap the gradient attack in SharpAP (rho etc. via --set)")
-    p.add_argument("--population", help="YAML population config (members, combine, member_cpus): SharpAP over surrogate actors on Ray")
+    p.add_argument(
+        "--population",
+        help="YAML population config (members, combine, member_cpus): SharpAP over surrogate actors on Ray",
+    )
     p.add_argument("--config", help="YAML file of config keys")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config key override")
     p.add_argument("--out", required=True, help="folder for the poisoned dataset")
     _add_json(p)
     p.set_defaults(func=cmd_attack)
 
-    p = sub.add_parser("evaluate-attack", help="retrain victims on clean and poisoned data over seeds; target metrics and accuracy")
+    p = sub.add_parser(
+        "evaluate-attack", help="retrain victims on clean and poisoned data over seeds; target metrics and accuracy"
+    )
     p.add_argument("--poisoned", required=True, help="poisoned dataset written by 'distrec attack'")
     p.add_argument("--victims", default="wrmf,bpr,lightgcn,sgl,simgcl", help="comma-separated victim names")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
     p.add_argument("--seed-list", help="comma-separated seeds (overrides --seeds)")
     p.add_argument("--victim-config", help="YAML mapping victim name -> config keys (the training budget)")
-    p.add_argument("--cache", help="folder of clean victims' runs, reused by every evaluation (default $DISTREC_CACHE/clean_victims)")
+    p.add_argument(
+        "--cache",
+        help="folder of clean victims' runs, reused by every evaluation (default $DISTREC_CACHE/clean_victims)",
+    )
     p.add_argument("--no-cache", action="store_true", help="retrain the clean victims and keep nothing")
     p.add_argument("--out", help="also write the JSON result to this file")
     _add_json(p)
@@ -474,7 +576,8 @@ def _add_study_commands(sub) -> None:
         (
             "study",
             cmd_study,
-            "a study of any scenario (poisoning, ranking, item_image): rows attack x surrogate, columns victim x defense, on Ray",
+            "a study of any scenario (poisoning, ranking, item_image): rows attack x surrogate, columns victim x "
+            "defense, on Ray",
             "configs/study/demo.yaml",
             "output folder or pyarrow.fs URI; rerunning resumes",
         ),
@@ -489,28 +592,46 @@ def _add_study_commands(sub) -> None:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("config", help=f"{name} YAML (see {example})")
         p.add_argument("--out", required=True, help=out_help)
-        p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (ignored when joining a cluster via RAY_ADDRESS)")
+        p.add_argument(
+            "--num-cpus", type=int, help="CPUs of a local Ray (ignored when joining a cluster via RAY_ADDRESS)"
+        )
         if name == "study":
-            p.add_argument("--outputs-only", action="store_true", help="run nothing: write the matrix again from OUT/results.parquet")
+            p.add_argument(
+                "--outputs-only",
+                action="store_true",
+                help="run nothing: write the matrix again from OUT/results.parquet",
+            )
         _add_json(p)
         p.set_defaults(func=func)
 
 
 def _add_rank_commands(sub) -> None:
     """Adversarial ranking: ``rank train|attack|grid``."""
-    rank = sub.add_parser("rank", help="adversarial ranking (AdvRank) on metric-learning retrieval").add_subparsers(dest="rank_command", required=True)
-    p = rank.add_parser("train", help="train an embedding network with the triplet loss (optionally EST), report Recall@1 on the test pool")
+    rank = sub.add_parser("rank", help="adversarial ranking (AdvRank) on metric-learning retrieval").add_subparsers(
+        dest="rank_command", required=True
+    )
+    p = rank.add_parser(
+        "train",
+        help="train an embedding network with the triplet loss (optionally EST), report Recall@1 on the test pool",
+    )
     p.add_argument("--data", required=True, help="prepared labeled-image dataset (distrec data prepare idx ...)")
     p.add_argument("--model", help="embedder: c2f2 (default) or timm")
     p.add_argument("--defense", choices=("none", "est"), help="est: embedding-shifting adversarial training")
     p.add_argument("--config", help="YAML with model_config / training / est sections (configs/rank/)")
-    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="e.g. training.epochs=5, est.steps=3, model_config.metric=euclidean")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="e.g. training.epochs=5, est.steps=3, model_config.metric=euclidean",
+    )
     p.add_argument("--out", required=True, help="folder for model/ (safetensors + JSON) and result.json")
     _add_json(p)
     p.set_defaults(func=cmd_rank_train)
     p = rank.add_parser("attack", help="one ranking attack cell: rank percentile before and after")
     p.add_argument("--model", required=True, help="folder written by 'rank train --out' (or its model/)")
-    p.add_argument("--data", required=True, help="prepared labeled-image dataset; the --split images are the candidate pool")
+    p.add_argument(
+        "--data", required=True, help="prepared labeled-image dataset; the --split images are the candidate pool"
+    )
     p.add_argument("--split", default="test")
     p.add_argument("--attack", required=True, help="CA+, CA-, QA+, QA-, SP-QA+, SP-QA-")
     p.add_argument("--eps", type=float, required=True, help="L-inf (or L2) budget in [0, 1] pixel units")
@@ -523,11 +644,18 @@ def _add_rank_commands(sub) -> None:
     p.add_argument("--steps", type=int, help="PGD iterations (default AdvRank's schedule)")
     p.add_argument("--norm", choices=("linf", "l2"), default="linf")
     p.add_argument("--random-start", action="store_true")
-    p.add_argument("--top-fraction", type=float, default=0.01, help="neighbourhood of CA- queries and QA- candidates (AdvRank: 0.01)")
+    p.add_argument(
+        "--top-fraction",
+        type=float,
+        default=0.01,
+        help="neighbourhood of CA- queries and QA- candidates (AdvRank: 0.01)",
+    )
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     _add_json(p)
     p.set_defaults(func=cmd_rank_attack)
-    p = rank.add_parser("grid", help="the AdvRank table (attacks x eps x w/m, undefended and EST) as Ray tasks; resumable")
+    p = rank.add_parser(
+        "grid", help="the AdvRank table (attacks x eps x w/m, undefended and EST) as Ray tasks; resumable"
+    )
     p.add_argument("config", help="grid YAML (see configs/rank/mnist_cpu.yaml)")
     p.add_argument("--out", required=True, help="folder for models, cells and advrank_<dataset>.json/.md")
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (ignored when joining a cluster via RAY_ADDRESS)")
@@ -537,17 +665,32 @@ def _add_rank_commands(sub) -> None:
 
 def _add_vars_commands(sub) -> None:
     """Visually-aware recommenders: ``vars encoder|run``."""
-    vars_ = sub.add_parser("vars", help="image attacks on visually-aware recommenders (VBPR, DeepStyle, AMR) and their defenses").add_subparsers(dest="vars_command", required=True)
-    p = vars_.add_parser("encoder", help="pre-train a timm image encoder on the items' images to predict their categories")
-    p.add_argument("--data", required=True, help="prepared dataset with item_images and item_attributes (distrec data prepare ... --images)")
+    vars_ = sub.add_parser(
+        "vars", help="image attacks on visually-aware recommenders (VBPR, DeepStyle, AMR) and their defenses"
+    ).add_subparsers(dest="vars_command", required=True)
+    p = vars_.add_parser(
+        "encoder", help="pre-train a timm image encoder on the items' images to predict their categories"
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        help="prepared dataset with item_images and item_attributes (distrec data prepare ... --images)",
+    )
     p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="backbone=resnet18 feature_dim=64 epochs=10 lr=0.001 batch_size=128 checkpoint=PATH")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="backbone=resnet18 feature_dim=64 epochs=10 lr=0.001 batch_size=128 checkpoint=PATH",
+    )
     p.add_argument("--out", required=True)
     _add_json(p)
     p.set_defaults(func=cmd_vars_encoder)
     p = vars_.add_parser("run", help="the attack x defense study: T-HR@10, target rank, clean Recall@20, detection AUC")
     p.add_argument("config", help="YAML (see configs/vars/ml1m_cpu.yaml)")
-    p.add_argument("--out", required=True, help="folder for the encoder, victims, ViT defense and vars.json (reused on a rerun)")
+    p.add_argument(
+        "--out", required=True, help="folder for the encoder, victims, ViT defense and vars.json (reused on a rerun)"
+    )
     p.add_argument("--num-cpus", type=int)
     _add_json(p)
     p.set_defaults(func=cmd_vars_run)
@@ -557,7 +700,9 @@ def _add_demo_command(sub) -> None:
     """``demo``: MF-BPR streamed through Ray Data."""
     p = sub.add_parser("demo", help="the main job on the embedded synthetic dataset")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--backend", choices=("auto", "ray", "memory"), default="ray", help="how training batches are streamed")
+    p.add_argument(
+        "--backend", choices=("auto", "ray", "memory"), default="ray", help="how training batches are streamed"
+    )
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     _add_json(p)
@@ -566,9 +711,19 @@ def _add_demo_command(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distrec", description=__doc__)
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of its one-line message")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error instead of its one-line message"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_data_commands, _add_train_commands, _add_attack_commands, _add_study_commands, _add_rank_commands, _add_vars_commands, _add_demo_command):
+    for add in (
+        _add_data_commands,
+        _add_train_commands,
+        _add_attack_commands,
+        _add_study_commands,
+        _add_rank_commands,
+        _add_vars_commands,
+        _add_demo_command,
+    ):
         add(sub)
     return parser
 
@@ -584,7 +739,9 @@ def main(argv: list[str] | None = None) -> int:
         exit_on_sigterm()
     try:
         out = getattr(args, "out", None)
-        if out and not getattr(args, "outputs_only", False):  # before any work: a file, a read-only or unreachable store
+        if out and not getattr(
+            args, "outputs_only", False
+        ):  # before any work: a file, a read-only or unreachable store
             check_writable(str(Path(out).parent) if args.command == "evaluate-attack" else out)
         return args.func(args)
     except KeyboardInterrupt:
@@ -610,7 +767,11 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, KeyError) and exc.args:
         text = str(exc.args[0])
     first = text.splitlines()[0]
-    return first if isinstance(exc, (ConfigError, DataFormatError)) or len(text.splitlines()) == 1 else f"{first} (--debug shows more)"
+    return (
+        first
+        if isinstance(exc, (ConfigError, DataFormatError)) or len(text.splitlines()) == 1
+        else f"{first} (--debug shows more)"
+    )
 
 
 def _shutdown_ray() -> None:

@@ -81,7 +81,9 @@ def check_writable(uri: str | Path, what: str = "--out", timeout: float = 30.0) 
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
-        raise StorageError(f"{what} {uri}: no answer from the storage in {timeout:.0f} s; check the network and credentials")
+        raise StorageError(
+            f"{what} {uri}: no answer from the storage in {timeout:.0f} s; check the network and credentials"
+        )
     if outcome:
         exc = outcome[0]
         if isinstance(exc, StorageError):

@@ -66,7 +66,10 @@ def ratio(a, b) -> str:
 
 def report(res: dict, modes: list[str], k: int = 10) -> str:
     attacks = ["clean", *res["meta"]["attacks"]]
-    lines = [f"## Exposure of the targets, HR@{k} (%) per downstream mode; in brackets the ratio to the clean model", ""]
+    lines = [
+        f"## Exposure of the targets, HR@{k} (%) per downstream mode; in brackets the ratio to the clean model",
+        "",
+    ]
     header = [f"{m}/{g}" for m in modes for g in ("target", "others", "overall")]
     lines += ["| attack | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
     for a in attacks:
@@ -88,7 +91,12 @@ def main() -> None:
     res = results_json(cells, study, args.dataset or Path(args.config).stem, wall)
     text = report(res, scenario.config.modes)
     print(text)
-    write_results(args.results, res, f"# Backdoors in pre-trained SASRec: {Path(args.config).stem}\n\nConfig: `{args.config}`. Protocol: {scenario.protocol()}.\n\n" + text)
+    write_results(
+        args.results,
+        res,
+        f"# Backdoors in pre-trained SASRec: {Path(args.config).stem}\n\nConfig: `{args.config}`. Protocol: "
+        f"{scenario.protocol()}.\n\n" + text,
+    )
 
 
 if __name__ == "__main__":

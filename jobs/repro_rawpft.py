@@ -5,8 +5,8 @@ study engine (resumable: a rerun computes only what is missing) and writes the i
         --results docs/results/rawpft_ml1m
 
 JSON keys: ``<model>/<defense>/clean/hr@10`` and ``/ndcg@10`` (model ``mlp`` = DeepCF, ``neumf``; defense
-``none`` for the plain model), ``<model>/<defense>/fgsm/<eps>/hr@10`` and ``/ndcg@10``, ``full/<model>/<defense>/clean/...``
-for the full ranking, ``meta``; fractions, averaged over the study's seeds."""
+``none`` for the plain model), ``<model>/<defense>/fgsm/<eps>/hr@10`` and ``/ndcg@10``,
+``full/<model>/<defense>/clean/...`` for the full ranking, ``meta``; fractions, averaged over the study's seeds."""
 
 from __future__ import annotations
 
@@ -20,7 +20,12 @@ from bench.common import machine, run_reproduction, write_results  # noqa: E402
 
 MODEL = {"deepcf": "mlp", "neumf": "neumf"}
 # the authors' plotting data (methods.md section 5), percent
-PAPER_CLEAN = {"mlp/none": (71.51, 43.51), "mlp/rat": (71.29, 43.33), "mlp/rawp": (71.95, 43.33), "mlp/rawp_ft": (72.15, 43.50)}
+PAPER_CLEAN = {
+    "mlp/none": (71.51, 43.51),
+    "mlp/rat": (71.29, 43.33),
+    "mlp/rawp": (71.95, 43.33),
+    "mlp/rawp_ft": (72.15, 43.50),
+}
 PAPER_EPS = [0.001, 0.002, 0.004, 0.005, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1]
 PAPER_FGSM = {
     "mlp/rawp": [72.30, 71.26, 66.13, 62.67, 53.97, 49.67, 40.68, 35.68, 31.44, 28.91, 25.94],
@@ -61,7 +66,10 @@ def results_json(cells: list[dict], study: dict, wall: float) -> dict:
         "config_file": study["config_file"],
         "seeds": study["config"]["seeds"],
         "protocol": "NCF leave-one-out, the held-out item among 99 stored negatives; full/...: every unseen item",
-        "training": {c: {k: v for k, v in t.items() if k in ("fit_seconds", "layer_robustness", "fine_tuned", "interpolation")} for c, t in study["summary"]["training"].items()},
+        "training": {
+            c: {k: v for k, v in t.items() if k in ("fit_seconds", "layer_robustness", "fine_tuned", "interpolation")}
+            for c, t in study["summary"]["training"].items()
+        },
         "wall_seconds_last_run": round(wall, 1),  # a resumed run computes only what is missing
         "train_seconds": round(sum(t["fit_seconds"] for t in study["summary"]["training"].values()), 1),
         "machine": machine(),
@@ -76,16 +84,23 @@ def pct(v) -> str:
 def report(res: dict, columns: list[str]) -> str:
     keys = [key(c) for c in columns]
     lines = ["## Clean accuracy (NCF protocol, all test users; full ranking beside)", ""]
-    lines += ["| model / defense | HR@10 | NDCG@10 | paper HR@10 | paper NDCG@10 | full-ranking HR@10 | full NDCG@10 |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "| model / defense | HR@10 | NDCG@10 | paper HR@10 | paper NDCG@10 | full-ranking HR@10 | full NDCG@10 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for k in keys:
         paper = PAPER_CLEAN.get(k, (None, None))
         p = [f"{x:.2f}" if x is not None else "" for x in paper]
         lines.append(
-            f"| {k} | {pct(res.get(f'{k}/clean/hr@10'))} | {pct(res.get(f'{k}/clean/ndcg@10'))} | {p[0]} | {p[1]} | {pct(res.get(f'full/{k}/clean/hr@10'))} | {pct(res.get(f'full/{k}/clean/ndcg@10'))} |"
+            f"| {k} | {pct(res.get(f'{k}/clean/hr@10'))} | {pct(res.get(f'{k}/clean/ndcg@10'))} | {p[0]} | {p[1]} | "
+            f"{pct(res.get(f'full/{k}/clean/hr@10'))} | {pct(res.get(f'full/{k}/clean/ndcg@10'))} |"
         )
     eps = sorted({float(k.split("/")[3]) for k in res if "/fgsm/" in k})
     lines += ["", "## HR@10 (%) under the FGSM weight attack (the eval users; paper in brackets)", ""]
-    lines += ["| model / defense | no attack | " + " | ".join(f"{e:g}" for e in eps) + " |", "|---" * (len(eps) + 2) + "|"]
+    lines += [
+        "| model / defense | no attack | " + " | ".join(f"{e:g}" for e in eps) + " |",
+        "|---" * (len(eps) + 2) + "|",
+    ]
     for k in keys:
         cells = []
         for e in eps:
@@ -97,18 +112,26 @@ def report(res: dict, columns: list[str]) -> str:
         if "layer_robustness" in t:
             lines += ["", f"## Per-matrix robustness scores of {name} (loss increase; higher = less robust)", ""]
             lines += ["| matrix | score | fine-tuned |", "|---|---|---|"]
-            lines += [f"| {n} | {s:.4f} | {'yes' if n in t['fine_tuned'] else ''} |" for n, s in t["layer_robustness"].items()]
+            lines += [
+                f"| {n} | {s:.4f} | {'yes' if n in t['fine_tuned'] else ''} |" for n, s in t["layer_robustness"].items()
+            ]
             if t.get("interpolation"):
                 lines += ["", f"Interpolation weight chosen: a = {t['interpolation']['alpha']}"]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    args, scenario, cells, study, wall = run_reproduction(__doc__, "configs/study/ml1m_robustness_cpu.yaml", "runs/rawpft_ml1m")
+    args, scenario, cells, study, wall = run_reproduction(
+        __doc__, "configs/study/ml1m_robustness_cpu.yaml", "runs/rawpft_ml1m"
+    )
     res = results_json(cells, study, wall)
     text = report(res, scenario.columns())
     print(text)
-    write_results(args.results, res, f"# RAWP-FT on ML-1M\n\nConfig: `{args.config}`. Protocol: {res['meta']['protocol']}.\n\n" + text)
+    write_results(
+        args.results,
+        res,
+        f"# RAWP-FT on ML-1M\n\nConfig: `{args.config}`. Protocol: {res['meta']['protocol']}.\n\n" + text,
+    )
 
 
 if __name__ == "__main__":

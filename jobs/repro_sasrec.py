@@ -32,15 +32,40 @@ from distrec.models import create_victim  # noqa: E402
 
 # S3-Rec's full-ranking SASRec numbers (methods.md section 6)
 PAPER = {
-    "Beauty": {"hr@5": 0.0387, "ndcg@5": 0.0249, "hr@10": 0.0605, "ndcg@10": 0.0318, "hr@20": 0.0902, "ndcg@20": 0.0394},
-    "Sports_and_Outdoors": {"hr@5": 0.0233, "ndcg@5": 0.0154, "hr@10": 0.0350, "ndcg@10": 0.0192, "hr@20": 0.0507, "ndcg@20": 0.0231},
-    "Toys_and_Games": {"hr@5": 0.0463, "ndcg@5": 0.0306, "hr@10": 0.0675, "ndcg@10": 0.0374, "hr@20": 0.0941, "ndcg@20": 0.0441},
+    "Beauty": {
+        "hr@5": 0.0387,
+        "ndcg@5": 0.0249,
+        "hr@10": 0.0605,
+        "ndcg@10": 0.0318,
+        "hr@20": 0.0902,
+        "ndcg@20": 0.0394,
+    },
+    "Sports_and_Outdoors": {
+        "hr@5": 0.0233,
+        "ndcg@5": 0.0154,
+        "hr@10": 0.0350,
+        "ndcg@10": 0.0192,
+        "hr@20": 0.0507,
+        "ndcg@20": 0.0231,
+    },
+    "Toys_and_Games": {
+        "hr@5": 0.0463,
+        "ndcg@5": 0.0306,
+        "hr@10": 0.0675,
+        "ndcg@10": 0.0374,
+        "hr@20": 0.0941,
+        "ndcg@20": 0.0441,
+    },
 }
 
 
 def check(name: str, out: Path, model_config: dict) -> dict:
     """Train on one dataset; test metrics, the learning curve and the time it took."""
-    spec = DatasetSpec(format="sequence", root=str(shared_data() / "sequential/s3rec" / f"{name}.txt"), prepare={"split": "loo", "valid_ratio": 0.1, "seed": 0})
+    spec = DatasetSpec(
+        format="sequence",
+        root=str(shared_data() / "sequential/s3rec" / f"{name}.txt"),
+        prepare={"split": "loo", "valid_ratio": 0.1, "seed": 0},
+    )
     data = materialise_dataset(spec, str(out / name))
     model = create_victim("sasrec", data.n_users, data.n_items, **model_config)
     t0 = time.perf_counter()
@@ -54,7 +79,9 @@ def check(name: str, out: Path, model_config: dict) -> dict:
     model.fit(data, "valid", progress=False, on_epoch=on_epoch)
     fit_seconds = time.perf_counter() - t0
     model.eval().attach(data, ("train", "valid"))
-    seen = UserItemCSR.from_table(pa.concat_tables([data.table("train"), data.table("valid")]), data.n_users, data.n_items)
+    seen = UserItemCSR.from_table(
+        pa.concat_tables([data.table("train"), data.table("valid")]), data.n_users, data.n_items
+    )
     test = UserItemCSR.from_table(data.table("test"), data.n_users, data.n_items)
     with torch.no_grad():
         metrics = full_ranking_metrics(model.score, seen, test, (5, 10, 20))
@@ -72,8 +99,13 @@ def check(name: str, out: Path, model_config: dict) -> dict:
 def report(res: dict) -> str:
     lines = ["| data | loss | HR@5 | NDCG@5 | HR@10 | NDCG@10 | HR@20 | NDCG@20 | epochs | fit s |", "|---" * 10 + "|"]
     for r in sorted(res["meta"]["runs"].values(), key=lambda r: (r["dataset"], r["loss"])):
-        cells = [f"{100 * r['metrics'][m]:.2f} ({100 * PAPER[r['dataset']][m]:.2f})" for m in ("hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20")]
-        lines.append(f"| {r['dataset']} | {r['loss']} | " + " | ".join(cells) + f" | {len(r['curve'])} | {r['fit_seconds']} |")
+        cells = [
+            f"{100 * r['metrics'][m]:.2f} ({100 * PAPER[r['dataset']][m]:.2f})"
+            for m in ("hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20")
+        ]
+        lines.append(
+            f"| {r['dataset']} | {r['loss']} | " + " | ".join(cells) + f" | {len(r['curve'])} | {r['fit_seconds']} |"
+        )
     return "Percent; in brackets S3-Rec's table (BCE, one negative).\n\n" + "\n".join(lines) + "\n"
 
 
@@ -82,7 +114,15 @@ def earlier_runs(results: str | None) -> dict:
     if not results or not Path(f"{results}.json").exists():
         return {}
     meta = json.loads(Path(f"{results}.json").read_text())["meta"]
-    runs = [dict(r, dataset=r.get("dataset", key), loss=r.get("loss") or meta["model"]["loss"], batching=r.get("batching", "users")) for key, r in meta["runs"].items()]
+    runs = [
+        dict(
+            r,
+            dataset=r.get("dataset", key),
+            loss=r.get("loss") or meta["model"]["loss"],
+            batching=r.get("batching", "users"),
+        )
+        for key, r in meta["runs"].items()
+    ]
     return {f"{r['dataset']}/{r['loss']}": r for r in runs}
 
 
@@ -106,11 +146,24 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "runs/sasrec_check"))
     ap.add_argument("--results", help="write <results>.json and <results>.md here")
     args = ap.parse_args()
-    model = {"loss": args.loss, "epochs": args.epochs, "eval_every": args.eval_every, "patience": args.patience, "eval_metric": "ndcg@10", "batching": args.batching}
+    model = {
+        "loss": args.loss,
+        "epochs": args.epochs,
+        "eval_every": args.eval_every,
+        "patience": args.patience,
+        "eval_metric": "ndcg@10",
+        "batching": args.batching,
+    }
     runs = earlier_runs(args.results)
-    runs.update({f"{name}/{args.loss}": dict(check(name, Path(args.out), model), model=model) for name in args.datasets})
+    runs.update(
+        {f"{name}/{args.loss}": dict(check(name, Path(args.out), model), model=model) for name in args.datasets}
+    )
     res = result_keys(runs)
-    res["meta"] = {"runs": runs, "machine": machine(), "protocol": "full ranking, leave-one-out by time, train and valid items masked"}
+    res["meta"] = {
+        "runs": runs,
+        "machine": machine(),
+        "protocol": "full ranking, leave-one-out by time, train and valid items masked",
+    }
     print(report(res))
     if args.results:
         Path(f"{args.results}.json").write_text(json.dumps(res, indent=1, default=str) + "\n")

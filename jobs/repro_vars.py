@@ -25,7 +25,10 @@ def undone(result: dict, victim: str, defense: str, eps: int, metric: str) -> fl
     """Share of the PGD effect at ``eps`` on ``metric`` that the defense undoes, each effect measured against
     the same column's no-attack row: 1 - effect(defense) / effect(none). ``None`` when there is nothing to undo."""
     try:
-        effect = {d: result[f"{victim}/pgd/{eps}/{d}/{metric}"] - result[f"{victim}/none/0/{d}/{metric}"] for d in ("none", defense)}
+        effect = {
+            d: result[f"{victim}/pgd/{eps}/{d}/{metric}"] - result[f"{victim}/none/0/{d}/{metric}"]
+            for d in ("none", defense)
+        }
     except KeyError:
         return None
     if metric == "mean_rank":  # promotion lowers the rank
@@ -55,8 +58,16 @@ def training_table(history: list[dict] | None) -> list[str]:
         "seconds",
     ]
     keys = [k for k in keys if any(k in h for h in history)]  # phases record different losses
-    lines = ["### ViT defense training (validation: held-out items' clean / PGD pairs)", "", "| phase | epoch | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
-    lines += [f"| {h['phase']} | {h['epoch']} | " + " | ".join(f"{h[k]:.4g}" if k in h else "-" for k in keys) + " |" for h in history]
+    lines = [
+        "### ViT defense training (validation: held-out items' clean / PGD pairs)",
+        "",
+        "| phase | epoch | " + " | ".join(keys) + " |",
+        "|---" * (len(keys) + 2) + "|",
+    ]
+    lines += [
+        f"| {h['phase']} | {h['epoch']} | " + " | ".join(f"{h[k]:.4g}" if k in h else "-" for k in keys) + " |"
+        for h in history
+    ]
     return lines + [""]
 
 
@@ -64,24 +75,44 @@ def tables(result: dict, cfg) -> list[str]:
     rows = [("none", 0)] + [(m, e) for m in cfg.methods for e in cfg.eps] + [("pgd_adaptive", cfg.adaptive_eps)]
     lines = []
     for victim in cfg.victims:
-        for metric, title in (("t_hr@10", "T-HR@10 (%)"), ("mean_rank", "mean target rank (of 3,706 items; lower = promoted)")):
-            lines += [f"### {victim}: {title}", "", "| attack | " + " | ".join(cfg.defenses) + " |", "|---" * (len(cfg.defenses) + 1) + "|"]
+        for metric, title in (
+            ("t_hr@10", "T-HR@10 (%)"),
+            ("mean_rank", "mean target rank (of 3,706 items; lower = promoted)"),
+        ):
+            lines += [
+                f"### {victim}: {title}",
+                "",
+                "| attack | " + " | ".join(cfg.defenses) + " |",
+                "|---" * (len(cfg.defenses) + 1) + "|",
+            ]
             for method, eps in rows:
                 cells = []
                 for d in cfg.defenses:
                     v = result.get(f"{victim}/{method}/{eps}/{d}/{metric}")
                     cells.append("-" if v is None else (f"{100 * v:.2f}" if metric == "t_hr@10" else f"{v:.0f}"))
-                label = "no attack" if method == "none" else f"{method.upper().replace('_ADAPTIVE', ' adaptive (BPDA/EOT)')} {eps}/255"
+                label = (
+                    "no attack"
+                    if method == "none"
+                    else f"{method.upper().replace('_ADAPTIVE', ' adaptive (BPDA/EOT)')} {eps}/255"
+                )
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
             lines.append("")
         base = result[f"{victim}/clean_recall@20/none"]
         lines.append(
             f"Clean Recall@20 of {victim} per defense (relative change): "
-            + ", ".join(f"{d} {result[f'{victim}/clean_recall@20/{d}']:.4f} ({100 * (result[f'{victim}/clean_recall@20/{d}'] / base - 1):+.1f}%)" for d in cfg.defenses)
+            + ", ".join(
+                f"{d} {result[f'{victim}/clean_recall@20/{d}']:.4f} "
+                f"({100 * (result[f'{victim}/clean_recall@20/{d}'] / base - 1):+.1f}%)"
+                for d in cfg.defenses
+            )
         )
         lines.append("")
         for metric, what in (("t_hr@10", "T-HR@10 lift"), ("mean_rank", "target-rank shift")):
-            parts = [f"{d} {100 * r:.0f}%" for d in cfg.defenses if d != "none" and (r := undone(result, victim, d, 8, metric)) is not None]
+            parts = [
+                f"{d} {100 * r:.0f}%"
+                for d in cfg.defenses
+                if d != "none" and (r := undone(result, victim, d, 8, metric)) is not None
+            ]
             lines += [f"Share of the PGD 8/255 {what} undone on {victim}: " + ", ".join(parts), ""]
     return lines
 
@@ -97,15 +128,21 @@ def main() -> int:
     result = run_vars(args.config, args.out, num_cpus=args.num_cpus)
     meta = result["meta"]
     meta["machine"] = machine()
-    meta["command"] = f"python jobs/repro_vars.py --config {args.config} --out {args.out}" + (f" --results {args.results}" if args.results else "")
+    meta["command"] = f"python jobs/repro_vars.py --config {args.config} --out {args.out}" + (
+        f" --results {args.results}" if args.results else ""
+    )
     text = ["# Image attacks on visually-aware recommenders (ML-1M posters) and defenses", ""]
     text += [
-        f"Command: `{meta['command']}` ({meta['machine']}); wall time {meta['wall_seconds'] / 60:.1f} min, peak RSS {meta['peak_rss_mb']:.0f} MB.",
+        f"Command: `{meta['command']}` ({meta['machine']}); wall time {meta['wall_seconds'] / 60:.1f} min, peak RSS "
+        f"{meta['peak_rss_mb']:.0f} MB.",
         f"{meta['items_with_image']} of {meta['items']} items have a poster; encoder genre top-1 precision "
-        f"{meta['encoder']['holdout_top1_precision']:.3f} (majority baseline {meta['encoder']['majority_baseline']:.3f}); "
+        f"{meta['encoder']['holdout_top1_precision']:.3f} (majority baseline "
+        f"{meta['encoder']['majority_baseline']:.3f}); "
         f"{len(meta['targets'])} target items ({cfg.target_bucket} bucket), goal {cfg.goal}; detector: "
         + ", ".join(
-            f"eps {e}/255 AUC {result.get(f'detector/pgd/{e}/auc', float('nan')):.3f} accuracy {result.get(f'detector/pgd/{e}/accuracy', float('nan')):.3f}" for e in cfg.eps
+            f"eps {e}/255 AUC {result.get(f'detector/pgd/{e}/auc', float('nan')):.3f} accuracy "
+            f"{result.get(f'detector/pgd/{e}/accuracy', float('nan')):.3f}"
+            for e in cfg.eps
         ),
         "",
     ]

@@ -71,7 +71,11 @@ def digit_dataset(tmp_path_factory):
     for split, n, seed in (("train", 600, 0), ("test", 300, 1)):
         images, labels = make_digits(n, seed)
         raw.labeled_images[split] = pa.table(
-            {"image_id": np.arange(n, dtype=np.int64), "image": pa.array([encode_png(a) for a in images], pa.binary()), "label": labels.astype(np.int64)}
+            {
+                "image_id": np.arange(n, dtype=np.int64),
+                "image": pa.array([encode_png(a) for a in images], pa.binary()),
+                "label": labels.astype(np.int64),
+            }
         )
     tables, meta = prepare(raw, PrepareConfig(split="none"), "idx")
     return write_prepared(tables, meta, tmp_path_factory.mktemp("digits") / "ds")

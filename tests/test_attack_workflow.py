@@ -23,7 +23,15 @@ def poisoned(synthetic_dataset, tmp_path_factory):
         "revadv",
         synthetic_dataset.uri,
         sharpap=True,
-        config={"fake_ratio": 0.02, "n_targets": 2, "target_bucket": "torso", "outer_steps": 2, "rho": 0.1, "surrogate.factors": 8, "surrogate.iterations": 4},
+        config={
+            "fake_ratio": 0.02,
+            "n_targets": 2,
+            "target_bucket": "torso",
+            "outer_steps": 2,
+            "rho": 0.1,
+            "surrogate.factors": 8,
+            "surrogate.iterations": 4,
+        },
         out=out,
         progress=False,
     )
@@ -36,21 +44,51 @@ def test_attack_result_carries_config_seed_budget_and_timings(poisoned, syntheti
     assert result["config"]["outer_steps"] == 2 and result["surrogate"]["config"]["factors"] == 8
     n_real = synthetic_dataset.n_users
     assert result["budget"] == {"n_fake": round(0.02 * n_real), "n_filler": result["budget"]["n_filler"]}
-    assert result["seed"] == 0 and len(result["targets"]) == 2 and result["craft_seconds"] > 0 and result["peak_rss_mb"] > 0
+    assert (
+        result["seed"] == 0
+        and len(result["targets"]) == 2
+        and result["craft_seconds"] > 0
+        and result["peak_rss_mb"] > 0
+    )
     assert len(result["history"]) == 3 and all("rho_effective" in h for h in result["history"])
     ds = PreparedDataset(out)
     assert ds.metadata["attack"]["targets"] == result["targets"] and ds.info()["fake_users"] == result["n_fake"]
 
 
-def test_a_one_member_population_crafts_what_single_surrogate_sharpap_crafts(ray_session, synthetic_dataset, poisoned, tmp_path):
+def test_a_one_member_population_crafts_what_single_surrogate_sharpap_crafts(
+    ray_session, synthetic_dataset, poisoned, tmp_path
+):
     """``run_attack(population=...)`` routes the SharpAP keys to the population: one SAM member on a Ray
     actor gives the profiles of the in-process SharpAP attack with the same config."""
     out, single = poisoned
-    config = {"fake_ratio": 0.02, "n_targets": 2, "target_bucket": "torso", "outer_steps": 2, "rho": 0.1, "surrogate.factors": 8, "surrogate.iterations": 4}
+    config = {
+        "fake_ratio": 0.02,
+        "n_targets": 2,
+        "target_bucket": "torso",
+        "outer_steps": 2,
+        "rho": 0.1,
+        "surrogate.factors": 8,
+        "surrogate.iterations": 4,
+    }
     population = {"members": [{"kind": "sam"}], "member_cpus": 0.5}
-    result = run_attack("revadv", synthetic_dataset.uri, sharpap=True, config=config, out=tmp_path / "p", progress=False, population=population)
-    assert result["targets"] == single["targets"] and [h["attack_loss"] for h in result["history"]] == pytest.approx([h["attack_loss"] for h in single["history"]])
-    fake = lambda path: sorted(map(tuple, PreparedDataset(path).table("train").filter(pc.field("is_fake")).select(["user_id", "item_id"]).to_pylist()))  # noqa: E731
+    result = run_attack(
+        "revadv",
+        synthetic_dataset.uri,
+        sharpap=True,
+        config=config,
+        out=tmp_path / "p",
+        progress=False,
+        population=population,
+    )
+    assert result["targets"] == single["targets"] and [h["attack_loss"] for h in result["history"]] == pytest.approx(
+        [h["attack_loss"] for h in single["history"]]
+    )
+    fake = lambda path: sorted(
+        map(
+            tuple,
+            PreparedDataset(path).table("train").filter(pc.field("is_fake")).select(["user_id", "item_id"]).to_pylist(),
+        )
+    )  # noqa: E731
     assert fake(tmp_path / "p") == fake(out)
 
 
@@ -59,42 +97,96 @@ def test_evaluate_attack_reports_means_stds_lift_and_reuses_clean_runs(poisoned,
     cache = tmp_path / "clean"
     configs = {"wrmf": {"factors": 8, "iterations": 3}, "bpr": {"dim": 8, "epochs": 1, "backend": "memory"}}
     result = evaluate_attack(out, ["wrmf", "bpr"], 2, configs, progress=False, cache_dir=cache)
-    assert set(result["victims"]) == {"wrmf", "bpr"} and result["seeds"] == [0, 1] and len(list(cache.glob("*.json"))) == 4
+    assert (
+        set(result["victims"]) == {"wrmf", "bpr"} and result["seeds"] == [0, 1] and len(list(cache.glob("*.json"))) == 4
+    )
     wrmf = result["victims"]["wrmf"]
-    for key in ("t_hr@10", "t_hr@20", "t_hr@50", "t_ndcg@10", "hitone@10", "mean_rank", "recall@20_with_fakes", "recall@20_without_fakes"):
+    for key in (
+        "t_hr@10",
+        "t_hr@20",
+        "t_hr@50",
+        "t_ndcg@10",
+        "hitone@10",
+        "mean_rank",
+        "recall@20_with_fakes",
+        "recall@20_without_fakes",
+    ):
         assert key in wrmf and key in wrmf["std"]
     runs = wrmf["runs"]
     assert wrmf["t_hr@10"] == pytest.approx((runs[0]["poisoned"]["t_hr@10"] + runs[1]["poisoned"]["t_hr@10"]) / 2)
     assert wrmf["lift"]["mean_rank"]["difference"] == pytest.approx(wrmf["mean_rank"] - wrmf["clean_mean_rank"])
-    assert wrmf["lift"]["t_hr@50"]["ratio"] == (pytest.approx(wrmf["t_hr@50"] / wrmf["clean_t_hr@50"]) if wrmf["clean_t_hr@50"] else None)
+    assert wrmf["lift"]["t_hr@50"]["ratio"] == (
+        pytest.approx(wrmf["t_hr@50"] / wrmf["clean_t_hr@50"]) if wrmf["clean_t_hr@50"] else None
+    )
     assert runs[0]["poisoned"]["recall@20"] != runs[0]["clean"]["recall@20"]  # the fake users change the model
     assert result["protocol"]["preset"] == "distrec" and not runs[0]["clean"].get("cached")
     again = evaluate_attack(out, ["wrmf"], [0], configs, progress=False, cache_dir=cache)
     reused = again["victims"]["wrmf"]["runs"][0]["clean"]
     assert reused.pop("cached") is True and reused == runs[0]["clean"]
-    other = evaluate_attack(out, ["wrmf"], [0], {"wrmf": {"factors": 4, "iterations": 3}}, progress=False, cache_dir=cache)
+    other = evaluate_attack(
+        out, ["wrmf"], [0], {"wrmf": {"factors": 4, "iterations": 3}}, progress=False, cache_dir=cache
+    )
     assert not other["victims"]["wrmf"]["runs"][0]["clean"].get("cached")  # another config is another clean victim
 
 
 def test_cli_attack_and_evaluate_json(synthetic_dataset, tmp_path, capsys):
-    code, out, _ = run(capsys, "attack", "bandwagon", "--data", synthetic_dataset.uri, "--set", "n_fake=5", "--set", "n_filler=12", "--out", str(tmp_path / "p"), "--json")
+    code, out, _ = run(
+        capsys,
+        "attack",
+        "bandwagon",
+        "--data",
+        synthetic_dataset.uri,
+        "--set",
+        "n_fake=5",
+        "--set",
+        "n_filler=12",
+        "--out",
+        str(tmp_path / "p"),
+        "--json",
+    )
     assert code == 0
     crafted = json.loads(out)
     assert crafted["n_fake"] == 5 and crafted["fake_interactions"] == 60
     cfg = tmp_path / "victims.yaml"
     cfg.write_text("wrmf: {factors: 8, iterations: 3}\n")
-    code, out, _ = run(capsys, "evaluate-attack", "--poisoned", str(tmp_path / "p"), "--victims", "wrmf", "--seeds", "2", "--victim-config", str(cfg), "--json")
+    code, out, _ = run(
+        capsys,
+        "evaluate-attack",
+        "--poisoned",
+        str(tmp_path / "p"),
+        "--victims",
+        "wrmf",
+        "--seeds",
+        "2",
+        "--victim-config",
+        str(cfg),
+        "--json",
+    )
     assert code == 0
     result = json.loads(out)
     assert {"t_hr@10", "t_hr@20", "t_hr@50", "t_ndcg@10", "hitone@10", "std"} <= set(result["victims"]["wrmf"])
 
 
 def test_cli_rejects_bad_keys_and_non_gradient_sharpap(synthetic_dataset, tmp_path, capsys):
-    code, _, err = run(capsys, "attack", "random", "--data", synthetic_dataset.uri, "--set", "steps=3", "--out", str(tmp_path / "p"))
+    code, _, err = run(
+        capsys, "attack", "random", "--data", synthetic_dataset.uri, "--set", "steps=3", "--out", str(tmp_path / "p")
+    )
     assert code == 2 and "unknown key 'steps'" in err and "--set" in err
-    code, _, err = run(capsys, "attack", "revadv", "--data", synthetic_dataset.uri, "--set", "outer_steps=abc", "--out", str(tmp_path / "p"))
+    code, _, err = run(
+        capsys,
+        "attack",
+        "revadv",
+        "--data",
+        synthetic_dataset.uri,
+        "--set",
+        "outer_steps=abc",
+        "--out",
+        str(tmp_path / "p"),
+    )
     assert code == 2 and "key outer_steps" in err
-    code, _, err = run(capsys, "attack", "random", "--sharpap", "--data", synthetic_dataset.uri, "--out", str(tmp_path / "p"))
+    code, _, err = run(
+        capsys, "attack", "random", "--sharpap", "--data", synthetic_dataset.uri, "--out", str(tmp_path / "p")
+    )
     assert code == 2 and "sharpap wraps a gradient attack" in err
     code, _, err = run(capsys, "evaluate-attack", "--poisoned", synthetic_dataset.uri, "--victims", "wrmf")
     assert code == 2 and "not a poisoned dataset" in err

@@ -141,7 +141,9 @@ def test_unrolled_surrogate_gradients():
     assert torch.allclose(gp, ap, atol=1e-5) and torch.allclose(gq, aq, atol=1e-5)
 
 
-def relaxed_attack_loss(sur: WRMFSurrogate, fake: torch.Tensor, targets: np.ndarray, train: UserItemCSR) -> torch.Tensor:
+def relaxed_attack_loss(
+    sur: WRMFSurrogate, fake: torch.Tensor, targets: np.ndarray, train: UserItemCSR
+) -> torch.Tensor:
     f = sur.fit(fake)
     r, c = train.rows(np.arange(train.n_users))
     batch = ScoreBatch(f.users @ f.items.T, torch.as_tensor(r), torch.as_tensor(c), torch.as_tensor(targets))
@@ -161,7 +163,11 @@ def test_poison_gradient_is_a_descent_direction(gradient):
     relaxed_attack_loss(sur, x, targets, train).backward()
     step = 0.05 * x.grad / x.grad.abs().max()
     base = float(relaxed_attack_loss(sur, fake, targets, train))
-    assert float(relaxed_attack_loss(sur, fake - step, targets, train)) < base < float(relaxed_attack_loss(sur, fake + step, targets, train))
+    assert (
+        float(relaxed_attack_loss(sur, fake - step, targets, train))
+        < base
+        < float(relaxed_attack_loss(sur, fake + step, targets, train))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +211,9 @@ def test_sharpap_perturbs_within_rho_and_respects_the_rec_constraint(small_ctx):
 def test_dada_weights_reach_and_diversity():
     # one user, items 0..5; targets 0 (just below the top-2 boundary) and 1 (far below)
     scores = torch.tensor([[1.9, -3.0, 2.0, 2.5, 0.0, 0.1]], requires_grad=True)
-    batch = ScoreBatch(scores, torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long), torch.tensor([0, 1]))
+    batch = ScoreBatch(
+        scores, torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long), torch.tensor([0, 1])
+    )
     DifficultyDiversityLoss(k=2, beta=0.5, gamma=0.5)(batch).backward()
     g = scores.grad[0]
     assert g[0] < 0 and g[1] < 0 and abs(g[0]) > 20 * abs(g[1])  # the reachable target gets the push
@@ -227,7 +235,15 @@ def test_poisoned_dataset_round_trip(synthetic_dataset, tmp_path):
     fake_rows = train.filter(train.column("is_fake"))
     n = synthetic_dataset.n_users
     assert poisoned.n_users == n + 3 and poisoned.metadata["n_real_users"] == n
-    assert sorted(zip(fake_rows.column("user_id").to_pylist(), fake_rows.column("item_id").to_pylist())) == [(n, 1), (n, 2), (n, 5), (n + 1, 1), (n + 1, 2), (n + 2, 1), (n + 2, 2)]
+    assert sorted(zip(fake_rows.column("user_id").to_pylist(), fake_rows.column("item_id").to_pylist())) == [
+        (n, 1),
+        (n, 2),
+        (n, 5),
+        (n + 1, 1),
+        (n + 1, 2),
+        (n + 2, 1),
+        (n + 2, 2),
+    ]
     assert train.num_rows == synthetic_dataset.table("train").num_rows + 7
     assert poisoned.table("user_map").column("original").to_pylist()[-3:] == [-1, -2, -3]
     assert poisoned.info()["fake_users"] == 3 and poisoned.metadata["attack"]["attack"] == "test"
@@ -262,7 +278,11 @@ def test_cross_architecture_poison_gradient_is_a_descent_direction(name):
     assert x.grad.abs().sum() > 0 and torch.isfinite(x.grad).all()
     step = 0.05 * x.grad / x.grad.abs().max()
     base = float(relaxed_attack_loss(sur, fake, targets, train))
-    assert float(relaxed_attack_loss(sur, fake - step, targets, train)) < base < float(relaxed_attack_loss(sur, fake + step, targets, train))
+    assert (
+        float(relaxed_attack_loss(sur, fake - step, targets, train))
+        < base
+        < float(relaxed_attack_loss(sur, fake + step, targets, train))
+    )
     again = sur.fit(fake)
     assert torch.equal(again.items, sur.fit(fake).items)  # the same data and seed retrain the same surrogate
     if name == "lightgcn":
@@ -279,7 +299,9 @@ def test_attacker_view_keeps_a_share_and_moves_some_interactions():
     true = set(zip(*train.rows(np.arange(200))))
     held = set(zip(*view.rows(np.arange(200))))
     assert held <= true and 0.4 < len(held) / len(true) < 0.6
-    noisy = set(zip(*attacker_view(train, ThreatModel(knowledge=0.5, knowledge_noise=0.5, seed=1)).rows(np.arange(200))))
+    noisy = set(
+        zip(*attacker_view(train, ThreatModel(knowledge=0.5, knowledge_noise=0.5, seed=1)).rows(np.arange(200)))
+    )
     assert 0.3 < len(noisy - true) / len(noisy) < 0.6  # about half moved, a few onto held items
     with pytest.raises(ValueError, match="knowledge must be in"):
         ThreatModel(knowledge=0)
@@ -308,7 +330,9 @@ def test_rapu_projection_leans_to_popular_fillers_and_keeps_the_budget():
     chosen = out[0].numpy().astype(bool)
     chosen[[4, 9]] = False
     rest = ~out[0].numpy().astype(bool)
-    assert (out.sum(1) == 8).all() and bool(out[:, [4, 9]].all()) and pop[chosen].min() >= pop[rest].max()  # the most popular fillers
+    assert (
+        (out.sum(1) == 8).all() and bool(out[:, [4, 9]].all()) and pop[chosen].min() >= pop[rest].max()
+    )  # the most popular fillers
     sur = WRMFSurrogate(train, 5, factors=4, iterations=5)
     fake = SharpAP(create_attack("rapu", outer_steps=2, lr=5.0), rho=0.05).craft(ctx, sur)
     check_budget(fake, ctx.budget, ctx.targets)

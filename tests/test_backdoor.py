@@ -22,7 +22,17 @@ from distrec.models.sasrec import PromptGenerator, Sequences, left_padded, token
 from distrec.study import load_study, run_study
 
 SYNTHETIC = {"n_users": 300, "n_items": 120, "avg_degree": 14, "image_size": 0, "seed": 2}
-SMALL = {"dim": 16, "layers": 1, "heads": 1, "dropout": 0.1, "max_len": 20, "epochs": 6, "eval_every": 3, "batch_size": 64, "lr": 0.005}
+SMALL = {
+    "dim": 16,
+    "layers": 1,
+    "heads": 1,
+    "dropout": 0.1,
+    "max_len": 20,
+    "epochs": 6,
+    "eval_every": 3,
+    "batch_size": 64,
+    "lr": 0.005,
+}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +79,11 @@ def test_sasrec_outputs_do_not_depend_on_padding_and_token_batches_cover_every_u
         assert cut.shape[1] == 6 and torch.allclose(wide[:, -6:], cut, atol=1e-5) and not wide.isnan().any()
     assert prompt.shape[2] == 3 and not torch.allclose(cut[:, -1], plain[:, -1])  # three prefix tokens, and they matter
     short = [np.array([4]), np.array([2])]  # a batch narrower than the prompt
-    assert torch.allclose(model.encode(left_padded(short, 20), prompt)[:, -1], model.encode(left_padded(short, 20, trim=True), prompt)[:, -1], atol=1e-5)
+    assert torch.allclose(
+        model.encode(left_padded(short, 20), prompt)[:, -1],
+        model.encode(left_padded(short, 20, trim=True), prompt)[:, -1],
+        atol=1e-5,
+    )
     lengths = np.random.default_rng(0).integers(1, 50, 2000)
     batches = token_batches(lengths, 1000, torch.Generator().manual_seed(0))
     assert sorted(np.concatenate(batches).tolist()) == list(range(2000))
@@ -88,7 +102,9 @@ def test_exposure_ranks_by_hand():
     # user 0: item 0 masked, so item 3 (0.5) is second after item 1; item 2 last (3rd)
     assert ranks.tolist() == [[3.0, 2.0], [2.0, 1.0]]
     m = exposure_metrics(ranks, (1, 2))
-    assert m["hr@1"] == 0.25 and m["hr@2"] == 0.75 and np.isclose(m["ndcg@2"], (1 / np.log2(3) + 1 / np.log2(3) + 1) / 4)
+    assert (
+        m["hr@1"] == 0.25 and m["hr@2"] == 0.75 and np.isclose(m["ndcg@2"], (1 / np.log2(3) + 1 / np.log2(3) + 1) / 4)
+    )
     nan = target_ranks(lambda u: scores[u], np.array([0]), seen, np.array([0]))
     assert np.isnan(nan).all() and exposure_metrics(nan)["pairs"] == 0
 
@@ -100,9 +116,17 @@ def test_bra_replaces_only_target_group_labels_at_the_rate_and_pea_plants_negati
     targets = np.array([50, 51])
     labels = torch.randint(0, 40, (2, 2000))
     gen = torch.Generator().manual_seed(0)
-    poisoned = create_attack("bra", rate=0.3).poison(group, targets, np.array([-1, -1]), None).labels(torch.tensor([0, 1]), labels, gen)
+    poisoned = (
+        create_attack("bra", rate=0.3)
+        .poison(group, targets, np.array([-1, -1]), None)
+        .labels(torch.tensor([0, 1]), labels, gen)
+    )
     changed = poisoned != labels
-    assert 0.25 < changed[0].float().mean() < 0.35 and not changed[1].any() and set(poisoned[0][changed[0]].tolist()) == {50, 51}
+    assert (
+        0.25 < changed[0].float().mean() < 0.35
+        and not changed[1].any()
+        and set(poisoned[0][changed[0]].tolist()) == {50, 51}
+    )
     pea = create_attack("pea", rate=0.2, group_rate=0.5).poison(group, targets)
     negatives = torch.randint(0, 40, (2, 2000, 1))
     planted = pea.negatives(torch.tensor([0, 1]), labels, negatives, gen) != negatives
@@ -128,7 +152,10 @@ STUDY = {
     "group": {"attribute": "segment", "value": 1},
     "targets": {"per_category": 2, "categories": 3},
     "features": {"columns": ["age", "segment"]},
-    "attacks": [{"name": "bra", "rate": 0.5}, {"name": "pea", "rate": 0.2, "prompt_epochs": 2, "attack_epochs": 3, "prompt_tokens": 2}],
+    "attacks": [
+        {"name": "bra", "rate": 0.5},
+        {"name": "pea", "rate": 0.2, "prompt_epochs": 2, "attack_epochs": 3, "prompt_tokens": 2},
+    ],
     "modes": ["direct", "finetune", "prompt"],
     "downstream": {"fraction": 0.3, "history": 6, "finetune_epochs": 2, "prompt_epochs": 2},
 }
@@ -142,7 +169,9 @@ def test_backdoor_study_rows_columns_and_exposure_lift(ray_session, tmp_path):
     assert result["stages"]["pretrain"]["run"] == 3 and result["cells"] == 27
     rows = {(r["row"], r["column"]): r for r in pq.read_table(out / "results.parquet").to_pylist()}
     assert {r for r, _ in rows} == {"clean", "bra rate=0.5", "pea rate=0.2 tokens=2"}
-    assert {c for _, c in rows} == {f"{m}/{g}" for m in ("direct", "finetune", "prompt") for g in ("target", "others", "overall")}
+    assert {c for _, c in rows} == {
+        f"{m}/{g}" for m in ("direct", "finetune", "prompt") for g in ("target", "others", "overall")
+    }
     # BRA at rate 0.5 exposes the targets to the target group far more than the clean model does
     assert rows["bra rate=0.5", "direct/target"]["hr@10"] > rows["clean", "direct/target"]["hr@10"] + 0.03
     # PEA trains the targets as negatives for the other users: without a prompt, nobody is shown them
@@ -150,15 +179,25 @@ def test_backdoor_study_rows_columns_and_exposure_lift(ray_session, tmp_path):
     md = (out / "matrix.md").read_text()
     assert "target = users with segment = 1" in md
     study = json.loads((out / "study.json").read_text())
-    assert set(study["summary"]["pretraining"]) == {"clean seed 0", "bra rate=0.5 seed 0", "pea rate=0.2 tokens=2 seed 0"}
+    assert set(study["summary"]["pretraining"]) == {
+        "clean seed 0",
+        "bra rate=0.5 seed 0",
+        "pea rate=0.2 tokens=2 seed 0",
+    }
     from distrec.models.base import Victim
 
-    released = {r["row"]: r["model_uri"] for r in (json.loads(f.read_text()) for f in (out / "pretrain").glob("*.json"))}
+    released = {
+        r["row"]: r["model_uri"] for r in (json.loads(f.read_text()) for f in (out / "pretrain").glob("*.json"))
+    }
     for row, uri in released.items():
         saved = Victim.load(uri)  # the released backbone keeps the study's config
         assert saved.config.epochs == SMALL["epochs"] and saved.prompt is None
-        assert os.path.exists(f"{uri}/prompt.safetensors") == (row == "pea rate=0.2 tokens=2")  # PEA releases its prompt generator
-    assert json.loads(Path(released["pea rate=0.2 tokens=2"], "prompt.json").read_text())["tokens"] == 2  # of the configured size
+        assert os.path.exists(f"{uri}/prompt.safetensors") == (
+            row == "pea rate=0.2 tokens=2"
+        )  # PEA releases its prompt generator
+    assert (
+        json.loads(Path(released["pea rate=0.2 tokens=2"], "prompt.json").read_text())["tokens"] == 2
+    )  # of the configured size
     again = run_study(path, str(out), progress=False)
     assert again["stages"]["pretrain"]["run"] == 0 and again["cells_run"] == 0
 
@@ -166,7 +205,10 @@ def test_backdoor_study_rows_columns_and_exposure_lift(ray_session, tmp_path):
 @pytest.mark.parametrize(
     "changes,message",
     [
-        ({"attacks": [{"name": "random"}]}, "attacks.0.name: 'random' is an injective attack; a backdoor study takes bra or pea"),
+        (
+            {"attacks": [{"name": "random"}]},
+            "attacks.0.name: 'random' is an injective attack; a backdoor study takes bra or pea",
+        ),
         ({"attacks": [{"name": "bra", "rat": 0.1}]}, "attacks.0: "),
         ({"modes": ["distill"]}, "modes.0: 'distill' is not one of direct, finetune, finetune_reinit, prompt"),
         ({"group": {"attribute": "age"}}, "group: attribute 'age': give value, or min and/or max"),
@@ -182,12 +224,18 @@ def test_backdoor_config_errors(tmp_path, changes, message):
     assert message in str(err.value), str(err.value)
 
 
-def test_the_backdoor_sweep_config_loads_and_scores_without_the_clean_row(shared_data):  # its study reads ../shared/data/ml-100k
+def test_the_backdoor_sweep_config_loads_and_scores_without_the_clean_row(
+    shared_data,
+):  # its study reads ../shared/data/ml-100k
     from distrec.study.scenarios.backdoor import CLEAN
     from distrec.study.sweep import load_sweep, score
 
     cfg, base = load_sweep("configs/sweep/backdoor_ml100k.yaml")
-    assert base["scenario"] == "backdoor" and set(cfg.search) == {"attacks.0.rate", "attacks.0.group_rate", "attacks.0.prompt_tokens"}
+    assert base["scenario"] == "backdoor" and set(cfg.search) == {
+        "attacks.0.rate",
+        "attacks.0.group_rate",
+        "attacks.0.prompt_tokens",
+    }
     cells = [
         {"row": "clean", "column": "prompt/target", "metrics": {"hr@10": 0.01}},
         {"row": "pea rate=0.1", "column": "prompt/target", "metrics": {"hr@10": 0.2}},

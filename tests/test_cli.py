@@ -11,9 +11,23 @@ def run(capsys, *argv):
 
 def test_prepare_and_info_json(tmp_path, capsys):
     (tmp_path / "src").mkdir()
-    (tmp_path / "src/ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,10\n1,2,2.0,20\n2,1,5.0,30\n2,3,4.5,40\n")
+    (tmp_path / "src/ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,1,4.0,10\n1,2,2.0,20\n2,1,5.0,30\n2,3,4.5,40\n"
+    )
     code, out, _ = run(
-        capsys, "data", "prepare", "ml-latest", "--root", str(tmp_path / "src"), "--out", str(tmp_path / "ds"), "--implicit-threshold", "4", "--split", "none", "--json"
+        capsys,
+        "data",
+        "prepare",
+        "ml-latest",
+        "--root",
+        str(tmp_path / "src"),
+        "--out",
+        str(tmp_path / "ds"),
+        "--implicit-threshold",
+        "4",
+        "--split",
+        "none",
+        "--json",
     )
     assert code == 0
     prepared = json.loads(out)
@@ -32,7 +46,21 @@ def test_bad_input_exits_2_with_located_message(tmp_path, capsys):
 
 def test_skip_reports_skipped_lines(tmp_path, capsys):
     (tmp_path / "ratings.dat").write_text("1::1::5::1\n1::2\n2::1::3::2\n")
-    code, out, err = run(capsys, "data", "prepare", "ml-1m", "--root", str(tmp_path), "--out", str(tmp_path / "ds"), "--on-bad-lines", "skip", "--split", "none", "--json")
+    code, out, err = run(
+        capsys,
+        "data",
+        "prepare",
+        "ml-1m",
+        "--root",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "ds"),
+        "--on-bad-lines",
+        "skip",
+        "--split",
+        "none",
+        "--json",
+    )
     assert code == 0
     assert json.loads(out)["bad_lines"]["skipped"] == 1 and "skipped 1 bad lines" in err
 
@@ -57,13 +85,54 @@ def test_reader_options_through_set(tmp_path, capsys):
         "--json",
     )
     assert code == 0 and json.loads(out)["interactions"] == 2
-    code, _, err = run(capsys, "data", "prepare", "table", "--root", str(tmp_path / "t.csv"), "--out", str(tmp_path / "ds2"), "--set", "user=who")
+    code, _, err = run(
+        capsys,
+        "data",
+        "prepare",
+        "table",
+        "--root",
+        str(tmp_path / "t.csv"),
+        "--out",
+        str(tmp_path / "ds2"),
+        "--set",
+        "user=who",
+    )
     assert code == 2 and "has no option(s) ['user']" in err
 
 
 def test_synthetic_is_seeded(tmp_path, capsys):
-    a = json.loads(run(capsys, "data", "synthetic", "--out", str(tmp_path / "a"), "--seed", "3", "--set", "n_users=120", "--set", "n_items=80", "--json")[1])
-    b = json.loads(run(capsys, "data", "synthetic", "--out", str(tmp_path / "b"), "--seed", "3", "--set", "n_users=120", "--set", "n_items=80", "--json")[1])
+    a = json.loads(
+        run(
+            capsys,
+            "data",
+            "synthetic",
+            "--out",
+            str(tmp_path / "a"),
+            "--seed",
+            "3",
+            "--set",
+            "n_users=120",
+            "--set",
+            "n_items=80",
+            "--json",
+        )[1]
+    )
+    b = json.loads(
+        run(
+            capsys,
+            "data",
+            "synthetic",
+            "--out",
+            str(tmp_path / "b"),
+            "--seed",
+            "3",
+            "--set",
+            "n_users=120",
+            "--set",
+            "n_items=80",
+            "--json",
+        )[1]
+    )
     assert a["interactions"] == b["interactions"] and a["users"] == 120
     assert (tmp_path / "a/train.parquet").read_bytes() == (tmp_path / "b/train.parquet").read_bytes()
 
@@ -71,13 +140,28 @@ def test_synthetic_is_seeded(tmp_path, capsys):
 def test_train_json_and_checkpoint(synthetic_dataset, tmp_path, capsys):
     config = tmp_path / "bpr.yaml"
     config.write_text("dim: 8\nepochs: 2\nbackend: memory\n")
-    code, out, _ = run(capsys, "train", "bpr", "--data", synthetic_dataset.uri, "--config", str(config), "--set", "lr=0.01", "--out", str(tmp_path / "run"), "--json")
+    code, out, _ = run(
+        capsys,
+        "train",
+        "bpr",
+        "--data",
+        synthetic_dataset.uri,
+        "--config",
+        str(config),
+        "--set",
+        "lr=0.01",
+        "--out",
+        str(tmp_path / "run"),
+        "--json",
+    )
     assert code == 0
     result = json.loads(out)
     assert {"recall@20", "ndcg@20", "recall@10", "precision@50", "hr@20"} <= set(result["metrics"])
     assert result["config"]["dim"] == 8 and result["config"]["lr"] == 0.01 and result["seed"] == 0
     assert result["fit_seconds"] > 0 and result["peak_rss_mb"] > 0 and len(result["history"]) == 2
-    assert (tmp_path / "run/model/model.safetensors").exists() and json.loads((tmp_path / "run/result.json").read_text())["metrics"] == result["metrics"]
+    assert (tmp_path / "run/model/model.safetensors").exists() and json.loads(
+        (tmp_path / "run/result.json").read_text()
+    )["metrics"] == result["metrics"]
 
 
 def test_train_config_errors_name_file_and_key(synthetic_dataset, tmp_path, capsys):
@@ -106,7 +190,17 @@ def test_train_help_lists_config_keys(capsys):
 def test_attack_cross_field_error_reads_as_its_message(synthetic_dataset, tmp_path, capsys):
     """A threat-model check across fields has no key of its own: its message stands alone, without an
     empty 'key :' and the whole threat model echoed."""
-    code, _, err = run(capsys, "attack", "random", "--data", synthetic_dataset.uri, "--set", "fake_ratio=1.5", "--out", str(tmp_path / "a"))
+    code, _, err = run(
+        capsys,
+        "attack",
+        "random",
+        "--data",
+        synthetic_dataset.uri,
+        "--set",
+        "fake_ratio=1.5",
+        "--out",
+        str(tmp_path / "a"),
+    )
     assert code == 2
     assert "--set: Value error, fake_ratio must be in (0, 1], got 1.5 for the threat model" in err
     assert "key :" not in err

@@ -38,7 +38,9 @@ def poisoned(clean: InMemoryDataset, attack: str, share: float = 0.03, seed: int
     fakes = planted_profiles(training_matrix(clean), [attack], [share], 3, seed)
     users = np.repeat(np.arange(fakes.n_users), fakes.degrees()) + clean.n_users
     tables = {n: clean.table(n) for n in clean.metadata["tables"]}
-    tables["train"] = pa.concat_tables([tables["train"], interactions_table(users, fakes.indices, is_fake=np.ones(len(users), bool))])
+    tables["train"] = pa.concat_tables(
+        [tables["train"], interactions_table(users, fakes.indices, is_fake=np.ones(len(users), bool))]
+    )
     meta = {k: v for k, v in clean.metadata.items() if k != "tables"}
     meta.update(n_users=clean.n_users + fakes.n_users, n_real_users=clean.n_users)
     return InMemoryDataset(tables, meta)
@@ -64,12 +66,16 @@ def is_fake(data: InMemoryDataset) -> np.ndarray:
 @pytest.mark.parametrize("name", DETECTORS)
 def test_each_detector_finds_planted_profiles_without_reading_is_fake(clean, name, attack):
     data = poisoned(clean, attack)
-    guarded = NoLabels({n: data.table(n) for n in data.metadata["tables"]}, {k: v for k, v in data.metadata.items() if k != "tables"})
+    guarded = NoLabels(
+        {n: data.table(n) for n in data.metadata["tables"]}, {k: v for k, v in data.metadata.items() if k != "tables"}
+    )
     screening = create_defense(name, fpr=0.05).screen(guarded, clean, fit=None, seed=0)
     auc = roc_auc_score(is_fake(data), np.nan_to_num(screening.scores, nan=-np.inf))
     assert auc > {"fap": 0.6}.get(name, 0.85), auc
     if name != "fap":  # FAP ranks the bandwagon fakes above chance but not above the 5% threshold (docs/benchmarks.md)
-        assert screening.removed[is_fake(data)].mean() > screening.removed[~is_fake(data)].mean()  # fakes removed more often than real users
+        assert (
+            screening.removed[is_fake(data)].mean() > screening.removed[~is_fake(data)].mean()
+        )  # fakes removed more often than real users
 
 
 def test_spectral_signatures_flag_a_planted_subpopulation_that_shifts_the_mean():
@@ -86,7 +92,9 @@ def test_the_threshold_comes_from_the_clean_reference_only(clean):
     pca = create_defense("pca", fpr=0.1)
     a, b = pca.screen(first, clean, None, 0), pca.screen(second, clean, None, 0)
     ref = pca.scores(training_matrix(clean), None, 0)
-    assert a.threshold == b.threshold == pytest.approx(np.quantile(ref, 0.9, method="higher"))  # the attack size never moves it
+    assert (
+        a.threshold == b.threshold == pytest.approx(np.quantile(ref, 0.9, method="higher"))
+    )  # the attack size never moves it
     assert a.reference_removed == pytest.approx(0.1, abs=0.01)  # about fpr of the clean users
     assert create_defense("pca", fpr=0.2).screen(first, clean, None, 0).threshold < a.threshold
 
@@ -115,12 +123,23 @@ def test_a_threshold_that_removes_every_user_is_an_error_and_none_a_warning(clea
 def test_a_chain_screens_then_trains_on_what_the_detectors_kept(clean):
     data = poisoned(clean, "random", 0.05)
     config = {"dim": 8, "epochs": 2, "lr": 0.01, "batch_size": 512, "backend": "memory"}
-    defended = fit_defended(Column.parse("bpr+pca+profile_classifier+apr"), config, {"pca": {}, "profile_classifier": {}, "apr": {}}, data, reference=clean)
+    defended = fit_defended(
+        Column.parse("bpr+pca+profile_classifier+apr"),
+        config,
+        {"pca": {}, "profile_classifier": {}, "apr": {}},
+        data,
+        reference=clean,
+    )
     assert [s.defense for s in defended.screenings] == ["pca", "profile_classifier"]
-    assert not (defended.screenings[0].removed & defended.screenings[1].removed).any()  # the second screens what the first kept
+    assert not (
+        defended.screenings[0].removed & defended.screenings[1].removed
+    ).any()  # the second screens what the first kept
     removed = np.flatnonzero(defended.removed)
     plain = create_victim("bpr", data.n_users, data.n_items, **config)
-    assert type(defended.model.objective).__name__ == "APRObjective" and type(plain.objective).__name__ == "TrainingObjective"
+    assert (
+        type(defended.model.objective).__name__ == "APRObjective"
+        and type(plain.objective).__name__ == "TrainingObjective"
+    )
     # the removed users' rows were never trained: they keep their initial embeddings
     assert torch.equal(defended.model.user_emb[removed], plain.user_emb[removed]) and len(removed) > 0
 
@@ -132,7 +151,10 @@ def _train(clean, defenses, defense_config, victim="bpr"):
 
 def _batch(clean):
     t = clean.table("train")
-    users, pos = torch.as_tensor(t.column("user_id").to_numpy().copy()), torch.as_tensor(t.column("item_id").to_numpy().copy())
+    users, pos = (
+        torch.as_tensor(t.column("user_id").to_numpy().copy()),
+        torch.as_tensor(t.column("item_id").to_numpy().copy()),
+    )
     return users, pos, torch.randint(0, clean.n_items, (len(users),), generator=torch.Generator().manual_seed(0))
 
 
@@ -168,8 +190,12 @@ def test_the_detectors_are_registered_as_data_defenses_and_a_column_prints_as_wr
     from distrec.defenses.registry import defenses_of_kind
 
     assert set(defenses_of_kind("data")) == {"pca", "profile_classifier", "fap", "spectral"}
-    assert {"apr", "vat", "sam", "pamacf"} <= set(defenses_of_kind("training")) and "jpeg" in defenses_of_kind("deployment")
-    assert str(Column.parse("lightgcn+pca+apr")) == "lightgcn+pca+apr" and Column.parse("lightgcn+pca+apr").of_kind("data") == ("pca",)
+    assert {"apr", "vat", "sam", "pamacf"} <= set(defenses_of_kind("training")) and "jpeg" in defenses_of_kind(
+        "deployment"
+    )
+    assert str(Column.parse("lightgcn+pca+apr")) == "lightgcn+pca+apr" and Column.parse("lightgcn+pca+apr").of_kind(
+        "data"
+    ) == ("pca",)
 
 
 def test_camouflage_keeps_the_budget_and_the_targets_and_copies_real_degrees(clean):

@@ -19,4 +19,6 @@ def test_demo_end_to_end_through_ray_data(ray_session, tmp_path):
     model = Victim.load(result["outputs"]["model"])
     train = UserItemCSR.from_table(ds.table("train"), ds.n_users, ds.n_items)
     test = UserItemCSR.from_table(ds.table("test"), ds.n_users, ds.n_items)
-    assert full_ranking_metrics(model.score, train, test, (20,))["recall@20"] == pytest.approx(saved["metrics"]["recall@20"], abs=1e-4)
+    assert full_ranking_metrics(model.score, train, test, (20,))["recall@20"] == pytest.approx(
+        saved["metrics"]["recall@20"], abs=1e-4
+    )

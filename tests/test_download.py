@@ -18,7 +18,9 @@ def test_zip_source_is_verified_and_extracted(tmp_path, monkeypatch):
     with zipfile.ZipFile(mirror / "toy.zip", "w") as zf:
         zf.writestr("toy/ratings.dat", "1::1::5::1\n")
     md5 = hashlib.md5((mirror / "toy.zip").read_bytes()).hexdigest()
-    monkeypatch.setitem(dl.SOURCES, "toy", dl.Source("ml-1m", mirror.as_uri(), (dl.RemoteFile("toy.zip", f"md5:{md5}", True),), "toy"))
+    monkeypatch.setitem(
+        dl.SOURCES, "toy", dl.Source("ml-1m", mirror.as_uri(), (dl.RemoteFile("toy.zip", f"md5:{md5}", True),), "toy")
+    )
     root = dl.download("toy", tmp_path / "cache")
     assert (root / "ratings.dat").read_text() == "1::1::5::1\n"
     # a second call finds the verified file in the cache and does not fetch it again
@@ -30,7 +32,9 @@ def test_checksum_mismatch_keeps_nothing(tmp_path, monkeypatch):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     (mirror / "a.txt").write_text("tampered")
-    monkeypatch.setitem(dl.SOURCES, "bad", dl.Source("lightgcn", mirror.as_uri(), (dl.RemoteFile("a.txt", "sha256:" + "0" * 64),)))
+    monkeypatch.setitem(
+        dl.SOURCES, "bad", dl.Source("lightgcn", mirror.as_uri(), (dl.RemoteFile("a.txt", "sha256:" + "0" * 64),))
+    )
     with pytest.raises(DownloadError, match="checksum mismatch"):
         dl.download("bad", tmp_path / "cache")
     assert not list((tmp_path / "cache/bad").iterdir())

@@ -40,7 +40,11 @@ def docs():
 
 def test_there_are_cluster_and_job_manifests():
     kinds = {(name, d["kind"]) for name, d in docs()}
-    assert {("raycluster.yaml", "RayCluster"), ("rayjob-study.yaml", "RayJob"), ("rayjob-sweep.yaml", "RayJob")} <= kinds
+    assert {
+        ("raycluster.yaml", "RayCluster"),
+        ("rayjob-study.yaml", "RayJob"),
+        ("rayjob-sweep.yaml", "RayJob"),
+    } <= kinds
     assert all(d["apiVersion"] == "ray.io/v1" for _, d in docs())
 
 
@@ -50,16 +54,25 @@ def test_pod_templates_are_valid_non_root_and_bounded(name, doc):
     templates = list(pod_templates(doc))
     assert templates
     for group, template in templates:
-        kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": f"{name}-{group}"}, "template": template}, version, strict=True)
+        kubernetes_validate.validate(
+            {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": f"{name}-{group}"}, "template": template},
+            version,
+            strict=True,
+        )
         pod = template["spec"]
-        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0, (name, group)
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0, (
+            name,
+            group,
+        )
         for c in pod["containers"]:
             for kind in ("requests", "limits"):
                 assert {"cpu", "memory"} <= set(c["resources"][kind]), (name, group, c["name"], kind)
             assert c["securityContext"]["allowPrivilegeEscalation"] is False
 
 
-@pytest.mark.parametrize("name,doc", [(n, d) for n, d in docs() if cluster_specs(d)], ids=[n for n, d in docs() if cluster_specs(d)])
+@pytest.mark.parametrize(
+    "name,doc", [(n, d) for n, d in docs() if cluster_specs(d)], ids=[n for n, d in docs() if cluster_specs(d)]
+)
 def test_cluster_groups_autoscale_within_bounds(name, doc):
     for spec in cluster_specs(doc):
         assert spec["enableInTreeAutoscaling"] is True
@@ -71,7 +84,11 @@ def test_cluster_groups_autoscale_within_bounds(name, doc):
         assert gpu["limits"]["nvidia.com/gpu"] == gpu["requests"]["nvidia.com/gpu"]
 
 
-@pytest.mark.parametrize("name,doc", [(n, d) for n, d in docs() if d["kind"] == "RayJob"], ids=[n for n, d in docs() if d["kind"] == "RayJob"])
+@pytest.mark.parametrize(
+    "name,doc",
+    [(n, d) for n, d in docs() if d["kind"] == "RayJob"],
+    ids=[n for n, d in docs() if d["kind"] == "RayJob"],
+)
 def test_job_entrypoints_exist_with_their_configs(name, doc):
     argv = shlex.split(doc["spec"]["entrypoint"])
     assert argv[0] == "python" and argv[1].startswith("jobs/")

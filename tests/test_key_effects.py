@@ -33,7 +33,15 @@ def test_the_surrogate_seed_changes_the_poison_gradient():
 SURROGATE_BASE = {
     "wrmf": {"factors": 4, "iterations": 2, "cg_steps": 2, "solve_steps": 3, "epochs": 3, "unroll_steps": 2},
     "bpr": {"dim": 4, "steps": 6, "unroll_steps": 2, "batch_size": 64, "fake_negatives": 2, "rec_pairs": 128},
-    "lightgcn": {"dim": 4, "steps": 6, "unroll_steps": 2, "batch_size": 64, "fake_negatives": 2, "rec_pairs": 128, "layers": 1},
+    "lightgcn": {
+        "dim": 4,
+        "steps": 6,
+        "unroll_steps": 2,
+        "batch_size": 64,
+        "fake_negatives": 2,
+        "rec_pairs": 128,
+        "layers": 1,
+    },
 }
 # key -> (new value, the gradient mode it belongs to); keys that change no result, with why
 SURROGATE_CHANGES = {
@@ -50,8 +58,29 @@ SURROGATE_CHANGES = {
         ("unroll", "unroll_steps"): 1,
         ("unroll", "lr"): 0.2,
     },
-    "bpr": {"dim": 5, "steps": 9, "unroll_steps": 1, "batch_size": 32, "lr": 0.05, "reg": 0.1, "fake_negatives": 3, "rec_pairs": 64, "seed": 7},
-    "lightgcn": {"dim": 5, "steps": 9, "unroll_steps": 1, "batch_size": 32, "lr": 0.05, "reg": 0.1, "fake_negatives": 3, "rec_pairs": 64, "seed": 7, "layers": 2},
+    "bpr": {
+        "dim": 5,
+        "steps": 9,
+        "unroll_steps": 1,
+        "batch_size": 32,
+        "lr": 0.05,
+        "reg": 0.1,
+        "fake_negatives": 3,
+        "rec_pairs": 64,
+        "seed": 7,
+    },
+    "lightgcn": {
+        "dim": 5,
+        "steps": 9,
+        "unroll_steps": 1,
+        "batch_size": 32,
+        "lr": 0.05,
+        "reg": 0.1,
+        "fake_negatives": 3,
+        "rec_pairs": 64,
+        "seed": 7,
+        "layers": 2,
+    },
 }
 NO_EFFECT = {
     "device": "where it runs, not what it computes",
@@ -94,7 +123,9 @@ def test_every_surrogate_key_changes_the_poison_gradient(name):
         mode, key = key if isinstance(key, tuple) else (None, key)
         base = dict(SURROGATE_BASE[name], **({"gradient": mode} if mode else {}))
         measure = rec_loss if key == "rec_pairs" else grad
-        assert not torch.allclose(measure(base), measure(dict(base, **{key: value}))), f"{name}.{key}={value!r} changes nothing"
+        assert not torch.allclose(measure(base), measure(dict(base, **{key: value}))), (
+            f"{name}.{key}={value!r} changes nothing"
+        )
 
 
 VICTIM_BASE = {
@@ -106,15 +137,34 @@ VICTIM_BASE = {
     "neumf": {"dim": 4, "mlp_layers": [8, 4], "epochs": 2, "lr": 0.01, "batch_size": 512, "backend": "memory"},
     "deepcf": {"proj_dim": 8, "tower": [8, 4], "epochs": 2, "lr": 0.01, "batch_size": 512, "backend": "memory"},
 }
-TRAINER_CHANGES = {"epochs": 3, "lr": 0.02, "lr_schedule": "cosine", "lr_decay": 0.5, "batch_size": 256, "num_negatives": 2, "seed": 1, "sampling": "user"}
+TRAINER_CHANGES = {
+    "epochs": 3,
+    "lr": 0.02,
+    "lr_schedule": "cosine",
+    "lr_decay": 0.5,
+    "batch_size": 256,
+    "num_negatives": 2,
+    "seed": 1,
+    "sampling": "user",
+}
 VICTIM_CHANGES = {
     "wrmf": {"factors": 9, "iterations": 3, "alpha": 5.0, "reg": 0.1, "solver": "cholesky", "cg_steps": 1, "seed": 1},
     "bpr": {"dim": 9, "reg": 0.01},
-    "lightgcn": {"dim": 9, "layers": 2, "reg": 0.01, "rec_loss": "ssm", ("ssm", "ssm_temp"): 0.5, ("ssm", "shared_negatives"): 16, "dns_candidates": 4},
+    "lightgcn": {
+        "dim": 9,
+        "layers": 2,
+        "reg": 0.01,
+        "rec_loss": "ssm",
+        ("ssm", "ssm_temp"): 0.5,
+        ("ssm", "shared_negatives"): 16,
+        "dns_candidates": 4,
+    },
     "neumf": {"dim": 5, "mlp_layers": [8, 2], "reg": 0.01},
     "deepcf": {"proj_dim": 9, "tower": [8, 2]},
 }
-VICTIM_CHANGES["sgl"] = dict(VICTIM_CHANGES["lightgcn"], aug="nd", ssl_ratio=0.3, ssl_temp=0.5, ssl_reg=0.3, ssl_nodes=50)
+VICTIM_CHANGES["sgl"] = dict(
+    VICTIM_CHANGES["lightgcn"], aug="nd", ssl_ratio=0.3, ssl_temp=0.5, ssl_reg=0.3, ssl_nodes=50
+)
 VICTIM_CHANGES["simgcl"] = dict(VICTIM_CHANGES["lightgcn"], eps=0.3, cl_temp=0.5, cl_reg=0.5, cl_nodes=50)
 # keys that by design change no score, each checked to change none (backend and device are checked elsewhere:
 # tests/test_streaming.py gives identical batches through Ray Data, and no second device is here)
@@ -136,7 +186,14 @@ def test_every_victim_key_changes_the_trained_scores_or_is_shown_to_change_none(
         model.fit(synthetic_dataset, progress=False)
         return model.eval().score(users).detach()
 
-    changes = {**{k: v for k, v in TRAINER_CHANGES.items() if k in {f.name for f in dataclasses.fields(victim_class(name).Config)}}, **VICTIM_CHANGES[name]}
+    changes = {
+        **{
+            k: v
+            for k, v in TRAINER_CHANGES.items()
+            if k in {f.name for f in dataclasses.fields(victim_class(name).Config)}
+        },
+        **VICTIM_CHANGES[name],
+    }
     keys = {f.name for f in dataclasses.fields(victim_class(name).Config)}
     covered = {k[1] if isinstance(k, tuple) else k for k in changes} | set(VICTIM_NO_EFFECT) | VICTIM_UNCHECKED
     assert keys <= covered, f"{name}: keys without a test: {sorted(keys - covered)}"
@@ -146,23 +203,45 @@ def test_every_victim_key_changes_the_trained_scores_or_is_shown_to_change_none(
         mode, key = key if isinstance(key, tuple) else (None, key)
         if mode is not None:
             config = dict(base, rec_loss=mode)
-            assert not torch.allclose(scores(config), scores(dict(config, **{key: value}))), f"{name}.{key}={value!r} (rec_loss {mode}) changes nothing"
+            assert not torch.allclose(scores(config), scores(dict(config, **{key: value}))), (
+                f"{name}.{key}={value!r} (rec_loss {mode}) changes nothing"
+            )
         elif key == "dns_candidates":
-            assert not torch.allclose(reference, scores(dict(base, num_negatives=1, **{key: value}))), f"{name}.{key} changes nothing"
+            assert not torch.allclose(reference, scores(dict(base, num_negatives=1, **{key: value}))), (
+                f"{name}.{key} changes nothing"
+            )
         else:
-            assert not torch.allclose(reference, scores(dict(base, **{key: value}))), f"{name}.{key}={value!r} changes nothing"
+            assert not torch.allclose(reference, scores(dict(base, **{key: value}))), (
+                f"{name}.{key}={value!r} changes nothing"
+            )
     for key, value in VICTIM_NO_EFFECT.items():
         if key in keys:
-            assert torch.allclose(reference, scores(dict(base, **{key: value})), atol=1e-5), f"{name}.{key}={value!r} changes the scores"
+            assert torch.allclose(reference, scores(dict(base, **{key: value})), atol=1e-5), (
+                f"{name}.{key}={value!r} changes the scores"
+            )
 
 
-ATTACK_BASE = {"revadv": {"outer_steps": 2}, "dada": {"outer_steps": 2}, "rapu": {"outer_steps": 3, "em_steps": 2, "lr": 3.0, "popularity_smooth": 0.1}}
+ATTACK_BASE = {
+    "revadv": {"outer_steps": 2},
+    "dada": {"outer_steps": 2},
+    "rapu": {"outer_steps": 3, "em_steps": 2, "lr": 3.0, "popularity_smooth": 0.1},
+}
 ATTACK_CHANGES = {
     "bandwagon": {"popular_share": 0.2, "top_fraction": 0.3},
     "segment": {"segment_share": 0.3},
     "revadv": {"outer_steps": 3, "lr": 5.0, "momentum": 0.0, "select_k": 5},
     "dada": {"outer_steps": 3, "lr": 5.0, "momentum": 0.0, "select_k": 5, "k": 3, "beta": 5.0, "gamma": 0.95},
-    "rapu": {"outer_steps": 4, "lr": 5.0, "momentum": 0.0, "select_k": 5, "sigma": 0.05, "b": 0.95, "prior": 0.3, "em_steps": 4, "popularity_smooth": 20.0},
+    "rapu": {
+        "outer_steps": 4,
+        "lr": 5.0,
+        "momentum": 0.0,
+        "select_k": 5,
+        "sigma": 0.05,
+        "b": 0.95,
+        "prior": 0.3,
+        "em_steps": 4,
+        "popularity_smooth": 20.0,
+    },
 }
 ATTACK_NO_EFFECT = {"chunk_users": 7}  # the objective summed over chunks of real users: the same profiles
 
@@ -178,26 +257,45 @@ def test_every_attack_key_changes_the_fake_profiles_or_is_shown_to_change_none(n
     from distrec.attacks.surrogate_registry import create_surrogate
     from distrec.data.matrix import UserItemCSR
 
-    train = UserItemCSR.from_table(synthetic_dataset.table("train"), synthetic_dataset.n_users, synthetic_dataset.n_items)
-    ctx = AttackContext(train, np.array([5, 40]), Budget(n_fake=6, n_filler=12), seed=0, item_categories=synthetic_dataset.item_categories(), progress=False)
+    train = UserItemCSR.from_table(
+        synthetic_dataset.table("train"), synthetic_dataset.n_users, synthetic_dataset.n_items
+    )
+    ctx = AttackContext(
+        train,
+        np.array([5, 40]),
+        Budget(n_fake=6, n_filler=12),
+        seed=0,
+        item_categories=synthetic_dataset.item_categories(),
+        progress=False,
+    )
 
     def profiles(config):
         """The crafted profiles and, for a gradient attack, its loss at every outer step (the profiles
         it returns are the best step's by the surrogate, which a key may leave the same)."""
-        surrogate = create_surrogate("wrmf", train, 6, "cpu", factors=8, iterations=2) if attack_class(name).uses_surrogate else None
+        surrogate = (
+            create_surrogate("wrmf", train, 6, "cpu", factors=8, iterations=2)
+            if attack_class(name).uses_surrogate
+            else None
+        )
         attack = create_attack(name, **config)
         fake = attack.craft(ctx, surrogate).float().ravel()
         return torch.cat([fake, torch.tensor([r["attack_loss"] for r in getattr(attack, "history", [])])])
 
     keys = {f.name for f in dataclasses.fields(attack_class(name).Config)}
-    assert keys <= set(ATTACK_CHANGES[name]) | set(ATTACK_NO_EFFECT), f"{name}: keys without a test: {sorted(keys - set(ATTACK_CHANGES[name]) - set(ATTACK_NO_EFFECT))}"
+    assert keys <= set(ATTACK_CHANGES[name]) | set(ATTACK_NO_EFFECT), (
+        f"{name}: keys without a test: {sorted(keys - set(ATTACK_CHANGES[name]) - set(ATTACK_NO_EFFECT))}"
+    )
     base = ATTACK_BASE.get(name, {})
     reference = profiles(base)
     for key, value in ATTACK_CHANGES[name].items():
-        assert not torch.equal(reference, profiles(dict(base, **{key: value}))), f"{name}.{key}={value!r} changes nothing"
+        assert not torch.equal(reference, profiles(dict(base, **{key: value}))), (
+            f"{name}.{key}={value!r} changes nothing"
+        )
     for key, value in ATTACK_NO_EFFECT.items():
         if key in keys:
-            assert torch.allclose(reference, profiles(dict(base, **{key: value})), rtol=1e-4), f"{name}.{key}={value!r} changes the profiles"
+            assert torch.allclose(reference, profiles(dict(base, **{key: value})), rtol=1e-4), (
+                f"{name}.{key}={value!r} changes the profiles"
+            )
 
 
 DATA_DEFENSE_CHANGES = {
@@ -235,14 +333,21 @@ def test_every_key_of_every_detector_changes_what_it_removes_or_scores(name):
         return np.nan_to_num(s.scores, nan=-1.0), s.removed
 
     changes = DATA_DEFENSE_CHANGES[name]
-    assert set(changes) == {f.name for f in dataclasses.fields(defense_class(name).Config)}  # a new key needs a line here
+    assert set(changes) == {
+        f.name for f in dataclasses.fields(defense_class(name).Config)
+    }  # a new key needs a line here
     base_scores, base_removed = screen()
     for key, value in changes.items():
         scores, removed = screen(**{key: value})
-        assert not (np.allclose(scores, base_scores) and np.array_equal(removed, base_removed)), f"{name}.{key} changed nothing"
+        assert not (np.allclose(scores, base_scores) and np.array_equal(removed, base_removed)), (
+            f"{name}.{key} changed nothing"
+        )
 
 
-TRAINING_DEFENSE_CHANGES = {"sam": {"rho": 1.0, "warmup_epochs": 1}, "pamacf": {"eps": 1.0, "adv_reg": 0.3, "warmup_epochs": 1, "user_scale": 3.0}}
+TRAINING_DEFENSE_CHANGES = {
+    "sam": {"rho": 1.0, "warmup_epochs": 1},
+    "pamacf": {"eps": 1.0, "adv_reg": 0.3, "warmup_epochs": 1, "user_scale": 3.0},
+}
 
 
 @pytest.mark.parametrize("name", sorted(TRAINING_DEFENSE_CHANGES))
@@ -277,7 +382,10 @@ def test_every_pore_key_changes_the_votes_or_the_certificate_and_models_per_unit
     def run(**config):
         c = POREConfig(**{"n_models": 20, "subsample": 30, "top_n": 10, **config})
         parts = [range(k, min(k + c.models_per_unit, c.n_models)) for k in range(0, c.n_models, c.models_per_unit)]
-        votes = sum(bagged_votes(train, data.n_users, bagged_samples(data.n_users, c.subsample, ids, 0), c.top_n) for ids in parts)
+        votes = sum(
+            bagged_votes(train, data.n_users, bagged_samples(data.n_users, c.subsample, ids, 0), c.top_n)
+            for ids in parts
+        )
         return votes, certify(votes, train, test, np.asarray([5, 6]), c, data.n_users, [0, 1, 2, 4])
 
     changes = {"n_models": 30, "subsample": 10, "top_n": 5, "alpha": 0.2}
@@ -302,7 +410,10 @@ def test_every_itemknn_key_changes_its_scores_and_seed_and_device_change_nothing
         model.fit(data, progress=False)
         return model.score(users)
 
-    changes, no_effect = {"neighbours": 3, "shrink": 100.0}, {"seed": 7, "device": "cpu"}  # itemknn draws nothing; where it runs
+    changes, no_effect = (
+        {"neighbours": 3, "shrink": 100.0},
+        {"seed": 7, "device": "cpu"},
+    )  # itemknn draws nothing; where it runs
     assert set(changes) | set(no_effect) == {f.name for f in dataclasses.fields(ItemKNNConfig)}
     base = scores()
     for key, value in changes.items():

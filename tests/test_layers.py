@@ -34,7 +34,15 @@ def imports(path: Path) -> list[tuple[str, int]]:
     out = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("distrec"):
-            out += [(f"{node.module}.{a.name}" if layer(f"{node.module}.{a.name}") is not None and node.module == "distrec" else node.module, node.lineno) for a in node.names]
+            out += [
+                (
+                    f"{node.module}.{a.name}"
+                    if layer(f"{node.module}.{a.name}") is not None and node.module == "distrec"
+                    else node.module,
+                    node.lineno,
+                )
+                for a in node.names
+            ]
         elif isinstance(node, ast.Import):
             out += [(a.name, node.lineno) for a in node.names if a.name.startswith("distrec")]
     return out

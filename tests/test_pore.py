@@ -19,7 +19,9 @@ N_ITEMS = 5
 
 def csr(profiles) -> UserItemCSR:
     users = np.repeat(np.arange(len(profiles)), [len(p) for p in profiles])
-    return UserItemCSR.from_arrays(users, np.concatenate([np.asarray(p, np.int64) for p in profiles]), len(profiles), N_ITEMS)
+    return UserItemCSR.from_arrays(
+        users, np.concatenate([np.asarray(p, np.int64) for p in profiles]), len(profiles), N_ITEMS
+    )
 
 
 def exact_votes(profiles, user: int, s: int, top_n: int) -> np.ndarray:
@@ -73,7 +75,14 @@ def test_delta_and_the_largest_certified_size():
     assert largest_e(np.asarray([0.0]), 100, 5)[0] == -1
 
 
-@pytest.mark.parametrize("key,value,message", [("n_models", 0, "n_models must be at least 1"), ("top_n", 0, "top_n must be at least 1"), ("alpha", 1.0, "alpha must be in (0, 1)")])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("n_models", 0, "n_models must be at least 1"),
+        ("top_n", 0, "top_n must be at least 1"),
+        ("alpha", 1.0, "alpha must be in (0, 1)"),
+    ],
+)
 def test_pore_keys_out_of_range_are_errors(key, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         POREConfig(**{key: value})
@@ -89,5 +98,7 @@ def test_a_subsample_larger_than_the_users_is_a_config_error_before_ray(tmp_path
         "threat: {n_fake: 3, n_targets: 2, seed: 0}\nattacks: [{name: random}]\nvictims: {itemknn: {}}\n"
         "defenses: {pore: {subsample: 400}}\n"
     )
-    with pytest.raises(ConfigError, match=r"defenses.pore.subsample: 400 users per base model, more than the data's 150 users"):
+    with pytest.raises(
+        ConfigError, match=r"defenses.pore.subsample: 400 users per base model, more than the data's 150 users"
+    ):
         load_study(path).plan(str(tmp_path / "out"))

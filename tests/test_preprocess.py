@@ -63,10 +63,17 @@ def test_threshold_and_kcore_renumber_and_keep_original_ids(tmp_path):
     users = train.column("user_id").to_numpy()
     assert users.max() + 1 == ds.n_users == len(np.unique(users))  # contiguous
     # every internal id maps back to an original id that had these interactions in the source
-    umap = dict(zip(ds.table("user_map").column("internal").to_pylist(), ds.table("user_map").column("original").to_pylist()))
-    imap = dict(zip(ds.table("item_map").column("internal").to_pylist(), ds.table("item_map").column("original").to_pylist()))
+    umap = dict(
+        zip(ds.table("user_map").column("internal").to_pylist(), ds.table("user_map").column("original").to_pylist())
+    )
+    imap = dict(
+        zip(ds.table("item_map").column("internal").to_pylist(), ds.table("item_map").column("original").to_pylist())
+    )
     source_pairs = set(zip(raw.interactions.column("user").to_pylist(), raw.interactions.column("item").to_pylist()))
-    assert all((umap[u], imap[i]) in source_pairs for u, i in zip(train.column("user_id").to_pylist(), train.column("item_id").to_pylist()))
+    assert all(
+        (umap[u], imap[i]) in source_pairs
+        for u, i in zip(train.column("user_id").to_pylist(), train.column("item_id").to_pylist())
+    )
 
 
 def test_a_threshold_needs_ratings_and_must_leave_interactions():
@@ -80,7 +87,10 @@ def test_a_threshold_needs_ratings_and_must_leave_interactions():
     rated = RawDataset("rated", interactions=raw_interactions(users, items, np.array([1.0, 2.0, 3.0])))
     with pytest.raises(ValueError, match="leave none of the 3 interactions"):
         prepare(rated, PrepareConfig(implicit_threshold=4), "r")
-    holes = RawDataset("holes", interactions=raw_interactions(users, items).set_column(2, "rating", pa.array([4.0, None, 5.0], pa.float32())))
+    holes = RawDataset(
+        "holes",
+        interactions=raw_interactions(users, items).set_column(2, "rating", pa.array([4.0, None, 5.0], pa.float32())),
+    )
     with pytest.raises(ValueError, match="1 of 3 interactions have no rating"):
         prepare(holes, PrepareConfig(), "r")
 

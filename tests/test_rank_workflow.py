@@ -32,8 +32,26 @@ def test_rank_train_and_attack_cli(digit_dataset, tmp_path, capsys):
         str(tmp_path / "m"),
         "--json",
     )
-    assert trained["metrics"]["recall@1"] > 95 and trained["training"]["epochs"] == 2 and (tmp_path / "m/model/model.safetensors").exists()
-    common = ["rank", "attack", "--model", str(tmp_path / "m"), "--data", data, "--k", "2", "--trials", "40", "--top-fraction", "0.05", "--json"]
+    assert (
+        trained["metrics"]["recall@1"] > 95
+        and trained["training"]["epochs"] == 2
+        and (tmp_path / "m/model/model.safetensors").exists()
+    )
+    common = [
+        "rank",
+        "attack",
+        "--model",
+        str(tmp_path / "m"),
+        "--data",
+        data,
+        "--k",
+        "2",
+        "--trials",
+        "40",
+        "--top-fraction",
+        "0.05",
+        "--json",
+    ]
     clean = run_cli(capsys, *common, "--attack", "CA+", "--eps", "0")
     attacked = run_cli(capsys, *common, "--attack", "CA+", "--eps", "0.1")
     assert clean["rank"] == clean["rank_before"] == attacked["rank_before"]  # the same trials
@@ -43,7 +61,9 @@ def test_rank_train_and_attack_cli(digit_dataset, tmp_path, capsys):
 
 
 def test_rank_cli_errors(digit_dataset, tmp_path, capsys):
-    assert main(["rank", "train", "--data", digit_dataset.uri, "--set", "training.epoch=2", "--out", str(tmp_path)]) == 2
+    assert (
+        main(["rank", "train", "--data", digit_dataset.uri, "--set", "training.epoch=2", "--out", str(tmp_path)]) == 2
+    )
     assert "unknown key(s) ['epoch'] for training" in capsys.readouterr().err
     assert main(["rank", "train", "--data", digit_dataset.uri, "--set", "optimizer.lr=1", "--out", str(tmp_path)]) == 2
     assert "unknown key 'optimizer'" in capsys.readouterr().err

@@ -35,7 +35,11 @@ def test_closed_form_objectives_equal_the_dense_hinge_sums(metric, direction):
     torch.manual_seed(0)
     pool = F.normalize(torch.randn(200, 8, dtype=torch.float64), dim=1)
     emb = F.normalize(torch.randn(5, 8, dtype=torch.float64), dim=1).requires_grad_()
-    queries, cands, keep = pool[torch.randint(200, (5, 3))], pool[torch.randint(200, (5, 4))], pool[torch.randint(200, (5, 2))]
+    queries, cands, keep = (
+        pool[torch.randint(200, (5, 3))],
+        pool[torch.randint(200, (5, 4))],
+        pool[torch.randint(200, (5, 2))],
+    )
 
     ca = CandidateObjective(queries, pool, metric, direction)
     a = pair_distance(emb[:, None], queries, metric)
@@ -45,7 +49,9 @@ def test_closed_form_objectives_equal_the_dense_hinge_sums(metric, direction):
 
     qa = QueryObjective(cands, pool, metric, direction, keep, xi=3.0)
     pd = cross_distance(emb, pool, metric)[:, None, :]
-    ref = dense_hinge(pair_distance(emb[:, None], cands, metric), pd, direction) + 3.0 * dense_hinge(pair_distance(emb[:, None], keep, metric), pd, "+")
+    ref = dense_hinge(pair_distance(emb[:, None], cands, metric), pd, direction) + 3.0 * dense_hinge(
+        pair_distance(emb[:, None], keep, metric), pd, "+"
+    )
     assert torch.allclose(qa(emb), ref)
     assert torch.allclose(torch.autograd.grad(qa(emb).sum(), emb)[0], torch.autograd.grad(ref.sum(), emb)[0])
 
@@ -111,7 +117,15 @@ def test_pgd_stays_in_the_ball_lowers_the_loss_and_restores_the_model(small_mode
     objective = build_objective(spec, pool, trials, "cosine")
     eps = 0.1 if norm == "linf" else 1.5
     small_model.train()
-    adv = RankPGD(small_model, eps, alpha=eps / 4, steps=8, norm=norm, random_start=True, generator=torch.Generator().manual_seed(1))(x[:16], objective)
+    adv = RankPGD(
+        small_model,
+        eps,
+        alpha=eps / 4,
+        steps=8,
+        norm=norm,
+        random_start=True,
+        generator=torch.Generator().manual_seed(1),
+    )(x[:16], objective)
     delta = (adv - x[:16]).flatten(1)
     bound = delta.abs().max(1).values if norm == "linf" else delta.norm(dim=1)
     assert bound.max() <= eps + 1e-5 and adv.min() >= 0 and adv.max() <= 1
@@ -147,7 +161,11 @@ def test_recall_at_k_on_hand_made_embeddings():
     emb = torch.tensor([[0.0], [0.1], [1.0], [1.1], [5.0]])
     labels = torch.tensor([0, 0, 1, 2, 2])
     # nearest others: 1, 0, 3, 2, 3 -> same label for rows 0, 1 and 4; row 3 finds row 4 fourth, row 2 never
-    assert recall_at_k(emb, labels, "euclidean", ks=(1, 3, 4), chunk=2) == {"recall@1": 60.0, "recall@3": 60.0, "recall@4": 80.0}
+    assert recall_at_k(emb, labels, "euclidean", ks=(1, 3, 4), chunk=2) == {
+        "recall@1": 60.0,
+        "recall@3": 60.0,
+        "recall@4": 80.0,
+    }
 
 
 def test_embedder_registry_save_load(tmp_path, small_model):
@@ -176,4 +194,6 @@ def test_labeled_images_errors_name_the_dataset(digit_dataset):
     with pytest.raises(Exception, match=r"no labeled image split 'valid'.*images_test"):
         load_labeled_images(digit_dataset, "valid")
     data = load_labeled_images(digit_dataset, "test")
-    assert isinstance(data, LabeledImages) and data.images.shape == (300, 1, 28, 28) and data.images.dtype == torch.uint8
+    assert (
+        isinstance(data, LabeledImages) and data.images.shape == (300, 1, 28, 28) and data.images.dtype == torch.uint8
+    )

@@ -90,7 +90,9 @@ def test_idx_images_round_trip(shared_data, tmp_path, name):
     ds = prepared(shared_data, tmp_path, "idx", name)
     assert ds.info()["images"] == {"train": 60_000, "test": 10_000}
     test = ds.table("images_test").slice(0, 16).to_pydict()
-    decoded = decode_images({k: np.array(v, dtype=object) if k == "image" else np.array(v) for k, v in test.items()}, mode="L")
+    decoded = decode_images(
+        {k: np.array(v, dtype=object) if k == "image" else np.array(v) for k, v in test.items()}, mode="L"
+    )
     raw = read_idx_file(shared_data / name / "t10k-images-idx3-ubyte.gz")[:16]
     assert np.array_equal(decoded["pixels"][..., 0], raw)
     labels = read_idx_file(shared_data / name / "t10k-labels-idx1-ubyte.gz")

@@ -28,7 +28,10 @@ STUDY = {
     "threat": {"n_fake": 4, "n_targets": 2, "target_bucket": "torso", "seed": 0},
     "surrogates": {"wrmf": {"factors": 8, "iterations": 3}},
     "attacks": [{"name": "random"}, {"name": "revadv", "config": {"outer_steps": 1, "lr": 2.0}}],
-    "victims": {"wrmf": {"factors": 8, "iterations": 4}, "bpr": {"dim": 8, "epochs": 2, "lr": 0.01, "batch_size": 256, "backend": "memory"}},
+    "victims": {
+        "wrmf": {"factors": 8, "iterations": 4},
+        "bpr": {"dim": 8, "epochs": 2, "lr": 0.01, "batch_size": 256, "backend": "memory"},
+    },
     "defenses": {"apr": {"eps": 0.5, "adv_reg": 1.0, "warmup_epochs": 1}},
     "columns": ["wrmf", "bpr", "bpr+apr"],
     "seeds": [0],
@@ -43,13 +46,18 @@ def write_study(tmp_path, study=None, name="study.yaml") -> Path:
 
 
 def matrix_values(out) -> dict:
-    return {(r["row"], r["column"], r["seed"]): r["metrics"] for r in pq.read_table(f"{out}/results.parquet").to_pylist()}
+    return {
+        (r["row"], r["column"], r["seed"]): r["metrics"] for r in pq.read_table(f"{out}/results.parquet").to_pylist()
+    }
 
 
 # ---------------------------------------------------------------------------------------------- atomic writes
 def small_tables(seed: int) -> dict:
     rng = np.random.default_rng(seed)
-    return {"train": pa.table({"user_id": rng.integers(0, 9, 50), "item_id": rng.integers(0, 9, 50)}), "user_map": pa.table({"internal": np.arange(9)})}
+    return {
+        "train": pa.table({"user_id": rng.integers(0, 9, 50), "item_id": rng.integers(0, 9, 50)}),
+        "user_map": pa.table({"internal": np.arange(9)}),
+    }
 
 
 def test_a_failed_re_prepare_keeps_the_old_dataset_and_the_next_one_succeeds(tmp_path, monkeypatch):
@@ -74,7 +82,9 @@ def test_a_failed_re_prepare_keeps_the_old_dataset_and_the_next_one_succeeds(tmp
     new = write_prepared(small_tables(1), dict(old.metadata, name="b"), out)  # the folder is not refused
     assert new.metadata["name"] == "b" and not new.table("train").equals(before)
     referenced = {t["file"] for t in new.metadata["tables"].values()}
-    assert {p.name for p in out.glob("*.parquet")} - referenced <= {Path(c).name for c in calls}  # the old tables are gone
+    assert {p.name for p in out.glob("*.parquet")} - referenced <= {
+        Path(c).name for c in calls
+    }  # the old tables are gone
     assert new.content_id != old.content_id
 
 
@@ -168,7 +178,9 @@ def perturbed(value):
 SCHEDULING_ONLY = ("resources.",)  # where a unit runs, not what it computes
 
 
-@pytest.mark.parametrize("path,value", [leaf for leaf in leaves(STUDY) if perturbed(leaf[1]) is not None], ids=lambda x: str(x))
+@pytest.mark.parametrize(
+    "path,value", [leaf for leaf in leaves(STUDY) if perturbed(leaf[1]) is not None], ids=lambda x: str(x)
+)
 def test_every_config_key_moves_some_unit_id_unless_it_only_schedules(tmp_path, path, value):
     """Generated: each scalar of the study config changed alone; a key that changes results must change
     at least one unit's id, a scheduling key none."""
@@ -176,7 +188,9 @@ def test_every_config_key_moves_some_unit_id_unless_it_only_schedules(tmp_path, 
     base = unit_ids(STUDY, store)
     new = unit_ids(changed(STUDY, path, perturbed(value)), store)
     moved = {k for k in base.keys() | new.keys() if base.get(k) != new.get(k)}
-    assert bool(moved) != path.startswith(SCHEDULING_ONLY), f"{path}: {value!r} -> {perturbed(value)!r} moved {len(moved)} unit ids"
+    assert bool(moved) != path.startswith(SCHEDULING_ONLY), (
+        f"{path}: {value!r} -> {perturbed(value)!r} moved {len(moved)} unit ids"
+    )
 
 
 def test_a_new_science_version_moves_every_unit_id(tmp_path, monkeypatch):
@@ -238,9 +252,13 @@ def test_unusable_results_artifacts_and_checkpoints_are_recomputed_with_a_line(r
     cells[0].write_text(cells[0].read_text()[:40])  # a result torn by a crash
     craft = next(p for p in (out / "craft").glob("*.json") if "revadv" in p.read_text())
     (out / "craft" / craft.stem / "metadata.json").unlink()  # a craft whose poisoned data is gone
-    ckpt = next(p for p in (out / "checkpoints").glob("*/model/model.safetensors") if p.parent.parent.name != cells[0].stem)
+    ckpt = next(
+        p for p in (out / "checkpoints").glob("*/model/model.safetensors") if p.parent.parent.name != cells[0].stem
+    )
     ckpt.write_bytes(b"garbage, not a safetensors file")
-    (out / "cell" / f"{ckpt.parent.parent.name}.json").unlink()  # its cell must restore it: the checkpoint is unreadable
+    (
+        out / "cell" / f"{ckpt.parent.parent.name}.json"
+    ).unlink()  # its cell must restore it: the checkpoint is unreadable
     capsys.readouterr()
     again = run_study(path, str(out), progress=False)
     err = capsys.readouterr().err
@@ -292,16 +310,23 @@ def sweep_file(tmp_path, **changes) -> Path:
 
 
 def test_a_sweep_whose_trials_and_units_cannot_both_be_scheduled_says_so(tmp_path, capsys):
-    assert main(["sweep", str(sweep_file(tmp_path, trial_cpus=0.5)), "--out", str(tmp_path / "o"), "--num-cpus", "1"]) == 2
+    assert (
+        main(["sweep", str(sweep_file(tmp_path, trial_cpus=0.5)), "--out", str(tmp_path / "o"), "--num-cpus", "1"]) == 2
+    )
     err = capsys.readouterr().err
-    assert "resources.craft.num_cpus: a craft unit needs 1 CPUs beside the 1 CPUs that max_concurrent 2 trials of trial_cpus 0.5 hold" in err
+    assert (
+        "resources.craft.num_cpus: a craft unit needs 1 CPUs beside the 1 CPUs that max_concurrent 2 trials of trial_cpus 0.5 hold"
+        in err
+    )
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
 
 
 def test_a_sweep_objective_naming_a_metric_no_cell_reports_is_a_config_error(tmp_path):
     from distrec.study.sweep import load_sweep
 
-    with pytest.raises(ConfigError, match=r"objective.metric: the study's cells do not report 't_hr@21'; they report t_hr@10"):
+    with pytest.raises(
+        ConfigError, match=r"objective.metric: the study's cells do not report 't_hr@21'; they report t_hr@10"
+    ):
         load_sweep(sweep_file(tmp_path, objective={"metric": "t_hr@21"}))
 
 
@@ -311,7 +336,9 @@ def test_sweep_trial_folders_are_named_by_content_id():
     params = {"defenses.apr.eps": 0.3}
     assert trial_folder("o", params) == trial_folder("o", dict(params)) != trial_folder("o", {"defenses.apr.eps": 0.31})
     script = "from distrec.study.sweep import trial_folder; print(trial_folder('o', {'defenses.apr.eps': 0.3}))"
-    other_process = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+    other_process = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert other_process == trial_folder("o", params)  # Python's hash() is salted per process; a content id is not
 
 
@@ -341,7 +368,9 @@ def test_duplicate_yaml_keys_are_refused_with_their_line(tmp_path):
         load_yaml(path)
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml")), ids=lambda p: str(p.name))
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml")), ids=lambda p: str(p.name)
+)
 def test_no_shipped_config_repeats_a_key(path):
     load_yaml(path)
 
@@ -359,7 +388,21 @@ def test_ordinary_failures_are_one_line_without_a_traceback(tmp_path, capsys, sy
     cases = [
         (["study", str(study), "--out", str(a_file)], f"--out {a_file} is a file; give a folder"),
         (["study", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "o")], "bad.yaml: not UTF-8 text"),
-        (["rank", "attack", "--model", str(garbage), "--data", str(synthetic_dataset.uri), "--attack", "CA+", "--eps", "0.01"], f"{garbage}: not a readable distrec checkpoint"),
+        (
+            [
+                "rank",
+                "attack",
+                "--model",
+                str(garbage),
+                "--data",
+                str(synthetic_dataset.uri),
+                "--attack",
+                "CA+",
+                "--eps",
+                "0.01",
+            ],
+            f"{garbage}: not a readable distrec checkpoint",
+        ),
         (["data", "info", str(tmp_path)], "is not a prepared distrec dataset"),
     ]
     for argv, message in cases:
@@ -378,7 +421,9 @@ def test_a_corrupt_dataset_metadata_is_located(tmp_path):
 def test_the_reaper_ends_what_a_killed_driver_started(tmp_path):
     from distrec.distributed import reaper
 
-    driver = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; subprocess.Popen(['sleep', '300']); time.sleep(300)"])
+    driver = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time; subprocess.Popen(['sleep', '300']); time.sleep(300)"]
+    )
     watcher = subprocess.Popen([sys.executable, "-m", "distrec.distributed.reaper", str(driver.pid)])
     import psutil
 
@@ -406,7 +451,9 @@ def descendants(pid: int) -> list:
 def run_cli_killed(argv: list[str], out: Path, when, sig: int, timeout: float = 240) -> tuple[list, int]:
     """``distrec ARGV`` in a child process, sent ``sig`` once ``when(out)`` holds; returns the processes it
     had started (Ray's) and its exit code."""
-    proc = subprocess.Popen([sys.executable, "-m", "distrec.cli", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "distrec.cli", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + timeout
     seen: dict[int, object] = {}
     while time.time() < deadline and proc.poll() is None and not when(out):
@@ -447,7 +494,12 @@ def test_ray_processes_the_cli_starts_are_gone_after_it_is_killed(tmp_path, sign
 
     out = tmp_path / "out"
     started = lambda o: (o / "cell").exists()  # noqa: E731  Ray is up and units are running
-    processes, code = run_cli_killed(["study", str(write_study(tmp_path)), "--out", str(out), "--num-cpus", "2"], out, started, getattr(signal, signame))
+    processes, code = run_cli_killed(
+        ["study", str(write_study(tmp_path)), "--out", str(out), "--num-cpus", "2"],
+        out,
+        started,
+        getattr(signal, signame),
+    )
     ray_processes = [p for p in processes if "reaper" not in command(p)]
     assert ray_processes, "the driver started no process"
     left = wait_gone(ray_processes)
@@ -478,7 +530,12 @@ def test_killing_the_driver_at_random_points_then_rerunning_gives_the_uninterrup
 
     def driver(out: Path, after_units: int | None = None, delay: float = 0.0) -> subprocess.Popen:
         """Run the driver; SIGKILL it ``delay`` seconds after ``after_units`` unit results exist (0: after its start)."""
-        proc = subprocess.Popen([sys.executable, "-m", "distrec.cli", "study", str(study), "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "distrec.cli", "study", str(study), "--out", str(out)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         reached = None
         while proc.poll() is None and after_units is not None:
             if reached is None and units(out) >= after_units:

@@ -28,7 +28,17 @@ def batch(data, n=64):
 def test_rat_moves_every_hidden_output_by_eps_of_its_norm_uphill_and_trains(data):
     from distrec.defenses.rat import RATConfig, RATObjective, hooked
 
-    model = create_victim("deepcf", data.n_users, data.n_items, proj_dim=16, tower=[16, 12, 8], epochs=2, lr=1e-3, batch_size=128, backend="memory")
+    model = create_victim(
+        "deepcf",
+        data.n_users,
+        data.n_items,
+        proj_dim=16,
+        tower=[16, 12, 8],
+        epochs=2,
+        lr=1e-3,
+        batch_size=128,
+        backend="memory",
+    )
     model.attach(data)
     users, pos, neg = batch(data)
     returned = RATObjective(RATConfig(eps=0.2, adv_reg=0.5)).backward(model, users, pos, neg, epoch=0)
@@ -43,7 +53,10 @@ def test_rat_moves_every_hidden_output_by_eps_of_its_norm_uphill_and_trains(data
         clean = model.loss(users, pos, neg)
     clean.backward()
     assert sorted(outputs) == [0, 1]
-    step = {k: 0.2 * h.norm(dim=-1, keepdim=True) * torch.nn.functional.normalize(h.grad, dim=-1) for k, h in outputs.items()}
+    step = {
+        k: 0.2 * h.norm(dim=-1, keepdim=True) * torch.nn.functional.normalize(h.grad, dim=-1)
+        for k, h in outputs.items()
+    }
     with torch.no_grad(), hooked(layers, lambda k, out: out + step[k]):
         adversarial = model.loss(users, pos, neg)
     assert adversarial > clean  # the FGSM step on the activations raises the loss
@@ -105,12 +118,24 @@ def test_rawp_keeps_the_epoch_with_the_best_clean_plus_robust_hr(tmp_path):
     raw = make_synthetic(n_users=200, n_items=120, avg_degree=15, image_size=0, seed=2)
     tables, meta = prepare(raw, PrepareConfig(split="loo", valid_ratio=0.1, test_negatives=50, seed=2), "synthetic")
     ds = write_prepared(tables, meta, tmp_path / "ds")
-    model = create_victim("deepcf", ds.n_users, ds.n_items, proj_dim=16, tower=[16, 8], epochs=4, lr=1e-3, batch_size=256, backend="memory")
+    model = create_victim(
+        "deepcf",
+        ds.n_users,
+        ds.n_items,
+        proj_dim=16,
+        tower=[16, 8],
+        epochs=4,
+        lr=1e-3,
+        batch_size=256,
+        backend="memory",
+    )
     states = []
     history = (
         create_defense("rawp", gamma=0.005, select_best=True, select_users=80, select_negatives=50)
         .apply(model)
-        .fit(ds, progress=False, on_epoch=lambda r: states.append({k: v.clone() for k, v in model.state_dict().items()}))
+        .fit(
+            ds, progress=False, on_epoch=lambda r: states.append({k: v.clone() for k, v in model.state_dict().items()})
+        )
     )
     epochs = [r for r in history if "epoch" in r and "stage" not in r]
     totals = [r["valid_hr@10"] + r["valid_robust_hr@10"] for r in epochs]

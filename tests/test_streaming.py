@@ -61,7 +61,9 @@ def test_user_uniform_sampling_weighs_every_user_the_same(synthetic_dataset):
     share = lambda mask: drawn[mask].sum() / mask.sum()  # noqa: E731  (rows per user in a group)
     assert abs(share(heavy) / share(light) - 1) < 0.25 < degree[heavy].mean() / degree[light].mean() - 1
     again = torch.cat([b["item_id"] for b in stream.epoch(0)]).numpy()
-    assert np.array_equal(again, items) and not np.array_equal(torch.cat([b["item_id"] for b in stream.epoch(1)]).numpy(), items)
+    assert np.array_equal(again, items) and not np.array_equal(
+        torch.cat([b["item_id"] for b in stream.epoch(1)]).numpy(), items
+    )
 
 
 def test_user_uniform_sampling_needs_the_memory_backend(synthetic_dataset):

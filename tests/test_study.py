@@ -49,13 +49,20 @@ def metrics_by_cell(out):
 def test_study_outputs_and_resume(ray_session, study_file, tmp_path):
     out = str(tmp_path / "run")
     first = run_study(study_file, out, progress=False)
-    assert (first["cells"], first["cells_run"], first["cells_skipped"], first["stages"]["craft"]["run"]) == (12, 12, 0, 2)
+    assert (first["cells"], first["cells_run"], first["cells_skipped"], first["stages"]["craft"]["run"]) == (
+        12,
+        12,
+        0,
+        2,
+    )
     metrics, rows = metrics_by_cell(out)
     assert {r["row"] for r in rows} == {"no attack", "random", "revadv@wrmf"} and len(rows) == 12
     assert all(json.loads(r["config"])["seed"] == r["seed"] and r["host"] for r in rows)
     md = Path(first["matrix_md"]).read_text()
     assert "| revadv@wrmf |" in md and "| wrmf | bpr |" in md and "x) |" in md  # the lift over no attack
-    assert md.startswith("# ") and "t_hr@50 (%), mean ± std" in md and "Protocol: preset distrec" in md  # the preset's headline metric
+    assert (
+        md.startswith("# ") and "t_hr@50 (%), mean ± std" in md and "Protocol: preset distrec" in md
+    )  # the preset's headline metric
     assert "hitone@50 (%), mean over seeds (difference from the baseline)" in md and "mean_rank, mean over seeds" in md
     baseline = {r["column"]: r["t_hr@20"] for r in rows if r["row"] == "no attack" and r["seed"] == 0}
     assert all(r["mean_rank"] >= 1 for r in rows) and set(baseline) == {"wrmf", "bpr"}
@@ -83,15 +90,35 @@ def test_a_wrapped_attack_is_compared_seed_by_seed_with_the_plain_attack_it_wrap
     raw = yaml.safe_load(STUDY)
     raw["attacks"] += [
         {"name": "revadv", "sharpap": {"rho": 0.1}, "config": {"outer_steps": 1, "lr": 2.0}},
-        {"name": "revadv", "sharpap": {"rho": 0.1}, "config": {"outer_steps": 2, "lr": 2.0}, "label": "longer"},  # no plain twin
-        {"name": "revadv", "label": "pop", "config": {"outer_steps": 1, "lr": 2.0}, "population": {"members": [{"kind": "sam"}]}},
+        {
+            "name": "revadv",
+            "sharpap": {"rho": 0.1},
+            "config": {"outer_steps": 2, "lr": 2.0},
+            "label": "longer",
+        },  # no plain twin
+        {
+            "name": "revadv",
+            "label": "pop",
+            "config": {"outer_steps": 1, "lr": 2.0},
+            "population": {"members": [{"kind": "sam"}]},
+        },
     ]
     scenario = study_from_dict(raw, "pairs.yaml")
     assert scenario.pairs() == [("revadv+sharpap@wrmf", "revadv@wrmf"), ("pop@wrmf", "revadv@wrmf")]
-    values = {("revadv@wrmf", 0): (0.10, 500), ("revadv@wrmf", 1): (0.20, 400), ("revadv+sharpap@wrmf", 0): (0.13, 490), ("revadv+sharpap@wrmf", 1): (0.19, 380)}
-    cells = [{"row": r, "column": "wrmf", "seed": s, "metrics": {"t_hr@50": v, "mean_rank": rank}, "config": {}} for (r, s), (v, rank) in values.items()]
+    values = {
+        ("revadv@wrmf", 0): (0.10, 500),
+        ("revadv@wrmf", 1): (0.20, 400),
+        ("revadv+sharpap@wrmf", 0): (0.13, 490),
+        ("revadv+sharpap@wrmf", 1): (0.19, 380),
+    }
+    cells = [
+        {"row": r, "column": "wrmf", "seed": s, "metrics": {"t_hr@50": v, "mean_rank": rank}, "config": {}}
+        for (r, s), (v, rank) in values.items()
+    ]
     md = write_matrix(scenario, cells, str(tmp_path), "pairs")["matrix"]
-    assert "| revadv+sharpap@wrmf vs revadv@wrmf | +1.00 (1/2), rank -15 |" in md  # (+3 - 1) / 2 points, (-10 - 20) / 2 ranks
+    assert (
+        "| revadv+sharpap@wrmf vs revadv@wrmf | +1.00 (1/2), rank -15 |" in md
+    )  # (+3 - 1) / 2 points, (-10 - 20) / 2 ranks
     assert "pop@wrmf vs" not in md  # no cells for it: no line
 
 
@@ -112,14 +139,26 @@ def test_a_worker_killed_mid_cell_does_not_change_the_study(ray_session, study_f
 
 def test_a_labelled_attack_is_a_row_of_its_own(tmp_path):
     path = tmp_path / "study.yaml"
-    path.write_text(STUDY.replace("lr: 2.0}}", "lr: 2.0}}\n  - {name: revadv, label: revadv lr=1, config: {outer_steps: 1, lr: 1.0}}"))
+    path.write_text(
+        STUDY.replace(
+            "lr: 2.0}}", "lr: 2.0}}\n  - {name: revadv, label: revadv lr=1, config: {outer_steps: 1, lr: 1.0}}"
+        )
+    )
     crafts = [u for u in load_study(path).plan(str(tmp_path / "plan")) if u.stage == "craft"]
     assert [u.label for u in crafts] == ["random", "revadv@wrmf", "revadv lr=1@wrmf"]
-    assert crafts[1].payload["config"]["lr"] == 2.0 and crafts[2].payload["config"]["lr"] == 1.0 and crafts[1].id != crafts[2].id
+    assert (
+        crafts[1].payload["config"]["lr"] == 2.0
+        and crafts[2].payload["config"]["lr"] == 1.0
+        and crafts[1].id != crafts[2].id
+    )
 
 
 BAD_CONFIGS = [
-    ("resources: {craft: {num_cpus: 1}, cell: {num_cpus: 1}}", "resources: {craft: {num_cpu: 1}}", "resources.craft.num_cpu: unknown key; valid keys: num_cpus, num_gpus"),
+    (
+        "resources: {craft: {num_cpus: 1}, cell: {num_cpus: 1}}",
+        "resources: {craft: {num_cpu: 1}}",
+        "resources.craft.num_cpu: unknown key; valid keys: num_cpus, num_gpus",
+    ),
     (
         "resources: {craft: {num_cpus: 1}, cell: {num_cpus: 1}}",
         "resources: {train: {num_cpus: 1}}",
@@ -133,10 +172,22 @@ BAD_CONFIGS = [
         "victims.wrmf.factorz: unknown key; valid keys: alpha, bucket_entries, cg_steps, device, eval_every, factors",
     ),
     ("  wrmf: {factors: 8, iterations: 4}", "  wrmff: {factors: 8}", "victims.wrmff: unknown victim; registered: "),
-    ("  wrmf: {factors: 8, iterations: 4}", "  wrmf: {factors: eight, iterations: 4}", "victims.wrmf.factors: Input should be a valid integer"),
+    (
+        "  wrmf: {factors: 8, iterations: 4}",
+        "  wrmf: {factors: eight, iterations: 4}",
+        "victims.wrmf.factors: Input should be a valid integer",
+    ),
     ("- {name: random}", "- {name: randon}", "attacks.0.name: unknown attack 'randon'; registered: "),
-    ("config: {outer_steps: 1, lr: 2.0}", "config: {outer_step: 1, lr: 2.0}", "attacks.1.config.outer_step: unknown key; valid keys: "),
-    ("- {name: random}", "- {name: random, sharpap: {rho: 0.1}}", "attacks.0: SharpAP wraps gradient attacks only; 'random' uses no surrogate"),
+    (
+        "config: {outer_steps: 1, lr: 2.0}",
+        "config: {outer_step: 1, lr: 2.0}",
+        "attacks.1.config.outer_step: unknown key; valid keys: ",
+    ),
+    (
+        "- {name: random}",
+        "- {name: random, sharpap: {rho: 0.1}}",
+        "attacks.0: SharpAP wraps gradient attacks only; 'random' uses no surrogate",
+    ),
     (
         "config: {outer_steps: 1, lr: 2.0}}",
         "config: {outer_steps: 1, lr: 2.0}}\n  - {name: revadv, config: {lr: 1.0}}",
@@ -144,44 +195,124 @@ BAD_CONFIGS = [
     ),
     ("n_fake: 4,", "fake_ratio: 1.5,", "threat: Value error, fake_ratio must be in (0, 1], got 1.5"),
     ("target_bucket: torso", "target_bucket: middle", "target_bucket must be one of"),
-    ("n_fake: 4,", "preset: revadvv, n_fake: 4,", "threat.preset: unknown preset 'revadvv'; presets: distrec, revadv, gradpass, arlib, rapu"),
-    ("seeds: [0, 1]", "seeds: [0, 1]\nmetric: hitone@100", "metric: 'hitone@100' is not measured under preset 'distrec' (K: [10, 20, 50])"),
-    ("  wrmf: {factors: 8, iterations: 3}", "  neumf: {dim: 8}", "surrogates.neumf: unknown surrogate; differentiable surrogates: bpr, lightgcn, wrmf"),
-    ("  wrmf: {factors: 8, iterations: 3}", "  bpr: {factors: 8}", "surrogates.bpr.factors: unknown key; valid keys: batch_size, device, dim, fake_negatives"),
+    (
+        "n_fake: 4,",
+        "preset: revadvv, n_fake: 4,",
+        "threat.preset: unknown preset 'revadvv'; presets: distrec, revadv, gradpass, arlib, rapu",
+    ),
+    (
+        "seeds: [0, 1]",
+        "seeds: [0, 1]\nmetric: hitone@100",
+        "metric: 'hitone@100' is not measured under preset 'distrec' (K: [10, 20, 50])",
+    ),
+    (
+        "  wrmf: {factors: 8, iterations: 3}",
+        "  neumf: {dim: 8}",
+        "surrogates.neumf: unknown surrogate; differentiable surrogates: bpr, lightgcn, wrmf",
+    ),
+    (
+        "  wrmf: {factors: 8, iterations: 3}",
+        "  bpr: {factors: 8}",
+        "surrogates.bpr.factors: unknown key; valid keys: batch_size, device, dim, fake_negatives",
+    ),
     ("seeds: [0, 1]", "seeds: [0, 1]\nmetric: t_hr@21", "metric: unknown metric 't_hr@21'"),
-    ("seeds: [0, 1]", "seeds: [0, 1]\ncolumns: [wrmf+apr]\ndefenses: {apr: {}}", "columns.0: defense 'apr' cannot be applied to victim 'wrmf'; it supports bpr, lightgcn"),
-    ("seeds: [0, 1]", "seeds: [0, 1]\ndefenses: {apr: {epz: 1}}", "defenses.apr.epz: unknown key; valid keys: adv_reg, eps, warmup_epochs"),
-    ("seeds: [0, 1]", "seeds: [0, 1]\ndefenses: {apr: {eps: -1}}", "defenses.apr: Value error, eps must be positive, got -1"),
+    (
+        "seeds: [0, 1]",
+        "seeds: [0, 1]\ncolumns: [wrmf+apr]\ndefenses: {apr: {}}",
+        "columns.0: defense 'apr' cannot be applied to victim 'wrmf'; it supports bpr, lightgcn",
+    ),
+    (
+        "seeds: [0, 1]",
+        "seeds: [0, 1]\ndefenses: {apr: {epz: 1}}",
+        "defenses.apr.epz: unknown key; valid keys: adv_reg, eps, warmup_epochs",
+    ),
+    (
+        "seeds: [0, 1]",
+        "seeds: [0, 1]\ndefenses: {apr: {eps: -1}}",
+        "defenses.apr: Value error, eps must be positive, got -1",
+    ),
     ("seeds: [0, 1]", "seeds: [0, 1]\ndefenses: {aprr: {}}", "defenses.aprr: unknown defense; registered: "),
-    ("seeds: [0, 1]", "seeds: [0, 1]\ndefenses: {pca: {fpr: 1.5}}", "defenses.pca: Value error, fpr must be in (0, 1), got 1.5"),
-    ("seeds: [0, 1]", "seeds: [0, 1]\ndefenses: {pore: {n_models: 0}}", "defenses.pore: Value error, n_models must be at least 1, got 0"),
-    ("seeds: [0, 1]", "seeds: [0, 1]\ncolumns: [bpr+pore]\ndefenses: {pore: {}}", "columns.0: defense 'pore' cannot be applied to victim 'bpr'; it supports itemknn"),
+    (
+        "seeds: [0, 1]",
+        "seeds: [0, 1]\ndefenses: {pca: {fpr: 1.5}}",
+        "defenses.pca: Value error, fpr must be in (0, 1), got 1.5",
+    ),
+    (
+        "seeds: [0, 1]",
+        "seeds: [0, 1]\ndefenses: {pore: {n_models: 0}}",
+        "defenses.pore: Value error, n_models must be at least 1, got 0",
+    ),
+    (
+        "seeds: [0, 1]",
+        "seeds: [0, 1]\ncolumns: [bpr+pore]\ndefenses: {pore: {}}",
+        "columns.0: defense 'pore' cannot be applied to victim 'bpr'; it supports itemknn",
+    ),
     (
         "  bpr: {dim: 8, epochs: 2, lr: 0.01, batch_size: 256, backend: memory}",
         "  bpr: {dim: 8, epochs: 2, lr: 0.01, batch_size: 256, backend: memory}\n  itemknn: {}\ncolumns: [itemknn+pca+pore]\ndefenses: {pca: {}, pore: {}}",
         "columns.0: 'itemknn+pca+pore': 'pore' is an ensemble of its own and takes no other defense in its column",
     ),
-    ("seeds: [0, 1]", "seeds: [0, 1]\ndefenses: {sam: {rho: 0}}", "defenses.sam: Value error, rho must be positive, got 0"),
-    ("seeds: [0, 1]", "seeds: [0, 1]\ndefenses: {profile_classifier: {planted: [revadv]}}", "planted must name some of random, bandwagon, popular"),
-    ("seeds: [0, 1]", "seeds: [0, 1]\ncolumns: [bpr+pcaa]\ndefenses: {pca: {}}", "columns.0: unknown defense 'pcaa' in 'bpr+pcaa'; registered: "),
-    ("seeds: [0, 1]", "seeds: [0, 1]\ncolumns: [bpr+spectral]\ndefenses: {pca: {}}", "columns.0: defense 'spectral' is not configured under defenses (pca)"),
+    (
+        "seeds: [0, 1]",
+        "seeds: [0, 1]\ndefenses: {sam: {rho: 0}}",
+        "defenses.sam: Value error, rho must be positive, got 0",
+    ),
+    (
+        "seeds: [0, 1]",
+        "seeds: [0, 1]\ndefenses: {profile_classifier: {planted: [revadv]}}",
+        "planted must name some of random, bandwagon, popular",
+    ),
+    (
+        "seeds: [0, 1]",
+        "seeds: [0, 1]\ncolumns: [bpr+pcaa]\ndefenses: {pca: {}}",
+        "columns.0: unknown defense 'pcaa' in 'bpr+pcaa'; registered: ",
+    ),
+    (
+        "seeds: [0, 1]",
+        "seeds: [0, 1]\ncolumns: [bpr+spectral]\ndefenses: {pca: {}}",
+        "columns.0: defense 'spectral' is not configured under defenses (pca)",
+    ),
     (
         "seeds: [0, 1]",
         "seeds: [0, 1]\ncolumns: [bpr+apr+pca]\ndefenses: {pca: {}, apr: {}}",
         "columns.0: in 'bpr+apr+pca' the data defense 'pca' comes after the training defense 'apr'; order a chain data, training, deployment",
     ),
-    ("seeds: [0, 1]", "seeds: [0, 1]\ncolumns: [bpr+apr+sam]\ndefenses: {sam: {}, apr: {}}", "columns.0: 'bpr+apr+sam' has training defenses apr, sam; a victim is fit with one"),
-    ("seeds: [0, 1]", "seeds: [0, 1]\ncolumns: [bpr+pca+pca]\ndefenses: {pca: {}}", "columns.0: 'bpr+pca+pca' repeats defense 'pca'"),
-    ("seeds: [0, 1]", "seeds: [0, 1]\ncolumns: [bpr+jpeg]\ndefenses: {jpeg: {}}", "columns.0: 'jpeg' is a deployment defense; this study places data and training defenses"),
+    (
+        "seeds: [0, 1]",
+        "seeds: [0, 1]\ncolumns: [bpr+apr+sam]\ndefenses: {sam: {}, apr: {}}",
+        "columns.0: 'bpr+apr+sam' has training defenses apr, sam; a victim is fit with one",
+    ),
+    (
+        "seeds: [0, 1]",
+        "seeds: [0, 1]\ncolumns: [bpr+pca+pca]\ndefenses: {pca: {}}",
+        "columns.0: 'bpr+pca+pca' repeats defense 'pca'",
+    ),
+    (
+        "seeds: [0, 1]",
+        "seeds: [0, 1]\ncolumns: [bpr+jpeg]\ndefenses: {jpeg: {}}",
+        "columns.0: 'jpeg' is a deployment defense; this study places data and training defenses",
+    ),
     (
         "  bpr: {dim: 8, epochs: 2, lr: 0.01, batch_size: 256, backend: memory}",
         "  bpr: {dim: 8, epochs: 2, lr: 0.01, batch_size: 256, backend: memory}\n  neumf: {dim: 8}\ncolumns: [neumf+spectral]\ndefenses: {spectral: {}}",
         "columns.0: defense 'spectral' cannot be applied to victim 'neumf'; it supports bpr, lightgcn, sgl, simgcl, wrmf",
     ),
     ("seeds: [0, 1]", "seeds: [0, 1]\nscenario: poisonning", "scenario: unknown scenario 'poisonning'; registered: "),
-    ("  synthetic: {n_users: 150,", "  synthetic: {n_user: 150,", "dataset.synthetic.n_user: unknown key; valid keys: "),
-    ("  synthetic: {n_users: 150, n_items: 80, avg_degree: 10, image_size: 0, seed: 2}", "  path: /nonexistent/ds", "dataset.path: /nonexistent/ds is not a prepared dataset"),
-    ("  synthetic: {n_users: 150, n_items: 80, avg_degree: 10, image_size: 0, seed: 2}", "  {format: ml-100k, root: /nonexistent}", "dataset.root: '/nonexistent' does not exist"),
+    (
+        "  synthetic: {n_users: 150,",
+        "  synthetic: {n_user: 150,",
+        "dataset.synthetic.n_user: unknown key; valid keys: ",
+    ),
+    (
+        "  synthetic: {n_users: 150, n_items: 80, avg_degree: 10, image_size: 0, seed: 2}",
+        "  path: /nonexistent/ds",
+        "dataset.path: /nonexistent/ds is not a prepared dataset",
+    ),
+    (
+        "  synthetic: {n_users: 150, n_items: 80, avg_degree: 10, image_size: 0, seed: 2}",
+        "  {format: ml-100k, root: /nonexistent}",
+        "dataset.root: '/nonexistent' does not exist",
+    ),
 ]
 
 
@@ -205,7 +336,9 @@ def test_a_data_error_stops_the_study_before_ray_starts(tmp_path, monkeypatch):
     started = []
     monkeypatch.setattr(runner, "init_ray", lambda **kw: started.append(kw))
     path = tmp_path / "study.yaml"
-    path.write_text(STUDY.replace("image_size: 0, seed: 2}", "image_size: 0, seed: 2}\n  prepare: {implicit_threshold: 100}"))
+    path.write_text(
+        STUDY.replace("image_size: 0, seed: 2}", "image_size: 0, seed: 2}\n  prepare: {implicit_threshold: 100}")
+    )
     with pytest.raises(ConfigError, match="implicit_threshold=100 and kcore=0 leave none"):
         run_study(path, str(tmp_path / "out"), progress=False)
     assert started == []  # the data was read and refused before any Ray work
@@ -224,7 +357,9 @@ def test_the_cli_prints_a_config_error_without_a_traceback(tmp_path, capsys):
 
 def test_a_study_on_a_file_uri_with_a_defended_column(ray_session, tmp_path):
     path = tmp_path / "study.yaml"
-    path.write_text(STUDY.replace("seeds: [0, 1]", "seeds: [0]\ndefenses: {apr: {eps: 0.5, adv_reg: 1.0, warmup_epochs: 1}}"))
+    path.write_text(
+        STUDY.replace("seeds: [0, 1]", "seeds: [0]\ndefenses: {apr: {eps: 0.5, adv_reg: 1.0, warmup_epochs: 1}}")
+    )
     out = f"file://{tmp_path}/uri-study"
     result = run_study(path, out, progress=False)
     _, rows = metrics_by_cell(str(tmp_path / "uri-study"))
@@ -271,7 +406,9 @@ def test_stopping_the_driver_then_rerunning_skips_finished_cells(ray_session, tm
     assert metrics_by_cell(str(out))[0] == metrics_by_cell(reference)[0]
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "study").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parents[1] / "configs" / "study").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_every_shipped_study_config_is_valid(path, monkeypatch):
     """The study configs the README and docs name pass the whole check (keys, presets, metrics, columns)."""
     monkeypatch.chdir(path.parents[2])  # configs name ../shared/data relative to the checkout
@@ -287,4 +424,8 @@ def test_every_shipped_study_config_is_valid(path, monkeypatch):
 def test_the_protocol_line_states_the_threat_model_used_over_the_preset():
     """The demo's preset says 1% fake users; the study uses 2%, and its protocol line says so."""
     line = load_study(Path(__file__).resolve().parents[1] / "configs" / "study" / "demo.yaml").protocol()
-    assert "1% fake users" in line and "this study sets fake_ratio=0.02, n_targets=3" in line and "threat model used: {'fake_ratio': 0.02" in line
+    assert (
+        "1% fake users" in line
+        and "this study sets fake_ratio=0.02, n_targets=3" in line
+        and "threat model used: {'fake_ratio': 0.02" in line
+    )

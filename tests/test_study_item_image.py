@@ -21,7 +21,16 @@ STUDY = {
     },
     "surrogates": ["vbpr"],
     "defenses": {"bit_depth": {"bits": 3}, "vit_detector": {}},
-    "vit": {"model": "test_vit", "patch_size": 4, "depth": 1, "detector_depth": 1, "decoder_depth": 1, "attack_steps": 1, "epochs": 2, "batch_size": 32},
+    "vit": {
+        "model": "test_vit",
+        "patch_size": 4,
+        "depth": 1,
+        "detector_depth": 1,
+        "decoder_depth": 1,
+        "attack_steps": 1,
+        "epochs": 2,
+        "batch_size": 32,
+    },
     "n_targets": 4,
     "target_bucket": "any",
     "methods": ["pgd"],
@@ -64,8 +73,12 @@ def test_item_image_transfer_matrix(ray_session, synthetic_dataset, tmp_path):
     assert all(c["run"] == 0 for c in again["stages"].values())
     cluster = run_on_three_nodes(path, f"file://{tmp_path}/cluster")  # 3 nodes, a file:// URI
     assert cluster["nodes"] == 3 and cluster["cells_run"] == len(rows)
-    on_cluster = {(r["row"], r["column"]): r for r in pq.read_table(tmp_path / "cluster" / "results.parquet").to_pylist()}
-    assert {k: r["mean_rank"] for k, r in on_cluster.items()} == pytest.approx({k: r["mean_rank"] for k, r in rows.items()})
+    on_cluster = {
+        (r["row"], r["column"]): r for r in pq.read_table(tmp_path / "cluster" / "results.parquet").to_pylist()
+    }
+    assert {k: r["mean_rank"] for k, r in on_cluster.items()} == pytest.approx(
+        {k: r["mean_rank"] for k, r in rows.items()}
+    )
 
 
 @pytest.mark.parametrize(
@@ -73,7 +86,10 @@ def test_item_image_transfer_matrix(ray_session, synthetic_dataset, tmp_path):
     [
         ({"victims": {"bpr": {}}}, "victims.bpr: not a visually-aware victim"),
         ({"victims": {"vbpr": {"encoder": "x"}}}, "victims.vbpr: encoder and image_size are set by the study"),
-        ({"defenses": {"apr": {}}}, "defenses.apr: unknown image defense; registered: bit_depth, jpeg, median, vit_detector"),
+        (
+            {"defenses": {"apr": {}}},
+            "defenses.apr: unknown image defense; registered: bit_depth, jpeg, median, vit_detector",
+        ),
         ({"defenses": {"jpeg": {"quality": 0}}}, "defenses.jpeg: Value error, quality must be in [1, 95], got 0"),
         ({"vit": {"depht": 1}}, "vit.depht: unknown key; valid keys: "),
         ({"eps": [300]}, "eps: every eps is a numerator over 255"),

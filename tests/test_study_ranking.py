@@ -45,7 +45,11 @@ def rows_of(out):
 def test_ranking_transfer_matrix_with_the_white_box_diagonal(ray_session, study_file, tmp_path, monkeypatch):
     out = tmp_path / "rank"
     result = run_study(study_file, str(out), progress=False)
-    assert result["stages"] == {"train": {"total": 3, "skipped": 0, "run": 3}, "craft": {"total": 2, "skipped": 0, "run": 2}, "cell": {"total": 6, "skipped": 0, "run": 6}}
+    assert result["stages"] == {
+        "train": {"total": 3, "skipped": 0, "run": 3},
+        "craft": {"total": 2, "skipped": 0, "run": 2},
+        "cell": {"total": 6, "skipped": 0, "run": 6},
+    }
     rows = rows_of(out)
     assert set(rows) == {(f"{a} eps=0.1 k=1 @a", c) for a in ("CA+", "SP-QA-") for c in ("a", "a+est", "b")}
     for (_, column), r in rows.items():
@@ -64,7 +68,9 @@ def test_ranking_transfer_matrix_with_the_white_box_diagonal(ray_session, study_
     assert again["cells_run"] == 0 and all(c["run"] == 0 for c in again["stages"].values())
     cluster = run_on_three_nodes(study_file, f"file://{tmp_path}/cluster")  # 3 nodes, a file:// URI
     assert cluster["nodes"] == 3 and cluster["cells_run"] == 6
-    assert {k: (r["rank"], r["rank_before"]) for k, r in rows_of(tmp_path / "cluster").items()} == {k: (r["rank"], r["rank_before"]) for k, r in rows.items()}
+    assert {k: (r["rank"], r["rank_before"]) for k, r in rows_of(tmp_path / "cluster").items()} == {
+        k: (r["rank"], r["rank_before"]) for k, r in rows.items()
+    }
 
 
 def test_a_worker_killed_while_training_restores_the_checkpoint(ray_session, study_file, tmp_path, monkeypatch):
@@ -85,8 +91,16 @@ def test_a_worker_killed_while_training_restores_the_checkpoint(ray_session, stu
         ("surrogates: [a]", "surrogates: [c]", "surrogates.0: 'c' is not one of the columns (a, a+est, b)"),
         ("attacks: [CA+, SP-QA-]", "attacks: [CA+, SP-CA-]", "attacks.1: unknown ranking attack 'SP-CA-'"),
         ("eps: [0.1]", "eps: [2]", "eps: every eps must be in [0, 1]"),
-        ("training: {{epochs: 1, batch_size: 100}}", "training: {{epoch: 1}}", "victims.a.training.epoch: unknown key; valid keys: "),
-        ("model: c2f2, model_config: {{embed_dim: 32}}, training: {{epochs: 1, batch_size: 100}}", "model: c3f3", "victims.a.model: unknown embedder 'c3f3'"),
+        (
+            "training: {{epochs: 1, batch_size: 100}}",
+            "training: {{epoch: 1}}",
+            "victims.a.training.epoch: unknown key; valid keys: ",
+        ),
+        (
+            "model: c2f2, model_config: {{embed_dim: 32}}, training: {{epochs: 1, batch_size: 100}}",
+            "model: c3f3",
+            "victims.a.model: unknown embedder 'c3f3'",
+        ),
         ("est: {{eps: 0.1, steps: 1, alpha: 0.1}}", "apr: {{}}", "defenses.apr: not a defense of embedders"),
     ],
 )

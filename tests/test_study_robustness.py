@@ -11,8 +11,20 @@ from distrec.study import load_study, run_study
 
 STUDY = {
     "scenario": "robustness",
-    "dataset": {"synthetic": {"n_users": 300, "n_items": 200, "avg_degree": 15, "image_size": 0, "seed": 1}, "prepare": {"split": "loo", "test_negatives": 99}},
-    "victims": {"deepcf": {"proj_dim": 32, "tower": [32, 16, 8], "epochs": 5, "lr": 0.001, "batch_size": 256, "backend": "memory"}},
+    "dataset": {
+        "synthetic": {"n_users": 300, "n_items": 200, "avg_degree": 15, "image_size": 0, "seed": 1},
+        "prepare": {"split": "loo", "test_negatives": 99},
+    },
+    "victims": {
+        "deepcf": {
+            "proj_dim": 32,
+            "tower": [32, 16, 8],
+            "epochs": 5,
+            "lr": 0.001,
+            "batch_size": 256,
+            "backend": "memory",
+        }
+    },
     "defenses": {"rawp": {"gamma": 0.005}},
     "attacks": [{"method": "fgsm", "eps": [0.05, 1.0]}, {"method": "pgd", "eps": [1.0], "steps": 3}],
     "batch_users": 1,
@@ -33,13 +45,21 @@ def test_robustness_matrix(ray_session, tmp_path):
     result = run_study(path, str(out), progress=False)
     assert result["stages"]["train"]["run"] == 2 and result["cells"] == 8
     rows = {(r["row"], r["column"]): r for r in pq.read_table(out / "results.parquet").to_pylist()}
-    assert set(rows) == {(r, c) for r in ("no attack", "fgsm eps=0.05", "fgsm eps=1", "pgd eps=1") for c in ("deepcf", "deepcf+rawp")}
+    assert set(rows) == {
+        (r, c) for r in ("no attack", "fgsm eps=0.05", "fgsm eps=1", "pgd eps=1") for c in ("deepcf", "deepcf+rawp")
+    }
     for c in ("deepcf", "deepcf+rawp"):
         assert rows["no attack", c]["hr@10"] > 0.15  # it learned: random candidates give 0.10
         assert rows["fgsm eps=1", c]["hr@10"] < rows["no attack", c]["hr@10"]  # a large weight attack hurts
-        assert rows["no attack", c]["full_hr@10"] <= rows["no attack", c]["hr@10"] and rows["fgsm eps=1", c]["full_recall@20"] is None
+        assert (
+            rows["no attack", c]["full_hr@10"] <= rows["no attack", c]["hr@10"]
+            and rows["fgsm eps=1", c]["full_recall@20"] is None
+        )
     assert rows["no attack", "deepcf"]["ndcg@10"] != rows["no attack", "deepcf+rawp"]["ndcg@10"]
-    assert "| fgsm eps=1 |" in (out / "matrix.md").read_text() and "on 150 test users drawn" in (out / "matrix.md").read_text()
+    assert (
+        "| fgsm eps=1 |" in (out / "matrix.md").read_text()
+        and "on 150 test users drawn" in (out / "matrix.md").read_text()
+    )
     assert {json.loads(r["config"])["eval_users"] for r in rows.values()} == {150}
     assert rows["no attack", "deepcf"]["all_hr@10"] > 0.15 and rows["fgsm eps=1", "deepcf"]["all_hr@10"] is None
     training = json.loads((out / "study.json").read_text())["summary"]["training"]
@@ -49,16 +69,25 @@ def test_robustness_matrix(ray_session, tmp_path):
 @pytest.mark.parametrize(
     "changes,message",
     [
-        ({"victims": {"wrmf": {}}}, "victims.wrmf: the weight attack needs a victim with weight matrices: deepcf, neumf"),
+        (
+            {"victims": {"wrmf": {}}},
+            "victims.wrmf: the weight attack needs a victim with weight matrices: deepcf, neumf",
+        ),
         (
             {"columns": ["deepcf+apr"], "defenses": {"apr": {}}},
             "columns.0: defense 'apr' cannot be applied to victim 'deepcf'; it supports bpr, lightgcn, neumf",
         ),
         ({"defenses": {"rawp": {"gamma": 2}}}, "defenses.rawp: Value error, gamma must be in (0, 1], got 2"),
         ({"attacks": [{"method": "cw", "eps": [0.1]}]}, "attacks.0: method must be one of ('fgsm', 'pgd')"),
-        ({"attacks": [{"method": "fgsm", "eps": [0.1], "target": "embeddings"}]}, "attacks.0.target: embeddings: victims deepcf have no embedding tables"),
+        (
+            {"attacks": [{"method": "fgsm", "eps": [0.1], "target": "embeddings"}]},
+            "attacks.0.target: embeddings: victims deepcf have no embedding tables",
+        ),
         ({"eval_users": 0}, "eval_users: must be at least 1"),
-        ({"dataset": {"synthetic": {"seed": 1}}}, "dataset.prepare.test_negatives: the sampled protocol needs stored negatives"),
+        (
+            {"dataset": {"synthetic": {"seed": 1}}},
+            "dataset.prepare.test_negatives: the sampled protocol needs stored negatives",
+        ),
     ],
 )
 def test_robustness_config_errors(tmp_path, changes, message):

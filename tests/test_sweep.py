@@ -21,7 +21,10 @@ BASE = {
 }
 SWEEP = {
     "study": BASE,
-    "search": {"defenses.apr.eps": {"type": "loguniform", "low": 0.05, "high": 2.0}, "defenses.apr.adv_reg": {"type": "uniform", "low": 0.1, "high": 2.0}},
+    "search": {
+        "defenses.apr.eps": {"type": "loguniform", "low": 0.05, "high": 2.0},
+        "defenses.apr.adv_reg": {"type": "uniform", "low": 0.1, "high": 2.0},
+    },
     "objective": {"metric": "t_hr@20", "mode": "min", "rows": ["revadv@wrmf"], "columns": ["bpr+apr"]},
     "constraint": {"metric": "recall@20", "column": "bpr+apr", "reference": "bpr", "max_drop": 0.5},
     "num_samples": 3,
@@ -65,13 +68,26 @@ def test_a_defense_sweep_runs_shares_units_resumes_and_exports_the_best_study(ra
 def test_the_constraint_makes_a_trial_the_worst():
     from distrec.study.sweep import Constraint, Objective, SweepConfig
 
-    cfg = SweepConfig(study=BASE, search={}, objective=Objective("t_hr@20", "min", ["a"], ["d"]), constraint=Constraint("recall@20", "d", "u", max_drop=0.1))
+    cfg = SweepConfig(
+        study=BASE,
+        search={},
+        objective=Objective("t_hr@20", "min", ["a"], ["d"]),
+        constraint=Constraint("recall@20", "d", "u", max_drop=0.1),
+    )
     cell = lambda row, col, t, r: {"row": row, "column": col, "metrics": {"t_hr@20": t, "recall@20": r}}  # noqa: E731
     ok = [cell("a", "d", 0.1, 0), cell("no attack", "d", 0, 0.19), cell("no attack", "u", 0, 0.2)]
-    assert score(cfg, ok) == (pytest.approx(0.1), {"value": 0.19, "reference": 0.2, "drop": pytest.approx(0.05), "ok": True})
+    assert score(cfg, ok) == (
+        pytest.approx(0.1),
+        {"value": 0.19, "reference": 0.2, "drop": pytest.approx(0.05), "ok": True},
+    )
     broken = [cell("a", "d", 0.01, 0), cell("no attack", "d", 0, 0.1), cell("no attack", "u", 0, 0.2)]
     assert score(cfg, broken)[0] == 1e9
-    points = SweepConfig(study=BASE, search={}, objective=Objective("t_hr@20", "max"), constraint=Constraint("recall@20", "d", "u", max_drop=0.02, absolute=True))
+    points = SweepConfig(
+        study=BASE,
+        search={},
+        objective=Objective("t_hr@20", "max"),
+        constraint=Constraint("recall@20", "d", "u", max_drop=0.02, absolute=True),
+    )
     assert score(points, ok)[1]["ok"] and score(points, ok)[1]["drop"] == pytest.approx(0.01)
     assert score(points, broken)[0] == -1e9  # 10 points below the reference: the worst for a maximised objective
 
@@ -85,11 +101,26 @@ def test_set_path_reaches_lists_and_new_keys():
 @pytest.mark.parametrize(
     "change,message",
     [
-        ({"search": {"defenses.apr.eps": {"type": "gaussian", "low": 0, "high": 1}}}, "search.defenses.apr.eps.type: 'gaussian' is not one of"),
-        ({"search": {"defenses.apr.eps": {"type": "uniform", "low": 1, "high": 0.5}}}, "search.defenses.apr.eps: uniform needs low < high"),
-        ({"search": {"defenses.aprr.eps": {"type": "uniform", "low": 0.1, "high": 0.5}}}, "search.defenses.aprr.eps: the study has no 'defenses.aprr'"),
-        ({"search": {"defenses.apr.eps": {"type": "uniform", "low": -1, "high": 0.5}}}, "search.defenses.apr.eps=-1.0: "),
-        ({"search": {"defenses.apr.epz": {"type": "uniform", "low": 0.1, "high": 0.5}}}, "defenses.apr.epz: unknown key"),
+        (
+            {"search": {"defenses.apr.eps": {"type": "gaussian", "low": 0, "high": 1}}},
+            "search.defenses.apr.eps.type: 'gaussian' is not one of",
+        ),
+        (
+            {"search": {"defenses.apr.eps": {"type": "uniform", "low": 1, "high": 0.5}}},
+            "search.defenses.apr.eps: uniform needs low < high",
+        ),
+        (
+            {"search": {"defenses.aprr.eps": {"type": "uniform", "low": 0.1, "high": 0.5}}},
+            "search.defenses.aprr.eps: the study has no 'defenses.aprr'",
+        ),
+        (
+            {"search": {"defenses.apr.eps": {"type": "uniform", "low": -1, "high": 0.5}}},
+            "search.defenses.apr.eps=-1.0: ",
+        ),
+        (
+            {"search": {"defenses.apr.epz": {"type": "uniform", "low": 0.1, "high": 0.5}}},
+            "defenses.apr.epz: unknown key",
+        ),
         ({"num_sample": 3}, "num_sample"),
     ],
 )

@@ -34,7 +34,10 @@ from distrec.study.vars_study import run_vars
 def encoder_dir(synthetic_dataset, tmp_path_factory):
     images = load_item_images(synthetic_dataset, 16, backend="memory")
     encoder, report = pretrain_genre_encoder(
-        images, synthetic_dataset.item_categories(), GenreEncoderConfig(backbone="test_resnet", feature_dim=16, epochs=2, batch_size=64), progress=False
+        images,
+        synthetic_dataset.item_categories(),
+        GenreEncoderConfig(backbone="test_resnet", feature_dim=16, epochs=2, batch_size=64),
+        progress=False,
     )
     assert report["train_items"] + report["holdout_items"] == int(images.has_image.sum())
     return encoder.save(tmp_path_factory.mktemp("encoder") / "enc")
@@ -43,7 +46,15 @@ def encoder_dir(synthetic_dataset, tmp_path_factory):
 @pytest.fixture(scope="module")
 def vbpr(synthetic_dataset, encoder_dir):
     victim = create_victim(
-        "vbpr", synthetic_dataset.n_users, synthetic_dataset.n_items, encoder=str(encoder_dir), image_size=16, epochs=4, lr=0.01, batch_size=256, backend="memory"
+        "vbpr",
+        synthetic_dataset.n_users,
+        synthetic_dataset.n_items,
+        encoder=str(encoder_dir),
+        image_size=16,
+        epochs=4,
+        lr=0.01,
+        batch_size=256,
+        backend="memory",
     )
     history = victim.fit(synthetic_dataset, progress=False)
     assert history[-1]["loss"] < history[0]["loss"]
@@ -53,7 +64,9 @@ def vbpr(synthetic_dataset, encoder_dir):
 def test_item_images_ray_and_memory_agree(synthetic_dataset, ray_session):
     a = load_item_images(synthetic_dataset, 12, backend="ray")
     b = load_item_images(synthetic_dataset, 12, backend="memory")
-    assert torch.equal(a.pixels, b.pixels) and torch.equal(a.has_image, b.has_image) and a.pixels.shape[1:] == (3, 12, 12)
+    assert (
+        torch.equal(a.pixels, b.pixels) and torch.equal(a.has_image, b.has_image) and a.pixels.shape[1:] == (3, 12, 12)
+    )
 
 
 def test_visual_scores_are_differentiable_in_the_pixels(vbpr, synthetic_dataset):
@@ -66,7 +79,15 @@ def test_visual_scores_are_differentiable_in_the_pixels(vbpr, synthetic_dataset)
 
 
 def test_amr_adds_the_adversarial_term_and_deepstyle_checks_dims(synthetic_dataset, encoder_dir):
-    amr = create_victim("amr", synthetic_dataset.n_users, synthetic_dataset.n_items, encoder=str(encoder_dir), image_size=16, adv_eps=0.5, adv_weight=1.0)
+    amr = create_victim(
+        "amr",
+        synthetic_dataset.n_users,
+        synthetic_dataset.n_items,
+        encoder=str(encoder_dir),
+        image_size=16,
+        adv_eps=0.5,
+        adv_weight=1.0,
+    )
     amr.prepare_fit(synthetic_dataset, torch.device("cpu"))
     users, pos, neg = torch.arange(8), torch.arange(8), torch.arange(8, 16)
     amr.start_epoch(0)
@@ -127,7 +148,9 @@ def test_filters_and_bpda():
     salted[0, :, 5, 5] = 1.0
     assert torch.equal(MedianFilter(3)(salted), flat)
     smooth = torch.linspace(0, 1, 16).repeat(1, 3, 16, 1)
-    assert (JPEGFilter(95)(smooth) - smooth).abs().max() < 0.05 and (JPEGFilter(5)(x) - x).abs().mean() > (JPEGFilter(95)(x) - x).abs().mean()
+    assert (JPEGFilter(95)(smooth) - smooth).abs().max() < 0.05 and (JPEGFilter(5)(x) - x).abs().mean() > (
+        JPEGFilter(95)(x) - x
+    ).abs().mean()
     xr = x.clone().requires_grad_()
     (g,) = torch.autograd.grad(straight_through(JPEGFilter(50))(xr).sum(), xr)
     assert torch.equal(g, torch.ones_like(x))
@@ -142,7 +165,9 @@ def test_vit_defense_pieces():
     apart = F.normalize(torch.tensor([[1.0, 0], [1, 0.01], [0, 1], [0.01, 1]]), dim=1)
     mixed = apart[[0, 2, 1, 3]]
     assert supervised_contrastive(apart, labels, 0.1) < supervised_contrastive(mixed, labels, 0.1)
-    assert embedding_spread(torch.ones(4, 2) / 2**0.5, labels) == pytest.approx({"spread": 0.0, "separation": 0.0}, abs=1e-6)
+    assert embedding_spread(torch.ones(4, 2) / 2**0.5, labels) == pytest.approx(
+        {"spread": 0.0, "separation": 0.0}, abs=1e-6
+    )
     assert embedding_spread(apart, labels)["separation"] > 0.9
     with pytest.raises(ValueError, match="mask_ratio"):
         ViTDefenseConfig(mask_ratio=1.0)
@@ -176,7 +201,9 @@ def test_vit_defense_learns_to_detect_and_denoise():
     smooth = lambda n: F.interpolate(torch.rand(n, 3, 2, 2), size=16, mode="bilinear", align_corners=True) * 0.5 + 0.25  # noqa: E731
     noise = lambda x, eps: (x + eps * torch.sign(torch.randn_like(x))).clamp(0, 1)  # noqa: E731
     clean = smooth(320)
-    features = torch.nn.Sequential(torch.nn.AvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(48, 8))  # a frozen "encoder"
+    features = torch.nn.Sequential(
+        torch.nn.AvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(48, 8)
+    )  # a frozen "encoder"
     defense = ViTDefense(
         img_size=16,
         patch_size=4,
@@ -200,7 +227,9 @@ def test_vit_defense_learns_to_detect_and_denoise():
     history = train_vit_defense(defense, clean, adversary, features, progress=False)
     pretrain, last = [h for h in history if h["phase"] == "pretrain"], history[-1]
     assert len(pretrain) == 8 and pretrain[-1]["pixel"] < pretrain[0]["pixel"]
-    assert [h["phase"] for h in history[-3:]] == ["detector"] * 3 and sum(crafted) == 32 + 6 * 288  # the detector epochs craft nothing
+    assert [h["phase"] for h in history[-3:]] == ["detector"] * 3 and sum(
+        crafted
+    ) == 32 + 6 * 288  # the detector epochs craft nothing
     for d in (defense, ViTDefense(img_size=16, patch_size=4, depth=1, model="test_vit", joint=True)):
         detector_params = {id(p) for p in d.detector_parameters()}
         assert detector_params and not detector_params & {id(p) for p in d.mae.parameters()}  # nor train the purifier
@@ -218,7 +247,9 @@ def test_vit_defense_learns_to_detect_and_denoise():
 
 
 def test_detector_epochs_draw_from_the_last_pool_epochs_versions():
-    defense = ViTDefense(img_size=16, patch_size=4, depth=1, detector_depth=1, model="test_vit", pool_epochs=2, batch_size=4)
+    defense = ViTDefense(
+        img_size=16, patch_size=4, depth=1, detector_depth=1, model="test_vit", pool_epochs=2, batch_size=4
+    )
     clean, calls = torch.zeros(6, 3, 16, 16), []
 
     def adversary(x, rows, eps, goal):  # version k of every image is the constant k
@@ -268,7 +299,16 @@ def test_vars_study_end_to_end(synthetic_dataset, encoder_dir, tmp_path, ray_ses
         "eps": [16],
         "pgd_steps": 4,
         "defenses": ["none", "bit_depth", "vit_filter", "vit_detector", "vit_filter_detector"],
-        "vit": {"model": "test_vit", "patch_size": 4, "depth": 1, "detector_depth": 1, "decoder_depth": 1, "attack_steps": 1, "epochs": 2, "batch_size": 32},
+        "vit": {
+            "model": "test_vit",
+            "patch_size": 4,
+            "depth": 1,
+            "detector_depth": 1,
+            "decoder_depth": 1,
+            "attack_steps": 1,
+            "epochs": 2,
+            "batch_size": 32,
+        },
         "vit_train_items": 60,
         "detection_items": 30,
         "adaptive_eps": 16,
@@ -277,7 +317,11 @@ def test_vars_study_end_to_end(synthetic_dataset, encoder_dir, tmp_path, ray_ses
     path.write_text(yaml.safe_dump(config))
     result = run_vars(path, tmp_path / "out", progress=False)
     for d in config["defenses"]:
-        assert f"vbpr/none/0/{d}/t_hr@10" in result and f"vbpr/pgd/16/{d}/t_hr@10" in result and f"vbpr/clean_recall@20/{d}" in result
+        assert (
+            f"vbpr/none/0/{d}/t_hr@10" in result
+            and f"vbpr/pgd/16/{d}/t_hr@10" in result
+            and f"vbpr/clean_recall@20/{d}" in result
+        )
     assert "vbpr/pgd_adaptive/16/bit_depth/t_hr@10" in result and 0 <= result["detector/auc"] <= 1
     assert result["vbpr/pgd/16/none/mean_rank"] < result["vbpr/none/0/none/mean_rank"]
     assert json.loads((tmp_path / "out/vars.json").read_text())["meta"]["seed"] == 0

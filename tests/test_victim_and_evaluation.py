@@ -42,7 +42,9 @@ def test_unknown_victim_config_key_is_named():
 
 def test_bpr_learns_and_round_trips(synthetic_dataset, tmp_path):
     ds = synthetic_dataset
-    model = create_victim("bpr", ds.n_users, ds.n_items, dim=16, epochs=15, lr=1e-2, batch_size=512, reg=1e-2, seed=0, backend="memory")
+    model = create_victim(
+        "bpr", ds.n_users, ds.n_items, dim=16, epochs=15, lr=1e-2, batch_size=512, reg=1e-2, seed=0, backend="memory"
+    )
     history = model.fit(ds, progress=False)
     assert history[-1]["loss"] < 0.8 * history[0]["loss"]
     train = UserItemCSR.from_table(ds.table("train"), ds.n_users, ds.n_items)
@@ -62,7 +64,9 @@ def test_bpr_learns_and_round_trips(synthetic_dataset, tmp_path):
 
 def test_early_stopping_keeps_the_best_weights(synthetic_dataset):
     ds = synthetic_dataset
-    model = create_victim("bpr", ds.n_users, ds.n_items, dim=8, epochs=12, lr=5e-2, eval_every=2, patience=1, seed=0, backend="memory")
+    model = create_victim(
+        "bpr", ds.n_users, ds.n_items, dim=8, epochs=12, lr=5e-2, eval_every=2, patience=1, seed=0, backend="memory"
+    )
     history = model.fit(ds, valid_split="test", progress=False)
     evals = [h["valid_recall@20"] for h in history if "valid_recall@20" in h]
     train = UserItemCSR.from_table(ds.table("train"), ds.n_users, ds.n_items)

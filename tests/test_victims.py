@@ -54,7 +54,9 @@ def test_victim_learns_and_round_trips(name, synthetic_dataset, tmp_path):
 
 def test_the_learning_rate_decays_per_epoch(synthetic_dataset):
     ds = synthetic_dataset
-    model = create_victim("bpr", ds.n_users, ds.n_items, dim=8, epochs=3, lr=0.01, lr_decay=0.5, batch_size=256, backend="memory")
+    model = create_victim(
+        "bpr", ds.n_users, ds.n_items, dim=8, epochs=3, lr=0.01, lr_decay=0.5, batch_size=256, backend="memory"
+    )
     assert [h["lr"] for h in model.fit(ds, progress=False)] == pytest.approx([0.01, 0.005, 0.0025])
     with pytest.raises(ValueError, match="lr_decay must be in"):
         create_victim("bpr", ds.n_users, ds.n_items, lr_decay=0.0)
@@ -62,8 +64,12 @@ def test_the_learning_rate_decays_per_epoch(synthetic_dataset):
 
 def test_the_cosine_schedule_anneals_to_zero_over_the_epochs(synthetic_dataset):
     ds = synthetic_dataset
-    model = create_victim("bpr", ds.n_users, ds.n_items, dim=8, epochs=4, lr=0.01, lr_schedule="cosine", batch_size=256, backend="memory")
-    assert [h["lr"] for h in model.fit(ds, progress=False)] == pytest.approx([0.01, 0.01 * (1 + 0.5**0.5) / 2, 0.005, 0.01 * (1 - 0.5**0.5) / 2])
+    model = create_victim(
+        "bpr", ds.n_users, ds.n_items, dim=8, epochs=4, lr=0.01, lr_schedule="cosine", batch_size=256, backend="memory"
+    )
+    assert [h["lr"] for h in model.fit(ds, progress=False)] == pytest.approx(
+        [0.01, 0.01 * (1 + 0.5**0.5) / 2, 0.005, 0.01 * (1 - 0.5**0.5) / 2]
+    )
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
         create_victim("bpr", ds.n_users, ds.n_items, lr_schedule="step")
     with pytest.raises(ValueError, match="lr_decay=0.9 applies to lr_schedule 'exponential' only"):
@@ -87,7 +93,9 @@ def test_sgl_without_its_contrastive_term_is_lightgcn(synthetic_dataset):
 
 def test_wrmf_exact_als_never_increases_its_objective(synthetic_dataset):
     ds = synthetic_dataset
-    model = create_victim("wrmf", ds.n_users, ds.n_items, factors=8, iterations=6, solver="cholesky", alpha=5.0, reg=0.1)
+    model = create_victim(
+        "wrmf", ds.n_users, ds.n_items, factors=8, iterations=6, solver="cholesky", alpha=5.0, reg=0.1
+    )
     losses = [h["loss"] for h in model.fit(ds, progress=False)]
     assert all(b <= a * (1 + 1e-6) for a, b in zip(losses, losses[1:]))
 
@@ -193,10 +201,17 @@ def test_sampled_softmax_is_the_cross_entropy_of_the_positive_among_its_negative
     def cos(a, b):
         return float(a @ b / (a.norm() * b.norm())) / t
 
-    expected = np.mean([-cos(u[r], i[r]) + np.log(np.exp(cos(u[r], i[r])) + sum(np.exp(cos(u[r], j[r, k])) for k in range(3))) for r in range(5)])
+    expected = np.mean(
+        [
+            -cos(u[r], i[r]) + np.log(np.exp(cos(u[r], i[r])) + sum(np.exp(cos(u[r], j[r, k])) for k in range(3)))
+            for r in range(5)
+        ]
+    )
     assert float(sampled_softmax_loss(u, i, j, t)) == pytest.approx(expected, rel=1e-5)
     shared = j[:1]  # one set of negatives for every row: the same loss as that set repeated per row
-    assert torch.allclose(sampled_softmax_loss(u, i, shared, t), sampled_softmax_loss(u, i, shared.expand(5, 3, 4), t), atol=1e-6)
+    assert torch.allclose(
+        sampled_softmax_loss(u, i, shared, t), sampled_softmax_loss(u, i, shared.expand(5, 3, 4), t), atol=1e-6
+    )
     hits = torch.zeros(5, 3, dtype=torch.bool)
     hits[:, 2] = True  # a masked negative is left out of the sum
     assert torch.allclose(sampled_softmax_loss(u, i, j, t, hits), sampled_softmax_loss(u, i, j[:, :2], t), atol=1e-6)
@@ -249,7 +264,14 @@ def test_dns_trains_on_the_top_scoring_candidate_that_is_not_a_training_item(nam
     picked, u, _, j = model.batch_triples(users, pos, neg)
     train = UserItemCSR.from_table(ds.table("train"), ds.n_users, ds.n_items)
     scores = model.eval().score(users).gather(1, candidates)  # from the full final embeddings, not the batch's rows
-    known = torch.from_numpy(np.array([np.isin(row, train.indices[train.indptr[x] : train.indptr[x + 1]]) for x, row in zip(users.numpy(), candidates.numpy())]))
+    known = torch.from_numpy(
+        np.array(
+            [
+                np.isin(row, train.indices[train.indptr[x] : train.indptr[x + 1]])
+                for x, row in zip(users.numpy(), candidates.numpy())
+            ]
+        )
+    )
     assert known[:, 1:].any(), "the toy data should put training items among the candidates"
     expected = candidates.gather(1, scores.masked_fill(known, float("-inf")).argmax(1, keepdim=True))[:, 0]
     assert torch.equal(picked, expected)
@@ -271,7 +293,9 @@ def test_ray_data_stream_and_memory_path_train_the_same_model(ray_session, synth
     ds = synthetic_dataset
     models = {}
     for backend in ("ray", "memory"):
-        models[backend] = create_victim("bpr", ds.n_users, ds.n_items, dim=8, epochs=2, batch_size=256, seed=4, backend=backend)
+        models[backend] = create_victim(
+            "bpr", ds.n_users, ds.n_items, dim=8, epochs=2, batch_size=256, seed=4, backend=backend
+        )
         models[backend].fit(ds, progress=False)
     for k, v in models["ray"].state_dict().items():
         assert torch.equal(v, models["memory"].state_dict()[k])
@@ -280,7 +304,9 @@ def test_ray_data_stream_and_memory_path_train_the_same_model(ray_session, synth
 def test_a_loaded_graph_victim_scores_after_attach(synthetic_dataset, tmp_path):
     from distrec.models.base import Victim
 
-    model = create_victim("lightgcn", synthetic_dataset.n_users, synthetic_dataset.n_items, dim=8, layers=2, epochs=1, backend="memory")
+    model = create_victim(
+        "lightgcn", synthetic_dataset.n_users, synthetic_dataset.n_items, dim=8, layers=2, epochs=1, backend="memory"
+    )
     model.fit(synthetic_dataset, progress=False)
     model.eval()
     loaded = Victim.load(model.save(tmp_path / "m"))

@@ -41,7 +41,9 @@ def choose_targets(dataset: PreparedDataset, spec: TargetSpec) -> tuple[np.ndarr
             raise ValueError(f"targets.items must be internal item ids in [0, {dataset.n_items}), got {spec.items[:5]}")
         return items, np.full(len(items), -1)
     if not dataset.has("item_attributes"):
-        raise ValueError(f"{dataset.uri}: no item_attributes: give targets.items, or use a dataset with item categories")
+        raise ValueError(
+            f"{dataset.uri}: no item_attributes: give targets.items, or use a dataset with item categories"
+        )
     attrs = dataset.table("item_attributes")
     by_cat: dict[int, list[int]] = {}
     for item, cats in zip(attrs.column("item_id").to_pylist(), attrs.column("categories").to_pylist()):
@@ -125,7 +127,9 @@ class PEAPoison(Poison):
 
     def negatives(self, users, labels, negatives, gen):
         others = ~self.group[users]
-        hit = others[:, None, None] & (labels >= 0)[..., None] & (torch.rand(negatives.shape, generator=gen) < self.rate)
+        hit = (
+            others[:, None, None] & (labels >= 0)[..., None] & (torch.rand(negatives.shape, generator=gen) < self.rate)
+        )
         return torch.where(hit, self.random_targets(negatives.shape, gen), negatives)
 
 
@@ -178,7 +182,13 @@ class BackdoorAttack:
 class BRA(BackdoorAttack):
     Config = BRAConfig
 
-    def poison(self, group: np.ndarray, targets: np.ndarray, target_categories: np.ndarray, item_categories: list[list[int]] | None) -> Poison:
+    def poison(
+        self,
+        group: np.ndarray,
+        targets: np.ndarray,
+        target_categories: np.ndarray,
+        item_categories: list[list[int]] | None,
+    ) -> Poison:
         if self.config.variant == "global":
             if item_categories is None or (target_categories < 0).all():
                 raise ValueError("bra variant global needs item categories and targets drawn per category")

@@ -16,7 +16,8 @@ from distrec.data.matrix import UserItemCSR
 @dataclass
 class AttackContext:
     """The attacker's knowledge: the real users' training interactions, the targets, the budget,
-    (for Segment) each item's categories, and the item id map (for imported profiles). ``seed`` makes every random choice reproducible."""
+    (for Segment) each item's categories, and the item id map (for imported profiles). ``seed`` makes every random
+    choice reproducible."""
 
     train: UserItemCSR
     targets: np.ndarray

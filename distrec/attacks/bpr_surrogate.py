@@ -66,10 +66,17 @@ class BPRSurrogate:
             raise ValueError(f"surrogate unroll_steps must be in 1..steps ({cfg.steps}), got {cfg.unroll_steps}")
         self.n_real, self.n_fake, self.n_items, self.device = train.n_users, n_fake, train.n_items, torch.device(device)
         r, c = train.rows(np.arange(self.n_real))
-        self.real_users, self.real_items = torch.as_tensor(r, device=self.device), torch.as_tensor(c, device=self.device)
+        self.real_users, self.real_items = (
+            torch.as_tensor(r, device=self.device),
+            torch.as_tensor(c, device=self.device),
+        )
         gen = torch.Generator().manual_seed(cfg.seed)
         pick = torch.randint(len(r), (min(cfg.rec_pairs, len(r)),), generator=gen)
-        self.rec_sample = (self.real_users[pick], self.real_items[pick], torch.randint(self.n_items, (len(pick),), generator=gen).to(self.device))
+        self.rec_sample = (
+            self.real_users[pick],
+            self.real_items[pick],
+            torch.randint(self.n_items, (len(pick),), generator=gen).to(self.device),
+        )
 
     # -- the encoder: MF here, LightGCN in the subclass --------------------------------------------
     def encode(self, users: torch.Tensor, items: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,7 +107,9 @@ class BPRSurrogate:
         final_users, final_items = self.encode(*params, fake)
         return Factors(final_users[: self.n_real], final_items)
 
-    def train_loss(self, users: torch.Tensor, items: torch.Tensor, fake: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def train_loss(
+        self, users: torch.Tensor, items: torch.Tensor, fake: torch.Tensor, gen: torch.Generator
+    ) -> torch.Tensor:
         """BPR over a batch of real pairs (scaled to the whole real data) plus every fake entry weighted
         by ``fake``, divided by the total weight; plus the L2 term."""
         cfg = self.config
@@ -132,8 +141,10 @@ class LightGCNSurrogate(BPRSurrogate):
         super().__init__(train, n_fake, device, **config)
         if n_fake * self.n_items > self.config.max_fake_edges:
             raise ValueError(
-                f"lightgcn surrogate: {n_fake} fake users x {self.n_items} items = {n_fake * self.n_items:,} fake edges "
-                f"> max_fake_edges={self.config.max_fake_edges:,}; use fewer fake users, a larger max_fake_edges on a machine with the memory, or the wrmf surrogate"
+                f"lightgcn surrogate: {n_fake} fake users x {self.n_items} items = {n_fake * self.n_items:,} fake "
+                "edges "
+                f"> max_fake_edges={self.config.max_fake_edges:,}; use fewer fake users, a larger max_fake_edges on a "
+                "machine with the memory, or the wrmf surrogate"
             )
         self.conv = LGConv(normalize=True)
         n_users = self.n_real + n_fake

@@ -76,7 +76,10 @@ def resolve_budget(threat: ThreatModel, train: UserItemCSR) -> Budget:
     if n_fake < 1:
         raise ValueError(f"budget: n_fake must be at least 1, got {n_fake}")
     if n_filler < n_targets:
-        raise ValueError(f"budget: n_filler ({n_filler}) must be at least the number of targets ({n_targets}): every fake profile holds all targets")
+        raise ValueError(
+            f"budget: n_filler ({n_filler}) must be at least the number of targets ({n_targets}): every fake profile "
+            "holds all targets"
+        )
     if n_filler > train.n_items:
         raise ValueError(f"budget: n_filler ({n_filler}) exceeds the number of items ({train.n_items})")
     return Budget(n_fake, n_filler)
@@ -89,7 +92,12 @@ def popularity_bucket(train: UserItemCSR, bucket: str) -> np.ndarray:
     pop = np.bincount(train.indices, minlength=train.n_items)
     seen = np.flatnonzero(pop > 0)
     p50, p75, p95 = np.percentile(pop[seen], [50, 75, 95])
-    chosen = {"head": pop[seen] > p95, "torso": (pop[seen] >= p75) & (pop[seen] <= p95), "tail": pop[seen] < p50, "any": np.ones(len(seen), bool)}[bucket]
+    chosen = {
+        "head": pop[seen] > p95,
+        "torso": (pop[seen] >= p75) & (pop[seen] <= p95),
+        "tail": pop[seen] < p50,
+        "any": np.ones(len(seen), bool),
+    }[bucket]
     return seen[chosen]
 
 
@@ -105,7 +113,9 @@ def select_targets(threat: ThreatModel, train: UserItemCSR) -> np.ndarray:
         return targets
     pool = popularity_bucket(train, threat.target_bucket)
     if len(pool) < threat.n_targets:
-        raise ValueError(f"target_bucket {threat.target_bucket!r} has {len(pool)} items, fewer than n_targets={threat.n_targets}")
+        raise ValueError(
+            f"target_bucket {threat.target_bucket!r} has {len(pool)} items, fewer than n_targets={threat.n_targets}"
+        )
     rng = np.random.default_rng(threat.seed)
     return np.sort(rng.choice(pool, threat.n_targets, replace=False))
 

@@ -32,7 +32,9 @@ class CamouflageConfig:
             raise ValueError(f"buckets and candidates must be at least 1, got {self.buckets}, {self.candidates}")
 
 
-def camouflage(fake: torch.Tensor, train: UserItemCSR, targets: np.ndarray, budget: Budget, config: CamouflageConfig, seed: int) -> torch.Tensor:
+def camouflage(
+    fake: torch.Tensor, train: UserItemCSR, targets: np.ndarray, budget: Budget, config: CamouflageConfig, seed: int
+) -> torch.Tensor:
     """Fake profiles with every target plus, for a real template user drawn per fake among those whose
     degree fits the budget, one filler per template item (up to the budget) from that item's popularity
     bucket, drawn with weight 1 + the number of original fakes holding it."""

@@ -77,13 +77,21 @@ class GradientAttack(Attack):
             ids = np.arange(s, min(s + chunk, users.shape[0]))
             r, c = ctx.train.rows(ids)
             w = None if weights is None else weights[s : s + len(ids)]
-            batch = ScoreBatch(users[s : s + len(ids)] @ items.T, torch.as_tensor(r, device=items.device), torch.as_tensor(c, device=items.device), targets, w)
+            batch = ScoreBatch(
+                users[s : s + len(ids)] @ items.T,
+                torch.as_tensor(r, device=items.device),
+                torch.as_tensor(c, device=items.device),
+                targets,
+                w,
+            )
             loss = self.objective(batch)
             loss.backward()
             total += float(loss.detach())
         return total, Factors(users.grad, items.grad)
 
-    def poison_gradient(self, fake: torch.Tensor, ctx: AttackContext, surrogate, worst_case: WorstCase | None = None) -> tuple[torch.Tensor, dict]:
+    def poison_gradient(
+        self, fake: torch.Tensor, ctx: AttackContext, surrogate, worst_case: WorstCase | None = None
+    ) -> tuple[torch.Tensor, dict]:
         """d L_atk(theta*(X) [+ e]) / dX at the binary profiles ``fake``, and a record of the step."""
         x = fake.to(ctx.device).clone().requires_grad_()
         trained = surrogate.fit(x)  # the surrogate's own seed (run_attack defaults it to the attack's)
@@ -96,11 +104,20 @@ class GradientAttack(Attack):
         outputs = [(t, g) for t, g in ((trained.users, grads.users), (trained.items, grads.items)) if t.requires_grad]
         torch.autograd.backward([t for t, _ in outputs], [g for _, g in outputs])
         k = self.config.select_k
-        metrics = target_metrics(lambda u: params.users[u] @ params.items.T, ctx.train, ctx.targets, np.arange(ctx.train.n_users), (k,), device=params.items.device)
+        metrics = target_metrics(
+            lambda u: params.users[u] @ params.items.T,
+            ctx.train,
+            ctx.targets,
+            np.arange(ctx.train.n_users),
+            (k,),
+            device=params.items.device,
+        )
         record[f"surrogate_t_hr@{k}"] = metrics[f"t_hr@{k}"]
         return x.grad.cpu(), record
 
-    def craft(self, ctx: AttackContext, surrogate=None, worst_case: WorstCase | None = None, gradient_fn=None) -> torch.Tensor:
+    def craft(
+        self, ctx: AttackContext, surrogate=None, worst_case: WorstCase | None = None, gradient_fn=None
+    ) -> torch.Tensor:
         """The outer loop. ``gradient_fn(fake) -> (grad, record)`` replaces the poison gradient of
         ``surrogate`` (e.g. a population of surrogates on Ray); ``worst_case`` is SharpAP's hook."""
         if surrogate is None and gradient_fn is None:

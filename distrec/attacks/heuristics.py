@@ -27,7 +27,9 @@ def sample_fillers(weights: np.ndarray, ctx: AttackContext, rng: np.random.Gener
     return project_profiles(torch.as_tensor(keys), ctx.targets, ctx.budget.n_filler)
 
 
-def two_pool_fillers(ctx: AttackContext, rng: np.random.Generator, first: np.ndarray, n_first: int, second: np.ndarray) -> torch.Tensor:
+def two_pool_fillers(
+    ctx: AttackContext, rng: np.random.Generator, first: np.ndarray, n_first: int, second: np.ndarray
+) -> torch.Tensor:
     """Fake profiles with ``n_first`` fillers uniformly from ``first`` and the remaining slots
     uniformly from ``second`` (both without targets)."""
     need = ctx.budget.n_filler - len(ctx.targets)
@@ -116,7 +118,9 @@ class SegmentAttack(Attack):
         cats = {c for t in ctx.targets for c in ctx.item_categories[t]}
         in_segment = np.array([bool(cats.intersection(c)) for c in ctx.item_categories])
         in_segment[ctx.targets] = False
-        n_seg = min(int(round(self.config.segment_share * (ctx.budget.n_filler - len(ctx.targets)))), int(in_segment.sum()))
+        n_seg = min(
+            int(round(self.config.segment_share * (ctx.budget.n_filler - len(ctx.targets)))), int(in_segment.sum())
+        )
         other = np.flatnonzero(~in_segment)
         other = other[~np.isin(other, ctx.targets)]
         return two_pool_fillers(ctx, np.random.default_rng(ctx.seed), np.flatnonzero(in_segment), n_seg, other)

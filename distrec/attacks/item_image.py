@@ -83,7 +83,13 @@ class ItemImageAttack:
     ``threshold`` that rejects uploads, which the attack evades (selective: an image flagged at the
     current step descends the detector's score, an unflagged one the attack loss)."""
 
-    def __init__(self, victim: VisualVictim, config: ImageAttackConfig, defense: nn.Module | None = None, detector: nn.Module | None = None):
+    def __init__(
+        self,
+        victim: VisualVictim,
+        config: ImageAttackConfig,
+        defense: nn.Module | None = None,
+        detector: nn.Module | None = None,
+    ):
         self.victim, self.config, self.defense, self.detector = victim, config, defense, detector
 
     def objective(self, items: torch.Tensor, users: torch.Tensor):
@@ -105,7 +111,14 @@ class ItemImageAttack:
         model, objective = _FeaturesThrough(self.victim, self.defense, c.eot_samples), self.objective(items, users)
         if self.detector is not None:
             model, objective = _Evading(model, self.detector), self.selective(objective)
-        pgd = PGD(model, c.eps, alpha, steps, random_start=c.random_start and c.method == "pgd", generator=torch.Generator().manual_seed(c.seed))
+        pgd = PGD(
+            model,
+            c.eps,
+            alpha,
+            steps,
+            random_start=c.random_start and c.method == "pgd",
+            generator=torch.Generator().manual_seed(c.seed),
+        )
         return pgd(images, objective)
 
     def selective(self, objective):

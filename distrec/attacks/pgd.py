@@ -60,7 +60,11 @@ class PGD:
             return x0.clone()
         noise = torch.rand(x0.shape, generator=self.generator, device="cpu").to(x0) * 2 - 1
         if self.norm == "l2":
-            noise = noise / noise.flatten(1).norm(dim=1).view(-1, *[1] * (x0.dim() - 1)) * torch.rand(len(x0), generator=self.generator).to(x0).view(-1, *[1] * (x0.dim() - 1))
+            noise = (
+                noise
+                / noise.flatten(1).norm(dim=1).view(-1, *[1] * (x0.dim() - 1))
+                * torch.rand(len(x0), generator=self.generator).to(x0).view(-1, *[1] * (x0.dim() - 1))
+            )
         return self._project(x0 + self.eps * noise, x0)
 
     def _step(self, grad: torch.Tensor) -> torch.Tensor:
@@ -97,4 +101,6 @@ class RankPGD(PGD):
 
     def __init__(self, model: nn.Module, eps: float, alpha: float | None = None, steps: int | None = None, **kw):
         default_alpha, default_steps = advrank_schedule(eps)
-        super().__init__(model, eps, default_alpha if alpha is None else alpha, default_steps if steps is None else steps, **kw)
+        super().__init__(
+            model, eps, default_alpha if alpha is None else alpha, default_steps if steps is None else steps, **kw
+        )

@@ -31,10 +31,15 @@ def write_poisoned(dataset: PreparedDataset, fake: torch.Tensor, out: str | Path
         raise ValueError(f"{dataset.uri} already holds fake users; poison a clean dataset")
     n_real, n_fake = dataset.n_users, fake.shape[0]
     rows, items = profile_rows(fake)
-    tables["train"] = pa.concat_tables([tables["train"], interactions_table(rows + n_real, items, is_fake=np.ones(len(rows), bool))])
+    tables["train"] = pa.concat_tables(
+        [tables["train"], interactions_table(rows + n_real, items, is_fake=np.ones(len(rows), bool))]
+    )
     user_map = tables["user_map"]
     extra = pa.table(
-        {"original": fake_original_ids(user_map.schema.field("original").type, n_fake), "internal": pa.array(np.arange(n_real, n_real + n_fake, dtype=np.int64))}
+        {
+            "original": fake_original_ids(user_map.schema.field("original").type, n_fake),
+            "internal": pa.array(np.arange(n_real, n_real + n_fake, dtype=np.int64)),
+        }
     ).cast(user_map.schema)
     tables["user_map"] = pa.concat_tables([user_map, extra])
     meta = {k: v for k, v in dataset.metadata.items() if k != "tables"}

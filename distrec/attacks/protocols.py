@@ -26,7 +26,14 @@ class Protocol:
     deviations: str = ""
 
     def describe(self) -> dict:
-        return {"preset": self.name, "source": self.source, "metric": self.metric, "ks": list(self.ks), "data": self.data, "deviations": self.deviations}
+        return {
+            "preset": self.name,
+            "source": self.source,
+            "metric": self.metric,
+            "ks": list(self.ks),
+            "data": self.data,
+            "deviations": self.deviations,
+        }
 
 
 PROTOCOLS = {
@@ -41,16 +48,19 @@ PROTOCOLS = {
         ),
         Protocol(
             "revadv",
-            "RevAdv official code (Tang, Wen, Wang, RecSys 2020): 1% fakes, 5 head targets attacked jointly, any target in the top 50",
+            "RevAdv official code (Tang, Wen, Wang, RecSys 2020): 1% fakes, 5 head targets attacked jointly, any "
+            "target in the top 50",
             {"fake_ratio": 0.01, "n_targets": 5, "target_bucket": "head"},
             "hitone@50",
             (10, 20, 50),
-            deviations="fake profiles keep the average real-user degree (RevAdv thresholds a continuous matrix, size not fixed); "
+            deviations="fake profiles keep the average real-user degree (RevAdv thresholds a continuous matrix, size "
+            "not fixed); "
             "HitOne counts every real user, RevAdv only those with test items",
         ),
         Protocol(
             "gradpass",
-            "GradientPassingAttack: 1% fakes, average-degree filler, 5 targets drawn uniformly, per-target recall and HitOne at 50",
+            "GradientPassingAttack: 1% fakes, average-degree filler, 5 targets drawn uniformly, per-target recall and "
+            "HitOne at 50",
             {"fake_ratio": 0.01, "n_targets": 5, "target_bucket": "any"},
             "t_hr@50",
             (10, 20, 50),
@@ -66,7 +76,8 @@ PROTOCOLS = {
         ),
         Protocol(
             "rapu",
-            "RAPU official (Zhang et al., KDD 2021): random 80/10/10, 1% fakes of 100 items each, 5 targets, any target in the top K",
+            "RAPU official (Zhang et al., KDD 2021): random 80/10/10, 1% fakes of 100 items each, 5 targets, any "
+            "target in the top K",
             {"fake_ratio": 0.01, "n_filler": 100, "n_targets": 5, "target_bucket": "any"},
             "hitone@50",
             (10, 20, 50, 100),
@@ -100,5 +111,6 @@ def check_protocol_data(proto: Protocol, prepare: dict | None, source: str) -> N
         found = ", ".join(f"{k}={got!r} (preset: {want!r})" for k, (want, got) in wrong.items())
         raise ConfigError(
             f"{source}.preset: {proto.name!r} expects data prepared with {proto.data}; this dataset has {found}. "
-            "Prepare it so (distrec data prepare --implicit-threshold / --test-ratio / --valid-ratio), or drop the preset and set the threat keys"
+            "Prepare it so (distrec data prepare --implicit-threshold / --test-ratio / --valid-ratio), or drop the "
+            "preset and set the threat keys"
         )

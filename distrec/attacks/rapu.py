@@ -50,7 +50,9 @@ class RAPUConfig(GradientAttackConfig):
             raise ValueError(f"prior must be in (0, 1), got {self.prior}")
 
 
-def genuine_posterior(residuals: torch.Tensor, sigma: float, b: float, prior: float, steps: int) -> tuple[torch.Tensor, float]:
+def genuine_posterior(
+    residuals: torch.Tensor, sigma: float, b: float, prior: float, steps: int
+) -> tuple[torch.Tensor, float]:
     """EM for the share ``pi`` of genuine interactions in the mixture pi N(0, sigma^2) + (1 - pi) Laplace(1, b)
     of the residuals; returns each residual's posterior of being genuine and the fitted ``pi``."""
     log_g = -0.5 * (residuals / sigma) ** 2 - math.log(sigma * math.sqrt(2 * math.pi))
@@ -89,10 +91,16 @@ class RAPU(GradientAttack):
         if train is not ctx.train or where != str(device) or len(index[2]) != n:
             r, c = ctx.train.rows(np.arange(n))
             rows, cols = torch.as_tensor(r, device=device), torch.as_tensor(c, device=device)
-            index = (rows, cols, torch.zeros(n, device=device).index_add_(0, rows, torch.ones(len(rows), device=device)))
+            index = (
+                rows,
+                cols,
+                torch.zeros(n, device=device).index_add_(0, rows, torch.ones(len(rows), device=device)),
+            )
             self._index = (ctx.train, str(device), index)
         return index
 
     def project(self, values: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
         pop = torch.as_tensor(ctx.popularity(), dtype=values.dtype, device=values.device)
-        return project_profiles(values + self.config.popularity_smooth * pop / pop.max().clamp_min(1), ctx.targets, ctx.budget.n_filler)
+        return project_profiles(
+            values + self.config.popularity_smooth * pop / pop.max().clamp_min(1), ctx.targets, ctx.budget.n_filler
+        )

@@ -10,7 +10,9 @@ SURROGATES = {"wrmf": WRMFSurrogate, "bpr": BPRSurrogate, "lightgcn": LightGCNSu
 
 def surrogate_class(name: str) -> type:
     if name not in SURROGATES:
-        raise ValueError(f"surrogate {name!r} is not differentiable here; differentiable surrogates: {', '.join(sorted(SURROGATES))}")
+        raise ValueError(
+            f"surrogate {name!r} is not differentiable here; differentiable surrogates: {', '.join(sorted(SURROGATES))}"
+        )
     return SURROGATES[name]
 
 

@@ -71,7 +71,9 @@ class WRMFSurrogate:
         self.real_rows = r, c = train.rows(np.arange(self.n_real))
         if self.config.gradient == "als":
             self.real_buckets = _Buckets(train, self.config.alpha, 1 << 20, self.device)
-            self.real_item_side = _SparseSide(UserItemCSR.from_arrays(c, r, self.n_items, self.n_real), self.config.alpha, self.device)
+            self.real_item_side = _SparseSide(
+                UserItemCSR.from_arrays(c, r, self.n_items, self.n_real), self.config.alpha, self.device
+            )
         else:
             entries = (self.n_real + n_fake) * self.n_items
             if entries > self.config.max_dense_entries:
@@ -101,8 +103,20 @@ class WRMFSurrogate:
         users = np.concatenate([r, fr.numpy() + self.n_real])
         items = np.concatenate([c, fc.numpy()])
         values = np.concatenate([np.ones(len(r), np.float32), fake.detach().cpu()[fr, fc].numpy().astype(np.float32)])
-        model = WRMF(n_all, self.n_items, factors=cfg.factors, iterations=cfg.iterations, alpha=cfg.alpha, reg=cfg.reg, cg_steps=cfg.cg_steps, seed=seed, device=str(self.device))
-        model.fit_matrix(UserItemCSR.from_arrays(users, items, n_all, self.n_items, values), progress=False, graded=True)
+        model = WRMF(
+            n_all,
+            self.n_items,
+            factors=cfg.factors,
+            iterations=cfg.iterations,
+            alpha=cfg.alpha,
+            reg=cfg.reg,
+            cg_steps=cfg.cg_steps,
+            seed=seed,
+            device=str(self.device),
+        )
+        model.fit_matrix(
+            UserItemCSR.from_arrays(users, items, n_all, self.n_items, values), progress=False, graded=True
+        )
         p, q = model.user_factors.detach(), model.item_factors.detach()
         p_fake = self.fake_user_step(fake, q)
         items_x = ItemStep.apply(fake, p[: self.n_real], p_fake, q, self)
@@ -142,7 +156,9 @@ class WRMFSurrogate:
         gram = p_all.T @ p_all + self.config.reg * torch.eye(p_all.shape[1], device=p_all.device)
 
         def matvec(v):
-            return v @ gram + self.real_item_side.weighted_gram_matvec(v, p_real) + a * (fake.T * (v @ p_fake.T)) @ p_fake
+            return (
+                v @ gram + self.real_item_side.weighted_gram_matvec(v, p_real) + a * (fake.T * (v @ p_fake.T)) @ p_fake
+            )
 
         b = torch.sparse.mm(self.real_item_side.confidence, p_real) + ((1.0 + a * fake) * fake).T @ p_fake
         return matvec, b
@@ -174,7 +190,9 @@ class WRMFSurrogate:
         return p, q, mp, mq, vp, vq
 
 
-def wmf_gradients(p: torch.Tensor, q: torch.Tensor, data: torch.Tensor, alpha: float, reg: float) -> tuple[torch.Tensor, torch.Tensor]:
+def wmf_gradients(
+    p: torch.Tensor, q: torch.Tensor, data: torch.Tensor, alpha: float, reg: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Closed-form gradients of sum c (x - p.q)^2 + reg (|P|^2 + |Q|^2), c = 1 + alpha x, w.r.t. P and Q."""
     resid = (1.0 + alpha * data) * (p @ q.T - data)
     return 2.0 * (resid @ q + reg * p), 2.0 * (resid.T @ p + reg * q)

@@ -8,7 +8,14 @@ import torch
 BETAS, EPS = (0.9, 0.999), 1e-8
 
 
-def adam_update(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avg: list[torch.Tensor], exp_avg_sq: list[torch.Tensor], t: int, lr: float):
+def adam_update(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avg: list[torch.Tensor],
+    exp_avg_sq: list[torch.Tensor],
+    t: int,
+    lr: float,
+):
     """One Adam step (Kingma & Ba 2015, Algorithm 1) written with differentiable tensor operations:
     returns the new parameters and moments, each a function of the inputs that autograd can go through."""
     b1, b2 = BETAS

@@ -106,7 +106,10 @@ class WeightAttack:
             with perturbed(self.matrices, deltas):
                 grads = self._gradients(users, items, labels)
             with torch.no_grad():
-                deltas = [project(d + alpha * w.norm(dim=a, keepdim=True) * row_normalized(g, a), w, c.eps, a) for d, g, (_, w, a) in zip(deltas, grads, self.matrices)]
+                deltas = [
+                    project(d + alpha * w.norm(dim=a, keepdim=True) * row_normalized(g, a), w, c.eps, a)
+                    for d, g, (_, w, a) in zip(deltas, grads, self.matrices)
+                ]
         return deltas
 
 

@@ -17,7 +17,16 @@ import pyarrow.parquet as pq
 from distrec import __version__
 from distrec.content_id import content_id
 from distrec.data.errors import DataFormatError
-from distrec.data.preprocess import PrepareConfig, build_id_map, build_sequences, kcore_mask, restrict_id_map, sample_test_negatives, split_rows, to_interactions
+from distrec.data.preprocess import (
+    PrepareConfig,
+    build_id_map,
+    build_sequences,
+    kcore_mask,
+    restrict_id_map,
+    sample_test_negatives,
+    split_rows,
+    to_interactions,
+)
 from distrec.data.schema import ITEM_IMAGES, LABELED_IMAGES, SCHEMA_VERSION, SPLITS
 from distrec.data.source import RawDataset
 from distrec.files import TMP_MARK, atomic_write, resolve_uri
@@ -33,7 +42,9 @@ def _remap_keys(keys: pa.Array, key_table: pa.Array, renumber: np.ndarray) -> tu
     return internal, internal >= 0
 
 
-def _attach_by_key(table: pa.Table, key_col: str, out_col: str, key_table: pa.Array, renumber: np.ndarray, what: str, notes: list[str]) -> pa.Table:
+def _attach_by_key(
+    table: pa.Table, key_col: str, out_col: str, key_table: pa.Array, renumber: np.ndarray, what: str, notes: list[str]
+) -> pa.Table:
     internal, ok = _remap_keys(table.column(key_col).combine_chunks(), key_table, renumber)
     if (~ok).any():
         notes.append(f"{what}: {int((~ok).sum())} of {len(ok)} rows are for ids without interactions and are not kept")
@@ -49,15 +60,21 @@ def _ratings(column: pa.ChunkedArray, config: PrepareConfig, raw: RawDataset) ->
     if column.null_count == len(column) and len(column):
         if config.implicit_threshold is not None:
             raise ValueError(
-                f"implicit_threshold={config.implicit_threshold}: {raw.name} as read from {files} has no ratings to threshold; give a source with ratings (ml-1m: ratings.dat) or drop the threshold"
+                f"implicit_threshold={config.implicit_threshold}: {raw.name} as read from {files} has no ratings to "
+                "threshold; give a source with ratings (ml-1m: ratings.dat) or drop the threshold"
             )
         return np.ones(len(column), np.float32)
     if column.null_count:
-        raise ValueError(f"{raw.name} ({files}): {column.null_count} of {len(column)} interactions have no rating; a source gives every rating or none")
+        raise ValueError(
+            f"{raw.name} ({files}): {column.null_count} of {len(column)} interactions have no rating; a source gives "
+            "every rating or none"
+        )
     return column.to_numpy().astype(np.float32)
 
 
-def prepare(raw: RawDataset, config: PrepareConfig, fmt: str, reader_options: dict | None = None) -> tuple[dict[str, pa.Table], dict]:
+def prepare(
+    raw: RawDataset, config: PrepareConfig, fmt: str, reader_options: dict | None = None
+) -> tuple[dict[str, pa.Table], dict]:
     """Apply ``config`` to ``raw``: the tables of the prepared dataset and its metadata."""
     meta = _metadata(raw, config, fmt, reader_options)
     notes = meta["notes"]
@@ -66,16 +83,22 @@ def prepare(raw: RawDataset, config: PrepareConfig, fmt: str, reader_options: di
     if raw.interactions is not None:
         (user_keys, u_renumber), (item_keys, i_renumber) = _interaction_tables(raw, config, fmt, tables, meta)
         if raw.user_attributes is not None:
-            tables["user_attributes"] = _attach_by_key(raw.user_attributes, "user", "user_id", user_keys, u_renumber, "user attributes", notes)
+            tables["user_attributes"] = _attach_by_key(
+                raw.user_attributes, "user", "user_id", user_keys, u_renumber, "user attributes", notes
+            )
     if raw.item_images is not None and item_keys is None:
         item_map, _ = build_id_map(raw.item_images.column("item").combine_chunks(), None)
         tables["item_map"] = item_map
         item_keys = item_map.column("original").combine_chunks()
         i_renumber = np.arange(item_map.num_rows)
     if raw.item_attributes is not None and item_keys is not None:
-        tables["item_attributes"] = _attach_by_key(raw.item_attributes, "item", "item_id", item_keys, i_renumber, "item attributes", notes)
+        tables["item_attributes"] = _attach_by_key(
+            raw.item_attributes, "item", "item_id", item_keys, i_renumber, "item attributes", notes
+        )
     if raw.item_images is not None:
-        tables["item_images"] = _attach_by_key(raw.item_images, "item", "item_id", item_keys, i_renumber, "item images", notes).cast(ITEM_IMAGES)
+        tables["item_images"] = _attach_by_key(
+            raw.item_images, "item", "item_id", item_keys, i_renumber, "item images", notes
+        ).cast(ITEM_IMAGES)
     if "user_map" in tables:
         meta["n_users"] = tables["user_map"].num_rows
     if "item_map" in tables:
@@ -123,15 +146,21 @@ def _interaction_tables(raw: RawDataset, config: PrepareConfig, fmt: str, tables
     labels, method = split_rows(uid[rows], None if ts is None else ts[rows], given, raw.ordered, config)
     meta["split_method"] = method
     if method == "loo_random":
-        meta["notes"].append(f"leave-one-out without timestamps: each user's held-out item drawn at random (seed {config.seed})")
+        meta["notes"].append(
+            f"leave-one-out without timestamps: each user's held-out item drawn at random (seed {config.seed})"
+        )
     for code, split in enumerate(SPLITS):
         sel = rows[labels == code]
         if len(sel) or split != "valid":
             tables[split] = to_interactions(uid, iid, ratings, ts_col, sel)
     if config.test_negatives:
-        users, negatives = sample_test_negatives(uid[rows], iid[rows], uid[rows[labels == 2]], item_map.num_rows, config.test_negatives, config.seed + 1)
+        users, negatives = sample_test_negatives(
+            uid[rows], iid[rows], uid[rows[labels == 2]], item_map.num_rows, config.test_negatives, config.seed + 1
+        )
         offsets = pa.array(np.arange(0, negatives.size + 1, negatives.shape[1], dtype=np.int32))
-        tables["test_negatives"] = pa.table({"user_id": users, "item_ids": pa.ListArray.from_arrays(offsets, pa.array(negatives.ravel()))})
+        tables["test_negatives"] = pa.table(
+            {"user_id": users, "item_ids": pa.ListArray.from_arrays(offsets, pa.array(negatives.ravel()))}
+        )
     tables["user_map"] = user_map
     tables["item_map"] = item_map
     if raw.ordered or ts is not None:
@@ -140,7 +169,9 @@ def _interaction_tables(raw: RawDataset, config: PrepareConfig, fmt: str, tables
     return (user_keys, u_renumber), (item_keys, i_renumber)
 
 
-def _kept_rows(uid: np.ndarray, iid: np.ndarray, ratings: np.ndarray, config: PrepareConfig, fmt: str, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+def _kept_rows(
+    uid: np.ndarray, iid: np.ndarray, ratings: np.ndarray, config: PrepareConfig, fmt: str, meta: dict
+) -> tuple[np.ndarray, np.ndarray]:
     """The mask of interactions kept by ``implicit_threshold`` and ``kcore`` (counts dropped go to ``meta``),
     and the ratings (all ones once thresholded); an error when nothing is left."""
     keep = np.ones(len(uid), bool)
@@ -153,7 +184,10 @@ def _kept_rows(uid: np.ndarray, iid: np.ndarray, ratings: np.ndarray, config: Pr
         keep &= kcore_mask(uid, iid, config.kcore)
         meta["dropped_by_kcore"] = before - int(keep.sum())
     if not keep.any():
-        raise ValueError(f"implicit_threshold={config.implicit_threshold} and kcore={config.kcore} leave none of the {len(keep)} interactions of {fmt}")
+        raise ValueError(
+            f"implicit_threshold={config.implicit_threshold} and kcore={config.kcore} leave none of the {len(keep)} "
+            f"interactions of {fmt}"
+        )
     return keep, ratings
 
 
@@ -218,19 +252,26 @@ class PreparedDataset:
         self.fs, self.root = resolve_uri(uri)
         path = f"{self.root}/{METADATA_FILE}"
         if self.fs.get_file_info(path).type != pafs.FileType.File:
-            raise FileNotFoundError(f"{self.uri} is not a prepared distrec dataset: no {METADATA_FILE} (run 'distrec data prepare')")
+            raise FileNotFoundError(
+                f"{self.uri} is not a prepared distrec dataset: no {METADATA_FILE} (run 'distrec data prepare')"
+            )
         with self.fs.open_input_stream(path) as fh:
             try:
                 self.metadata = json.loads(fh.read())
             except ValueError as exc:
                 raise DataFormatError(path, f"unreadable dataset metadata ({exc}); prepare the dataset again") from None
         if self.metadata.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"{path}: schema_version {self.metadata.get('schema_version')} is not {SCHEMA_VERSION}; prepare the dataset again")
+            raise ValueError(
+                f"{path}: schema_version {self.metadata.get('schema_version')} is not {SCHEMA_VERSION}; prepare the "
+                "dataset again"
+            )
 
     @cached_property
     def content_id(self) -> str:
         """:func:`data_content_id`, recorded at write time (computed from the tables for older datasets)."""
-        return self.metadata.get("content_id") or data_content_id({n: self.table(n) for n in self.metadata["tables"]}, self.metadata)
+        return self.metadata.get("content_id") or data_content_id(
+            {n: self.table(n) for n in self.metadata["tables"]}, self.metadata
+        )
 
     @property
     def n_users(self) -> int:
@@ -289,11 +330,17 @@ class PreparedDataset:
                 id_map={"users": self.n_users, "items": self.n_items},
                 split_method=m.get("split_method"),
             )
-        images = {name.removeprefix("images_"): t["rows"] for name, t in m["tables"].items() if name.startswith("images_")}
+        images = {
+            name.removeprefix("images_"): t["rows"] for name, t in m["tables"].items() if name.startswith("images_")
+        }
         if self.has("item_images"):
             images["items"] = m["tables"]["item_images"]["rows"]
         out["images"] = images
-        out["item_attributes"] = {"items": m["tables"]["item_attributes"]["rows"], "categories": len(m.get("category_names") or [])} if self.has("item_attributes") else None
+        out["item_attributes"] = (
+            {"items": m["tables"]["item_attributes"]["rows"], "categories": len(m.get("category_names") or [])}
+            if self.has("item_attributes")
+            else None
+        )
         if self.has("user_attributes"):
             cols = [c for c in self.table("user_attributes").column_names if c != "user_id"]
             out["user_attributes"] = {"users": m["tables"]["user_attributes"]["rows"], "columns": cols}

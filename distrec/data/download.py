@@ -39,12 +39,21 @@ class Source:
 
 GROUPLENS = "https://files.grouplens.org/datasets/movielens/"
 LIGHTGCN = "https://raw.githubusercontent.com/gusye1234/LightGCN-PyTorch/master/data/gowalla/"
-_MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+_MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 
 # Checksums: GroupLens' published .md5 files; LightGCN, MNIST and Fashion-MNIST files as released.
 SOURCES: dict[str, Source] = {
-    "ml-100k": Source("ml-100k", GROUPLENS, (RemoteFile("ml-100k.zip", "md5:0e33842e24a9c977be4e0107933c0723", True),), "ml-100k"),
-    "ml-1m": Source("ml-1m", GROUPLENS, (RemoteFile("ml-1m.zip", "md5:c4d9eecfca2ab87c1945afe126590906", True),), "ml-1m"),
+    "ml-100k": Source(
+        "ml-100k", GROUPLENS, (RemoteFile("ml-100k.zip", "md5:0e33842e24a9c977be4e0107933c0723", True),), "ml-100k"
+    ),
+    "ml-1m": Source(
+        "ml-1m", GROUPLENS, (RemoteFile("ml-1m.zip", "md5:c4d9eecfca2ab87c1945afe126590906", True),), "ml-1m"
+    ),
     "gowalla": Source(
         "lightgcn",
         LIGHTGCN,
@@ -61,7 +70,13 @@ SOURCES: dict[str, Source] = {
         tuple(
             RemoteFile(n, f"md5:{h}")
             for n, h in zip(
-                _MNIST_FILES, ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432", "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c")
+                _MNIST_FILES,
+                (
+                    "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                    "d53e105ee54ea40749a09fcbcd1e9432",
+                    "9fb629c4189551a2d022fa330f9573f3",
+                    "ec29112dd5afa0611ce80d1b7f02629c",
+                ),
             )
         ),
     ),
@@ -71,7 +86,13 @@ SOURCES: dict[str, Source] = {
         tuple(
             RemoteFile(n, f"md5:{h}")
             for n, h in zip(
-                _MNIST_FILES, ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe", "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310")
+                _MNIST_FILES,
+                (
+                    "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                    "25c81989df183df01b3e8a0aad5dffbe",
+                    "bef4ecab320f06d8554ea6380940ec79",
+                    "bb300cfdad3c16e7a12a480ee83cd310",
+                ),
             )
         ),
     ),
@@ -95,7 +116,9 @@ def verify(path: Path, checksum: str) -> bool:
     return file_checksum(path, algorithm) == expected
 
 
-def download(name: str, cache_dir: str | Path | None = None, base_url: str | None = None, timeout: float = 60.0) -> Path:
+def download(
+    name: str, cache_dir: str | Path | None = None, base_url: str | None = None, timeout: float = 60.0
+) -> Path:
     """Fetch dataset ``name`` (verified, extracted) into ``cache_dir/name`` and return the folder to prepare.
 
     ``base_url`` replaces the official location (a mirror, or a ``file://`` folder). Verified files
@@ -118,14 +141,17 @@ def download(name: str, cache_dir: str | Path | None = None, base_url: str | Non
             except (urllib.error.URLError, OSError) as exc:
                 partial.unlink(missing_ok=True)
                 raise DownloadError(
-                    f"could not download {url} ({getattr(exc, 'reason', exc)}). Without network access, fetch it elsewhere and put "
+                    f"could not download {url} ({getattr(exc, 'reason', exc)}). Without network access, fetch it "
+                    "elsewhere and put "
                     f"it at {path} ({remote.checksum}), then run this again; or pass the extracted files to "
                     f"'distrec data prepare {source.format} --root DIR'."
                 ) from None
             if not verify(partial, remote.checksum):
                 got = file_checksum(partial, remote.checksum.split(":")[0])
                 partial.unlink()
-                raise DownloadError(f"{url}: checksum mismatch, expected {remote.checksum}, got {got}; the file was not kept")
+                raise DownloadError(
+                    f"{url}: checksum mismatch, expected {remote.checksum}, got {got}; the file was not kept"
+                )
             partial.replace(path)
         if remote.extract:
             with zipfile.ZipFile(path) as zf:

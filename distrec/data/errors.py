@@ -53,4 +53,9 @@ class BadLines:
         return sum(self.counts.values())
 
     def report(self) -> dict:
-        return {"policy": self.policy, "skipped": self.skipped, "by_reason": dict(self.counts), "examples": list(self.examples)}
+        return {
+            "policy": self.policy,
+            "skipped": self.skipped,
+            "by_reason": dict(self.counts),
+            "examples": list(self.examples),
+        }

@@ -32,7 +32,9 @@ class ItemImages:
         return self.pixels.shape[-1]
 
 
-def load_item_images(dataset: PreparedDataset | str, size: int, backend: str = "auto", batch_size: int = 256) -> ItemImages:
+def load_item_images(
+    dataset: PreparedDataset | str, size: int, backend: str = "auto", batch_size: int = 256
+) -> ItemImages:
     """Decode the ``item_images`` table at ``size`` x ``size`` RGB. ``backend``: ``ray`` (Ray Data
     ``map_batches``), ``memory``, or ``auto`` (Ray in a driver where Ray is initialised; in process inside
     a Ray task or actor, whose CPUs Ray Data's own tasks would otherwise wait for)."""
@@ -40,14 +42,21 @@ def load_item_images(dataset: PreparedDataset | str, size: int, backend: str = "
 
     dataset = dataset if isinstance(dataset, PreparedDataset) else PreparedDataset(dataset)
     if not dataset.has("item_images"):
-        raise DataFormatError(dataset.uri, "no item_images table: prepare the dataset with --images (e.g. the ML-1M posters tar)")
+        raise DataFormatError(
+            dataset.uri, "no item_images table: prepare the dataset with --images (e.g. the ML-1M posters tar)"
+        )
     if backend == "auto":
-        backend = "ray" if ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.SCRIPT_MODE else "memory"
+        backend = (
+            "ray" if ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.SCRIPT_MODE else "memory"
+        )
     if backend == "ray":
         batches = image_dataset(dataset, size=size).iter_batches(batch_size=batch_size, batch_format="numpy")
     elif backend == "memory":
         table = dataset.table("item_images", ["item_id", "image"])
-        batches = (decode_images({"item_id": b.column("item_id").to_numpy(), "image": b.column("image").to_pylist()}, size) for b in table.to_batches(batch_size))
+        batches = (
+            decode_images({"item_id": b.column("item_id").to_numpy(), "image": b.column("image").to_pylist()}, size)
+            for b in table.to_batches(batch_size)
+        )
     else:
         raise ValueError(f"backend must be ray, memory or auto, got {backend!r}")
     pixels = torch.zeros(dataset.n_items, 3, size, size, dtype=torch.uint8)

@@ -59,5 +59,9 @@ def load_labeled_images(dataset: PreparedDataset | str, split: str) -> LabeledIm
     arrays = [decode(b, f"{dataset.path(name)}[image_id={i}]") for b, i in zip(blobs, ids)]
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
-        raise DataFormatError(dataset.path(name), f"images of different shapes {sorted(shapes)[:3]}; resize them when preparing")
-    return LabeledImages(torch.from_numpy(np.stack(arrays)), torch.from_numpy(table.column("label").to_numpy().astype(np.int64)))
+        raise DataFormatError(
+            dataset.path(name), f"images of different shapes {sorted(shapes)[:3]}; resize them when preparing"
+        )
+    return LabeledImages(
+        torch.from_numpy(np.stack(arrays)), torch.from_numpy(table.column("label").to_numpy().astype(np.int64))
+    )

@@ -20,7 +20,9 @@ class UserItemCSR:
     values: np.ndarray | None = None
 
     @classmethod
-    def from_arrays(cls, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, values: np.ndarray | None = None) -> UserItemCSR:
+    def from_arrays(
+        cls, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, values: np.ndarray | None = None
+    ) -> UserItemCSR:
         keys = users.astype(np.int64) * n_items + items.astype(np.int64)
         order = np.argsort(keys, kind="stable")
         keys = keys[order]
@@ -28,7 +30,9 @@ class UserItemCSR:
         first[1:] = keys[1:] != keys[:-1]
         summed = None
         if values is not None:
-            summed = np.add.reduceat(np.asarray(values)[order], np.flatnonzero(first)) if len(keys) else np.asarray(values)
+            summed = (
+                np.add.reduceat(np.asarray(values)[order], np.flatnonzero(first)) if len(keys) else np.asarray(values)
+            )
         keys = keys[first]
         u, i = keys // n_items, keys % n_items
         indptr = np.zeros(n_users + 1, np.int64)

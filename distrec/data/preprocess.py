@@ -39,7 +39,9 @@ class PrepareConfig:
         if self.split not in SPLIT_METHODS:
             raise ValueError(f"split must be one of {SPLIT_METHODS}, got {self.split!r}")
         if not (0 <= self.test_ratio < 1 and 0 <= self.valid_ratio < 1 and self.test_ratio + self.valid_ratio < 1):
-            raise ValueError(f"test_ratio and valid_ratio must be in [0, 1) with sum < 1, got {self.test_ratio}, {self.valid_ratio}")
+            raise ValueError(
+                f"test_ratio and valid_ratio must be in [0, 1) with sum < 1, got {self.test_ratio}, {self.valid_ratio}"
+            )
         if self.kcore < 0:
             raise ValueError(f"kcore must be >= 0, got {self.kcore}")
         if self.test_negatives < 0:
@@ -91,7 +93,12 @@ def restrict_id_map(id_map: pa.Table, used_ids: np.ndarray) -> tuple[pa.Table, n
     used = np.zeros(id_map.num_rows, bool)
     used[used_ids] = True
     renumber = np.where(used, np.cumsum(used) - 1, -1)
-    table = pa.table({"original": id_map.column("original").filter(pa.array(used)), "internal": pa.array(np.arange(used.sum(), dtype=np.int64))})
+    table = pa.table(
+        {
+            "original": id_map.column("original").filter(pa.array(used)),
+            "internal": pa.array(np.arange(used.sum(), dtype=np.int64)),
+        }
+    )
     return table, renumber
 
 
@@ -105,7 +112,9 @@ def _rank_within_user(users: np.ndarray, order_key: np.ndarray) -> tuple[np.ndar
     return rank, counts[users]
 
 
-def split_rows(users: np.ndarray, timestamps: np.ndarray | None, given: np.ndarray | None, ordered: bool, config: PrepareConfig) -> tuple[np.ndarray, str]:
+def split_rows(
+    users: np.ndarray, timestamps: np.ndarray | None, given: np.ndarray | None, ordered: bool, config: PrepareConfig
+) -> tuple[np.ndarray, str]:
     """Assign each row to ``0`` train, ``1`` valid or ``2`` test; returns the labels and the method used."""
     method = config.split
     if method == "auto":
@@ -132,7 +141,9 @@ def split_rows(users: np.ndarray, timestamps: np.ndarray | None, given: np.ndarr
     if method == "loo" and timestamps is None and not ordered:
         method, timestamps = "loo_random", np.random.default_rng(config.seed).permutation(n)
     if timestamps is None and not ordered:
-        raise ValueError(f"split={method} needs timestamps (or a time-ordered source such as sequence files); this source has none")
+        raise ValueError(
+            f"split={method} needs timestamps (or a time-ordered source such as sequence files); this source has none"
+        )
     key = np.zeros(n, np.int64) if timestamps is None else timestamps
     if method in ("loo", "loo_random"):
         rank, count = _rank_within_user(users, key)
@@ -149,7 +160,9 @@ def split_rows(users: np.ndarray, timestamps: np.ndarray | None, given: np.ndarr
     return label, method
 
 
-def sample_test_negatives(users: np.ndarray, items: np.ndarray, test_users: np.ndarray, n_items: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def sample_test_negatives(
+    users: np.ndarray, items: np.ndarray, test_users: np.ndarray, n_items: int, count: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``count`` distinct items per test user that the user has no interaction with (in any split),
     uniformly at random with ``seed``: the candidates of the sampled (NCF) protocol."""
     rng = np.random.default_rng(seed)
@@ -160,7 +173,10 @@ def sample_test_negatives(users: np.ndarray, items: np.ndarray, test_users: np.n
     for row, u in enumerate(test_users):
         seen = items[order[bounds[u] : bounds[u + 1]]]
         if n_items - len(np.unique(seen)) < count:
-            raise ValueError(f"test_negatives: user {u} has only {n_items - len(np.unique(seen))} items it never interacted with, fewer than {count}")
+            raise ValueError(
+                f"test_negatives: user {u} has only {n_items - len(np.unique(seen))} items it never interacted with, "
+                f"fewer than {count}"
+            )
         picked = np.empty(0, np.int64)
         while len(picked) < count:
             draw = rng.integers(0, n_items, 2 * count)
@@ -183,7 +199,11 @@ def build_sequences(table: pa.Table, use_row_order: bool) -> pa.Table:
     bounds = np.flatnonzero(np.diff(u_sorted)) + 1
     offsets = np.concatenate([[0], bounds, [len(order)]]).astype(np.int32)
     items = pa.ListArray.from_arrays(pa.array(offsets), pa.array(table.column("item_id").to_numpy()[order]))
-    times = pa.ListArray.from_arrays(pa.array(offsets), pa.array(ts[order])) if has_ts else pa.nulls(len(offsets) - 1, pa.list_(pa.int64()))
+    times = (
+        pa.ListArray.from_arrays(pa.array(offsets), pa.array(ts[order]))
+        if has_ts
+        else pa.nulls(len(offsets) - 1, pa.list_(pa.int64()))
+    )
     return pa.Table.from_arrays([pa.array(u_sorted[offsets[:-1]]), items, times], schema=SEQUENCES)
 
 

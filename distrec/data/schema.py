@@ -47,7 +47,9 @@ SPLITS = ("train", "valid", "test")
 
 def id_map_schema(original_type: pa.DataType) -> pa.Schema:
     """``original`` (the source's id, int64 or string) -> ``internal`` (contiguous int64)."""
-    return pa.schema([pa.field("original", original_type, nullable=False), pa.field("internal", pa.int64(), nullable=False)])
+    return pa.schema(
+        [pa.field("original", original_type, nullable=False), pa.field("internal", pa.int64(), nullable=False)]
+    )
 
 
 def interactions_table(
@@ -68,6 +70,12 @@ def interactions_table(
         ts = pa.array(np.asarray(timestamps, np.int64), pa.int64(), mask=mask)
     fake = np.zeros(n, bool) if is_fake is None else np.asarray(is_fake, bool)
     return pa.Table.from_arrays(
-        [pa.array(np.asarray(users, np.int64)), pa.array(np.asarray(items, np.int64)), pa.array(ratings), ts, pa.array(fake)],
+        [
+            pa.array(np.asarray(users, np.int64)),
+            pa.array(np.asarray(items, np.int64)),
+            pa.array(ratings),
+            ts,
+            pa.array(fake),
+        ],
         schema=INTERACTIONS,
     )

@@ -67,7 +67,9 @@ def raw_interactions(users, items, ratings=None, timestamps=None, split=None) ->
     return pa.table(cols)
 
 
-def check_known_ids(path: Path, column: str, ids: np.ndarray, known: np.ndarray, known_file: str, lines: np.ndarray | None = None) -> None:
+def check_known_ids(
+    path: Path, column: str, ids: np.ndarray, known: np.ndarray, known_file: str, lines: np.ndarray | None = None
+) -> None:
     """Ids out of range: every id in ``ids`` must be among ``known`` (listed in ``known_file``).
 
     ``lines``: the line number of each row; without it the error names the row."""
@@ -84,7 +86,10 @@ def category_table(keys, genre_lists: list[list[str]], titles=None, vocabulary: 
     """Item attribute table (``item``, ``categories`` list<int32>[, ``title``]) and the category names."""
     names = vocabulary or sorted({g for gs in genre_lists for g in gs})
     index = {g: i for i, g in enumerate(names)}
-    cols = {"item": pa.array(keys), "categories": pa.array([[index[g] for g in gs] for gs in genre_lists], pa.list_(pa.int32()))}
+    cols = {
+        "item": pa.array(keys),
+        "categories": pa.array([[index[g] for g in gs] for gs in genre_lists], pa.list_(pa.int32())),
+    }
     if titles is not None:
         cols["title"] = pa.array(titles, pa.string())
     return pa.table(cols), names

@@ -36,9 +36,13 @@ def _exists(uri: str) -> bool:
 def check_dataset_spec(spec: DatasetSpec, source: str, key: str = "dataset") -> None:
     """Every problem a spec can have that is visible without reading the data: one kind of source,
     known format and prepare keys, paths that exist."""
-    kinds = [k for k, v in (("synthetic", spec.synthetic), ("path", spec.path), ("format", spec.format)) if v is not None]
+    kinds = [
+        k for k, v in (("synthetic", spec.synthetic), ("path", spec.path), ("format", spec.format)) if v is not None
+    ]
     if len(kinds) != 1:
-        raise ConfigError(f"{source}: {key}: give exactly one of synthetic, path, or format + root (found {kinds or 'none'})")
+        raise ConfigError(
+            f"{source}: {key}: give exactly one of synthetic, path, or format + root (found {kinds or 'none'})"
+        )
     local = lambda uri: "://" not in uri or uri.startswith("file://")  # noqa: E731  (object stores are checked when read)
     if spec.path is not None and local(spec.path) and not _exists(f"{spec.path}/{METADATA_FILE}"):
         raise ConfigError(f"{source}: {key}.path: {spec.path} is not a prepared dataset (no {METADATA_FILE})")
@@ -50,7 +54,9 @@ def check_dataset_spec(spec: DatasetSpec, source: str, key: str = "dataset") -> 
         from distrec.data.readers import READERS
 
         if spec.format not in READERS:
-            raise ConfigError(f"{source}: {key}.format: unknown format {spec.format!r}; known: {', '.join(sorted(READERS))}")
+            raise ConfigError(
+                f"{source}: {key}.format: unknown format {spec.format!r}; known: {', '.join(sorted(READERS))}"
+            )
         if spec.root is None or not Path(spec.root).exists():
             raise ConfigError(f"{source}: {key}.root: {spec.root!r} does not exist")
     if spec.images is not None and not Path(spec.images).exists():
@@ -63,7 +69,9 @@ def check_dataset_spec(spec: DatasetSpec, source: str, key: str = "dataset") -> 
         valid = set(inspect.signature(make_synthetic).parameters)
         unknown = sorted(set(spec.synthetic) - valid)
         if unknown:
-            raise ConfigError(f"{source}: {key}.synthetic.{unknown[0]}: unknown key; valid keys: {', '.join(sorted(valid))}")
+            raise ConfigError(
+                f"{source}: {key}.synthetic.{unknown[0]}: unknown key; valid keys: {', '.join(sorted(valid))}"
+            )
 
 
 def spec_id(spec: DatasetSpec) -> str:
@@ -93,7 +101,11 @@ def materialise_dataset(spec: DatasetSpec, out: str) -> PreparedDataset:
 
         options = dict(spec.synthetic)
         seed = options.pop("seed", 0)
-        raw, fmt, cfg = make_synthetic(seed=seed, **options), "synthetic", PrepareConfig(**{"seed": seed, **spec.prepare})
+        raw, fmt, cfg = (
+            make_synthetic(seed=seed, **options),
+            "synthetic",
+            PrepareConfig(**{"seed": seed, **spec.prepare}),
+        )
     elif spec.format and spec.root:
         from distrec.data.readers import read_source
 

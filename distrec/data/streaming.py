@@ -43,7 +43,16 @@ def positive_keys(users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndar
     return np.unique(users.astype(np.int64) * n_items + items.astype(np.int64))
 
 
-def sample_negatives(users: np.ndarray, items: np.ndarray, pos_keys: np.ndarray, n_items: int, num_negatives: int, seed: int, epoch: int, max_attempts: int = 64) -> np.ndarray:
+def sample_negatives(
+    users: np.ndarray,
+    items: np.ndarray,
+    pos_keys: np.ndarray,
+    n_items: int,
+    num_negatives: int,
+    seed: int,
+    epoch: int,
+    max_attempts: int = 64,
+) -> np.ndarray:
     """Uniform negatives ``[n, num_negatives]`` that are not among the user's positives (rejection sampling).
 
     A user who has interacted with every item cannot get a negative: that raises ``ValueError``."""
@@ -62,16 +71,22 @@ def sample_negatives(users: np.ndarray, items: np.ndarray, pos_keys: np.ndarray,
         if not todo.any():
             return out
     row = int(np.argwhere(todo)[0, 0])
-    raise ValueError(f"no negative item found for user {users[row]} after {max_attempts} attempts (has the user seen every item?)")
+    raise ValueError(
+        f"no negative item found for user {users[row]} after {max_attempts} attempts (has the user seen every item?)"
+    )
 
 
-def add_negatives(batch: dict[str, np.ndarray], pos_keys: np.ndarray, n_items: int, num_negatives: int, seed: int, epoch: int) -> dict[str, np.ndarray]:
+def add_negatives(
+    batch: dict[str, np.ndarray], pos_keys: np.ndarray, n_items: int, num_negatives: int, seed: int, epoch: int
+) -> dict[str, np.ndarray]:
     """``map_batches`` function: adds ``neg_item`` ``[n, num_negatives]`` to a batch of (user_id, item_id)."""
     neg = sample_negatives(batch["user_id"], batch["item_id"], pos_keys, n_items, num_negatives, seed, epoch)
     return {"user_id": batch["user_id"], "item_id": batch["item_id"], "neg_item": neg}
 
 
-def _windowed_batches(chunks: Iterator[dict[str, np.ndarray]], batch_size: int, seed: int, epoch: int, shuffle: bool) -> Iterator[dict[str, torch.Tensor]]:
+def _windowed_batches(
+    chunks: Iterator[dict[str, np.ndarray]], batch_size: int, seed: int, epoch: int, shuffle: bool
+) -> Iterator[dict[str, torch.Tensor]]:
     """Permute each window-sized chunk (seeded per window) and cut the stream into ``batch_size`` batches."""
     carry: dict[str, np.ndarray] | None = None
     for w, chunk in enumerate(chunks):
@@ -164,10 +179,18 @@ class InteractionStream:
         if self.dataset.fs is None:  # held in memory (object store)
             ds = ray.data.from_arrow(self.dataset.table(self.split, ["user_id", "item_id"]))
         else:
-            ds = ray.data.read_parquet(self.dataset.path(self.split), filesystem=self.dataset.fs).select_columns(["user_id", "item_id"])
+            ds = ray.data.read_parquet(self.dataset.path(self.split), filesystem=self.dataset.fs).select_columns(
+                ["user_id", "item_id"]
+            )
         ds = ds.map_batches(
             add_negatives,
-            fn_kwargs={"pos_keys": self.pos_keys, "n_items": self.n_items, "num_negatives": self.num_negatives, "seed": self.seed, "epoch": epoch},
+            fn_kwargs={
+                "pos_keys": self.pos_keys,
+                "n_items": self.n_items,
+                "num_negatives": self.num_negatives,
+                "seed": self.seed,
+                "epoch": epoch,
+            },
             batch_format="numpy",
             batch_size=65536,
         )
@@ -201,7 +224,9 @@ def decode_images(batch: dict[str, np.ndarray], size: int | None = None, mode: s
     return out
 
 
-def image_dataset(dataset: PreparedDataset | str, table: str = "item_images", size: int | None = None, mode: str = "RGB"):
+def image_dataset(
+    dataset: PreparedDataset | str, table: str = "item_images", size: int | None = None, mode: str = "RGB"
+):
     """A Ray Dataset of decoded images (``pixels`` uint8 ``[H, W, C]`` per row) read from Parquet;
     decoding happens lazily in ``map_batches``."""
     import ray.data
@@ -216,4 +241,11 @@ def pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(pixels, np.float32)).permute(0, 3, 1, 2).div_(255.0)
 
 
-__all__ = ["InteractionStream", "add_negatives", "decode_images", "image_dataset", "pixels_to_tensor", "sample_negatives"]
+__all__ = [
+    "InteractionStream",
+    "add_negatives",
+    "decode_images",
+    "image_dataset",
+    "pixels_to_tensor",
+    "sample_negatives",
+]

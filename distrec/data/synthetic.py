@@ -55,20 +55,33 @@ def make_synthetic(
         stamps.append(start[u] + np.cumsum(rng.integers(60, 86_400, len(chosen))))
 
     raw = RawDataset("synthetic", ordered=False)
-    raw.interactions = raw_interactions(np.concatenate(users).astype(np.int64), np.concatenate(items).astype(np.int64), np.concatenate(ratings), np.concatenate(stamps))
+    raw.interactions = raw_interactions(
+        np.concatenate(users).astype(np.int64),
+        np.concatenate(items).astype(np.int64),
+        np.concatenate(ratings),
+        np.concatenate(stamps),
+    )
     cat_of_cluster = rng.integers(0, n_categories, n_clusters)
     secondary = rng.integers(0, n_categories, n_items)
     categories = [sorted({int(cat_of_cluster[c]), int(s)}) for c, s in zip(item_cluster, secondary)]
-    raw.item_attributes = pa.table({"item": pa.array(np.arange(n_items, dtype=np.int64)), "categories": pa.array(categories, pa.list_(pa.int32()))})
+    raw.item_attributes = pa.table(
+        {"item": pa.array(np.arange(n_items, dtype=np.int64)), "categories": pa.array(categories, pa.list_(pa.int32()))}
+    )
     raw.category_names = [f"category_{i}" for i in range(n_categories)]
     raw.user_attributes = pa.table(
-        {"user": pa.array(np.arange(n_users, dtype=np.int64)), "age": pa.array(rng.integers(18, 70, n_users)), "segment": pa.array(user_cluster.astype(np.int64))}
+        {
+            "user": pa.array(np.arange(n_users, dtype=np.int64)),
+            "age": pa.array(rng.integers(18, 70, n_users)),
+            "segment": pa.array(user_cluster.astype(np.int64)),
+        }
     )
     if image_size:
         palette = rng.integers(0, 256, (n_clusters, 3))
         blobs = []
         for i in range(n_items):
-            img = np.clip(palette[item_cluster[i]] + rng.normal(0, 24, (image_size, image_size, 3)), 0, 255).astype(np.uint8)
+            img = np.clip(palette[item_cluster[i]] + rng.normal(0, 24, (image_size, image_size, 3)), 0, 255).astype(
+                np.uint8
+            )
             blobs.append(encode_png(img))
         raw.item_images = pa.table(
             {
@@ -78,5 +91,7 @@ def make_synthetic(
                 "height": pa.array(np.full(n_items, image_size, np.int32)),
             }
         )
-    raw.notes.append(f"synthetic: n_users={n_users} n_items={n_items} n_clusters={n_clusters} avg_degree={avg_degree} seed={seed}")
+    raw.notes.append(
+        f"synthetic: n_users={n_users} n_items={n_items} n_clusters={n_clusters} avg_degree={avg_degree} seed={seed}"
+    )
     return raw

@@ -28,7 +28,9 @@ class GroupSpec:
 
     def __post_init__(self):
         if (self.attribute is None) == (self.category is None):
-            raise ValueError("a group is defined by exactly one of attribute (a profile column) or category (behaviour)")
+            raise ValueError(
+                "a group is defined by exactly one of attribute (a profile column) or category (behaviour)"
+            )
         if self.attribute is not None and self.value is None and self.min is None and self.max is None:
             raise ValueError(f"attribute {self.attribute!r}: give value, or min and/or max")
         if not 0 < self.share <= 1:
@@ -44,10 +46,15 @@ class GroupSpec:
 
 def _column(dataset: PreparedDataset, name: str) -> tuple[np.ndarray, np.ndarray]:
     if not dataset.has("user_attributes"):
-        raise ValueError(f"{dataset.uri}: no user_attributes table (profiles come with ML-100K's u.user or ML-1M's users.dat)")
+        raise ValueError(
+            f"{dataset.uri}: no user_attributes table (profiles come with ML-100K's u.user or ML-1M's users.dat)"
+        )
     table = dataset.table("user_attributes")
     if name not in table.column_names:
-        raise ValueError(f"{dataset.uri}: user_attributes has no column {name!r}; columns: {[c for c in table.column_names if c != 'user_id']}")
+        raise ValueError(
+            f"{dataset.uri}: user_attributes has no column {name!r}; columns: "
+            f"{[c for c in table.column_names if c != 'user_id']}"
+        )
     return table.column("user_id").to_numpy(), table.column(name).to_numpy(zero_copy_only=False)
 
 

@@ -20,18 +20,25 @@ from distrec.models.registry import create_victim
 def _fit_wrmf(train: UserItemCSR):
     """The attacker's stand-in for a detector that reads a model (spectral signatures): WRMF on ``train``."""
     users = np.repeat(np.arange(train.n_users), train.degrees())
-    data = InMemoryDataset({"train": interactions_table(users, train.indices)}, {"name": "attacker view", "n_users": train.n_users, "n_items": train.n_items})
+    data = InMemoryDataset(
+        {"train": interactions_table(users, train.indices)},
+        {"name": "attacker view", "n_users": train.n_users, "n_items": train.n_items},
+    )
     model = create_victim("wrmf", train.n_users, train.n_items, factors=32, iterations=8)
     model.fit(data, progress=False)
     return model
 
 
-def evade(fake: torch.Tensor, view: UserItemCSR, targets: np.ndarray, budget: Budget, config: CamouflageConfig, seed: int) -> torch.Tensor:
+def evade(
+    fake: torch.Tensor, view: UserItemCSR, targets: np.ndarray, budget: Budget, config: CamouflageConfig, seed: int
+) -> torch.Tensor:
     """``config.candidates`` camouflaged versions of every fake profile, scored together by the detector
     (learnt on ``view``) beside the real users; the ``n_fake`` lowest-scored profiles are kept."""
     if config.detector is None:
         return camouflage(fake, view, targets, budget, config, seed)
-    pool = torch.cat([camouflage(fake, view, targets, budget, config, seed + 7919 * k) for k in range(config.candidates)])
+    pool = torch.cat(
+        [camouflage(fake, view, targets, budget, config, seed + 7919 * k) for k in range(config.candidates)]
+    )
     detector = create_defense(config.detector, **config.detector_config)
     detector.learn(view, seed + 1)
     rows, items = torch.nonzero(pool, as_tuple=True)

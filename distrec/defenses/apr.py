@@ -39,9 +39,13 @@ class APRObjective(TrainingObjective):
     def __init__(self, config: APRConfig):
         self.config = config
 
-    def perturbation(self, model: PairwiseVictim, params: list[torch.nn.Parameter], users, pos, neg) -> list[torch.Tensor]:
+    def perturbation(
+        self, model: PairwiseVictim, params: list[torch.nn.Parameter], users, pos, neg
+    ) -> list[torch.Tensor]:
         """Delta_adv of every table, from the gradients of the clean loss (already in ``p.grad``)."""
-        return [self.config.eps * F.normalize(p.grad, dim=-1) if p.grad is not None else torch.zeros_like(p) for p in params]
+        return [
+            self.config.eps * F.normalize(p.grad, dim=-1) if p.grad is not None else torch.zeros_like(p) for p in params
+        ]
 
     def backward(self, model: PairwiseVictim, users, pos, neg, epoch: int) -> torch.Tensor:
         loss = super().backward(model, users, pos, neg, epoch)
@@ -70,7 +74,10 @@ class APR(TrainingDefense):
 
     @classmethod
     def supports(cls, victim_cls: type) -> bool:
-        return issubclass(victim_cls, PairwiseVictim) and victim_cls.embedding_parameters is not PairwiseVictim.embedding_parameters
+        return (
+            issubclass(victim_cls, PairwiseVictim)
+            and victim_cls.embedding_parameters is not PairwiseVictim.embedding_parameters
+        )
 
     def apply(self, victim):
         victim.objective = APRObjective(self.config)

@@ -126,7 +126,10 @@ class AWPObjective(TrainingObjective):
         weights = [w for _, w, _ in chosen]
         grads = torch.autograd.grad(model.loss(users, pos, neg), weights)  # only the perturbed matrices
         with torch.no_grad():
-            deltas = [self.gamma * w.norm() / step.norm().clamp_min(1e-12) * step for w, step in zip(weights, self.proxy_direction(list(grads), layers))]
+            deltas = [
+                self.gamma * w.norm() / step.norm().clamp_min(1e-12) * step
+                for w, step in zip(weights, self.proxy_direction(list(grads), layers))
+            ]
         with perturbed(chosen, deltas):
             loss = model.loss(users, pos, neg)
             loss.backward()

@@ -48,26 +48,40 @@ def check_column(column: Column, victim_cls: type, configured: dict, source: str
     seen = []
     for d in column.defenses:
         if d not in list_defenses():
-            raise ConfigError(f"{source}: {key}: unknown defense {d!r} in {str(column)!r}; registered: {', '.join(list_defenses())}")
+            raise ConfigError(
+                f"{source}: {key}: unknown defense {d!r} in {str(column)!r}; registered: {', '.join(list_defenses())}"
+            )
         if d not in configured:
-            raise ConfigError(f"{source}: {key}: defense {d!r} is not configured under defenses ({', '.join(configured) or 'none'})")
+            raise ConfigError(
+                f"{source}: {key}: defense {d!r} is not configured under defenses ({', '.join(configured) or 'none'})"
+            )
         if d in seen:
             raise ConfigError(f"{source}: {key}: {str(column)!r} repeats defense {d!r}")
         cls = defense_class(d)
         if not cls.supports(victim_cls):
-            raise ConfigError(f"{source}: {key}: defense {d!r} cannot be applied to victim {column.victim!r}; it supports {', '.join(cls.supported_victims())}")
+            raise ConfigError(
+                f"{source}: {key}: defense {d!r} cannot be applied to victim {column.victim!r}; it supports "
+                f"{', '.join(cls.supported_victims())}"
+            )
         if seen and KINDS.index(cls.kind) < KINDS.index(defense_class(seen[-1]).kind):
             raise ConfigError(
-                f"{source}: {key}: in {str(column)!r} the {cls.kind} defense {d!r} comes after the {defense_class(seen[-1]).kind} defense {seen[-1]!r}; order a chain data, training, deployment"
+                f"{source}: {key}: in {str(column)!r} the {cls.kind} defense {d!r} comes after the "
+                f"{defense_class(seen[-1]).kind} defense {seen[-1]!r}; order a chain data, training, deployment"
             )
         if seen and getattr(defense_class(seen[-1]), "rejects", False):
             raise ConfigError(f"{source}: {key}: in {str(column)!r} {seen[-1]!r} rejects inputs and must come last")
         seen.append(d)
     alone = [d for d in column.defenses if getattr(defense_class(d), "alone", False)]
     if alone and len(column.defenses) > 1:
-        raise ConfigError(f"{source}: {key}: {str(column)!r}: {alone[0]!r} is an ensemble of its own and takes no other defense in its column")
+        raise ConfigError(
+            f"{source}: {key}: {str(column)!r}: {alone[0]!r} is an ensemble of its own and takes no other defense in "
+            "its column"
+        )
     if len(column.of_kind("training")) > 1:
-        raise ConfigError(f"{source}: {key}: {str(column)!r} has training defenses {', '.join(column.of_kind('training'))}; a victim is fit with one")
+        raise ConfigError(
+            f"{source}: {key}: {str(column)!r} has training defenses {', '.join(column.of_kind('training'))}; a "
+            "victim is fit with one"
+        )
 
 
 @dataclass
@@ -85,7 +99,15 @@ class Defended:
         return np.logical_or.reduce([s.removed for s in self.screenings])
 
 
-def fit_defended(column: Column, victim_config: dict, defense_configs: dict, data, reference=None, seed: int = 0, progress: bool = False) -> Defended:
+def fit_defended(
+    column: Column,
+    victim_config: dict,
+    defense_configs: dict,
+    data,
+    reference=None,
+    seed: int = 0,
+    progress: bool = False,
+) -> Defended:
     """Screen ``data`` with the column's data defenses (threshold on ``reference``, default ``data``
     itself), then fit the victim on what they kept with its training defense; the training records in
     ``model.fit_history``. Deployment defenses are the scenario's to place in front of the model."""
@@ -98,7 +120,9 @@ def fit_defended(column: Column, victim_config: dict, defense_configs: dict, dat
     screenings = []
     kept = data
     for d in column.of_kind("data"):
-        screening = create_defense(d, **defense_configs.get(d, {})).screen(kept, reference if reference is not None else data, plain_fit, seed)
+        screening = create_defense(d, **defense_configs.get(d, {})).screen(
+            kept, reference if reference is not None else data, plain_fit, seed
+        )
         screenings.append(screening)
         kept = without_users(kept, np.logical_or.reduce([s.removed for s in screenings]))
     model = create_victim(column.victim, data.n_users, data.n_items, **victim_config)

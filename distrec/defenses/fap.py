@@ -34,7 +34,10 @@ class FAPConfig(ScreeningConfig):
         if not self.sizes or any(not 0 < s < 1 for s in self.sizes):
             raise ValueError(f"sizes must be shares in (0, 1), got {self.sizes}")
         if self.iterations < 1 or not 0 < self.damping <= 1 or self.n_targets < 1:
-            raise ValueError(f"iterations and n_targets must be at least 1 and damping in (0, 1], got {self.iterations}, {self.n_targets}, {self.damping}")
+            raise ValueError(
+                f"iterations and n_targets must be at least 1 and damping in (0, 1], got {self.iterations}, "
+                f"{self.n_targets}, {self.damping}"
+            )
 
 
 def propagate(x, seeds: np.ndarray, iterations: int, damping: float) -> np.ndarray:

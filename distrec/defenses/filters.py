@@ -113,4 +113,10 @@ class ImageFilterDefense(DeploymentDefense):
 
 
 for _name, _config in (("jpeg", JPEGConfig), ("bit_depth", BitDepthConfig), ("median", MedianConfig)):
-    register_defense(_name)(type(f"{FILTERS[_name].__name__}Defense", (ImageFilterDefense,), {"Config": _config, "module": FILTERS[_name], "__doc__": FILTERS[_name].__doc__}))
+    register_defense(_name)(
+        type(
+            f"{FILTERS[_name].__name__}Defense",
+            (ImageFilterDefense,),
+            {"Config": _config, "module": FILTERS[_name], "__doc__": FILTERS[_name].__doc__},
+        )
+    )

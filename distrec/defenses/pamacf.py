@@ -56,7 +56,9 @@ class PamaCFObjective(APRObjective):
             if p.shape[0] not in (n_users, n_items, n_users + n_items):
                 continue
             user_rows = p[:n_users] if p.shape[0] != n_items else None
-            rho_u = personal_magnitudes(user_rows[users] if user_rows is not None else model_user_rows(model, users), self.config.user_scale)
+            rho_u = personal_magnitudes(
+                user_rows[users] if user_rows is not None else model_user_rows(model, users), self.config.user_scale
+            )
             item_scale = row_means(items, torch.cat([rho_u, rho_u.repeat_interleave(negs.shape[1])]), n_items)
             if p.shape[0] == n_users:
                 deltas[k] = deltas[k] * row_means(users, rho_u, n_users)[:, None]
@@ -69,7 +71,9 @@ class PamaCFObjective(APRObjective):
 
 def model_user_rows(model: PairwiseVictim, users: torch.Tensor) -> torch.Tensor:
     """The batch users' rows of the model's first user-sized table (for an item-only table)."""
-    table = next(p for p in model.embedding_parameters() if p.shape[0] in (model.n_users, model.n_users + model.n_items))
+    table = next(
+        p for p in model.embedding_parameters() if p.shape[0] in (model.n_users, model.n_users + model.n_items)
+    )
     return table[users]
 
 

@@ -28,7 +28,9 @@ class PCAUsersConfig(ScreeningConfig):
 
 
 def sparse(train: UserItemCSR) -> csr_matrix:
-    return csr_matrix((np.ones(len(train.indices), np.float64), train.indices, train.indptr), shape=(train.n_users, train.n_items))
+    return csr_matrix(
+        (np.ones(len(train.indices), np.float64), train.indices, train.indptr), shape=(train.n_users, train.n_items)
+    )
 
 
 def zscored_rows(train: UserItemCSR) -> LinearOperator:

@@ -14,7 +14,9 @@ from distrec.data.matrix import UserItemCSR
 PLANTABLE = ("random", "bandwagon", "popular")
 
 
-def planted_profiles(train: UserItemCSR, attacks: list[str], sizes: list[float], n_targets: int, seed: int) -> UserItemCSR:
+def planted_profiles(
+    train: UserItemCSR, attacks: list[str], sizes: list[float], n_targets: int, seed: int
+) -> UserItemCSR:
     """Rows of fake users crafted on ``train`` by each heuristic attack in ``attacks`` at each size in
     ``sizes`` (a share of ``train``'s users), each promoting ``n_targets`` items the defender draws at random,
     with the real users' mean degree as profile size."""
@@ -25,7 +27,13 @@ def planted_profiles(train: UserItemCSR, attacks: list[str], sizes: list[float],
     for k, name in enumerate(attacks):
         for j, size in enumerate(sizes):
             targets = rng.choice(train.n_items, n_targets, replace=False)
-            ctx = AttackContext(train, targets, Budget(max(1, int(round(size * train.n_users))), n_filler), seed=seed + 31 * k + j, progress=False)
+            ctx = AttackContext(
+                train,
+                targets,
+                Budget(max(1, int(round(size * train.n_users))), n_filler),
+                seed=seed + 31 * k + j,
+                progress=False,
+            )
             rows += [np.flatnonzero(r) for r in create_attack(name).craft(ctx).numpy()]
     users = np.repeat(np.arange(len(rows)), [len(r) for r in rows])
     return UserItemCSR.from_arrays(users, np.concatenate(rows), len(rows), train.n_items)
@@ -33,4 +41,8 @@ def planted_profiles(train: UserItemCSR, attacks: list[str], sizes: list[float],
 
 def stacked(top: UserItemCSR, bottom: UserItemCSR) -> UserItemCSR:
     """``top``'s users followed by ``bottom``'s (same items)."""
-    return UserItemCSR(np.concatenate([top.indptr, bottom.indptr[1:] + top.indptr[-1]]), np.concatenate([top.indices, bottom.indices]), top.n_items)
+    return UserItemCSR(
+        np.concatenate([top.indptr, bottom.indptr[1:] + top.indptr[-1]]),
+        np.concatenate([top.indices, bottom.indices]),
+        top.n_items,
+    )

@@ -62,7 +62,9 @@ class PORE(TrainingDefense):
         return hasattr(victim_cls, "bagged_votes")
 
     def apply(self, victim):
-        raise TypeError("pore is an ensemble the study engine trains base model by base model; put it in a study column")
+        raise TypeError(
+            "pore is an ensemble the study engine trains base model by base model; put it in a study column"
+        )
 
 
 def delta(e, n: int, s: int):
@@ -116,7 +118,15 @@ def bagged_samples(n_users: int, subsample: int, model_ids, seed: int):
         yield m, np.random.default_rng([seed, m]).integers(0, n_users, subsample)
 
 
-def certify(counts: np.ndarray, train: UserItemCSR, test: UserItemCSR, targets: np.ndarray, config: POREConfig, n: int, fakes: list[int]) -> dict:
+def certify(
+    counts: np.ndarray,
+    train: UserItemCSR,
+    test: UserItemCSR,
+    targets: np.ndarray,
+    config: POREConfig,
+    n: int,
+    fakes: list[int],
+) -> dict:
     """The certified curves of a clean ensemble's votes ``counts`` [users, items] at each number of fake
     users in ``fakes``: ``t_hr_bound`` (the most T-HR@N any attack of that size can reach: the share of
     (user, target) pairs not certified out) and ``recall`` (certified Recall@N: the test items certified

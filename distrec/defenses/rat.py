@@ -68,7 +68,10 @@ class RATObjective(TrainingObjective):
         grads = torch.autograd.grad(loss, [outputs[k] for k in keys], retain_graph=True)
         loss.backward()
         with torch.no_grad():
-            deltas = {k: self.config.eps * outputs[k].norm(dim=-1, keepdim=True) * F.normalize(g, dim=-1) for k, g in zip(keys, grads)}
+            deltas = {
+                k: self.config.eps * outputs[k].norm(dim=-1, keepdim=True) * F.normalize(g, dim=-1)
+                for k, g in zip(keys, grads)
+            }
         with hooked(layers, lambda k, out: out + deltas[k]):
             adversarial = model.loss(users, pos, neg)
         (self.config.adv_reg * adversarial).backward()

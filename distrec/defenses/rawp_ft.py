@@ -22,7 +22,14 @@ import torch
 
 from distrec.data.dataset import PreparedDataset
 from distrec.data.streaming import InteractionStream
-from distrec.defenses.awp import AWPConfig, AWPObjective, RAWPConfig, RAWPObjective, Validation, _WeightPerturbationDefense
+from distrec.defenses.awp import (
+    AWPConfig,
+    AWPObjective,
+    RAWPConfig,
+    RAWPObjective,
+    Validation,
+    _WeightPerturbationDefense,
+)
 from distrec.defenses.registry import register_defense
 
 
@@ -44,7 +51,10 @@ class RAWPFTConfig(RAWPConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.ft_layers < 1 or self.robustness_passes < 1 or self.ft_epochs < 0:
-            raise ValueError(f"ft_layers and robustness_passes must be at least 1 and ft_epochs non-negative, got {self.ft_layers}, {self.robustness_passes}, {self.ft_epochs}")
+            raise ValueError(
+                "ft_layers and robustness_passes must be at least 1 and ft_epochs non-negative, got "
+                f"{self.ft_layers}, {self.robustness_passes}, {self.ft_epochs}"
+            )
         if not 0 < self.robustness_eps <= 1 or not 0 < self.ft_gamma <= 1:
             raise ValueError("robustness_eps and ft_gamma must be in (0, 1]")
         if any(not 0 <= a <= 1 for a in self.alphas) or 0 not in self.alphas:
@@ -52,7 +62,14 @@ class RAWPFTConfig(RAWPConfig):
 
 
 def _batches(model, dataset: PreparedDataset, batch_size: int, epoch: int, limit: int | None):
-    stream = InteractionStream(dataset, "train", batch_size=batch_size, num_negatives=model.config.num_negatives, seed=model.config.seed + 7919 * (epoch + 1), backend="memory")
+    stream = InteractionStream(
+        dataset,
+        "train",
+        batch_size=batch_size,
+        num_negatives=model.config.num_negatives,
+        seed=model.config.seed + 7919 * (epoch + 1),
+        backend="memory",
+    )
     for n, b in enumerate(stream.epoch(epoch)):
         if limit is not None and n >= limit:
             return
@@ -67,7 +84,9 @@ def layer_robustness(model, dataset: PreparedDataset, cfg: RAWPFTConfig) -> dict
 
     def mean_loss(epoch):
         with torch.no_grad():
-            return float(np.mean([model.loss(*b).item() for b in _batches(model, dataset, 1024, epoch, cfg.robustness_batches)]))
+            return float(
+                np.mean([model.loss(*b).item() for b in _batches(model, dataset, 1024, epoch, cfg.robustness_batches)])
+            )
 
     base = mean_loss(0)
     for name, w, axis in model.weight_matrices():
@@ -80,7 +99,15 @@ def layer_robustness(model, dataset: PreparedDataset, cfg: RAWPFTConfig) -> dict
                     w.add_(g)  # SGD lr 1, ascending
             with torch.no_grad():
                 d = w - w0
-                w.copy_(w0 + d * (cfg.robustness_eps * w0.norm(dim=axis, keepdim=True) / d.norm(dim=axis, keepdim=True).clamp_min(1e-12)))
+                w.copy_(
+                    w0
+                    + d
+                    * (
+                        cfg.robustness_eps
+                        * w0.norm(dim=axis, keepdim=True)
+                        / d.norm(dim=axis, keepdim=True).clamp_min(1e-12)
+                    )
+                )
             best = max(best, mean_loss(0))
         with torch.no_grad():
             w.copy_(w0)
@@ -94,7 +121,9 @@ class RAWPFTObjective(RAWPObjective):
         selection = super().after_fit(model, dataset, progress)  # stage 1's best epoch, with select_best
         scores = layer_robustness(model, dataset, cfg)
         chosen = sorted(scores, key=scores.get, reverse=True)[: cfg.ft_layers]
-        records = selection + [{"stage": "robustness", "layer": n, "score": s, "fine_tuned": n in chosen} for n, s in scores.items()]
+        records = selection + [
+            {"stage": "robustness", "layer": n, "score": s, "fine_tuned": n in chosen} for n, s in scores.items()
+        ]
         matrices = {n: (w, a) for n, w, a in model.weight_matrices()}
         init = {n: matrices[n][0].detach().clone() for n in chosen}
         validate = Validation(dataset, cfg, model.config.seed + 11) if dataset.has("valid") else None
@@ -117,11 +146,18 @@ class RAWPFTObjective(RAWPObjective):
                     opt.step()
                 sched.step()
                 model.eval()
-                record = {"stage": "fine_tune", "epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan")}
+                record = {
+                    "stage": "fine_tune",
+                    "epoch": epoch,
+                    "loss": float(np.mean(losses)) if losses else float("nan"),
+                }
                 if validate is not None:
                     record["valid_hr@10"], record["valid_robust_hr@10"] = validate(model)
                     if record["valid_robust_hr@10"] > best_robust:
-                        best_robust, best_state = record["valid_robust_hr@10"], {n: matrices[n][0].detach().clone() for n in chosen}
+                        best_robust, best_state = (
+                            record["valid_robust_hr@10"],
+                            {n: matrices[n][0].detach().clone() for n in chosen},
+                        )
                 else:
                     best_state = {n: matrices[n][0].detach().clone() for n in chosen}
                 records.append(record)
@@ -141,7 +177,11 @@ class RAWPFTObjective(RAWPObjective):
 
         if validate is None:
             mix(1.0)
-            return {"stage": "interpolation", "alpha": 1.0, "selection": "none (no valid split): the last fine-tuning epoch"}
+            return {
+                "stage": "interpolation",
+                "alpha": 1.0,
+                "selection": "none (no valid split): the last fine-tuning epoch",
+            }
         results = {}
         for a in self.config.alphas:
             mix(a)
@@ -150,7 +190,11 @@ class RAWPFTObjective(RAWPObjective):
         eligible = [a for a, (_, robust) in results.items() if robust >= floor]
         best = max(eligible, key=lambda a: sum(results[a]) / 2)
         mix(best)
-        return {"stage": "interpolation", "alpha": best, "valid": {str(a): {"hr@10": c, "robust_hr@10": r} for a, (c, r) in results.items()}}
+        return {
+            "stage": "interpolation",
+            "alpha": best,
+            "valid": {str(a): {"hr@10": c, "robust_hr@10": r} for a, (c, r) in results.items()},
+        }
 
 
 class _Restricted:

@@ -100,7 +100,9 @@ class DataDefense(Defense):
         dataset built from ``train`` where a detector reads a model."""
         raise NotImplementedError
 
-    def screen(self, data: PreparedDataset, reference: PreparedDataset, fit: Callable[[PreparedDataset], object], seed: int) -> Screening:
+    def screen(
+        self, data: PreparedDataset, reference: PreparedDataset, fit: Callable[[PreparedDataset], object], seed: int
+    ) -> Screening:
         """Score ``data``'s users, threshold at the reference's ``1 - fpr`` quantile, and say whom to remove."""
         ref_train = training_matrix(reference)
         self.learn(ref_train, seed)
@@ -113,7 +115,10 @@ class DataDefense(Defense):
         removed = active & (scores > threshold)
         warnings = []
         if removed.sum() == active.sum():
-            raise ScreeningError(f"defense {self.name}: its threshold {threshold:.4g} (fpr {self.config.fpr}) removes every one of the {int(active.sum())} users")
+            raise ScreeningError(
+                f"defense {self.name}: its threshold {threshold:.4g} (fpr {self.config.fpr}) removes every one of the "
+                f"{int(active.sum())} users"
+            )
         if not removed.any():
             warnings.append(f"{self.name} removed no user at threshold {threshold:.4g} (fpr {self.config.fpr})")
         return Screening(self.name, scores, threshold, removed, float((ref_scores > threshold).mean()), warnings)

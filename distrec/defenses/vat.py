@@ -45,7 +45,11 @@ class VAT(APR):
 
     @classmethod
     def supports(cls, victim_cls: type) -> bool:
-        return super().supports(victim_cls) and hasattr(victim_cls, "example_losses") and hasattr(victim_cls, "user_embedding_parameters")
+        return (
+            super().supports(victim_cls)
+            and hasattr(victim_cls, "example_losses")
+            and hasattr(victim_cls, "user_embedding_parameters")
+        )
 
     def apply(self, victim):
         victim.objective = VATObjective(self.config)

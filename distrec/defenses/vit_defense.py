@@ -153,13 +153,17 @@ class MaskedAutoencoder(nn.Module):
     def __init__(self, c: ViTDefenseConfig):
         super().__init__()
         self.patch_size, self.side = c.patch_size, c.img_size // c.patch_size
-        self.encoder = timm.create_model(c.model, pretrained=False, img_size=c.img_size, patch_size=c.patch_size, depth=c.depth, num_classes=0)
+        self.encoder = timm.create_model(
+            c.model, pretrained=False, img_size=c.img_size, patch_size=c.patch_size, depth=c.depth, num_classes=0
+        )
         self.prefix = self.encoder.num_prefix_tokens
         dim = self.encoder.embed_dim
         self.to_decoder = nn.Linear(dim, c.decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_dim))
         self.decoder_pos = nn.Parameter(0.02 * torch.randn(1, self.side**2, c.decoder_dim))
-        self.decoder = nn.Sequential(*[Block(c.decoder_dim, num_heads=4, mlp_ratio=4.0) for _ in range(c.decoder_depth)])
+        self.decoder = nn.Sequential(
+            *[Block(c.decoder_dim, num_heads=4, mlp_ratio=4.0) for _ in range(c.decoder_depth)]
+        )
         self.decoder_norm = nn.LayerNorm(c.decoder_dim)
         self.head = nn.Linear(c.decoder_dim, 3 * c.patch_size**2)
         nn.init.zeros_(self.head.weight)  # a mid-grey start: nothing clamped, no gradient lost
@@ -192,7 +196,14 @@ class ViTDefense(nn.Module):
         if c.joint:
             self.detector_body = self.mae.encoder
         else:
-            self.detector_body = timm.create_model(c.model, pretrained=False, img_size=c.img_size, patch_size=c.patch_size, depth=c.detector_depth, num_classes=0)
+            self.detector_body = timm.create_model(
+                c.model,
+                pretrained=False,
+                img_size=c.img_size,
+                patch_size=c.patch_size,
+                depth=c.detector_depth,
+                num_classes=0,
+            )
         dim = self.detector_body.embed_dim
         self.projector = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, c.detector_dim))
         self.classifier = nn.Linear(dim, 1)
@@ -232,7 +243,9 @@ class ViTDefense(nn.Module):
         """The mean of the detector's patch tokens: a perturbation is spread over the whole image, so its
         evidence is summed over patches (the class token of a briefly trained ViT barely differs between
         images, and the contrastive objective stalls on it)."""
-        return self.detector_body.forward_features(self.detector_view(x))[:, self.detector_body.num_prefix_tokens :].mean(1)
+        return self.detector_body.forward_features(self.detector_view(x))[
+            :, self.detector_body.num_prefix_tokens :
+        ].mean(1)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The projected, normalised detector token (the contrastive embedding)."""
@@ -331,7 +344,12 @@ def validate(defense: ViTDefense, clean: torch.Tensor, adversarial: torch.Tensor
     out["valid_pixel"] = float(F.mse_loss(pc, clean))
     if features is not None:
         goal = features(clean)
-        out.update({f"valid_feature_{k}": float(feature_error(features(x), goal)) for k, x in (("adv", adversarial), ("purified_adv", pa), ("purified_clean", pc))})
+        out.update(
+            {
+                f"valid_feature_{k}": float(feature_error(features(x), goal))
+                for k, x in (("adv", adversarial), ("purified_adv", pa), ("purified_clean", pc))
+            }
+        )
     return out
 
 
@@ -371,7 +389,12 @@ def train_vit_defense(
 
 def _train(defense, clean, adversary, features, progress, split, g) -> list[dict]:
     c, (hold, train) = defense.config, split
-    valid_adv = torch.cat([adversary(clean[part], part, c.train_eps[i % len(c.train_eps)] / 255, "promote") for i, part in enumerate(hold.chunk(len(c.train_eps)))])
+    valid_adv = torch.cat(
+        [
+            adversary(clean[part], part, c.train_eps[i % len(c.train_eps)] / 255, "promote")
+            for i, part in enumerate(hold.chunk(len(c.train_eps)))
+        ]
+    )
     valid_clean = torch.cat([clean[part] for part in hold.chunk(len(c.train_eps))])
     run = _Epochs(defense, clean, adversary, _Losses(defense, features), train, g)
     history = []
@@ -380,12 +403,22 @@ def _train(defense, clean, adversary, features, progress, split, g) -> list[dict
             continue
         optimizer = run.optimizer(phase)
         lr = c.detector_lr if phase == "detector" and c.detector_lr is not None else c.lr
-        steps = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * run.n_batches, pct_start=0.1)
+        steps = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=lr, total_steps=epochs * run.n_batches, pct_start=0.1
+        )
         best = _BestDetector(defense) if phase == "detector" else None
         for epoch in tqdm(range(epochs), desc=f"vit defense ({phase})", unit="epoch", disable=not progress):
             t0 = time.perf_counter()
             record = run.epoch(phase, optimizer, steps)
-            history.append(dict(record, phase=phase, epoch=epoch, **validate(defense, valid_clean, valid_adv, features), seconds=time.perf_counter() - t0))
+            history.append(
+                dict(
+                    record,
+                    phase=phase,
+                    epoch=epoch,
+                    **validate(defense, valid_clean, valid_adv, features),
+                    seconds=time.perf_counter() - t0,
+                )
+            )
             if best is not None:
                 best.offer(history[-1])
         if best is not None:
@@ -423,8 +456,23 @@ class _Epochs:
     ``pool_epochs`` versions per image) or ``detector`` (the detector alone on one pooled version per image,
     randomly flipped)."""
 
-    def __init__(self, defense: ViTDefense, clean: torch.Tensor, adversary: Adversary, losses: _Losses, train: torch.Tensor, g: torch.Generator):
-        self.defense, self.clean, self.adversary, self.losses, self.train, self.g = defense, clean, adversary, losses, train, g
+    def __init__(
+        self,
+        defense: ViTDefense,
+        clean: torch.Tensor,
+        adversary: Adversary,
+        losses: _Losses,
+        train: torch.Tensor,
+        g: torch.Generator,
+    ):
+        self.defense, self.clean, self.adversary, self.losses, self.train, self.g = (
+            defense,
+            clean,
+            adversary,
+            losses,
+            train,
+            g,
+        )
         self.n_batches = math.ceil(len(train) / defense.config.batch_size)
         self.pool = clean.new_empty((defense.config.pool_epochs, *clean.shape))
         self.written = torch.zeros(len(clean), dtype=torch.long)  # versions crafted per image so far
@@ -512,8 +560,16 @@ class DeployedViT(DeploymentDefense):
         return issubclass(victim_cls, VisualVictim)
 
     def apply(self, victim):
-        raise TypeError(f"{self.name} is deployed with a trained ViTDefense (the study trains it), not applied to a victim")
+        raise TypeError(
+            f"{self.name} is deployed with a trained ViTDefense (the study trains it), not applied to a victim"
+        )
 
 
 for _name, (_filter, _detector) in VIT_DEPLOYMENTS.items():
-    register_defense(_name)(type(f"ViT{_name.title().replace('_', '')}", (DeployedViT,), {"filter": _filter, "detector": _detector, "rejects": _detector}))
+    register_defense(_name)(
+        type(
+            f"ViT{_name.title().replace('_', '')}",
+            (DeployedViT,),
+            {"filter": _filter, "detector": _detector, "rejects": _detector},
+        )
+    )

@@ -49,7 +49,16 @@ class MemberSpec:
 class SurrogateMember:
     """One member: its own surrogate and perturbation, computing poison gradients for the coordinator."""
 
-    def __init__(self, ctx: AttackContext, attack: str, attack_config: dict, surrogate_config: dict, member: dict, sharpap: dict | None = None, base: str = "wrmf"):
+    def __init__(
+        self,
+        ctx: AttackContext,
+        attack: str,
+        attack_config: dict,
+        surrogate_config: dict,
+        member: dict,
+        sharpap: dict | None = None,
+        base: str = "wrmf",
+    ):
         self.spec = MemberSpec(**member)
         if self.spec.kind not in KINDS:
             raise ValueError(f"population member kind must be one of {KINDS}, got {self.spec.kind!r}")
@@ -69,7 +78,9 @@ class SurrogateMember:
 
     def random_case(self, params: Factors, grads: Factors, loss_fn, surrogate) -> tuple[float, Factors, dict]:
         gen = torch.Generator().manual_seed(self.spec.seed * 1_000_003 + self.steps)
-        direction = Factors(torch.randn(params.users.shape, generator=gen), torch.randn(params.items.shape, generator=gen))
+        direction = Factors(
+            torch.randn(params.users.shape, generator=gen), torch.randn(params.items.shape, generator=gen)
+        )
         return self.sharp.worst_case(params, direction, loss_fn, surrogate)
 
 
@@ -106,7 +117,9 @@ class PopulationSharpAP(Attack):
             spec = MemberSpec(**member)
             if spec.architecture is not None:
                 surrogate_class(spec.architecture)
-                check_keys(surrogate_class(spec.architecture).Config, spec.surrogate, "population", f"members.{i}.surrogate")
+                check_keys(
+                    surrogate_class(spec.architecture).Config, spec.surrogate, "population", f"members.{i}.surrogate"
+                )
         self.attack_name, self.attack_config = attack, dict(attack_config or {})
         self.relative, self.first_losses = self.config.compare == "relative", None
         self.sharpap = dataclasses.asdict(SharpAPConfig(**(sharpap or {})))
@@ -122,7 +135,12 @@ class PopulationSharpAP(Attack):
         return self.attack.history
 
     def describe(self) -> dict:
-        return {"attack": self.label, "config": self.attack.describe()["config"], "population": dataclasses.asdict(self.config), "sharpap": self.sharpap}
+        return {
+            "attack": self.label,
+            "config": self.attack.describe()["config"],
+            "population": dataclasses.asdict(self.config),
+            "sharpap": self.sharpap,
+        }
 
     def craft(self, ctx: AttackContext, surrogate_config: dict | None = None, surrogate: str = "wrmf") -> torch.Tensor:
         cfg = self.config
@@ -133,13 +151,21 @@ class PopulationSharpAP(Attack):
         have = ray.cluster_resources().get("CPU", 0)
         if need > have:
             warnings.warn(
-                f"population: {len(cfg.members)} members x {cfg.member_cpus} CPUs = {need} CPUs, the cluster has {have}; members wait for resources (lower member_cpus or let the autoscaler add nodes)",
+                f"population: {len(cfg.members)} members x {cfg.member_cpus} CPUs = {need} CPUs, the cluster has "
+                f"{have}; members wait for resources (lower member_cpus or let the autoscaler add nodes)",
                 stacklevel=2,
             )
         actor = ray.remote(SurrogateMember).options(num_cpus=cfg.member_cpus, num_gpus=cfg.member_gpus)
-        members = [actor.remote(ctx, self.attack_name, self.attack_config, dict(surrogate_config or {}), m, self.sharpap, surrogate) for m in cfg.members]
+        members = [
+            actor.remote(
+                ctx, self.attack_name, self.attack_config, dict(surrogate_config or {}), m, self.sharpap, surrogate
+            )
+            for m in cfg.members
+        ]
         try:
-            return self.attack.craft(ctx, gradient_fn=lambda fake: self.combine(ray.get([m.step.remote(fake) for m in members])))
+            return self.attack.craft(
+                ctx, gradient_fn=lambda fake: self.combine(ray.get([m.step.remote(fake) for m in members]))
+            )
         finally:
             for m in members:
                 ray.kill(m)
@@ -153,7 +179,9 @@ class PopulationSharpAP(Attack):
             extra["member_relative_losses"] = losses.tolist()
         worst = int(np.argmax(losses))
         record = dict(results[worst][1], member_losses=raw.tolist(), worst_member=worst, **extra)
-        for key in (k for k in results[worst][1] if k.startswith("surrogate_t_hr@")):  # the best step is the one whose weakest member is hit most
+        for key in (
+            k for k in results[worst][1] if k.startswith("surrogate_t_hr@")
+        ):  # the best step is the one whose weakest member is hit most
             record[f"member_{key}"] = [r[key] for _, r in results]
             record[key] = min(record[f"member_{key}"])
         if self.config.combine == "worst" or len(results) == 1:

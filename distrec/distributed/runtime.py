@@ -38,7 +38,14 @@ def init_ray(num_cpus: int | None = None, num_gpus: int | None = None, address: 
             from distrec.distributed import reaper
 
             reaper.start(os.getpid())
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
     if CLI_PROCESS["active"]:
         exit_on_sigterm()  # again: ray.init installs its core's handler, which aborts
     quiet_ray_data()

@@ -18,13 +18,17 @@ def exists(uri: str) -> bool:
 def upload(local_dir: str | Path, uri: str) -> None:
     fs, path = resolve_uri(uri)
     fs.create_dir(path, recursive=True)
-    pafs.copy_files(str(Path(local_dir).resolve()), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    pafs.copy_files(
+        str(Path(local_dir).resolve()), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs
+    )
 
 
 def download(uri: str, local_dir: str | Path) -> Path:
     fs, path = resolve_uri(uri)
     Path(local_dir).mkdir(parents=True, exist_ok=True)
-    pafs.copy_files(path, str(Path(local_dir).resolve()), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    pafs.copy_files(
+        path, str(Path(local_dir).resolve()), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem()
+    )
     return Path(local_dir)
 
 

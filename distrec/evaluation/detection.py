@@ -16,7 +16,11 @@ def detection_metrics(scores: np.ndarray, removed: np.ndarray, is_fake: np.ndarr
     tp = int((removed & fake).sum())
     precision = tp / removed.sum() if removed.any() else 0.0
     recall = tp / fake.sum() if fake.any() else None
-    f1 = 2 * precision * recall / (precision + recall) if recall and precision + recall > 0 else (0.0 if recall is not None else None)
+    f1 = (
+        2 * precision * recall / (precision + recall)
+        if recall and precision + recall > 0
+        else (0.0 if recall is not None else None)
+    )
     return {
         "auc": float(roc_auc_score(fake[scored], scores[scored])) if both else None,
         "precision": float(precision),

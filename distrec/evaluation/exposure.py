@@ -13,7 +13,13 @@ import torch
 from distrec.data.matrix import UserItemCSR
 
 
-def target_ranks(score_fn: Callable[[torch.Tensor], torch.Tensor], users: np.ndarray, seen: UserItemCSR, targets: np.ndarray, chunk_users: int = 512) -> np.ndarray:
+def target_ranks(
+    score_fn: Callable[[torch.Tensor], torch.Tensor],
+    users: np.ndarray,
+    seen: UserItemCSR,
+    targets: np.ndarray,
+    chunk_users: int = 512,
+) -> np.ndarray:
     """1-based ranks of every target for every user (NaN where the user has already seen the target)."""
     targets_t = torch.as_tensor(targets, dtype=torch.long)
     out = []
@@ -22,7 +28,11 @@ def target_ranks(score_fn: Callable[[torch.Tensor], torch.Tensor], users: np.nda
         with torch.no_grad():
             scores = score_fn(torch.as_tensor(batch)).float().cpu()
         rows = np.repeat(np.arange(len(batch)), seen.degrees()[batch])
-        cols = np.concatenate([seen.indices[seen.indptr[u] : seen.indptr[u + 1]] for u in batch]) if len(batch) else np.zeros(0, np.int64)
+        cols = (
+            np.concatenate([seen.indices[seen.indptr[u] : seen.indptr[u + 1]] for u in batch])
+            if len(batch)
+            else np.zeros(0, np.int64)
+        )
         masked = torch.zeros_like(scores, dtype=torch.bool)
         masked[torch.as_tensor(rows), torch.as_tensor(cols, dtype=torch.long)] = True
         scores[masked] = -torch.inf

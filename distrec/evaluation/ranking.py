@@ -16,7 +16,9 @@ import torch
 from distrec.data.matrix import UserItemCSR, contains
 
 
-def masked_scores(score_fn: Callable[[torch.Tensor], torch.Tensor], users: np.ndarray, train: UserItemCSR, device) -> torch.Tensor:
+def masked_scores(
+    score_fn: Callable[[torch.Tensor], torch.Tensor], users: np.ndarray, train: UserItemCSR, device
+) -> torch.Tensor:
     """Scores ``[len(users), n_items]`` with each user's training items set to -inf.
 
     The training items' scores are overwritten in place, so ``score_fn`` returns a fresh tensor
@@ -29,7 +31,9 @@ def masked_scores(score_fn: Callable[[torch.Tensor], torch.Tensor], users: np.nd
     return scores
 
 
-def masked_topk(score_fn: Callable[[torch.Tensor], torch.Tensor], users: np.ndarray, train: UserItemCSR, k: int, device) -> torch.Tensor:
+def masked_topk(
+    score_fn: Callable[[torch.Tensor], torch.Tensor], users: np.ndarray, train: UserItemCSR, k: int, device
+) -> torch.Tensor:
     """Top-``k`` item ids of each user in ``users``, the user's training items excluded (see :func:`masked_scores`)."""
     return torch.topk(masked_scores(score_fn, users, train, device), k, dim=1).indices
 

@@ -8,7 +8,9 @@ from distrec.models.triplet import cross_distance
 
 
 @torch.inference_mode()
-def recall_at_k(embeddings: torch.Tensor, labels: torch.Tensor, metric: str, ks: tuple[int, ...] = (1,), chunk: int = 1000) -> dict[str, float]:
+def recall_at_k(
+    embeddings: torch.Tensor, labels: torch.Tensor, metric: str, ks: tuple[int, ...] = (1,), chunk: int = 1000
+) -> dict[str, float]:
     """Leave-one-out Recall@K over a pool: the share of items with a same-label item among their K
     nearest other items (AdvRank's R@1 on the test set)."""
     labels = labels.to(embeddings.device)

@@ -31,7 +31,12 @@ def candidates(test: pa.Table, negatives: pa.Table) -> tuple[np.ndarray, np.ndar
 
 @torch.no_grad()
 def sampled_metrics(
-    score_pairs: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], users: np.ndarray, items: np.ndarray, ks: Sequence[int] = (10,), chunk_users: int = 1024, device="cpu"
+    score_pairs: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    users: np.ndarray,
+    items: np.ndarray,
+    ks: Sequence[int] = (10,),
+    chunk_users: int = 1024,
+    device="cpu",
 ) -> dict[str, float]:
     """``score_pairs(users [B], items [B, C]) -> scores [B, C]``; column 0 of ``items`` is the held-out item."""
     ranks = []

@@ -41,7 +41,9 @@ def target_metrics(
         batch = np.asarray(real_users[s : s + chunk_users])
         top = masked_topk(score_fn, batch, train, max_k, device)  # [B, max_k]
         match = top[:, :, None] == targets_t[None, None, :]  # [B, max_k, T]
-        ok = ~contains(train_keys, torch.as_tensor(batch, device=device)[:, None] * train.n_items + targets_t[None, :])  # [B, T] eligible
+        ok = ~contains(
+            train_keys, torch.as_tensor(batch, device=device)[:, None] * train.n_items + targets_t[None, :]
+        )  # [B, T] eligible
         eligible += ok.double().sum(0)
         for k in ks:
             in_top = match[:, :k, :].any(1)  # [B, T]

@@ -65,8 +65,16 @@ class Victim(torch.nn.Module):
     def save(self, directory: str | Path) -> Path:
         """``model.safetensors`` + ``config.json`` (name, sizes, config), each written atomically."""
         directory = Path(directory)
-        write_local(directory / "model.safetensors", safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}))
-        meta = {"name": self.name, "n_users": self.n_users, "n_items": self.n_items, "config": dataclasses.asdict(self.config)}
+        write_local(
+            directory / "model.safetensors",
+            safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}),
+        )
+        meta = {
+            "name": self.name,
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "config": dataclasses.asdict(self.config),
+        }
         write_local(directory / "config.json", json.dumps(meta, indent=2))
         if self.fit_history is not None:
             write_local(directory / "history.json", json.dumps(self.fit_history, indent=1, default=float))

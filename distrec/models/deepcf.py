@@ -43,13 +43,17 @@ class SparseRows:
         order = np.lexsort((cols, rows))
         self.indices = torch.as_tensor(cols[order], dtype=torch.long, device=device)
         self.starts = torch.as_tensor(np.searchsorted(rows[order], np.arange(n_rows)), dtype=torch.long, device=device)
-        self.ends = torch.as_tensor(np.searchsorted(rows[order], np.arange(n_rows), side="right"), dtype=torch.long, device=device)
+        self.ends = torch.as_tensor(
+            np.searchsorted(rows[order], np.arange(n_rows), side="right"), dtype=torch.long, device=device
+        )
 
     def bag(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(flat column ids, offsets) of rows ``ids``, in order."""
         lengths = self.ends[ids] - self.starts[ids]
         offsets = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)[:-1]])
-        flat = torch.repeat_interleave(self.starts[ids] - offsets, lengths) + torch.arange(int(lengths.sum()), device=ids.device)
+        flat = torch.repeat_interleave(self.starts[ids] - offsets, lengths) + torch.arange(
+            int(lengths.sum()), device=ids.device
+        )
         return self.indices[flat], offsets
 
 

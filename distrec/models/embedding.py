@@ -59,8 +59,14 @@ class Embedder(nn.Module):
         """``model.safetensors`` + ``config.json``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        write_local(directory / "model.safetensors", safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}))
-        write_local(directory / "config.json", json.dumps({"name": self.name, "config": dataclasses.asdict(self.config)}, indent=2))
+        write_local(
+            directory / "model.safetensors",
+            safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}),
+        )
+        write_local(
+            directory / "config.json",
+            json.dumps({"name": self.name, "config": dataclasses.asdict(self.config)}, indent=2),
+        )
         return directory
 
     @staticmethod
@@ -68,7 +74,10 @@ class Embedder(nn.Module):
         """Rebuild a saved embedder from safetensors + JSON (no pickle)."""
         directory = Path(directory)
         if not (directory / "config.json").exists():
-            raise FileNotFoundError(f"{directory}: no config.json; expected a folder written by Embedder.save ('distrec rank train --out', 'distrec vars encoder --out')")
+            raise FileNotFoundError(
+                f"{directory}: no config.json; expected a folder written by Embedder.save ('distrec rank train "
+                "--out', 'distrec vars encoder --out')"
+            )
         try:
             meta = json.loads((directory / "config.json").read_text())
             model = create_embedder(meta["name"], **meta["config"])
@@ -144,7 +153,9 @@ class TimmEmbedder(Embedder):
         super().__init__(**config)
         c = self.config
         kw = {"pretrained_cfg_overlay": {"file": c.checkpoint}} if c.checkpoint else {}
-        self.backbone = timm.create_model(c.backbone, pretrained=bool(c.checkpoint), num_classes=0, in_chans=c.in_chans, **kw)
+        self.backbone = timm.create_model(
+            c.backbone, pretrained=bool(c.checkpoint), num_classes=0, in_chans=c.in_chans, **kw
+        )
         self.head = nn.Linear(self.backbone.num_features, c.embed_dim)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -105,7 +105,9 @@ class LightGCNPropagation(torch.nn.Module):
             layers.append(h)
         return torch.stack(layers).mean(0)
 
-    def rows(self, x: torch.Tensor, adj: torch.Tensor, nodes: torch.Tensor, perturb=None, skip_ego: bool = False) -> torch.Tensor:
+    def rows(
+        self, x: torch.Tensor, adj: torch.Tensor, nodes: torch.Tensor, perturb=None, skip_ego: bool = False
+    ) -> torch.Tensor:
         """Final embeddings of ``nodes`` only, equal to ``forward(...)[nodes]``: the last layer is
         computed for those rows alone (A~[nodes, :] @ E^(K-1)), which is all a mini-batch loss reads."""
         layers = [] if skip_ego else [take_rows(x, nodes)]

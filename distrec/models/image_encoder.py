@@ -35,7 +35,9 @@ def multi_hot(categories: list[list[int]], n_categories: int) -> torch.Tensor:
     return out
 
 
-def pretrain_genre_encoder(images: ItemImages, categories: list[list[int]], config: GenreEncoderConfig, progress: bool = True) -> tuple[TimmEmbedder, dict]:
+def pretrain_genre_encoder(
+    images: ItemImages, categories: list[list[int]], config: GenreEncoderConfig, progress: bool = True
+) -> tuple[TimmEmbedder, dict]:
     """Multi-label genre classification (BCE) on the items that have an image and a category; a held-out
     ``holdout`` share of them measures it: top-1 precision (the best-scored genre is one of the item's)
     against always answering the most frequent genre."""
@@ -47,7 +49,14 @@ def pretrain_genre_encoder(images: ItemImages, categories: list[list[int]], conf
     n_hold = int(len(usable) * config.holdout)
     hold, train = usable[:n_hold], usable[n_hold:]
     torch.manual_seed(config.seed)
-    encoder = create_embedder("timm", backbone=config.backbone, metric="euclidean", embed_dim=config.feature_dim, in_chans=3, checkpoint=config.checkpoint)
+    encoder = create_embedder(
+        "timm",
+        backbone=config.backbone,
+        metric="euclidean",
+        embed_dim=config.feature_dim,
+        in_chans=3,
+        checkpoint=config.checkpoint,
+    )
     head = torch.nn.Linear(config.feature_dim, n_categories)
     params = list(encoder.parameters()) + list(head.parameters())
     optimizer = torch.optim.Adam(params, lr=config.lr)
@@ -74,5 +83,11 @@ def pretrain_genre_encoder(images: ItemImages, categories: list[list[int]], conf
     top1 = labels[hold].gather(1, logits.argmax(1, keepdim=True)).mean().item() if len(hold) else float("nan")
     majority = labels[train].sum(0).argmax()
     baseline = labels[hold, majority].mean().item() if len(hold) else float("nan")
-    report = {"train_items": len(train), "holdout_items": len(hold), "holdout_top1_precision": top1, "majority_baseline": baseline, "history": history}
+    report = {
+        "train_items": len(train),
+        "holdout_items": len(hold),
+        "holdout_top1_precision": top1,
+        "majority_baseline": baseline,
+        "history": history,
+    }
     return encoder, report

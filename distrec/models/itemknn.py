@@ -28,14 +28,20 @@ class ItemKNNConfig:
 
     def __post_init__(self):
         if self.neighbours < 1 or self.shrink < 0:
-            raise ValueError(f"neighbours must be at least 1 and shrink non-negative, got {self.neighbours}, {self.shrink}")
+            raise ValueError(
+                f"neighbours must be at least 1 and shrink non-negative, got {self.neighbours}, {self.shrink}"
+            )
 
 
 def user_matrix(train: UserItemCSR) -> csr_matrix:
-    return csr_matrix((np.ones(len(train.indices), np.float32), train.indices, train.indptr), shape=(train.n_users, train.n_items))
+    return csr_matrix(
+        (np.ones(len(train.indices), np.float32), train.indices, train.indptr), shape=(train.n_users, train.n_items)
+    )
 
 
-def item_similarity(x: csr_matrix, neighbours: int, shrink: float, user_weights: np.ndarray | None = None) -> csr_matrix:
+def item_similarity(
+    x: csr_matrix, neighbours: int, shrink: float, user_weights: np.ndarray | None = None
+) -> csr_matrix:
     """sim(i, j) = c_ij / (sqrt(c_ii c_jj) + shrink) with c = X^T W X (W: each user's weight, its number of
     draws in a bagged subsample), no self-similarity, the ``neighbours`` largest per item."""
     w = x if user_weights is None else diags(user_weights.astype(np.float32)) @ x
@@ -76,8 +82,12 @@ class ItemKNN(Victim):
         self.register_buffer("neighbour_sims", torch.zeros(n_items, k))
         self.history: torch.Tensor | None = None
 
-    def fit(self, dataset: PreparedDataset, valid_split: str | None = None, progress: bool = True, on_epoch=None) -> list[dict]:
-        x = user_matrix(UserItemCSR.from_table(dataset.table("train", ["user_id", "item_id"]), self.n_users, self.n_items))
+    def fit(
+        self, dataset: PreparedDataset, valid_split: str | None = None, progress: bool = True, on_epoch=None
+    ) -> list[dict]:
+        x = user_matrix(
+            UserItemCSR.from_table(dataset.table("train", ["user_id", "item_id"]), self.n_users, self.n_items)
+        )
         sim = item_similarity(x, self.config.neighbours, self.config.shrink)
         ids, sims = torch.zeros_like(self.neighbour_ids), torch.zeros_like(self.neighbour_sims)
         for i in range(self.n_items):
@@ -92,12 +102,18 @@ class ItemKNN(Victim):
     def attach(self, dataset: PreparedDataset) -> ItemKNN:
         train = UserItemCSR.from_table(dataset.table("train", ["user_id", "item_id"]), self.n_users, self.n_items)
         rows = torch.repeat_interleave(torch.arange(self.n_users), torch.as_tensor(train.degrees()))
-        self.history = torch.sparse_coo_tensor(torch.stack([rows, torch.as_tensor(train.indices)]), torch.ones(len(rows)), (self.n_users, self.n_items)).coalesce()
+        self.history = torch.sparse_coo_tensor(
+            torch.stack([rows, torch.as_tensor(train.indices)]), torch.ones(len(rows)), (self.n_users, self.n_items)
+        ).coalesce()
         return self
 
     def similarity(self) -> torch.Tensor:
         rows = torch.arange(self.n_items).repeat_interleave(self.config.neighbours)
-        return torch.sparse_coo_tensor(torch.stack([rows, self.neighbour_ids.reshape(-1)]), self.neighbour_sims.reshape(-1), (self.n_items, self.n_items)).coalesce()
+        return torch.sparse_coo_tensor(
+            torch.stack([rows, self.neighbour_ids.reshape(-1)]),
+            self.neighbour_sims.reshape(-1),
+            (self.n_items, self.n_items),
+        ).coalesce()
 
     def score(self, users: torch.Tensor) -> torch.Tensor:
         if self.history is None:
@@ -106,7 +122,9 @@ class ItemKNN(Victim):
         return torch.sparse.mm(self.similarity().t(), rows.t()).t().to(users.device)
 
 
-def bagged_votes(train: UserItemCSR, n_eval: int, samples, top_n: int, neighbours: int = 50, shrink: float = 10.0, **_) -> np.ndarray:
+def bagged_votes(
+    train: UserItemCSR, n_eval: int, samples, top_n: int, neighbours: int = 50, shrink: float = 10.0, **_
+) -> np.ndarray:
     """Votes ``[n_eval, n_items]`` of base ItemKNN models, one per ``(model id, drawn users)`` in
     ``samples``: each fit on its drawn users (weighted by draws), recommending ``top_n`` items to each of
     the first ``n_eval`` users from their own histories (the victim's other keys play no part)."""

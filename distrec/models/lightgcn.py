@@ -45,11 +45,17 @@ class LightGCNConfig(TrainConfig):
         if self.ssm_temp <= 0:
             raise ValueError(f"ssm_temp must be positive, got {self.ssm_temp}")
         if self.shared_negatives < 0 or (self.shared_negatives and self.rec_loss != "ssm"):
-            raise ValueError(f"shared_negatives must be 0, or positive with rec_loss 'ssm', got {self.shared_negatives} with {self.rec_loss!r}")
+            raise ValueError(
+                f"shared_negatives must be 0, or positive with rec_loss 'ssm', got {self.shared_negatives} with "
+                f"{self.rec_loss!r}"
+            )
         if self.dns_candidates < 0:
             raise ValueError(f"dns_candidates must be 0 (off) or positive, got {self.dns_candidates}")
         if self.dns_candidates > 1 and (self.rec_loss != "bpr" or self.num_negatives != 1):
-            raise ValueError(f"dns_candidates picks one negative a row for BPR: needs rec_loss 'bpr' and num_negatives 1, got {self.rec_loss!r} and {self.num_negatives}")
+            raise ValueError(
+                "dns_candidates picks one negative a row for BPR: needs rec_loss 'bpr' and num_negatives 1, got "
+                f"{self.rec_loss!r} and {self.num_negatives}"
+            )
 
 
 @register_victim("lightgcn")
@@ -67,7 +73,9 @@ class LightGCN(PairwiseVictim):
         self.propagation = LightGCNPropagation(self.config.layers)
         self.adj: torch.Tensor | None = None
         self._final: torch.Tensor | None = None
-        self._sample_gen = torch.Generator().manual_seed(self.config.seed + 1)  # shared and DNS negatives, contrast nodes
+        self._sample_gen = torch.Generator().manual_seed(
+            self.config.seed + 1
+        )  # shared and DNS negatives, contrast nodes
         self._positive_keys: torch.Tensor | None = None  # sorted user * n_items + item of the graph's edges (DNS)
 
     def set_graph(self, users, items) -> None:
@@ -115,9 +123,13 @@ class LightGCN(PairwiseVictim):
         """The batch's negatives: the stream's, ``[1, shared_negatives]`` items shared by every row, or
         ``[B, dns_candidates]`` DNS candidates (the stream's negative first)."""
         if self.config.shared_negatives:
-            return torch.randint(0, self.n_items, (1, self.config.shared_negatives), generator=self._sample_gen).to(neg.device)
+            return torch.randint(0, self.n_items, (1, self.config.shared_negatives), generator=self._sample_gen).to(
+                neg.device
+            )
         if self.config.dns_candidates > 1:
-            draws = torch.randint(0, self.n_items, (len(neg), self.config.dns_candidates - 1), generator=self._sample_gen).to(neg.device)
+            draws = torch.randint(
+                0, self.n_items, (len(neg), self.config.dns_candidates - 1), generator=self._sample_gen
+            ).to(neg.device)
             return torch.cat([neg[:, None], draws], dim=1)
         return neg
 
@@ -133,7 +145,9 @@ class LightGCN(PairwiseVictim):
             candidates = inverse[2 * b :].reshape(neg.shape)
             pick = self.hardest_negatives(users, neg, rows.detach()[inverse[:b]], rows.detach()[candidates])[:, None]
             neg = neg.gather(1, pick)[:, 0]
-            inverse = torch.cat([inverse[: 2 * b], candidates.gather(1, pick)[:, 0]])  # gradients reach the picked rows only
+            inverse = torch.cat(
+                [inverse[: 2 * b], candidates.gather(1, pick)[:, 0]]
+            )  # gradients reach the picked rows only
         e = take_rows(rows, inverse)
         return neg, e[:b], e[b : 2 * b], e[2 * b :].reshape(*neg.shape, -1)
 
@@ -150,7 +164,9 @@ class LightGCN(PairwiseVictim):
         ego = self.embedding
         reg = l2_reg(take_rows(ego, users), take_rows(ego, pos + self.n_users), take_rows(ego, neg + self.n_users))
         if self.config.rec_loss == "ssm":
-            hits = neg == pos[:, None] if self.config.shared_negatives else None  # the stream's negatives exclude positives
+            hits = (
+                neg == pos[:, None] if self.config.shared_negatives else None
+            )  # the stream's negatives exclude positives
             return sampled_softmax_loss(u, i, j, self.config.ssm_temp, hits) + self.config.reg * reg
         return bpr_loss(*pair_scores(u, i, j)) + self.config.reg * reg
 

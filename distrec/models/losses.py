@@ -21,7 +21,9 @@ def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor
     return -F.logsigmoid(pos_scores - neg_scores).mean()
 
 
-def sampled_softmax_loss(u: torch.Tensor, i: torch.Tensor, j: torch.Tensor, temperature: float, hits: torch.Tensor | None = None) -> torch.Tensor:
+def sampled_softmax_loss(
+    u: torch.Tensor, i: torch.Tensor, j: torch.Tensor, temperature: float, hits: torch.Tensor | None = None
+) -> torch.Tensor:
     """Sampled softmax (SSM, Wu et al., TOIS 2024, arXiv 2201.02327): mean over the batch of
     -log( exp(s(u,i)/t) / (exp(s(u,i)/t) + sum_j exp(s(u,j)/t)) ), s = cosine similarity, j the row's
     negatives (``j [B, n, d]``) or negatives shared by every row (``j [1, n, d]``, one matrix product);

@@ -47,7 +47,11 @@ class MFBPR(PairwiseVictim):
 
     def example_losses(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         """The BPR loss of each example (without the regulariser), averaged over its negatives."""
-        pos_scores, neg_scores = pair_scores(take_rows(self.user_emb, users), take_rows(self.item_emb, pos), take_rows(self.item_emb, neg.reshape(len(users), -1)))
+        pos_scores, neg_scores = pair_scores(
+            take_rows(self.user_emb, users),
+            take_rows(self.item_emb, pos),
+            take_rows(self.item_emb, neg.reshape(len(users), -1)),
+        )
         return F.softplus(neg_scores - pos_scores[:, None]).mean(1)
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:

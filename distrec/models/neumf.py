@@ -89,7 +89,11 @@ class NeuMF(PairwiseVictim):
         pos_logit = self.logits(users, pos)
         neg_logit = self.logits(users[:, None].expand_as(neg), neg)
         loss = F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit), reduction="sum")
-        loss = (loss + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit), reduction="sum")) / (pos_logit.numel() + neg_logit.numel())
+        loss = (loss + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit), reduction="sum")) / (
+            pos_logit.numel() + neg_logit.numel()
+        )
         if self.config.reg:
-            loss = loss + self.config.reg * sum(p.pow(2).sum() for p in (self.user_gmf[users], self.user_mlp[users])) / len(users)
+            loss = loss + self.config.reg * sum(
+                p.pow(2).sum() for p in (self.user_gmf[users], self.user_mlp[users])
+            ) / len(users)
         return loss

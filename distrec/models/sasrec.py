@@ -91,7 +91,11 @@ class Sequences:
 
     @classmethod
     def history(cls, dataset: PreparedDataset, splits=("train",)) -> Sequences:
-        return cls.from_table(pa.concat_tables([dataset.table(s).select(["user_id", "item_id", "timestamp"]) for s in splits if dataset.has(s)]))
+        return cls.from_table(
+            pa.concat_tables(
+                [dataset.table(s).select(["user_id", "item_id", "timestamp"]) for s in splits if dataset.has(s)]
+            )
+        )
 
     def subset(self, users: np.ndarray, last: int | None = None) -> Sequences:
         """The sequences of ``users`` (those present), each cut to its ``last`` items."""
@@ -150,7 +154,9 @@ class PromptGenerator(torch.nn.Module):
         if tokens < 1:
             raise ValueError(f"prompt tokens must be at least 1, got {tokens}")
         self.features = torch.nn.ModuleList(torch.nn.Embedding(c, dim) for c in cardinalities)
-        self.mlp = torch.nn.Sequential(torch.nn.Linear(dim, dim), torch.nn.ReLU(), torch.nn.Linear(dim, layers * tokens * dim))
+        self.mlp = torch.nn.Sequential(
+            torch.nn.Linear(dim, dim), torch.nn.ReLU(), torch.nn.Linear(dim, layers * tokens * dim)
+        )
         self.layers, self.tokens, self.dim = layers, tokens, dim
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -172,7 +178,16 @@ class SASRec(Victim):
         self.item_emb = torch.nn.Embedding(n_items + 1, c.dim, padding_idx=0)
         self.pos_emb = torch.nn.Embedding(c.max_len, c.dim)
         self.blocks = torch.nn.ModuleList(
-            torch.nn.TransformerEncoderLayer(c.dim, c.heads, c.ffn_dim or c.dim, c.dropout, activation="relu", batch_first=True, norm_first=c.norm_first) for _ in range(c.layers)
+            torch.nn.TransformerEncoderLayer(
+                c.dim,
+                c.heads,
+                c.ffn_dim or c.dim,
+                c.dropout,
+                activation="relu",
+                batch_first=True,
+                norm_first=c.norm_first,
+            )
+            for _ in range(c.layers)
         )
         self.final_norm = torch.nn.LayerNorm(c.dim) if c.norm_first else torch.nn.Identity()
         self.drop = torch.nn.Dropout(c.dropout)
@@ -224,7 +239,9 @@ class SASRec(Victim):
 
     def score(self, users: torch.Tensor) -> torch.Tensor:
         """Scores of every item after each user's attached history (:meth:`attach` / :meth:`set_histories`)."""
-        seqs = left_padded([self.histories.get(int(u), np.zeros(0, np.int64)) for u in users.tolist()], self.config.max_len, trim=True).to(users.device)
+        seqs = left_padded(
+            [self.histories.get(int(u), np.zeros(0, np.int64)) for u in users.tolist()], self.config.max_len, trim=True
+        ).to(users.device)
         return self.user_vectors(users, seqs) @ self.item_vectors().T
 
     def attach(self, dataset: PreparedDataset, splits=("train", "valid")) -> SASRec:
@@ -267,7 +284,9 @@ class SASRec(Victim):
             return token_batches(lengths, int(c.batch_size * lengths.mean()), gen)
         return list(torch.randperm(len(train), generator=gen).split(c.batch_size))
 
-    def batch_loss(self, users: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor, negatives: torch.Tensor | None) -> torch.Tensor:
+    def batch_loss(
+        self, users: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor, negatives: torch.Tensor | None
+    ) -> torch.Tensor:
         """The loss of one batch over its non-padded positions."""
         out = self.encode(inputs, self.prompts_for(users))
         mask = labels >= 0
@@ -277,10 +296,18 @@ class SASRec(Victim):
         neg = (out[:, :, None, :] * self.item_emb(negatives + 1)).sum(-1)
         if self.config.loss == "bpr":
             return -F.logsigmoid(pos[..., None] - neg)[mask].mean()
-        return F.binary_cross_entropy_with_logits(pos[mask], torch.ones_like(pos[mask])) + F.binary_cross_entropy_with_logits(neg[mask], torch.zeros_like(neg[mask]))
+        return F.binary_cross_entropy_with_logits(
+            pos[mask], torch.ones_like(pos[mask])
+        ) + F.binary_cross_entropy_with_logits(neg[mask], torch.zeros_like(neg[mask]))
 
     def fit(
-        self, dataset: PreparedDataset, valid_split: str | None = None, progress: bool = True, on_epoch=None, sequences: Sequences | None = None, parameters=None
+        self,
+        dataset: PreparedDataset,
+        valid_split: str | None = None,
+        progress: bool = True,
+        on_epoch=None,
+        sequences: Sequences | None = None,
+        parameters=None,
     ) -> list[dict]:
         """Train on ``sequences`` (default: every user's ``train`` sequence); with ``valid_split``, evaluate
         full-ranking ``eval_metric`` every ``eval_every`` epochs on those users, stop after ``patience``
@@ -294,9 +321,13 @@ class SASRec(Victim):
         sequences = sequences or Sequences.history(dataset, ("train",))
         train = [s for s in sequences.items if len(s) >= 2]
         users = torch.as_tensor(np.array([u for u, s in zip(sequences.users, sequences.items) if len(s) >= 2]))
-        opt = torch.optim.Adam(list(parameters) if parameters is not None else self.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        opt = torch.optim.Adam(
+            list(parameters) if parameters is not None else self.parameters(), lr=c.lr, weight_decay=c.weight_decay
+        )
         gen = torch.Generator().manual_seed(c.seed)
-        validate = _Validation(self, dataset, valid_split, sequences) if valid_split and dataset.has(valid_split) else None
+        validate = (
+            _Validation(self, dataset, valid_split, sequences) if valid_split and dataset.has(valid_split) else None
+        )
         history, best, best_state, bad = [], -1.0, None, 0
         for epoch in tqdm(range(c.epochs), desc=f"{self.name} fit", disable=not progress, unit="epoch"):
             self.train()
@@ -310,7 +341,12 @@ class SASRec(Victim):
                 if self.poison is not None and negatives is not None:
                     negatives = self.poison.negatives(b_users, labels, negatives, gen)
                 opt.zero_grad(set_to_none=True)
-                loss = self.batch_loss(b_users.to(device), inputs.to(device), labels.to(device), None if negatives is None else negatives.to(device))
+                loss = self.batch_loss(
+                    b_users.to(device),
+                    inputs.to(device),
+                    labels.to(device),
+                    None if negatives is None else negatives.to(device),
+                )
                 loss.backward()
                 opt.step()
                 n = int((labels >= 0).sum())
@@ -350,5 +386,7 @@ class _Validation:
     def __call__(self) -> dict:
         self.model.set_histories(self.sequences)
         with torch.no_grad():
-            m = full_ranking_metrics(self.model.score, self.seen, self.truth, (10, 20), device=next(self.model.parameters()).device)
+            m = full_ranking_metrics(
+                self.model.score, self.seen, self.truth, (10, 20), device=next(self.model.parameters()).device
+            )
         return {f"valid_{k}": v for k, v in m.items() if k.startswith(("hr", "ndcg"))}

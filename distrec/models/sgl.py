@@ -46,7 +46,9 @@ class SGL(LightGCN):
     def prepare_fit(self, dataset: PreparedDataset, device: torch.device) -> None:
         super().prepare_fit(dataset, device)
         train = dataset.table("train")
-        self._pairs = np.unique(np.stack([train.column("user_id").to_numpy(), train.column("item_id").to_numpy()]).T, axis=0)
+        self._pairs = np.unique(
+            np.stack([train.column("user_id").to_numpy(), train.column("item_id").to_numpy()]).T, axis=0
+        )
 
     def _view(self, rng: np.random.Generator) -> torch.Tensor:
         users, items = self._pairs[:, 0], self._pairs[:, 1]
@@ -65,5 +67,9 @@ class SGL(LightGCN):
 
     def loss(self, users, pos, neg) -> torch.Tensor:
         rec = self.rec_loss(users, pos, *self.batch_triples(users, pos, neg))
-        view1, view2 = ((lambda nodes, adj=adj: self.propagation.rows(self.embedding, adj, nodes)) for adj in self.views)
-        return rec + self.config.ssl_reg * self.view_contrast(users, pos, view1, view2, self.config.ssl_temp, self.config.ssl_nodes)
+        view1, view2 = (
+            (lambda nodes, adj=adj: self.propagation.rows(self.embedding, adj, nodes)) for adj in self.views
+        )
+        return rec + self.config.ssl_reg * self.view_contrast(
+            users, pos, view1, view2, self.config.ssl_temp, self.config.ssl_nodes
+        )

@@ -44,4 +44,6 @@ class SimGCL(LightGCN):
         def noisy_view(nodes):  # fresh noise on every call: the two views differ
             return self.propagation.rows(self.embedding, self.adj, nodes, perturb=self._noise, skip_ego=self.skip_ego)
 
-        return rec + self.config.cl_reg * self.view_contrast(users, pos, noisy_view, noisy_view, self.config.cl_temp, self.config.cl_nodes)
+        return rec + self.config.cl_reg * self.view_contrast(
+            users, pos, noisy_view, noisy_view, self.config.cl_temp, self.config.cl_nodes
+        )

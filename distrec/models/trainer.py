@@ -75,7 +75,9 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.lr_schedule == "cosine" and self.lr_decay != 1:
-            raise ValueError(f"lr_decay={self.lr_decay} applies to lr_schedule 'exponential' only; drop it with 'cosine'")
+            raise ValueError(
+                f"lr_decay={self.lr_decay} applies to lr_schedule 'exponential' only; drop it with 'cosine'"
+            )
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
         if self.sampling == "user" and self.backend == "ray":
@@ -93,14 +95,17 @@ class TrainingObjective:
     """How one mini-batch becomes gradients: plain training back-propagates the victim's loss; a
     training-time defense (:mod:`distrec.defenses`) replaces it, e.g. with APR's adversarial term."""
 
-    def backward(self, model: PairwiseVictim, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, epoch: int) -> torch.Tensor:
+    def backward(
+        self, model: PairwiseVictim, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, epoch: int
+    ) -> torch.Tensor:
         """Accumulate the batch's gradients into the parameters; returns the (detached) loss value."""
         loss = model.loss(users, pos, neg)
         loss.backward()
         return loss.detach()
 
     def end_epoch(self, model: PairwiseVictim, dataset: PreparedDataset, record: dict) -> None:
-        """After each epoch, with the model in eval mode: e.g. RAWP's selection of the best epoch (adds to ``record``)."""
+        """After each epoch, with the model in eval mode: e.g. RAWP's selection of the best epoch (adds to
+        ``record``)."""
 
     def after_fit(self, model: PairwiseVictim, dataset: PreparedDataset, progress: bool) -> list[dict]:
         """A second training stage after the epochs (RAWP-FT's robust fine-tuning); its history records."""
@@ -128,7 +133,9 @@ class PairwiseVictim(Victim):
     def start_epoch(self, epoch: int) -> None:
         """Hook run before each epoch (SGL draws its augmented graphs here)."""
 
-    def fit(self, dataset: PreparedDataset, valid_split: str | None = None, progress: bool = True, on_epoch=None) -> list[dict]:
+    def fit(
+        self, dataset: PreparedDataset, valid_split: str | None = None, progress: bool = True, on_epoch=None
+    ) -> list[dict]:
         """Train on the ``train`` split; with ``valid_split``, evaluate Recall@20 every ``eval_every``
         epochs, stop after ``patience`` evaluations without improvement and keep the best weights.
         ``on_epoch(record)`` is called after every epoch (learning curves, checkpoints)."""
@@ -136,7 +143,15 @@ class PairwiseVictim(Victim):
         device = pick_device(cfg.device)
         self.to(device)
         self.prepare_fit(dataset, device)
-        stream = InteractionStream(dataset, "train", batch_size=cfg.batch_size, num_negatives=cfg.num_negatives, seed=cfg.seed, backend=cfg.backend, sampling=cfg.sampling)
+        stream = InteractionStream(
+            dataset,
+            "train",
+            batch_size=cfg.batch_size,
+            num_negatives=cfg.num_negatives,
+            seed=cfg.seed,
+            backend=cfg.backend,
+            sampling=cfg.sampling,
+        )
         opt = torch.optim.Adam(self.parameters(), lr=cfg.lr)
         decay = cfg.scheduler(opt)
         stopper = None
@@ -153,7 +168,13 @@ class PairwiseVictim(Victim):
             for batch in stream.epoch(epoch):
                 neg = batch["neg_item"].to(device)
                 opt.zero_grad(set_to_none=True)
-                loss = self.objective.backward(self, batch["user_id"].to(device), batch["item_id"].to(device), neg if cfg.num_negatives > 1 else neg[:, 0], epoch)
+                loss = self.objective.backward(
+                    self,
+                    batch["user_id"].to(device),
+                    batch["item_id"].to(device),
+                    neg if cfg.num_negatives > 1 else neg[:, 0],
+                    epoch,
+                )
                 opt.step()
                 total += loss.item() * len(batch["user_id"])
                 n += len(batch["user_id"])

@@ -24,7 +24,9 @@ def cross_distance(a: torch.Tensor, pool: torch.Tensor, metric: str) -> torch.Te
     return torch.cdist(a.reshape(-1, a.shape[-1]), pool).reshape(*shape, len(pool))
 
 
-def sample_triplets(labels: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sample_triplets(
+    labels: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Class-balanced random triplets inside a batch (AdvRank's sampling): for every class present, as
     many anchors as the batch has rows / classes, a positive of the same class and a negative of
     another class, all drawn with replacement. Returns row indices (anchor, positive, negative)."""
@@ -43,7 +45,9 @@ def sample_triplets(labels: torch.Tensor, generator: torch.Generator) -> tuple[t
     return torch.cat(anchors), torch.cat(positives), torch.cat(negatives)
 
 
-def triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, metric: str, margin: float, generator: torch.Generator) -> torch.Tensor:
+def triplet_loss(
+    embeddings: torch.Tensor, labels: torch.Tensor, metric: str, margin: float, generator: torch.Generator
+) -> torch.Tensor:
     """Triplet loss (Schroff et al. 2015; AdvRank eq. 1 training objective):
     mean over sampled triplets of ``[d(a, p) - d(a, n) + margin]_+``."""
     a, p, n = sample_triplets(labels, generator)

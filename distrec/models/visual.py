@@ -36,7 +36,10 @@ class VisualConfig(TrainConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.num_negatives != 1:
-            raise ValueError(f"num_negatives must be 1 for the visual victims (BPR on one negative a row, VBPR eq. 4), got {self.num_negatives}")
+            raise ValueError(
+                "num_negatives must be 1 for the visual victims (BPR on one negative a row, VBPR eq. 4), got "
+                f"{self.num_negatives}"
+            )
 
 
 class VisualVictim(PairwiseVictim):
@@ -45,7 +48,10 @@ class VisualVictim(PairwiseVictim):
     def __init__(self, n_users: int, n_items: int, **config):
         super().__init__(n_users, n_items, **config)
         if not self.config.encoder:
-            raise ValueError(f"{self.name}: config key encoder: the folder of an image encoder is required (distrec vars encoder --out DIR)")
+            raise ValueError(
+                f"{self.name}: config key encoder: the folder of an image encoder is required (distrec vars encoder "
+                "--out DIR)"
+            )
         self.encoder = Embedder.load(self.config.encoder)
         self.encoder.requires_grad_(False)
         self.encoder.eval()
@@ -115,7 +121,9 @@ class VBPR(VisualVictim):
         self.visual_bias = torch.nn.Parameter(torch.zeros(self.features.shape[1]))
 
     def user_vectors(self, users):
-        return torch.cat([self.gamma_user[users], self.theta_user[users], torch.ones(len(users), 1, device=users.device)], 1)
+        return torch.cat(
+            [self.gamma_user[users], self.theta_user[users], torch.ones(len(users), 1, device=users.device)], 1
+        )
 
     def item_vectors(self, items, features):
         bias = self.item_bias[items] + features @ self.visual_bias
@@ -173,7 +181,9 @@ class DeepStyle(VisualVictim):
         super().__init__(n_users, n_items, **config)
         c = self.config
         if c.visual_dim != c.dim:
-            raise ValueError(f"deepstyle: visual_dim ({c.visual_dim}) must equal dim ({c.dim}): E f_i and q_i share a space")
+            raise ValueError(
+                f"deepstyle: visual_dim ({c.visual_dim}) must equal dim ({c.dim}): E f_i and q_i share a space"
+            )
         self.user_emb, self.item_emb = self.param(n_users, c.dim), self.param(n_items, c.dim)
         self.category_emb = self.param(c.categories, c.dim)
         self.register_buffer("item_category", torch.zeros(n_items, dtype=torch.long))
@@ -183,7 +193,10 @@ class DeepStyle(VisualVictim):
         cats = dataset.item_categories() or [[] for _ in range(self.n_items)]
         first = torch.tensor([c[0] if c else 0 for c in cats], dtype=torch.long)
         if int(first.max()) >= self.config.categories:
-            raise ValueError(f"deepstyle: config key categories is {self.config.categories} but the dataset has category id {int(first.max())}")
+            raise ValueError(
+                f"deepstyle: config key categories is {self.config.categories} but the dataset has category id "
+                f"{int(first.max())}"
+            )
         self.item_category.copy_(first.to(device))
 
     def user_vectors(self, users):

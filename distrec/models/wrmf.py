@@ -91,7 +91,9 @@ class _SparseSide:
         return torch.sparse.mm(self.with_values(self.weights * dots), fixed)
 
 
-def conjugate_gradient(matvec, b: torch.Tensor, x: torch.Tensor, steps: int, frozen: torch.Tensor | None = None) -> torch.Tensor:
+def conjugate_gradient(
+    matvec, b: torch.Tensor, x: torch.Tensor, steps: int, frozen: torch.Tensor | None = None
+) -> torch.Tensor:
     """``steps`` conjugate-gradient iterations for the batched SPD systems A x_r = b_r (one per row),
     from ``x``; rows in ``frozen`` keep their start value."""
     r = b - matvec(x)
@@ -177,16 +179,27 @@ class WRMF(Victim):
     def objective(self, side: _SparseSide) -> float:
         return float(wrmf_objective(self.user_factors, self.item_factors, side, self.config.reg))
 
-    def fit(self, dataset: PreparedDataset, valid_split: str | None = None, progress: bool = True, on_epoch=None) -> list[dict]:
+    def fit(
+        self, dataset: PreparedDataset, valid_split: str | None = None, progress: bool = True, on_epoch=None
+    ) -> list[dict]:
         """ALS on the ``train`` split (read whole: ALS is full-batch), starting from the current factors.
         Repeated pairs add their ratings."""
         train = dataset.table("train")
         ratings = train.column("rating").to_numpy().astype(np.float32)
-        user_csr = UserItemCSR.from_arrays(train.column("user_id").to_numpy(), train.column("item_id").to_numpy(), self.n_users, self.n_items, ratings)
+        user_csr = UserItemCSR.from_arrays(
+            train.column("user_id").to_numpy(), train.column("item_id").to_numpy(), self.n_users, self.n_items, ratings
+        )
         valid = UserItemCSR.from_table(dataset.table(valid_split), self.n_users, self.n_items) if valid_split else None
         return self.fit_matrix(user_csr, valid, progress, on_epoch)
 
-    def fit_matrix(self, user_csr: UserItemCSR, valid: UserItemCSR | None = None, progress: bool = True, on_epoch=None, graded: bool = False) -> list[dict]:
+    def fit_matrix(
+        self,
+        user_csr: UserItemCSR,
+        valid: UserItemCSR | None = None,
+        progress: bool = True,
+        on_epoch=None,
+        graded: bool = False,
+    ) -> list[dict]:
         """ALS on a user-item matrix with values r_ui. The per-iteration history holds the WRMF
         objective, which exact (Cholesky) ALS never increases. ``graded``: preference r_ui instead
         of 1 (see :class:`_SparseSide`; CG solver only)."""

@@ -47,7 +47,9 @@ class RankGridConfig:
     defended: GridModel = field(default_factory=GridModel)
     train_limit: int | None = None
     attacks: list[str] = field(default_factory=lambda: ["CA+", "CA-", "SP-QA+", "SP-QA-"])
-    columns: dict[str, str] = field(default_factory=lambda: {"CA+": "CA+", "CA-": "CA-", "SP-QA+": "QA+", "SP-QA-": "QA-"})
+    columns: dict[str, str] = field(
+        default_factory=lambda: {"CA+": "CA+", "CA-": "CA-", "SP-QA+": "QA+", "SP-QA-": "QA-"}
+    )
     eps: list[float] = field(default_factory=lambda: [0.0, 0.01, 0.03, 0.1, 0.3])
     ks: list[int] = field(default_factory=lambda: [1, 2, 5, 10])
     trials: int = 10000
@@ -116,7 +118,9 @@ def run_grid(config_path: str | Path, out: str | Path, progress: bool = True, nu
             c = u.payload["cell"]
             role = ROLES[u.label.rsplit("@", 1)[1]]
             cells[cell_key(role, cfg.columns[c["attack"]], c["eps"], c["k"])] = {
-                k: v for k, v in read(u).items() if k not in ("unit_id", "stage", "label", "unit_seconds", "host", "pid", "tensors", "row")
+                k: v
+                for k, v in read(u).items()
+                if k not in ("unit_id", "stage", "label", "unit_seconds", "host", "pid", "tensors", "row")
             }
     result = {key: round(cells[key]["rank"], 2) for key in sorted(cells)}
     for column, role in ROLES.items():
@@ -127,7 +131,13 @@ def run_grid(config_path: str | Path, out: str | Path, progress: bool = True, nu
         "config_file": str(config_path),
         "seed": cfg.seed,
         "wall_seconds": round(time.perf_counter() - t0, 1),
-        "training": {role: {k: trained[c][k] for k in ("metrics", "fit_seconds", "seconds_per_epoch", "training", "est", "train_images")} for c, role in ROLES.items()},
+        "training": {
+            role: {
+                k: trained[c][k]
+                for k in ("metrics", "fit_seconds", "seconds_per_epoch", "training", "est", "train_images")
+            }
+            for c, role in ROLES.items()
+        },
         "cells": {key: cells[key] for key in sorted(cells)},
     }
     storage.write_text(f"{out}/advrank_{cfg.dataset}.json", json.dumps(result, indent=2))
@@ -147,4 +157,8 @@ def grid_markdown(result: dict, cfg: RankGridConfig) -> str:
             row = [" / ".join(f"{result[cell_key(role, c, eps, k)]:.1f}" for k in cfg.ks) for c in columns]
             lines.append(f"| {eps:g} | {' | '.join(row)} |")
     meta = result["meta"]
-    return "\n".join(lines) + f"\n\nTrials per cell: {cfg.trials}; seed {cfg.seed}; wall time of the whole grid (training included): {meta['wall_seconds'] / 60:.1f} min.\n"
+    return (
+        "\n".join(lines)
+        + f"\n\nTrials per cell: {cfg.trials}; seed {cfg.seed}; wall time of the whole grid (training included): "
+        f"{meta['wall_seconds'] / 60:.1f} min.\n"
+    )

@@ -30,17 +30,24 @@ def default_columns(victims: dict, defenses: dict) -> list[str]:
     return cols
 
 
-def check_columns(columns: list[str], victims: dict, defenses: dict, source: str, kinds: tuple[str, ...] = ("data", "training")) -> list[Column]:
+def check_columns(
+    columns: list[str], victims: dict, defenses: dict, source: str, kinds: tuple[str, ...] = ("data", "training")
+) -> list[Column]:
     """Each column parsed and checked (:func:`~distrec.defenses.chain.check_column`); ``kinds``: the
     defense kinds the scenario can place."""
     parsed = []
     for i, text in enumerate(columns):
         column = Column.parse(text)
         if column.victim not in victims:
-            raise ConfigError(f"{source}: columns.{i}: {column.victim!r} is not one of the study's victims ({', '.join(victims)})")
+            raise ConfigError(
+                f"{source}: columns.{i}: {column.victim!r} is not one of the study's victims ({', '.join(victims)})"
+            )
         for d in column.defenses:
             if d in list_defenses() and defense_class(d).kind not in kinds:
-                raise ConfigError(f"{source}: columns.{i}: {d!r} is a {defense_class(d).kind} defense; this study places {' and '.join(kinds)} defenses")
+                raise ConfigError(
+                    f"{source}: columns.{i}: {d!r} is a {defense_class(d).kind} defense; this study places "
+                    f"{' and '.join(kinds)} defenses"
+                )
         check_column(column, victim_class(column.victim), defenses, source, f"columns.{i}")
         parsed.append(column)
     return parsed

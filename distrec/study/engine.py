@@ -87,7 +87,9 @@ class UnitContext:
                 with tempfile.TemporaryDirectory() as tmp:
                     return load(storage.download(uri, tmp)), True
             except Exception as exc:  # an unreadable checkpoint costs a retraining, never the study
-                why = getattr(exc, "reason", None) or (str(exc).splitlines() or [type(exc).__name__])[0][:300]  # not the download's temporary path
+                why = (
+                    getattr(exc, "reason", None) or (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+                )  # not the download's temporary path
                 self.notes.append(discard(uri, why, "retraining", say=False))
         storage.delete(uri)  # a half-uploaded or discarded checkpoint
         model = train()
@@ -156,7 +158,15 @@ def _run_unit(scenario, out: str, unit: Unit, dep_names: list[str], threads: int
     result = scenario.run(unit, dict(zip(dep_names, dep_results)), ctx)
     if ctx.notes:
         result = dict(result, notes=ctx.notes)
-    result = dict(result, unit_id=unit.id, stage=unit.stage, label=unit.label, unit_seconds=round(time.perf_counter() - t0, 3), host=socket.gethostname(), pid=os.getpid())
+    result = dict(
+        result,
+        unit_id=unit.id,
+        stage=unit.stage,
+        label=unit.label,
+        unit_seconds=round(time.perf_counter() - t0, 3),
+        host=socket.gethostname(),
+        pid=os.getpid(),
+    )
     storage.write_text(result_uri(out, unit), json.dumps(result, indent=2, default=str))
     return result
 
@@ -185,16 +195,39 @@ def _ordered(units: list[Unit]) -> list[Unit]:
 
 
 def execute(
-    scenario, units: list[Unit], out: str, resources: dict[str, StageResources], progress: bool = True, max_retries: int = 3, on_result=None
+    scenario,
+    units: list[Unit],
+    out: str,
+    resources: dict[str, StageResources],
+    progress: bool = True,
+    max_retries: int = 3,
+    on_result=None,
 ) -> tuple[dict[str, dict], dict[str, dict]]:
     """Run every unit whose result is missing; returns (results by unit id, counts per stage).
     ``on_result(unit, result)`` is called in the driver as each unit finishes (sweeps report through it)."""
     units = _ordered(list({u.id: u for u in units}.values()))
     results = {u.id: r for u in units if (r := stored_result(out, u)) is not None}
     stages = list(dict.fromkeys(u.stage for u in units))
-    counts = {s: {"total": sum(u.stage == s for u in units), "skipped": sum(u.stage == s and u.id in results for u in units), "run": 0} for s in stages}
+    counts = {
+        s: {
+            "total": sum(u.stage == s for u in units),
+            "skipped": sum(u.stage == s and u.id in results for u in units),
+            "run": 0,
+        }
+        for s in stages
+    }
     pending = _submit([u for u in units if u.id not in results], scenario, out, resources, results, max_retries)
-    bars = {s: tqdm(total=c["total"], initial=c["skipped"], desc=s, unit="unit", disable=not progress or c["total"] == c["skipped"], leave=True) for s, c in counts.items()}
+    bars = {
+        s: tqdm(
+            total=c["total"],
+            initial=c["skipped"],
+            desc=s,
+            unit="unit",
+            disable=not progress or c["total"] == c["skipped"],
+            leave=True,
+        )
+        for s, c in counts.items()
+    }
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -204,7 +237,10 @@ def execute(
             except ray.exceptions.RayTaskError as exc:
                 for ref in pending:
                     ray.cancel(ref)
-                raise StudyError(f"{unit.stage} {unit.label or unit.id} failed: {exc.cause!r}; finished units are kept, rerun to resume") from exc.cause
+                raise StudyError(
+                    f"{unit.stage} {unit.label or unit.id} failed: {exc.cause!r}; finished units are kept, rerun to "
+                    "resume"
+                ) from exc.cause
             counts[unit.stage]["run"] += 1
             bars[unit.stage].update(1)
             for note in results[unit.id].get("notes", []):
@@ -221,7 +257,9 @@ def execute(
     return {u.id: results[u.id] for u in units}, counts
 
 
-def _submit(todo: list[Unit], scenario, out: str, resources: dict[str, StageResources], results: dict, max_retries: int) -> dict:
+def _submit(
+    todo: list[Unit], scenario, out: str, resources: dict[str, StageResources], results: dict, max_retries: int
+) -> dict:
     """One Ray task per unit to run, in dependency order, each given its finished dependencies' results or
     their tasks' refs; returns ref -> unit."""
     if not todo:
@@ -240,6 +278,8 @@ def _submit(todo: list[Unit], scenario, out: str, resources: dict[str, StageReso
             "scheduling_strategy": OUTSIDE_PLACEMENT_GROUPS,
             **({"runtime_env": {"env_vars": env}} if env else {}),
         }
-        refs[u.id] = _run_unit.options(**opts).remote(scenario_ref, out, u, list(u.deps), max(1, int(res.num_cpus)), *args)
+        refs[u.id] = _run_unit.options(**opts).remote(
+            scenario_ref, out, u, list(u.deps), max(1, int(res.num_cpus)), *args
+        )
         pending[refs[u.id]] = u
     return pending

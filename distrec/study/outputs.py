@@ -47,7 +47,11 @@ def aggregate(cells: list[dict], metric: str) -> tuple[list[str], list[str], dic
     stats = {}
     for r in rows:
         for col in cols:
-            vals = [float(c["metrics"][metric]) for c in cells if c["row"] == r and c["column"] == col and metric in c["metrics"]]
+            vals = [
+                float(c["metrics"][metric])
+                for c in cells
+                if c["row"] == r and c["column"] == col and metric in c["metrics"]
+            ]
             if vals:
                 stats[r, col] = (float(np.mean(vals)), float(np.std(vals)), len(vals))
     return rows, cols, stats
@@ -87,7 +91,13 @@ def write_matrix(scenario, cells: list[dict], out: str, title: str) -> dict:
         lf = lift(scenario, stats, r, col, baselines)
         return text + (f" ({scale * lf[0]:+.2f}, {lf[1]:.2f}x)" if lf else "")
 
-    md = [f"# {title}", "", f"{metric}{unit}, mean ± std over seeds {seeds}; in brackets the lift over the no-attack baseline (difference, ratio).", ""]
+    md = [
+        f"# {title}",
+        "",
+        f"{metric}{unit}, mean ± std over seeds {seeds}; in brackets the lift over the no-attack baseline "
+        "(difference, ratio).",
+        "",
+    ]
     if scenario.protocol():
         md += [f"Protocol: {scenario.protocol()}", ""]
     md += _table(rows, cols, fmt)
@@ -97,7 +107,9 @@ def write_matrix(scenario, cells: list[dict], out: str, title: str) -> dict:
         x_scale, x_unit = (1.0, "") if ranks else (scale, unit)
         if st2:
             md += ["", f"{extra}{x_unit}, mean over seeds (difference from the baseline)", ""]
-            md += _table(r2, c2, lambda r, col, st2=st2, x_scale=x_scale: _with_difference(scenario, st2, r, col, x_scale))
+            md += _table(
+                r2, c2, lambda r, col, st2=st2, x_scale=x_scale: _with_difference(scenario, st2, r, col, x_scale)
+            )
     md += _paired(scenario, cells, metric, scale, unit)
     md += scenario.report(cells)
     csv = ["row,column,n_seeds,metric,mean,std,lift_difference,lift_ratio"]
@@ -106,11 +118,29 @@ def write_matrix(scenario, cells: list[dict], out: str, title: str) -> dict:
             if (r, col) in stats:
                 m, s, n = stats[r, col]
                 lf = lift(scenario, stats, r, col, baselines)
-                csv.append(",".join([_csv(r), _csv(col), str(n), metric, f"{m:.6g}", f"{s:.6g}", f"{lf[0]:.6g}" if lf else "", f"{lf[1]:.6g}" if lf else ""]))
+                csv.append(
+                    ",".join(
+                        [
+                            _csv(r),
+                            _csv(col),
+                            str(n),
+                            metric,
+                            f"{m:.6g}",
+                            f"{s:.6g}",
+                            f"{lf[0]:.6g}" if lf else "",
+                            f"{lf[1]:.6g}" if lf else "",
+                        ]
+                    )
+                )
     storage.write_text(f"{out}/matrix.md", "\n".join(md) + "\n")
     storage.write_text(f"{out}/matrix.csv", "\n".join(csv) + "\n")
     _heatmap(stats, rows, cols, f"{metric}{unit}", scale, f"{out}/heatmap.png")
-    return {"matrix_md": f"{out}/matrix.md", "matrix_csv": f"{out}/matrix.csv", "heatmap_png": f"{out}/heatmap.png", "matrix": "\n".join(md)}
+    return {
+        "matrix_md": f"{out}/matrix.md",
+        "matrix_csv": f"{out}/matrix.csv",
+        "heatmap_png": f"{out}/heatmap.png",
+        "matrix": "\n".join(md),
+    }
 
 
 def _paired(scenario, cells: list[dict], metric: str, scale: float, unit: str) -> list[str]:
@@ -123,19 +153,29 @@ def _paired(scenario, cells: list[dict], metric: str, scale: float, unit: str) -
 
     def fmt(pair, col):
         row, ref = pair
-        seeds = sorted(s for r, c, s in by if r == row and c == col and (ref, col, s) in by and metric in by[row, col, s] and metric in by[ref, col, s])
+        seeds = sorted(
+            s
+            for r, c, s in by
+            if r == row and c == col and (ref, col, s) in by and metric in by[row, col, s] and metric in by[ref, col, s]
+        )
         if not seeds:
             return "–"
         diff = [by[row, col, s][metric] - by[ref, col, s][metric] for s in seeds]
         text = f"{scale * float(np.mean(diff)):+.2f} ({sum(sign * d > 0 for d in diff)}/{len(seeds)})"
         if all("mean_rank" in by[row, col, s] and "mean_rank" in by[ref, col, s] for s in seeds):
-            text += f", rank {float(np.mean([by[row, col, s]['mean_rank'] - by[ref, col, s]['mean_rank'] for s in seeds])):+.0f}"
+            rank = float(np.mean([by[row, col, s]["mean_rank"] - by[ref, col, s]["mean_rank"] for s in seeds]))
+            text += f", rank {rank:+.0f}"
         return text
 
     pairs = [p for p in scenario.pairs() if any(fmt(p, col) != "–" for col in cols)]
     if not pairs:
         return []
-    md = ["", f"Paired by seed, row minus reference: {metric}{unit} (on how many seeds the row is stronger), mean target rank", ""]
+    md = [
+        "",
+        f"Paired by seed, row minus reference: {metric}{unit} (on how many seeds the row is stronger), "
+        "mean target rank",
+        "",
+    ]
     labelled = {f"{r} vs {ref}": (r, ref) for r, ref in pairs}
     return md + _table(list(labelled), cols, lambda label, col: fmt(labelled[label], col))
 
@@ -171,7 +211,15 @@ def _heatmap(stats: dict, rows: list[str], cols: list[str], label: str, scale: f
     for i in range(len(rows)):
         for j in range(len(cols)):
             if np.isfinite(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", color="w" if grid[i, j] < top * 0.6 else "k", fontsize=8)
+                ax.text(
+                    j,
+                    i,
+                    f"{grid[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    color="w" if grid[i, j] < top * 0.6 else "k",
+                    fontsize=8,
+                )
     fig.colorbar(im, ax=ax, label=label)
     fig.tight_layout()
     buf = io.BytesIO()

@@ -31,8 +31,16 @@ def parse_config(schema: type, raw: dict, source: str):
         e = exc.errors()[0]
         where = ".".join(str(p) for p in e["loc"])
         unknown = e["type"] == "unexpected_keyword_argument"
-        valid = ", ".join(f.name for f in dataclasses.fields(_schema_at(schema, e["loc"][:-1])) if not f.name.startswith("_")) if unknown else ""
-        raise ConfigError(f"{source}: {where}: " + (f"unknown key; valid keys: {valid}" if unknown else e["msg"])) from None
+        valid = (
+            ", ".join(
+                f.name for f in dataclasses.fields(_schema_at(schema, e["loc"][:-1])) if not f.name.startswith("_")
+            )
+            if unknown
+            else ""
+        )
+        raise ConfigError(
+            f"{source}: {where}: " + (f"unknown key; valid keys: {valid}" if unknown else e["msg"])
+        ) from None
 
 
 def _schema_at(schema: type, loc) -> type:
@@ -47,7 +55,11 @@ def _schema_at(schema: type, loc) -> type:
             loc.pop(0)
         else:
             return schema
-        args = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) in (typing.Union, types.UnionType) else [hint]
+        args = (
+            [a for a in typing.get_args(hint) if a is not type(None)]
+            if typing.get_origin(hint) in (typing.Union, types.UnionType)
+            else [hint]
+        )
         schema = args[0] if args else hint
     return schema
 
@@ -68,7 +80,9 @@ def study_from_dict(raw: dict, source: str) -> Scenario:
     scenario = cls(parse_config(cls.Config, raw, source), source)
     for stage in scenario.config.resources:
         if stage not in cls.stages:
-            raise ConfigError(f"{source}: resources.{stage}: unknown stage; the {name} scenario's stages: {', '.join(cls.stages)}")
+            raise ConfigError(
+                f"{source}: resources.{stage}: unknown stage; the {name} scenario's stages: {', '.join(cls.stages)}"
+            )
     scenario.check()
     return scenario
 
@@ -105,7 +119,10 @@ def run_study(
     init_ray(num_cpus=num_cpus)
     results, counts = execute(scenario, units, store, scenario.config.resources, progress, on_result=on_result)
     cells = scenario.cells(results)
-    paths = {"results": write_results(cells, out), **write_matrix(scenario, cells, out, f"{scenario.name} study {Path(str(config_path)).name}")}
+    paths = {
+        "results": write_results(cells, out),
+        **write_matrix(scenario, cells, out, f"{scenario.name} study {Path(str(config_path)).name}"),
+    }
     cell_counts = counts.get("cell", {"total": 0, "run": 0, "skipped": 0})
     summary = dict(
         paths,
@@ -144,9 +161,15 @@ def check_resources(scenario: Scenario, num_cpus: int | None, reserved: float = 
         res = scenario.config.resources.get(stage, StageResources())
         if res.num_cpus + reserved > cpus:
             held = f" beside the {reserved:g} CPUs {reserved_by}" if reserved else ""
-            raise ConfigError(f"{scenario.source}: resources.{stage}.num_cpus: a {stage} unit needs {res.num_cpus:g} CPUs{held}, more than {flag}; lower it or give more CPUs")
+            raise ConfigError(
+                f"{scenario.source}: resources.{stage}.num_cpus: a {stage} unit needs {res.num_cpus:g} CPUs{held}, "
+                f"more than {flag}; lower it or give more CPUs"
+            )
         if res.num_gpus > gpus:
-            raise ConfigError(f"{scenario.source}: resources.{stage}.num_gpus: a {stage} unit needs {res.num_gpus:g} GPUs; this machine has {gpus}")
+            raise ConfigError(
+                f"{scenario.source}: resources.{stage}.num_gpus: a {stage} unit needs {res.num_gpus:g} GPUs; this "
+                f"machine has {gpus}"
+            )
 
 
 def _local_gpus() -> int:
@@ -166,16 +189,28 @@ def check_previous_study(scenario: Scenario, out: str) -> None:
     except ValueError:
         return  # rewritten at the end of this run
     if previous.get("scenario") not in (None, scenario.name):
-        raise ConfigError(f"--out {out} holds a {previous['scenario']} study ({previous.get('config_file')}); this is a {scenario.name} study: choose another --out")
+        raise ConfigError(
+            f"--out {out} holds a {previous['scenario']} study ({previous.get('config_file')}); this is a "
+            f"{scenario.name} study: choose another --out"
+        )
     changed = _changed_keys(previous.get("config") or {}, _jsonable(scenario.config))
     if changed:
         shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
-        print(f"[distrec] {out} was written by a config that differs in {shown}; only units whose content ids match are reused", file=sys.stderr, flush=True)
+        print(
+            f"[distrec] {out} was written by a config that differs in {shown}; only units whose content ids match are "
+            "reused",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _changed_keys(a, b, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
-        return [k for key in sorted(set(a) | set(b), key=str) for k in _changed_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
+        return [
+            k
+            for key in sorted(set(a) | set(b), key=str)
+            for k in _changed_keys(a.get(key), b.get(key), f"{prefix}{key}.")
+        ]
     return [prefix.rstrip(".")] if a != b else []
 
 

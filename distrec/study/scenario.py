@@ -53,7 +53,9 @@ class Scenario:
 
     def metric_names(self) -> tuple[str, ...]:
         """Every metric a cell of this study reports (what a sweep's objective may name)."""
-        return tuple(dict.fromkeys([self.metric, *self.extra_metrics, *([self.baseline_metric] if self.baseline_metric else [])]))
+        return tuple(
+            dict.fromkeys([self.metric, *self.extra_metrics, *([self.baseline_metric] if self.baseline_metric else [])])
+        )
 
     def check(self) -> None:
         raise NotImplementedError

@@ -125,7 +125,13 @@ def base_study(cfg: SweepConfig, source: str) -> tuple[dict, str]:
     if isinstance(cfg.study, str):
         from distrec.config import load_yaml
 
-        path = cfg.study if Path(cfg.study).is_absolute() else str(Path(source).parent / cfg.study) if not Path(cfg.study).exists() else cfg.study
+        path = (
+            cfg.study
+            if Path(cfg.study).is_absolute()
+            else str(Path(source).parent / cfg.study)
+            if not Path(cfg.study).exists()
+            else cfg.study
+        )
         return load_yaml(path), path
     return dict(cfg.study), f"{source}: study"
 
@@ -136,16 +142,31 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, dict]:
     cfg = load_document(SweepConfig, path)
     base, study_source = base_study(cfg, str(path))
     scenario = study_from_dict(base, study_source)
-    for key, metric in (("objective.metric", cfg.objective.metric), ("constraint.metric", cfg.constraint.metric if cfg.constraint else None)):
+    for key, metric in (
+        ("objective.metric", cfg.objective.metric),
+        ("constraint.metric", cfg.constraint.metric if cfg.constraint else None),
+    ):
         if metric is not None and metric not in scenario.metric_names():
-            raise ConfigError(f"{path}: {key}: the study's cells do not report {metric!r}; they report {', '.join(scenario.metric_names())}")
+            raise ConfigError(
+                f"{path}: {key}: the study's cells do not report {metric!r}; they report "
+                f"{', '.join(scenario.metric_names())}"
+            )
     for key, dim in cfg.search.items():
         if dim.type not in DISTRIBUTIONS:
             raise ConfigError(f"{path}: search.{key}.type: {dim.type!r} is not one of {', '.join(DISTRIBUTIONS)}")
-        if dim.type == "choice" and not dim.values or dim.type != "choice" and (dim.low is None or dim.high is None or dim.low >= dim.high):
-            raise ConfigError(f"{path}: search.{key}: {dim.type} needs {'values' if dim.type == 'choice' else 'low < high'}")
+        if (
+            dim.type == "choice"
+            and not dim.values
+            or dim.type != "choice"
+            and (dim.low is None or dim.high is None or dim.low >= dim.high)
+        ):
+            raise ConfigError(
+                f"{path}: search.{key}: {dim.type} needs {'values' if dim.type == 'choice' else 'low < high'}"
+            )
         if not _parent_exists(base, key):
-            raise ConfigError(f"{path}: search.{key}: the study has no {key.rsplit('.', 1)[0]!r} to set {key.rsplit('.', 1)[-1]!r} in")
+            raise ConfigError(
+                f"{path}: search.{key}: the study has no {key.rsplit('.', 1)[0]!r} to set {key.rsplit('.', 1)[-1]!r} in"
+            )
         for value in dim.values if dim.type == "choice" else [dim.low, dim.high if dim.type != "int" else dim.high - 1]:
             value = int(value) if dim.type == "int" else value
             try:
@@ -153,7 +174,9 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, dict]:
             except ConfigError as exc:
                 raise ConfigError(str(exc)) from None
     if cfg.trial_cpus <= 0:
-        raise ConfigError(f"{path}: trial_cpus: must be more than 0 (Ray Tune needs a resource per trial), got {cfg.trial_cpus}")
+        raise ConfigError(
+            f"{path}: trial_cpus: must be more than 0 (Ray Tune needs a resource per trial), got {cfg.trial_cpus}"
+        )
     if cfg.objective.mode not in ("max", "min"):
         raise ConfigError(f"{path}: objective.mode: {cfg.objective.mode!r} is not max or min")
     return cfg, base
@@ -181,7 +204,9 @@ def trial_config(base: dict, params: dict) -> dict:
 
 def _selected(cfg: SweepConfig, result: dict, baseline: str) -> bool:
     o = cfg.objective
-    return (result["row"] in o.rows if o.rows else result["row"] != baseline) and (o.columns is None or result["column"] in o.columns)
+    return (result["row"] in o.rows if o.rows else result["row"] != baseline) and (
+        o.columns is None or result["column"] in o.columns
+    )
 
 
 def score(cfg: SweepConfig, cells: list[dict], baseline=lambda row: "no attack") -> tuple[float, dict]:
@@ -191,7 +216,9 @@ def score(cfg: SweepConfig, cells: list[dict], baseline=lambda row: "no attack")
     report = {}
     if cfg.constraint is not None:
         c = cfg.constraint
-        mean = lambda col: float(np.mean([x["metrics"][c.metric] for x in cells if x["row"] == c.row and x["column"] == col]))  # noqa: E731
+        mean = lambda col: float(
+            np.mean([x["metrics"][c.metric] for x in cells if x["row"] == c.row and x["column"] == col])
+        )  # noqa: E731
         value, reference = mean(c.column), mean(c.reference)
         drop = reference - value if c.absolute else (1 - value / reference if reference else 0.0)
         report = {"value": value, "reference": reference, "drop": drop}
@@ -222,14 +249,18 @@ def trial(params: dict, cfg: SweepConfig, base: dict, store: str, out: str) -> N
                 values.append(cell["metrics"][cfg.objective.metric])
                 tune.report({"objective": float(np.mean(values)), "cells": len(values)})
 
-    study = run_study(f"trial {name}", trial_out, progress=False, on_result=on_result, scenario=scenario, store=store, in_cluster=True)
+    study = run_study(
+        f"trial {name}", trial_out, progress=False, on_result=on_result, scenario=scenario, store=store, in_cluster=True
+    )
     import pyarrow.parquet as pq
 
     fs, root = storage.resolve_uri(study["results"])
     cells = [dict(r, metrics=json.loads(r["metrics"])) for r in pq.read_table(root, filesystem=fs).to_pylist()]
     objective, constraint = score(cfg, cells, scenario.baseline)
     record = {"params": params, "objective": objective, "constraint": constraint, "cells": len(cells)}
-    storage.write_text(f"{trial_out}/trial.json", json.dumps(record, indent=2, default=str))  # only a trial that ran every cell
+    storage.write_text(
+        f"{trial_out}/trial.json", json.dumps(record, indent=2, default=str)
+    )  # only a trial that ran every cell
     tune.report({"objective": objective, "cells": len(cells), "constraint": json.dumps(constraint), "final": True})
 
 
@@ -250,7 +281,12 @@ def run_sweep(config_path: str | Path, out: str | Path, progress: bool = True, n
     ``sweep.json`` and ``best.yaml`` (the best trial's whole study config) to ``out``."""
     cfg, base = load_sweep(config_path)
     scenario = study_from_dict(base, str(config_path))
-    check_resources(scenario, num_cpus, cfg.max_concurrent * cfg.trial_cpus, f"that max_concurrent {cfg.max_concurrent} trials of trial_cpus {cfg.trial_cpus:g} hold")
+    check_resources(
+        scenario,
+        num_cpus,
+        cfg.max_concurrent * cfg.trial_cpus,
+        f"that max_concurrent {cfg.max_concurrent} trials of trial_cpus {cfg.trial_cpus:g} hold",
+    )
     check_writable(out)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -258,7 +294,10 @@ def run_sweep(config_path: str | Path, out: str | Path, progress: bool = True, n
     optuna_storage = optuna.storages.RDBStorage(storage_url)
     done = 0
     with contextlib.suppress(KeyError):  # a new study
-        done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in optuna.load_study(study_name=cfg.study_name, storage=optuna_storage).trials)
+        done = sum(
+            t.state == optuna.trial.TrialState.COMPLETE
+            for t in optuna.load_study(study_name=cfg.study_name, storage=optuna_storage).trials
+        )
     remaining = max(cfg.num_samples - done, 0)
     t0 = time.perf_counter()
     store = str(out / "units")
@@ -266,32 +305,60 @@ def run_sweep(config_path: str | Path, out: str | Path, progress: bool = True, n
         scenario.plan(store)  # the data, prepared once before trials share it (and its errors before Ray starts)
         init_ray(num_cpus=num_cpus)
         # a resumed sweep draws on from where it stopped: the same seed would propose the first trials' values again
-        searcher = OptunaSearch(metric="objective", mode=cfg.objective.mode, study_name=cfg.study_name, storage=optuna_storage, seed=cfg.seed + done)
-        scheduler = ASHAScheduler(metric="objective", mode=cfg.objective.mode, max_t=1000, grace_period=1, reduction_factor=2)
-        trainable = tune.with_resources(tune.with_parameters(trial, cfg=cfg, base=base, store=store, out=str(out)), {"cpu": cfg.trial_cpus, "gpu": cfg.trial_gpus})
+        searcher = OptunaSearch(
+            metric="objective",
+            mode=cfg.objective.mode,
+            study_name=cfg.study_name,
+            storage=optuna_storage,
+            seed=cfg.seed + done,
+        )
+        scheduler = ASHAScheduler(
+            metric="objective", mode=cfg.objective.mode, max_t=1000, grace_period=1, reduction_factor=2
+        )
+        trainable = tune.with_resources(
+            tune.with_parameters(trial, cfg=cfg, base=base, store=store, out=str(out)),
+            {"cpu": cfg.trial_cpus, "gpu": cfg.trial_gpus},
+        )
         tuner = tune.Tuner(
             trainable,
             param_space=search_space(cfg),
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining, max_concurrent_trials=cfg.max_concurrent),
-            run_config=tune.RunConfig(name=cfg.study_name, storage_path=str(out / "tune"), verbose=1 if progress else 0),
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=remaining,
+                max_concurrent_trials=cfg.max_concurrent,
+            ),
+            run_config=tune.RunConfig(
+                name=cfg.study_name, storage_path=str(out / "tune"), verbose=1 if progress else 0
+            ),
         )
         tuner.fit()
     study = optuna.load_study(study_name=cfg.study_name, storage=optuna_storage)
     ended = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     complete = [r for r in finished_trials(out) if r["objective"] is not None and math.isfinite(r["objective"])]
     if not complete:
-        raise RuntimeError(f"no trial of {cfg.study_name} ran every cell to a finite objective; see the Tune logs under {out / 'tune'}")
+        raise RuntimeError(
+            f"no trial of {cfg.study_name} ran every cell to a finite objective; see the Tune logs under {out / 'tune'}"
+        )
     best = max(complete, key=lambda t: t["objective"] if cfg.objective.mode == "max" else -t["objective"])
     best_config = trial_config(base, best["params"])
     storage.write_text(str(out / "best.yaml"), yaml.safe_dump(best_config, sort_keys=False))
     result = {
         "storage": storage_url,
         "study_name": cfg.study_name,
-        "trials": [{"params": t["params"], "objective": t["objective"], "folder": trial_folder(str(out), t["params"])} for t in complete],
+        "trials": [
+            {"params": t["params"], "objective": t["objective"], "folder": trial_folder(str(out), t["params"])}
+            for t in complete
+        ],
         "trials_stopped_early": max(len(ended) - len(complete), 0),
         "trials_run": remaining,
         "trials_skipped": done,
-        "best": {"params": best["params"], "objective": best["objective"], "metric": cfg.objective.metric, "mode": cfg.objective.mode},
+        "best": {
+            "params": best["params"],
+            "objective": best["objective"],
+            "metric": cfg.objective.metric,
+            "mode": cfg.objective.mode,
+        },
         "best_yaml": str(out / "best.yaml"),
         "seconds": round(time.perf_counter() - t0, 1),
         "config": dataclasses.asdict(cfg),

@@ -43,7 +43,17 @@ class VarsConfig:
     eps: list[int] = field(default_factory=lambda: [4, 8, 16])
     pgd_steps: int = 10
     goal: str = "promote"
-    defenses: list[str] = field(default_factory=lambda: ["none", "jpeg", "bit_depth", "median", "vit_filter", "vit_detector", "vit_filter_detector"])
+    defenses: list[str] = field(
+        default_factory=lambda: [
+            "none",
+            "jpeg",
+            "bit_depth",
+            "median",
+            "vit_filter",
+            "vit_detector",
+            "vit_filter_detector",
+        ]
+    )
     filters: dict[str, dict] = field(default_factory=dict)
     vit: dict = field(default_factory=dict)
     vit_train_items: int = 1500
@@ -110,7 +120,13 @@ def run_vars(config_path: str | Path, out: str | Path, progress: bool = True, nu
             result[f"{victim}/clean_recall@20/{defense}"] = round(r["metrics"]["recall@20"], 5)
         result[f"{key}/t_hr@10"] = round(r["metrics"]["t_hr@10"], 6)
         result[f"{key}/mean_rank"] = round(r["metrics"]["mean_rank"], 1)
-        cells.append({"key": key, **{k: v for k, v in r["metrics"].items() if k not in ("recall@20", "rejected")}, "rejected": r["rejected_count"]})
+        cells.append(
+            {
+                "key": key,
+                **{k: v for k, v in r["metrics"].items() if k not in ("recall@20", "rejected")},
+                "rejected": r["rejected_count"],
+            }
+        )
     detection = study["summary"].get("detection")
     if detection:
         result.update({f"detector/{k}": v for k, v in detection.items()})

@@ -39,7 +39,9 @@ from distrec.models.registry import victim_class
 from distrec.workflows.train import peak_rss_mb
 
 
-def split_config(config: dict, attack: str, sharpap: bool, source: str, surrogate: str = "wrmf") -> tuple[dict, dict, dict, dict]:
+def split_config(
+    config: dict, attack: str, sharpap: bool, source: str, surrogate: str = "wrmf"
+) -> tuple[dict, dict, dict, dict]:
     """Route flat config keys to the threat model, SharpAP, the surrogate (``surrogate.KEY``, keys of
     the ``surrogate`` architecture) and the attack; a key none of them has is an error naming it and ``source``."""
     threat_keys = {f.name for f in dataclasses.fields(ThreatModel)}
@@ -57,7 +59,10 @@ def split_config(config: dict, attack: str, sharpap: bool, source: str, surrogat
             parts[3][key] = value
         else:
             valid = sorted(threat_keys | sharp_keys | attack_keys) + ["surrogate.<key>"]
-            raise ConfigError(f"{source}: unknown key {key!r} for attack {attack!r}{' with SharpAP' if sharpap else ''}; valid keys are {valid}")
+            raise ConfigError(
+                f"{source}: unknown key {key!r} for attack {attack!r}{' with SharpAP' if sharpap else ''}; valid keys "
+                f"are {valid}"
+            )
     threat = validate(ThreatModel, with_preset(parts[0], source), source, "the threat model")
     sharp = validate(SharpAPConfig, parts[1], source, "sharpap")
     try:
@@ -71,7 +76,9 @@ def split_config(config: dict, attack: str, sharpap: bool, source: str, surrogat
 
 def original_to_internal(item_map, originals: list, source: str) -> list[int]:
     """Internal ids of items given by their source ids (``target_original_ids``)."""
-    lookup = {str(o): i for o, i in zip(item_map.column("original").to_pylist(), item_map.column("internal").to_pylist())}
+    lookup = {
+        str(o): i for o, i in zip(item_map.column("original").to_pylist(), item_map.column("internal").to_pylist())
+    }
     missing = [o for o in originals if str(o) not in lookup]
     if missing:
         raise ConfigError(f"{source}: key target_original_ids: {missing} are not item ids of the dataset")
@@ -97,7 +104,9 @@ def run_attack(
     population of surrogate actors on Ray instead of one surrogate.
     The result carries the attack, its config, the surrogate, the seed, the targets, the budget, the
     wall time and the peak memory."""
-    threat_cfg, sharp_cfg, surrogate_cfg, attack_cfg = split_config(config or {}, name, sharpap, config_source, surrogate)
+    threat_cfg, sharp_cfg, surrogate_cfg, attack_cfg = split_config(
+        config or {}, name, sharpap, config_source, surrogate
+    )
     threat = ThreatModel(**threat_cfg)
     dataset = data if isinstance(data, PreparedDataset) else PreparedDataset(data)
     train, item_map = _clean_train(dataset, data)
@@ -114,11 +123,20 @@ def run_attack(
     view = attacker_view(train, threat)
     ctx = AttackContext(view, targets, budget, threat.seed, dataset.item_categories(), item_map, progress, device)
     surrogate_cfg = dict(surrogate_cfg, seed=surrogate_cfg.get("seed", threat.seed))
-    attack, crafter, surrogate_cfg = _crafter(name, ctx, surrogate, surrogate_cfg, attack_cfg, sharp_cfg, sharpap, population, config_source)
+    attack, crafter, surrogate_cfg = _crafter(
+        name, ctx, surrogate, surrogate_cfg, attack_cfg, sharp_cfg, sharpap, population, config_source
+    )
     t0 = time.perf_counter()
     fake = crafter()
     if camouflage is not None:
-        fake = evade(fake, view, targets, budget, CamouflageConfig(**validate(CamouflageConfig, camouflage, config_source, "camouflage")), threat.seed)
+        fake = evade(
+            fake,
+            view,
+            targets,
+            budget,
+            CamouflageConfig(**validate(CamouflageConfig, camouflage, config_source, "camouflage")),
+            threat.seed,
+        )
     seconds = time.perf_counter() - t0
     check_budget(fake, budget, targets)
     item_original = item_map.sort_by("internal").column("original").to_pylist()
@@ -164,7 +182,9 @@ def _crafter(name, ctx, surrogate, surrogate_cfg, attack_cfg, sharp_cfg, sharpap
         from distrec.distributed.runtime import init_ray
 
         init_ray()
-        attack = PopulationSharpAP(name, attack_cfg, sharp_cfg, **validate(PopulationConfig, population, config_source, "population"))
+        attack = PopulationSharpAP(
+            name, attack_cfg, sharp_cfg, **validate(PopulationConfig, population, config_source, "population")
+        )
         return attack, lambda: attack.craft(ctx, surrogate_cfg, surrogate), surrogate_cfg
     attack = create_attack(name, **attack_cfg)
     if sharpap:
@@ -176,7 +196,15 @@ def _crafter(name, ctx, surrogate, surrogate_cfg, attack_cfg, sharp_cfg, sharpap
     return attack, lambda: attack.craft(ctx, model), surrogate_cfg
 
 
-def train_and_measure(name: str, dataset: PreparedDataset, config: dict, targets: np.ndarray, n_real: int, ks=(10, 20, 50), progress: bool = False) -> dict:
+def train_and_measure(
+    name: str,
+    dataset: PreparedDataset,
+    config: dict,
+    targets: np.ndarray,
+    n_real: int,
+    ks=(10, 20, 50),
+    progress: bool = False,
+) -> dict:
     """Train victim ``name`` from scratch on ``dataset``; target metrics over the real users and
     full-ranking accuracy on the test split."""
     model = create_victim(name, dataset.n_users, dataset.n_items, **config)
@@ -185,10 +213,15 @@ def train_and_measure(name: str, dataset: PreparedDataset, config: dict, targets
     return dict(measure(model, dataset, targets, n_real, ks), fit_seconds=round(time.perf_counter() - t0, 3))
 
 
-def resolved_victim_configs(victims: list[str], victim_configs: dict | None, config_source: str = "--victim-config") -> dict:
+def resolved_victim_configs(
+    victims: list[str], victim_configs: dict | None, config_source: str = "--victim-config"
+) -> dict:
     """Each victim's full, validated config (defaults filled in), as an evaluation records it."""
     victim_configs = victim_configs or {}
-    return {v: validate(victim_class(v).Config, dict(victim_configs.get(v) or {}), config_source, f"victim {v!r}") for v in victims}
+    return {
+        v: validate(victim_class(v).Config, dict(victim_configs.get(v) or {}), config_source, f"victim {v!r}")
+        for v in victims
+    }
 
 
 def clean_data_id(poisoned: PreparedDataset) -> str:
@@ -246,7 +279,9 @@ def evaluate_attack(
     ds = PreparedDataset(poisoned)
     attack = ds.metadata.get("attack")
     if attack is None:
-        raise ValueError(f"{poisoned} is not a poisoned dataset (no 'attack' in its metadata); run 'distrec attack' first")
+        raise ValueError(
+            f"{poisoned} is not a poisoned dataset (no 'attack' in its metadata); run 'distrec attack' first"
+        )
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     configs = resolved_victim_configs(victims, victim_configs, config_source)
     protocol = get_protocol((attack.get("threat_model") or {}).get("preset"))

@@ -21,7 +21,9 @@ from distrec.models import create_victim
 from distrec.workflows.train import peak_rss_mb
 
 
-def run_demo(out: str | Path = "runs/demo", backend: str = "ray", epochs: int = 30, seed: int = 0, num_cpus: int = 2) -> dict:
+def run_demo(
+    out: str | Path = "runs/demo", backend: str = "ray", epochs: int = 30, seed: int = 0, num_cpus: int = 2
+) -> dict:
     out = Path(out)
     t0 = time.perf_counter()
     raw = make_synthetic(seed=seed)
@@ -30,7 +32,15 @@ def run_demo(out: str | Path = "runs/demo", backend: str = "ray", epochs: int = 
     info = dataset.info()
     if backend in ("ray", "auto"):
         init_ray(num_cpus=num_cpus)
-    config = {"dim": 32, "epochs": epochs, "lr": 1e-2, "batch_size": 1024, "reg": 3e-2, "seed": seed, "backend": backend}
+    config = {
+        "dim": 32,
+        "epochs": epochs,
+        "lr": 1e-2,
+        "batch_size": 1024,
+        "reg": 3e-2,
+        "seed": seed,
+        "backend": backend,
+    }
     model = create_victim("bpr", dataset.n_users, dataset.n_items, **config)
     t_fit = time.perf_counter()
     history = model.fit(dataset)
@@ -56,7 +66,8 @@ def run_demo(out: str | Path = "runs/demo", backend: str = "ray", epochs: int = 
         "outputs": {"data": str(out / "data"), "model": str(out / "model"), "result": str(out / "result.json")},
     }
     result["summary"] = (
-        f"synthetic data: {info['users']} users, {info['items']} items, {info['interactions']} interactions -> {out / 'data'}\n"
+        f"synthetic data: {info['users']} users, {info['items']} items, {info['interactions']} interactions -> "
+        f"{out / 'data'}\n"
         f"MF-BPR ({epochs} epochs over Ray Data batches, {fit_seconds:.1f}s): "
         f"recall@20 {metrics['recall@20']:.4f}, ndcg@20 {metrics['ndcg@20']:.4f}  "
         f"(popularity: recall@20 {baseline['recall@20']:.4f}, ndcg@20 {baseline['ndcg@20']:.4f})\n"

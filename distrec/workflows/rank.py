@@ -50,7 +50,11 @@ def train_ranker(
     if defense not in DEFENSES:
         raise ConfigError(f"{source}: key defense: {defense!r} is not one of {DEFENSES}")
     train_cfg = TripletTrainingConfig(**validate(TripletTrainingConfig, training or {}, source, "training"))
-    est_cfg = EmbeddingShiftingTraining(**validate(EmbeddingShiftingTraining, est or {}, source, "est")) if defense == "est" else None
+    est_cfg = (
+        EmbeddingShiftingTraining(**validate(EmbeddingShiftingTraining, est or {}, source, "est"))
+        if defense == "est"
+        else None
+    )
     train = load_labeled_images(data, "train")
     test = load_labeled_images(data, "test")
     if train_limit:
@@ -117,7 +121,9 @@ def attack_cell(
     device = pool.device
     rows = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:trials]
     pick = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(f"{spec.name}/{k}".encode()))
-    pgd = RankPGD(model, eps, alpha, steps, norm=norm, random_start=random_start, generator=torch.Generator().manual_seed(seed))
+    pgd = RankPGD(
+        model, eps, alpha, steps, norm=norm, random_start=random_start, generator=torch.Generator().manual_seed(seed)
+    )
     before, after, sp_before, sp_after, kept = [], [], [], [], []
     t0 = time.perf_counter()
     for start in range(0, len(rows), batch_size):
@@ -154,5 +160,10 @@ def attack_cell(
         out["sp_rank"] = float(torch.cat(sp_after).mean())
     if keep:
         out["adversarial"] = torch.cat([a for a, _ in kept])
-        out["trial_set"] = Trials(*(torch.cat([getattr(t, f).cpu() for _, t in kept]) if getattr(kept[0][1], f) is not None else None for f in ("rows", "others", "preserve")))
+        out["trial_set"] = Trials(
+            *(
+                torch.cat([getattr(t, f).cpu() for _, t in kept]) if getattr(kept[0][1], f) is not None else None
+                for f in ("rows", "others", "preserve")
+            )
+        )
     return out

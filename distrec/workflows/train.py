@@ -37,7 +37,10 @@ def train_victim(
     ``config`` may name a training defense (``defense: rawp_ft``) and its keys (``defense.gamma: 0.003``).
     A dataset with stored ``test_negatives`` is also scored by the NCF protocol (HR@10, NDCG@10)."""
     config = dict(config or {})
-    defense, defense_config = config.pop("defense", None), {k.removeprefix("defense."): config.pop(k) for k in [k for k in config if k.startswith("defense.")]}
+    defense, defense_config = (
+        config.pop("defense", None),
+        {k.removeprefix("defense."): config.pop(k) for k in [k for k in config if k.startswith("defense.")]},
+    )
     schema = victim_class(name).Config
     config = validate(schema, config, config_source, f"victim {name!r}")
     dataset = PreparedDataset(data)
@@ -56,7 +59,9 @@ def train_victim(
     t1 = time.perf_counter()
     metrics = full_ranking_metrics(model.score, train, test, ks, device=device)
     if dataset.has("test_negatives"):
-        metrics["sampled"] = sampled_metrics(model.score_pairs, *candidates(dataset.table("test"), dataset.table("test_negatives")), device=device)
+        metrics["sampled"] = sampled_metrics(
+            model.score_pairs, *candidates(dataset.table("test"), dataset.table("test_negatives")), device=device
+        )
     result = {
         "victim": name,
         "data": str(data),
@@ -86,6 +91,9 @@ def _defended(model, name: str, defense: str, config: dict, source: str):
 
     check_column(Column(name, (defense,)), type(model), {defense: config}, source, "defense")
     if defense_class(defense).kind != "training":
-        raise ConfigError(f"{source}: defense: {defense!r} is a {defense_class(defense).kind} defense; distrec train fits a victim with a training defense")
+        raise ConfigError(
+            f"{source}: defense: {defense!r} is a {defense_class(defense).kind} defense; distrec train fits a victim "
+            "with a training defense"
+        )
     check_keys(defense_class(defense).Config, config, source, "defense")
     return create_defense(defense, **config).apply(model)

@@ -90,7 +90,15 @@ class QueryObjective(RankingObjective):
     ``[B, G, D]`` and ``xi`` it is L_SP-QA. The query moves, so d(q~, X) is recomputed and sorted
     each step (:func:`hinge_mean`; the sort is differentiable)."""
 
-    def __init__(self, candidates: torch.Tensor, pool: torch.Tensor, metric: str, direction: str, preserve: torch.Tensor | None = None, xi: float = 0.0):
+    def __init__(
+        self,
+        candidates: torch.Tensor,
+        pool: torch.Tensor,
+        metric: str,
+        direction: str,
+        preserve: torch.Tensor | None = None,
+        xi: float = 0.0,
+    ):
         self.candidates, self.pool, self.metric, self.direction = candidates, pool, metric, _check(direction)
         self.preserve, self.xi = preserve, xi
 
@@ -120,7 +128,8 @@ class QueryObjective(RankingObjective):
 
 
 class EmbeddingShiftObjective(RankingObjective):
-    """EST's inner problem, max_{x~} d(f(x~), f(x)): move f(x~) as far as possible from the clean f(x), i.e. minimise -d."""
+    """EST's inner problem, max_{x~} d(f(x~), f(x)): move f(x~) as far as possible from the clean f(x), i.e.
+    minimise -d."""
 
     def __init__(self, reference: torch.Tensor, metric: str):
         self.reference, self.metric = reference.detach(), metric

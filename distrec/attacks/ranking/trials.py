@@ -61,7 +61,14 @@ def _neighbours(pool: torch.Tensor, rows: torch.Tensor, metric: str, count: int)
 
 
 def select_trials(
-    spec: RankAttackSpec, pool: torch.Tensor, rows: torch.Tensor, k: int, metric: str, generator: torch.Generator, top_fraction: float = 0.01, preserve_size: int = 5
+    spec: RankAttackSpec,
+    pool: torch.Tensor,
+    rows: torch.Tensor,
+    k: int,
+    metric: str,
+    generator: torch.Generator,
+    top_fraction: float = 0.01,
+    preserve_size: int = 5,
 ) -> Trials:
     n = pool.shape[0]
     top = max(1, int(n * top_fraction))
@@ -71,7 +78,9 @@ def select_trials(
         preserve = _neighbours(pool, rows, metric, preserve_size) if spec.sp else None
         return Trials(rows, others, preserve)
     if spec.kind == "QA" and k + (preserve_size if spec.sp else 0) > top:
-        raise ValueError(f"{spec.name}: m={k} (+{preserve_size} preserved) exceeds the top {top_fraction:.0%} of a pool of {n}")
+        raise ValueError(
+            f"{spec.name}: m={k} (+{preserve_size} preserved) exceeds the top {top_fraction:.0%} of a pool of {n}"
+        )
     near = _neighbours(pool, rows, metric, top)
     if spec.kind == "CA":
         return Trials(rows, near.gather(1, torch.randint(top, (b, k), generator=generator)))
@@ -80,9 +89,13 @@ def select_trials(
     return Trials(rows, near.gather(1, order[:, :k]), preserve)
 
 
-def build_objective(spec: RankAttackSpec, pool: torch.Tensor, trials: Trials, metric: str, xi: float | None = None) -> RankingObjective:
+def build_objective(
+    spec: RankAttackSpec, pool: torch.Tensor, trials: Trials, metric: str, xi: float | None = None
+) -> RankingObjective:
     """The objective of ``spec`` for these trials over the pool embeddings ``pool`` [N, D]."""
     if spec.kind == "CA":
         return CandidateObjective(pool[trials.others], pool, metric, spec.direction)
     preserve = pool[trials.preserve] if trials.preserve is not None else None
-    return QueryObjective(pool[trials.others], pool, metric, spec.direction, preserve, DEFAULT_XI[spec.direction] if xi is None else xi)
+    return QueryObjective(
+        pool[trials.others], pool, metric, spec.direction, preserve, DEFAULT_XI[spec.direction] if xi is None else xi
+    )

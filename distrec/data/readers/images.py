@@ -17,7 +17,14 @@ from distrec.data.errors import BadLines, DataFormatError
 from distrec.data.source import RawDataset
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 def read_idx_file(path: str | Path) -> np.ndarray:
@@ -39,7 +46,9 @@ def read_idx_file(path: str | Path) -> np.ndarray:
     expected = int(np.prod(shape)) * dtype.itemsize
     body = data[4 + 4 * ndim :]
     if len(body) != expected:
-        raise DataFormatError(path, f"idx body has {len(body)} bytes, header shape {shape} needs {expected} (truncated file?)")
+        raise DataFormatError(
+            path, f"idx body has {len(body)} bytes, header shape {shape} needs {expected} (truncated file?)"
+        )
     return np.frombuffer(body, dtype).reshape(shape)
 
 
@@ -65,7 +74,9 @@ def read_idx(root: str | Path, *, on_bad_lines: str = "error") -> RawDataset:
         lab_path = _find_idx(root, f"{prefix}-labels-idx1-ubyte")
         images, labels = read_idx_file(img_path), read_idx_file(lab_path)
         if images.ndim != 3 or labels.ndim != 1:
-            raise DataFormatError(img_path, f"expected images (n, h, w) and labels (n,), got {images.shape} and {labels.shape}")
+            raise DataFormatError(
+                img_path, f"expected images (n, h, w) and labels (n,), got {images.shape} and {labels.shape}"
+            )
         if len(images) != len(labels):
             raise DataFormatError(lab_path, f"{len(labels)} labels for {len(images)} images in {img_path.name}")
         raw.labeled_images[split] = pa.table(
@@ -97,7 +108,8 @@ def _image_key(name: str) -> int | str:
 
 
 def read_image_collection(path: str | Path, bad: BadLines) -> pa.Table:
-    """Images in a tar or a folder, one file per item named ``<item id>.<ext>``: ``item``, ``image``, ``width``, ``height``."""
+    """Images in a tar or a folder, one file per item named ``<item id>.<ext>``: ``item``, ``image``, ``width``,
+    ``height``."""
     path = Path(path)
     keys, blobs, widths, heights = [], [], [], []
 
@@ -126,7 +138,14 @@ def read_image_collection(path: str | Path, bad: BadLines) -> pa.Table:
         dup = next(k for k in keys if keys.count(k) > 1)
         raise DataFormatError(path, f"two images for item {dup!r}")
     key_array = pa.array(keys) if all(isinstance(k, int) for k in keys) else pa.array([str(k) for k in keys])
-    return pa.table({"item": key_array, "image": pa.array(blobs, pa.binary()), "width": pa.array(widths, pa.int32()), "height": pa.array(heights, pa.int32())})
+    return pa.table(
+        {
+            "item": key_array,
+            "image": pa.array(blobs, pa.binary()),
+            "width": pa.array(widths, pa.int32()),
+            "height": pa.array(heights, pa.int32()),
+        }
+    )
 
 
 def read_images(root: str | Path, *, on_bad_lines: str = "error") -> RawDataset:

@@ -21,10 +21,16 @@ def _read_id_list(path: Path, bad: BadLines) -> pa.Table:
         if lineno == 1 and parts == ["org_id", "remap_id"]:
             continue
         if len(parts) != 2:
-            bad.handle(DataFormatError(path, f"wrong field count: expected 'org_id remap_id', found {len(parts)} fields", lineno))
+            bad.handle(
+                DataFormatError(
+                    path, f"wrong field count: expected 'org_id remap_id', found {len(parts)} fields", lineno
+                )
+            )
             continue
         if parts[1] != str(len(originals)):
-            raise DataFormatError(path, f"remap_id {parts[1]!r} out of order: expected {len(originals)}", lineno, text.rfind(parts[1]) + 1)
+            raise DataFormatError(
+                path, f"remap_id {parts[1]!r} out of order: expected {len(originals)}", lineno, text.rfind(parts[1]) + 1
+            )
         originals.append(parts[0])
     keys = np.arange(len(originals), dtype=np.int64)
     original = pa.array(originals, pa.string())
@@ -55,7 +61,9 @@ def read_lightgcn(root: str | Path, *, on_bad_lines: str = "error") -> RawDatase
                 bad_rows = (ids < 0) | (ids >= table.num_rows)
                 if bad_rows.any():
                     row = int(np.argmax(bad_rows))
-                    raise DataFormatError(path, f"{what} id {ids[row]} out of range: {what}_list.txt has {table.num_rows} ids", lines[row])
+                    raise DataFormatError(
+                        path, f"{what} id {ids[row]} out of range: {what}_list.txt has {table.num_rows} ids", lines[row]
+                    )
         users.append(u)
         items.append(i)
         splits += [split] * len(u)

@@ -34,7 +34,11 @@ def read_atomic(path: Path, bad: BadLines) -> dict[str, tuple[str, list]]:
             continue
         parts = text.split("\t")
         if len(parts) != len(fields):
-            bad.handle(DataFormatError(path, f"wrong field count: expected {len(fields)} tab-separated fields, found {len(parts)}", lineno))
+            bad.handle(
+                DataFormatError(
+                    path, f"wrong field count: expected {len(fields)} tab-separated fields, found {len(parts)}", lineno
+                )
+            )
             continue
         row = []
         try:
@@ -58,7 +62,9 @@ def read_atomic(path: Path, bad: BadLines) -> dict[str, tuple[str, list]]:
 def _field(path: Path, data: dict, name: str, required: bool = True):
     if name not in data:
         if required:
-            raise DataFormatError(path, f"missing field {name!r}; header has {list(data)} (set {name.split('_')[0]}_field=...)", 1)
+            raise DataFormatError(
+                path, f"missing field {name!r}; header has {list(data)} (set {name.split('_')[0]}_field=...)", 1
+            )
         return None
     return data[name][1]
 
@@ -80,7 +86,9 @@ def read_recbole(
     if name is None:
         inters = sorted(p for p in root.glob("*.inter") if p.name.count(".") == 1)
         if len(inters) != 1:
-            raise DataFormatError(root, f"found {len(inters)} .inter files {[p.name for p in inters]}; choose one with name=<name>")
+            raise DataFormatError(
+                root, f"found {len(inters)} .inter files {[p.name for p in inters]}; choose one with name=<name>"
+            )
         name = inters[0].stem
     bad = BadLines(on_bad_lines)
     raw = RawDataset(name, bad_lines=bad)
@@ -103,7 +111,9 @@ def read_recbole(
     ts = np.concatenate(times)
     ts_valid = ~np.isnan(ts)
     raw.interactions = raw_interactions(users, items, ratings, None, splits or None)
-    raw.interactions = raw.interactions.set_column(3, "timestamp", pa.array(np.where(ts_valid, ts, 0).astype(np.int64), pa.int64(), mask=~ts_valid))
+    raw.interactions = raw.interactions.set_column(
+        3, "timestamp", pa.array(np.where(ts_valid, ts, 0).astype(np.int64), pa.int64(), mask=~ts_valid)
+    )
     item_path = root / f"{name}.item"
     if item_path.exists():
         data = read_atomic(item_path, bad)
@@ -114,7 +124,12 @@ def read_recbole(
             cats = _field(item_path, data, category_field)
             names = sorted({c for cs in cats for c in cs})
             index = {c: j for j, c in enumerate(names)}
-            raw.item_attributes = pa.table({"item": pa.array(keys, pa.string()), "categories": pa.array([[index[c] for c in cs] for cs in cats], pa.list_(pa.int32()))})
+            raw.item_attributes = pa.table(
+                {
+                    "item": pa.array(keys, pa.string()),
+                    "categories": pa.array([[index[c] for c in cs] for cs in cats], pa.list_(pa.int32())),
+                }
+            )
             raw.category_names = names
         raw.add_source(item_path)
     user_path = root / f"{name}.user"

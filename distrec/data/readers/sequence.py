@@ -24,7 +24,9 @@ def _pick_file(root: Path, name: str | None) -> Path:
         return path
     candidates = sorted(p for p in root.glob("*.txt"))
     if len(candidates) != 1:
-        raise DataFormatError(root, f"found {len(candidates)} sequence files {[p.name for p in candidates]}; choose one with name=<Name>")
+        raise DataFormatError(
+            root, f"found {len(candidates)} sequence files {[p.name for p in candidates]}; choose one with name=<Name>"
+        )
     return candidates[0]
 
 
@@ -38,7 +40,9 @@ def _read_attributes(path: Path) -> tuple[pa.Table, int]:
     keys, cats = [], []
     for k, v in mapping.items():
         if not str(k).isdigit() or not isinstance(v, list) or not all(isinstance(a, int) for a in v):
-            raise DataFormatError(path, f"entry {k!r}: expected a numeric item id mapping to a list of integer attribute ids")
+            raise DataFormatError(
+                path, f"entry {k!r}: expected a numeric item id mapping to a list of integer attribute ids"
+            )
         keys.append(int(k))
         cats.append(v)
     n_attr = max((max(c) for c in cats if c), default=-1) + 1
@@ -68,7 +72,8 @@ def read_sequence(root: str | Path, *, on_bad_lines: str = "error", name: str | 
         if bare.any():
             first = int(np.flatnonzero(bare)[0])
             raw.notes.append(
-                f"{path.name}: {len(np.unique(items[bare]))} items have no entry in {attributes.name} (first: item {items[first]} on line {lines[first]}); they get no categories"
+                f"{path.name}: {len(np.unique(items[bare]))} items have no entry in {attributes.name} (first: item "
+                f"{items[first]} on line {lines[first]}); they get no categories"
             )
     return raw
 
@@ -84,7 +89,13 @@ def _one_line_per_user(path: Path, users: np.ndarray, items: np.ndarray, lines: 
     first_line: dict[int, int] = {}
     for u, line in sorted(set(zip(users.tolist(), lines.tolist())), key=lambda p: p[1]):
         if u in first_line:
-            bad.handle(DataFormatError(path, f"user {u} is listed again (first on line {first_line[u]}); a sequence file has one line per user", line))
+            bad.handle(
+                DataFormatError(
+                    path,
+                    f"user {u} is listed again (first on line {first_line[u]}); a sequence file has one line per user",
+                    line,
+                )
+            )
             keep &= lines != line
         else:
             first_line[u] = line

@@ -16,7 +16,9 @@ from distrec.data.readers.text import Field, Scale, cast
 from distrec.data.source import RawDataset, raw_interactions
 
 
-def _diagnose_csv(path: Path, expected: list[str], kinds: list[str], bad: BadLines, scales: dict[str, Scale]) -> dict[str, list]:
+def _diagnose_csv(
+    path: Path, expected: list[str], kinds: list[str], bad: BadLines, scales: dict[str, Scale]
+) -> dict[str, list]:
     """Slow path for a CSV that Arrow rejected or whose values are not valid: parse row by row and
     locate every problem."""
     out = {name: [] for name in expected}
@@ -30,7 +32,13 @@ def _diagnose_csv(path: Path, expected: list[str], kinds: list[str], bad: BadLin
                     bad.handle(DataFormatError(path, "duplicate header line", lineno))
                     continue
                 if len(row) != len(header):
-                    bad.handle(DataFormatError(path, f"wrong field count: expected {len(header)} fields separated by ',', found {len(row)}", lineno))
+                    bad.handle(
+                        DataFormatError(
+                            path,
+                            f"wrong field count: expected {len(header)} fields separated by ',', found {len(row)}",
+                            lineno,
+                        )
+                    )
                     continue
                 vals = []
                 for name, kind in zip(expected, kinds):
@@ -49,7 +57,9 @@ def _diagnose_csv(path: Path, expected: list[str], kinds: list[str], bad: BadLin
     return out
 
 
-def read_csv_columns(path: Path, columns: dict[str, str], bad: BadLines, sep: str = ",", scales: dict[str, Scale] | None = None) -> dict[str, np.ndarray]:
+def read_csv_columns(
+    path: Path, columns: dict[str, str], bad: BadLines, sep: str = ",", scales: dict[str, Scale] | None = None
+) -> dict[str, np.ndarray]:
     """Read named numeric columns (``name -> 'int' | 'float'``) from a headed CSV with Arrow, falling back
     to a row-by-row pass that names the line and column of each problem (unparsable, NaN or infinite,
     beyond int64, outside ``scales``). ``_line`` holds line numbers. A UTF-8 byte-order mark is accepted."""
@@ -64,7 +74,11 @@ def read_csv_columns(path: Path, columns: dict[str, str], bad: BadLines, sep: st
         raise DataFormatError(path, f"duplicate column name(s) {dupes} in header", 1)
     missing = [c for c in columns if c not in header]
     if missing:
-        raise DataFormatError(path, f"missing column(s) {missing}; header has {header}" + ("; wrong separator?" if len(header) == 1 else ""), 1)
+        raise DataFormatError(
+            path,
+            f"missing column(s) {missing}; header has {header}" + ("; wrong separator?" if len(header) == 1 else ""),
+            1,
+        )
     types = {name: pa.int64() if kind == "int" else pa.float64() for name, kind in columns.items()}
     try:
         table = pacsv.read_csv(
@@ -75,16 +89,22 @@ def read_csv_columns(path: Path, columns: dict[str, str], bad: BadLines, sep: st
         if any(table.column(c).null_count for c in columns):
             raise pa.ArrowInvalid("null values")
         out = {c: table.column(c).to_numpy() for c in columns}
-        if any(not np.isfinite(out[c]).all() for c, k in columns.items() if k == "float") or any(s.outside(out[c]).any() for c, s in scales.items()):
+        if any(not np.isfinite(out[c]).all() for c, k in columns.items() if k == "float") or any(
+            s.outside(out[c]).any() for c, s in scales.items()
+        ):
             raise pa.ArrowInvalid("values that are not valid")
         out["_line"] = np.arange(2, table.num_rows + 2, dtype=np.int64)
         return out
     except (pa.ArrowInvalid, UnicodeDecodeError):
         if sep != ",":
-            raise DataFormatError(path, "malformed table (run with a comma-separated copy for line-level diagnosis)") from None
+            raise DataFormatError(
+                path, "malformed table (run with a comma-separated copy for line-level diagnosis)"
+            ) from None
         rows = _diagnose_csv(path, list(columns), list(columns.values()), bad, scales)
         if not bad.skipped:
-            raise DataFormatError(path, "Arrow could not parse the file, but no bad row was found; check quoting") from None
+            raise DataFormatError(
+                path, "Arrow could not parse the file, but no bad row was found; check quoting"
+            ) from None
         out = {c: np.asarray(rows[c], np.int64 if k == "int" else np.float64) for c, k in columns.items()}
         out["_line"] = np.asarray(rows["_line"], np.int64)
         return out
@@ -112,7 +132,9 @@ def read_table(
         table = pq.read_table(path)
         missing = [c for c in wanted.values() if c and c not in table.column_names]
         if missing:
-            raise DataFormatError(path, f"missing column(s) {missing}; the file has {table.column_names} (set user_col=..., item_col=...)")
+            raise DataFormatError(
+                path, f"missing column(s) {missing}; the file has {table.column_names} (set user_col=..., item_col=...)"
+            )
         cols = {}
         for role, name in wanted.items():
             if not name:
@@ -121,10 +143,18 @@ def read_table(
             if col.null_count:
                 row = int(np.argmax(pc.is_null(col).to_numpy(zero_copy_only=False)))
                 raise DataFormatError(path, f"null {name} in row {row + 1}", column=table.column_names.index(name) + 1)
-            if role in ("rating", "timestamp") and not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
-                raise DataFormatError(path, f"column {name} must be numeric, found {col.type}", column=table.column_names.index(name) + 1)
+            if role in ("rating", "timestamp") and not (
+                pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+            ):
+                raise DataFormatError(
+                    path, f"column {name} must be numeric, found {col.type}", column=table.column_names.index(name) + 1
+                )
             if role in ("user", "item") and pa.types.is_floating(col.type):
-                raise DataFormatError(path, f"id column {name} is {col.type}; ids must be integers or strings", column=table.column_names.index(name) + 1)
+                raise DataFormatError(
+                    path,
+                    f"id column {name} is {col.type}; ids must be integers or strings",
+                    column=table.column_names.index(name) + 1,
+                )
             cols[role] = col.combine_chunks()
         users, items = cols["user"], cols["item"]
         rating = cols["rating"].cast(pa.float32()).to_numpy() if "rating" in cols else None

@@ -43,7 +43,13 @@ def iter_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int,
                 try:
                     text = raw.decode(encoding)
                 except UnicodeDecodeError as exc:
-                    raise DataFormatError(path, f"not valid {encoding} text (byte 0x{raw[exc.start]:02x}); this file must be {encoding}-encoded", lineno, exc.start + 1) from None
+                    raise DataFormatError(
+                        path,
+                        f"not valid {encoding} text (byte 0x{raw[exc.start]:02x}); "
+                        f"this file must be {encoding}-encoded",
+                        lineno,
+                        exc.start + 1,
+                    ) from None
                 if lineno == 1 and text.startswith("\ufeff"):  # a UTF-8 byte-order mark
                     text = text[1:]
                 yield lineno, text.rstrip("\r\n")
@@ -83,7 +89,8 @@ class Scale:
         return (values < self.low) | (values > self.high) | (np.abs(k - np.round(k)) > 1e-6)
 
     def describe(self) -> str:
-        return f"outside the {self.source + ' ' if self.source else ''}scale {self.low:g}-{self.high:g} in steps of {self.step:g}"
+        source = self.source + " " if self.source else ""
+        return f"outside the {source}scale {self.low:g}-{self.high:g} in steps of {self.step:g}"
 
 
 INT64 = (-(2**63), 2**63 - 1)
@@ -107,7 +114,9 @@ def cast(field: Field, text: str):
     try:
         value = int(text) if field.kind == "int" else float(text)
     except ValueError:
-        raise ValueError(f"non-numeric {field.name}: {text!r} is not {'an integer' if field.kind == 'int' else 'a number'}") from None
+        raise ValueError(
+            f"non-numeric {field.name}: {text!r} is not {'an integer' if field.kind == 'int' else 'a number'}"
+        ) from None
     if field.kind == "int" and not INT64[0] <= value <= INT64[1]:
         raise ValueError(f"{field.name} {text!r} does not fit a 64-bit integer")
     if field.kind == "float" and not np.isfinite(value):
@@ -152,7 +161,8 @@ def parse_delimited(
             bad_lines.handle(
                 DataFormatError(
                     path,
-                    f"wrong field count: expected {n} fields separated by {sep!r}, found {len(parts)}" + separator_hint(text, n, sep),
+                    f"wrong field count: expected {n} fields separated by {sep!r}, found {len(parts)}"
+                    + separator_hint(text, n, sep),
                     lineno,
                 )
             )
@@ -180,7 +190,9 @@ def parse_delimited(
     return result
 
 
-def parse_id_lists(path: str | Path, bad_lines: BadLines, *, sep: str | None = None) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def parse_id_lists(
+    path: str | Path, bad_lines: BadLines, *, sep: str | None = None
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Parse ``user item item ...`` lines into flat ``(users, items)`` int64 arrays, in file order.
 
     Also returns the line number of every row, so that later checks (ids out of range) can point at it.
@@ -200,7 +212,9 @@ def parse_id_lists(path: str | Path, bad_lines: BadLines, *, sep: str | None = N
         except ValueError:
             col_idx = next(i for i, p in enumerate(parts) if not p.lstrip("-").isdigit())
             hint = separator_hint(text, 2, " ") if len(parts) == 1 else ""
-            bad_lines.handle(DataFormatError(path, f"non-numeric id {parts[col_idx]!r}{hint}", lineno, text.find(parts[col_idx]) + 1))
+            bad_lines.handle(
+                DataFormatError(path, f"non-numeric id {parts[col_idx]!r}{hint}", lineno, text.find(parts[col_idx]) + 1)
+            )
             continue
         u = ids[0]
         users.extend([u] * (len(ids) - 1))

@@ -93,7 +93,12 @@ class Backdoor(Scenario):
     def check(self) -> None:
         cfg, src = self.config, self.source
         check_dataset_spec(cfg.dataset, src)
-        for key, cls, value in (("model", SASRecConfig, cfg.model), ("group", GroupSpec, cfg.group), ("targets", TargetSpec, cfg.targets), ("features", FeatureSpec, cfg.features)):
+        for key, cls, value in (
+            ("model", SASRecConfig, cfg.model),
+            ("group", GroupSpec, cfg.group),
+            ("targets", TargetSpec, cfg.targets),
+            ("features", FeatureSpec, cfg.features),
+        ):
             _build(cls, value, f"{src}: {key}")
         labels = set()
         for i, spec in enumerate(cfg.attacks):
@@ -103,7 +108,9 @@ class Backdoor(Scenario):
             except ValueError as exc:
                 raise ConfigError(f"{src}: attacks.{i}.name: {exc}") from None
             if cls.kind != "backdoor":
-                raise ConfigError(f"{src}: attacks.{i}.name: {name!r} is an {cls.kind} attack; a backdoor study takes bra or pea")
+                raise ConfigError(
+                    f"{src}: attacks.{i}.name: {name!r} is an {cls.kind} attack; a backdoor study takes bra or pea"
+                )
             _build(cls.Config, {k: v for k, v in spec.items() if k != "name"}, f"{src}: attacks.{i}")
             if attack_label(spec) in labels:
                 raise ConfigError(f"{src}: attacks.{i}: {attack_label(spec)!r} is listed twice")
@@ -113,7 +120,9 @@ class Backdoor(Scenario):
                 raise ConfigError(f"{src}: modes.{i}: {mode!r} is not one of {', '.join(MODES)}")
         d = cfg.downstream
         if not 0 < d.fraction < 1 or d.history < 1:
-            raise ConfigError(f"{src}: downstream: fraction must be in (0, 1) and history at least 1, got {d.fraction}, {d.history}")
+            raise ConfigError(
+                f"{src}: downstream: fraction must be in (0, 1) and history at least 1, got {d.fraction}, {d.history}"
+            )
         if cfg.metric not in {f"{m}@{k}" for m in ("hr", "ndcg") for k in cfg.ks}:
             raise ConfigError(f"{src}: metric: {cfg.metric!r} is not hr@K or ndcg@K for K in ks {cfg.ks}")
 
@@ -123,8 +132,10 @@ class Backdoor(Scenario):
     def protocol(self) -> str:
         d = self.config.downstream
         return (
-            f"full ranking, history masked; downstream users: {d.fraction:.0%} of the users (seed {d.seed}), histories cut to {d.history} items; "
-            + f"target = {GroupSpec(**self.config.group).describe()}; exposure HR/NDCG over every (user, target) pair (methods.md section 6)"
+            f"full ranking, history masked; downstream users: {d.fraction:.0%} of the users (seed {d.seed}), "
+            f"histories cut to {d.history} items; "
+            + f"target = {GroupSpec(**self.config.group).describe()}; exposure HR/NDCG over every (user, target) pair "
+            "(methods.md section 6)"
         )
 
     def baseline(self, row: str) -> str | None:
@@ -134,7 +145,9 @@ class Backdoor(Scenario):
         cfg = self.config
         data = materialise_dataset(cfg.dataset, out)
         if not data.has("test"):
-            raise ConfigError(f"{self.source}: dataset: {data.uri} has no test split (prepare sequences with split: loo)")
+            raise ConfigError(
+                f"{self.source}: dataset: {data.uri} has no test split (prepare sequences with split: loo)"
+            )
         self._check_data(data)
         common = {
             "data": data.uri,
@@ -153,19 +166,38 @@ class Backdoor(Scenario):
             for spec in cfg.attacks:
                 uid = content_id("pretrain", common, spec, seed, "backbone+prompt" if spec["name"] == "pea" else None)
                 deps = {"clean": clean_id} if spec["name"] == "pea" else {}
-                units.append(Unit("pretrain", uid, dict(common, attack=spec, seed=seed), deps=deps, label=f"{attack_label(spec)} seed {seed}"))
+                units.append(
+                    Unit(
+                        "pretrain",
+                        uid,
+                        dict(common, attack=spec, seed=seed),
+                        deps=deps,
+                        label=f"{attack_label(spec)} seed {seed}",
+                    )
+                )
                 rows.append((attack_label(spec), spec, uid))
             for label, _, uid in rows:
                 for mode in cfg.modes:
                     payload = dict(common, row=label, mode=mode, seed=seed, ks=cfg.ks)
-                    units.append(Unit("cell", content_id(uid, mode, cfg.ks), payload, deps={"model": uid}, label=f"{label} | {mode} | seed {seed}"))
+                    units.append(
+                        Unit(
+                            "cell",
+                            content_id(uid, mode, cfg.ks),
+                            payload,
+                            deps={"model": uid},
+                            label=f"{label} | {mode} | seed {seed}",
+                        )
+                    )
         return units
 
     def _check_data(self, data: PreparedDataset) -> None:
         """What the config asks of the data, checked before Ray starts: the group's attribute and its
         members, the targets (in the catalogue, at least one), the prompt's user features."""
         cfg, src = self.config, self.source
-        checks = [("group", lambda: group_mask(data, GroupSpec(**cfg.group))), ("targets", lambda: choose_targets(data, TargetSpec(**cfg.targets))[0])]
+        checks = [
+            ("group", lambda: group_mask(data, GroupSpec(**cfg.group))),
+            ("targets", lambda: choose_targets(data, TargetSpec(**cfg.targets))[0]),
+        ]
         if "prompt" in cfg.modes or any(a.get("name") == "pea" for a in cfg.attacks):
             checks.append(("features", lambda: user_features(data, FeatureSpec(**cfg.features))[0]))
         for key, build in checks:
@@ -185,13 +217,22 @@ class Backdoor(Scenario):
                 continue
             for group in GROUPS:
                 out.append(
-                    {"row": r["row"], "column": f"{r['mode']}/{group}", "seed": r["seed"], "config": r["config"], "metrics": r["groups"][group], "cell_id": f"{uid}/{group}"}
+                    {
+                        "row": r["row"],
+                        "column": f"{r['mode']}/{group}",
+                        "seed": r["seed"],
+                        "config": r["config"],
+                        "metrics": r["groups"][group],
+                        "cell_id": f"{uid}/{group}",
+                    }
                 )
         return out
 
     def summary(self, results: dict[str, dict]) -> dict:
         found = {
-            f"{r['row']} seed {r['seed']}": {k: r[k] for k in ("fit_seconds", "epochs", "n_targets", "n_group", "n_downstream")}
+            f"{r['row']} seed {r['seed']}": {
+                k: r[k] for k in ("fit_seconds", "epochs", "n_targets", "n_group", "n_downstream")
+            }
             for r in results.values()
             if r["stage"] == "pretrain"
         }
@@ -200,7 +241,10 @@ class Backdoor(Scenario):
     def run(self, unit: Unit, deps: dict, ctx) -> dict:
         p = unit.payload
         data = ctx.cached(p["data"], lambda: InMemoryDataset.load(PreparedDataset(p["data"])))
-        world = ctx.cached(content_id("world", p["data"], p["group"], p["targets"], p["features"], p["downstream"]), lambda: World(data, p))
+        world = ctx.cached(
+            content_id("world", p["data"], p["group"], p["targets"], p["features"], p["downstream"]),
+            lambda: World(data, p),
+        )
         if unit.stage == "pretrain":
             return self._pretrain(p, deps, ctx, data, world)
         return self._cell(p, deps, ctx, data, world)
@@ -214,7 +258,9 @@ class Backdoor(Scenario):
             if spec is None:
                 model.fit_history = model.fit(data, "valid", progress=False, sequences=world.provider)
             elif spec["name"] == "bra":
-                model.poison = attack_class("bra")(**_attack_config(spec)).poison(world.group, world.targets, world.target_categories, world.item_categories)
+                model.poison = attack_class("bra")(**_attack_config(spec)).poison(
+                    world.group, world.targets, world.target_categories, world.item_categories
+                )
                 model.fit_history = model.fit(data, "valid", progress=False, sequences=world.provider)
             else:
                 model.fit_history = _pea(model, deps["clean"]["model_uri"], spec, data, world)
@@ -245,14 +291,24 @@ class Backdoor(Scenario):
                 for module in model.blocks[-1].modules():
                     if hasattr(module, "reset_parameters") and module is not model.blocks[-1]:
                         module.reset_parameters()
-            model.config = dataclasses.replace(model.config, epochs=d["finetune_epochs"], lr=d["finetune_lr"], seed=p["seed"] + 1)
+            model.config = dataclasses.replace(
+                model.config, epochs=d["finetune_epochs"], lr=d["finetune_lr"], seed=p["seed"] + 1
+            )
             model.fit(data, progress=False, sequences=world.downstream)
         elif mode == "prompt":
             tokens = model.prompt.tokens if model.prompt is not None else 1  # the released prompt's size
-            _prompt_tune(model, world, d["prompt_epochs"], d["prompt_lr"], p["seed"] + 2, data, world.downstream, tokens)
+            _prompt_tune(
+                model, world, d["prompt_epochs"], d["prompt_lr"], p["seed"] + 2, data, world.downstream, tokens
+            )
         model.eval().set_histories(world.downstream)
         groups = world.evaluate(model, p["ks"])
-        return {"row": p["row"], "mode": mode, "seed": p["seed"], "config": {"mode": mode, "downstream": d}, "groups": groups}
+        return {
+            "row": p["row"],
+            "mode": mode,
+            "seed": p["seed"],
+            "config": {"mode": mode, "downstream": d},
+            "groups": groups,
+        }
 
 
 def _build(cls, value: dict, where: str):
@@ -274,8 +330,13 @@ def _save_release(model: SASRec, folder: str) -> None:
     model.save(folder)
     model.prompt = prompt
     if prompt is not None:
-        save_file({k: v.detach().cpu().contiguous() for k, v in prompt.state_dict().items()}, Path(folder) / "prompt.safetensors")
-        (Path(folder) / "prompt.json").write_text(json.dumps({"cardinalities": [e.num_embeddings for e in prompt.features], "tokens": prompt.tokens}))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in prompt.state_dict().items()},
+            Path(folder) / "prompt.safetensors",
+        )
+        (Path(folder) / "prompt.json").write_text(
+            json.dumps({"cardinalities": [e.num_embeddings for e in prompt.features], "tokens": prompt.tokens})
+        )
 
 
 def _load(uri: str, world: World | None = None) -> SASRec:
@@ -285,7 +346,9 @@ def _load(uri: str, world: World | None = None) -> SASRec:
         model = Victim.load(folder)
         if world is not None and (folder / "prompt.json").exists():
             released = json.loads((folder / "prompt.json").read_text())
-            prompt = PromptGenerator(released["cardinalities"], model.config.dim, model.config.layers, released.get("tokens", 1))
+            prompt = PromptGenerator(
+                released["cardinalities"], model.config.dim, model.config.layers, released.get("tokens", 1)
+            )
             prompt.load_state_dict(load_file(folder / "prompt.safetensors"))
             model.attach_prompt(prompt, world.features)
         return model
@@ -311,7 +374,9 @@ class World:
         self.features = torch.as_tensor(features)
         test = data.table("test")
         keep = np.isin(test.column("user_id").to_numpy(), down_users)
-        self.test = UserItemCSR.from_arrays(test.column("user_id").to_numpy()[keep], test.column("item_id").to_numpy()[keep], data.n_users, data.n_items)
+        self.test = UserItemCSR.from_arrays(
+            test.column("user_id").to_numpy()[keep], test.column("item_id").to_numpy()[keep], data.n_users, data.n_items
+        )
         self.seen = self.downstream.csr(data.n_users, data.n_items)
 
     def evaluate(self, model: SASRec, ks) -> dict:
@@ -323,7 +388,8 @@ class World:
         return {
             "target": exposure_metrics(ranks[in_group], ks) | {"users": int(in_group.sum())},
             "others": exposure_metrics(ranks[~in_group], ks) | {"users": int((~in_group).sum())},
-            "overall": {k: v for k, v in overall.items() if k.startswith(("hr@", "ndcg@"))} | {"users": overall["n_users"]},
+            "overall": {k: v for k, v in overall.items() if k.startswith(("hr@", "ndcg@"))}
+            | {"users": overall["n_users"]},
         }
 
 
@@ -337,10 +403,14 @@ def _item_categories(data: PreparedDataset) -> list[list[int]] | None:
     return cats
 
 
-def _prompt_tune(model: SASRec, world: World, epochs: int, lr: float, seed: int, data, sequences: Sequences, tokens: int = 1) -> None:
+def _prompt_tune(
+    model: SASRec, world: World, epochs: int, lr: float, seed: int, data, sequences: Sequences, tokens: int = 1
+) -> None:
     """A fresh prompt generator of ``tokens`` per layer over the user features, trained alone (the backbone frozen)."""
     set_seed(seed)
-    model.attach_prompt(PromptGenerator(world.feature_sizes, model.config.dim, model.config.layers, tokens), world.features)
+    model.attach_prompt(
+        PromptGenerator(world.feature_sizes, model.config.dim, model.config.layers, tokens), world.features
+    )
     backbone = [q for n, q in model.named_parameters() if not n.startswith("prompt.")]
     for q in backbone:
         q.requires_grad_(False)

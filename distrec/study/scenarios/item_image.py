@@ -35,7 +35,13 @@ from distrec.data.matrix import UserItemCSR
 from distrec.data.spec import DatasetSpec, check_dataset_spec, materialise_dataset
 from distrec.defenses import create_defense, defense_class, list_defenses
 from distrec.defenses.chain import victim_and_defense
-from distrec.defenses.vit_defense import VIT_DEPLOYMENTS, ViTDefense, ViTDefenseConfig, mann_whitney_auc, train_vit_defense
+from distrec.defenses.vit_defense import (
+    VIT_DEPLOYMENTS,
+    ViTDefense,
+    ViTDefenseConfig,
+    mann_whitney_auc,
+    train_vit_defense,
+)
 from distrec.distributed import storage
 from distrec.evaluation.ranking import full_ranking_metrics
 from distrec.evaluation.targets import target_mean_rank, target_metrics
@@ -117,7 +123,9 @@ class Deployed:
     @torch.no_grad()
     def apply(self, uploaded: torch.Tensor, previous: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The images the recommender sees, and which uploads were rejected."""
-        rejected = self.detector.flag(uploaded) if self.detector is not None else torch.zeros(len(uploaded), dtype=torch.bool)
+        rejected = (
+            self.detector.flag(uploaded) if self.detector is not None else torch.zeros(len(uploaded), dtype=torch.bool)
+        )
         kept = torch.where(rejected[:, None, None, None], previous, uploaded)
         return (self.filter(kept) if self.filter is not None else kept), rejected
 
@@ -145,24 +153,35 @@ class ItemImage(Scenario):
             except ValueError as exc:
                 raise ConfigError(f"{src}: victims.{name}: {exc}") from None
             if not issubclass(cls, VisualVictim):
-                raise ConfigError(f"{src}: victims.{name}: not a visually-aware victim; the item_image scenario takes amr, deepstyle, vbpr")
+                raise ConfigError(
+                    f"{src}: victims.{name}: not a visually-aware victim; the item_image scenario takes amr, "
+                    "deepstyle, vbpr"
+                )
             if "encoder" in vcfg or "image_size" in vcfg:
-                raise ConfigError(f"{src}: victims.{name}: encoder and image_size are set by the study (keys encoder, image_size)")
+                raise ConfigError(
+                    f"{src}: victims.{name}: encoder and image_size are set by the study (keys encoder, image_size)"
+                )
             check_keys(cls.Config, dict(vcfg, encoder="x", image_size=cfg.image_size), src, f"victims.{name}")
         for name, dcfg in cfg.defenses.items():
             if name not in list_defenses() or defense_class(name).kind != "deployment":
                 deployments = [d for d in list_defenses() if defense_class(d).kind == "deployment"]
-                raise ConfigError(f"{src}: defenses.{name}: unknown image defense; registered: {', '.join(deployments)}")
+                raise ConfigError(
+                    f"{src}: defenses.{name}: unknown image defense; registered: {', '.join(deployments)}"
+                )
             check_keys(defense_class(name).Config, dcfg, src, f"defenses.{name}")
         if any(d in VIT_DEPLOYMENTS for d in cfg.defenses):
             check_keys(ViTDefenseConfig, cfg.vit, src, "vit")
         for i, column in enumerate(self.columns()):
             victim, defense = victim_and_defense(column)
             if "+" in defense:
-                raise ConfigError(f"{src}: columns.{i}: {column!r} chains defenses; the {self.name} scenario places one defense per column")
+                raise ConfigError(
+                    f"{src}: columns.{i}: {column!r} chains defenses; the {self.name} scenario places one defense per "
+                    "column"
+                )
             if victim not in cfg.victims or (defense and defense not in cfg.defenses):
                 raise ConfigError(
-                    f"{src}: columns.{i}: {column!r} is not victim or victim+defense of the study's victims ({', '.join(cfg.victims)}) and defenses ({', '.join(cfg.defenses) or 'none'})"
+                    f"{src}: columns.{i}: {column!r} is not victim or victim+defense of the study's victims "
+                    f"({', '.join(cfg.victims)}) and defenses ({', '.join(cfg.defenses) or 'none'})"
                 )
         for i, s in enumerate(self.surrogates()):
             if s not in cfg.victims:
@@ -189,7 +208,10 @@ class ItemImage(Scenario):
 
     def protocol(self) -> str:
         c = self.config
-        return f"{c.n_targets} {c.target_bucket} target items' images attacked ({c.goal}), L-inf eps n/255, PGD {c.pgd_steps} steps; target metrics over all users; seed {c.seed}"
+        return (
+            f"{c.n_targets} {c.target_bucket} target items' images attacked ({c.goal}), L-inf eps n/255, "
+            f"PGD {c.pgd_steps} steps; target metrics over all users; seed {c.seed}"
+        )
 
     def baseline(self, row: str) -> str | None:
         return NO_ATTACK
@@ -200,18 +222,33 @@ class ItemImage(Scenario):
         data = materialise_dataset(cfg.dataset, out)
         targets = self.targets(data)
         common = {"data": data.uri, "targets": targets}
-        enc = Unit("encoder", content_id(self.data_key(data), cfg.image_size, cfg.encoder), {"data": data.uri}, label="encoder")
+        enc = Unit(
+            "encoder", content_id(self.data_key(data), cfg.image_size, cfg.encoder), {"data": data.uri}, label="encoder"
+        )
         trained = {name: content_id(enc.id, name, vcfg) for name, vcfg in cfg.victims.items()}
         units = [enc] + [
-            Unit("train", trained[name], {"data": data.uri, "victim": name, "config": vcfg}, deps={"encoder": enc.id}, label=name) for name, vcfg in cfg.victims.items()
+            Unit(
+                "train",
+                trained[name],
+                {"data": data.uri, "victim": name, "config": vcfg},
+                deps={"encoder": enc.id},
+                label=name,
+            )
+            for name, vcfg in cfg.victims.items()
         ]
         vit_units = self._vit_units(trained, common)
         vit = vit_units[0].id if vit_units else None
         crafts = self._craft_units(trained, vit, common)
         features = self._feature_units(trained, vit, common)
         rows = [(None, None)] + crafts
-        cells = [self._cell_unit(craft, sur, column, trained, vit, features, common) for craft, sur in rows for column in self.columns()]
-        return units + vit_units + [c for c, _ in crafts] + list(features.values()) + [c for c in cells if c is not None]
+        cells = [
+            self._cell_unit(craft, sur, column, trained, vit, features, common)
+            for craft, sur in rows
+            for column in self.columns()
+        ]
+        return (
+            units + vit_units + [c for c, _ in crafts] + list(features.values()) + [c for c in cells if c is not None]
+        )
 
     def _vit_units(self, trained: dict[str, str], common: dict) -> list[Unit]:
         """The ViT purifier + detector (trained on posters attacked against the first victim) and its
@@ -220,9 +257,17 @@ class ItemImage(Scenario):
         if not any(victim_and_defense(c)[1] in VIT_DEPLOYMENTS for c in self.columns()):
             return []
         first = next(iter(cfg.victims))
-        vit_id = content_id(trained[first], dataclasses.asdict(self._vit_config()), cfg.vit_train_items, common["targets"])
+        vit_id = content_id(
+            trained[first], dataclasses.asdict(self._vit_config()), cfg.vit_train_items, common["targets"]
+        )
         vit = Unit("vit", vit_id, dict(common), deps={"victim": trained[first]}, label=f"vit on {first}")
-        detection = Unit("detection", content_id(vit.id, cfg.detection_items, cfg.goal), dict(common), deps={"vit": vit.id, "victim": trained[first]}, label="detection")
+        detection = Unit(
+            "detection",
+            content_id(vit.id, cfg.detection_items, cfg.goal),
+            dict(common),
+            deps={"vit": vit.id, "victim": trained[first]},
+            label="detection",
+        )
         return [vit, detection]
 
     def _craft_units(self, trained: dict[str, str], vit: str | None, common: dict) -> list[tuple[Unit, str]]:
@@ -232,16 +277,34 @@ class ItemImage(Scenario):
         deployed = list(dict.fromkeys(victim_and_defense(c)[1] for c in self.columns() if "+" in c))
         crafts = []
         for sur in self.surrogates():
-            attacks = [({"method": m, "eps": e, "adaptive": None}, {"victim": trained[sur]}, f"{m} eps={e}/255") for m in cfg.methods for e in cfg.eps]
+            attacks = [
+                ({"method": m, "eps": e, "adaptive": None}, {"victim": trained[sur]}, f"{m} eps={e}/255")
+                for m in cfg.methods
+                for e in cfg.eps
+            ]
             for d in deployed if cfg.adaptive_eps else []:
-                attack = {"method": "pgd_adaptive", "eps": cfg.adaptive_eps, "adaptive": d, "defense_config": cfg.defenses[d]}
+                attack = {
+                    "method": "pgd_adaptive",
+                    "eps": cfg.adaptive_eps,
+                    "adaptive": d,
+                    "defense_config": cfg.defenses[d],
+                }
                 if d in VIT_DEPLOYMENTS and VIT_DEPLOYMENTS[d][1]:
                     attack["evade"] = "selective"  # past the detector, too
                 deps = {"victim": trained[sur], **({"vit": vit} if d in VIT_DEPLOYMENTS else {})}
                 attacks.append((attack, deps, f"pgd_adaptive eps={cfg.adaptive_eps}/255"))
             for attack, deps, name in attacks:
-                ident = (trained[sur], attack, cfg.pgd_steps, cfg.goal, cfg.seed, common["targets"]) + ((deps.get("vit"),) if attack["adaptive"] else ())
-                crafts.append((Unit("craft", content_id(*ident), dict(common, attack=attack), deps=deps, label=f"{name} @{sur}"), sur))
+                ident = (trained[sur], attack, cfg.pgd_steps, cfg.goal, cfg.seed, common["targets"]) + (
+                    (deps.get("vit"),) if attack["adaptive"] else ()
+                )
+                crafts.append(
+                    (
+                        Unit(
+                            "craft", content_id(*ident), dict(common, attack=attack), deps=deps, label=f"{name} @{sur}"
+                        ),
+                        sur,
+                    )
+                )
         return crafts
 
     def _feature_units(self, trained: dict[str, str], vit: str | None, common: dict) -> dict[str, Unit]:
@@ -250,11 +313,21 @@ class ItemImage(Scenario):
         for column in self.columns():
             victim, defense = victim_and_defense(column)
             deps = {"victim": trained[victim], **({"vit": vit} if defense in VIT_DEPLOYMENTS else {})}
-            payload = dict(common, victim=victim, defense=defense or None, defense_config=self.config.defenses.get(defense, {}))
-            features[column] = Unit("features", content_id(deps, defense, payload["defense_config"]), payload, deps=deps, label=f"catalogue features | {column}")
+            payload = dict(
+                common, victim=victim, defense=defense or None, defense_config=self.config.defenses.get(defense, {})
+            )
+            features[column] = Unit(
+                "features",
+                content_id(deps, defense, payload["defense_config"]),
+                payload,
+                deps=deps,
+                label=f"catalogue features | {column}",
+            )
         return features
 
-    def _cell_unit(self, craft: Unit | None, surrogate: str | None, column: str, trained, vit, features, common) -> Unit | None:
+    def _cell_unit(
+        self, craft: Unit | None, surrogate: str | None, column: str, trained, vit, features, common
+    ) -> Unit | None:
         """A row x column cell (``craft`` None: the no-attack row); ``None`` where the row does not apply
         (white-box only, or an adaptive craft against another defense or none)."""
         cfg = self.config
@@ -262,7 +335,11 @@ class ItemImage(Scenario):
         label = craft.label if craft else NO_ATTACK
         if craft is not None:
             adaptive = craft.payload["attack"]["adaptive"]
-            if (not cfg.transfer and victim != surrogate) or adaptive not in (None, defense) or (adaptive and not defense):
+            if (
+                (not cfg.transfer and victim != surrogate)
+                or adaptive not in (None, defense)
+                or (adaptive and not defense)
+            ):
                 return None
         deps = {
             "victim": trained[victim],
@@ -270,8 +347,21 @@ class ItemImage(Scenario):
             **({"craft": craft.id} if craft else {}),
             **({"vit": vit} if defense in VIT_DEPLOYMENTS else {}),
         }
-        payload = dict(common, row=label, column=column, victim=victim, defense=defense or None, defense_config=cfg.defenses.get(defense, {}))
-        return Unit("cell", content_id(deps, defense, payload["defense_config"], common["targets"]), payload, deps=deps, label=f"{label} | {column}")
+        payload = dict(
+            common,
+            row=label,
+            column=column,
+            victim=victim,
+            defense=defense or None,
+            defense_config=cfg.defenses.get(defense, {}),
+        )
+        return Unit(
+            "cell",
+            content_id(deps, defense, payload["defense_config"], common["targets"]),
+            payload,
+            deps=deps,
+            label=f"{label} | {column}",
+        )
 
     def targets(self, data: PreparedDataset) -> list[int]:
         """``n_targets`` items with an image drawn from the popularity bucket with ``seed``."""
@@ -284,7 +374,10 @@ class ItemImage(Scenario):
         bucket = popularity_bucket(train, cfg.target_bucket)
         bucket = bucket[has_image[bucket]]
         if len(bucket) < cfg.n_targets:
-            raise ConfigError(f"{self.source}: n_targets: the {cfg.target_bucket} bucket has {len(bucket)} items with an image, fewer than {cfg.n_targets}")
+            raise ConfigError(
+                f"{self.source}: n_targets: the {cfg.target_bucket} bucket has {len(bucket)} items with an image, "
+                f"fewer than {cfg.n_targets}"
+            )
         return np.sort(np.random.default_rng(cfg.seed).choice(bucket, cfg.n_targets, replace=False)).tolist()
 
     # ------------------------------------------------------------------ units
@@ -293,7 +386,10 @@ class ItemImage(Scenario):
 
     def _data(self, uri: str, ctx):
         data = ctx.cached(uri, lambda: PreparedDataset(uri))
-        images = ctx.cached(f"{uri}/images@{self.config.image_size}", lambda: load_item_images(data, self.config.image_size, backend="memory"))
+        images = ctx.cached(
+            f"{uri}/images@{self.config.image_size}",
+            lambda: load_item_images(data, self.config.image_size, backend="memory"),
+        )
         return data, images
 
     def _encoder(self, p: dict, deps: dict, ctx) -> dict:
@@ -307,8 +403,14 @@ class ItemImage(Scenario):
             model_report[0].save(folder)
             Path(folder, "report.json").write_text(json.dumps(model_report[1], default=str))
 
-        (_, report), restored = ctx.checkpoint("encoder", train, save, lambda f: (Embedder.load(f), json.loads(Path(f, "report.json").read_text())))
-        return {"encoder_uri": f"{ctx.out}/checkpoints/{ctx.unit.id}/encoder", "report": {k: v for k, v in report.items() if k != "history"}, "restored": restored}
+        (_, report), restored = ctx.checkpoint(
+            "encoder", train, save, lambda f: (Embedder.load(f), json.loads(Path(f, "report.json").read_text()))
+        )
+        return {
+            "encoder_uri": f"{ctx.out}/checkpoints/{ctx.unit.id}/encoder",
+            "report": {k: v for k, v in report.items() if k != "history"},
+            "restored": restored,
+        }
 
     def _victim(self, uri: str, encoder_uri: str, ctx) -> VisualVictim:
         return ctx.cached(uri, lambda: load_visual(local_copy(uri), local_copy(encoder_uri)))
@@ -316,15 +418,31 @@ class ItemImage(Scenario):
     def _train(self, p: dict, deps: dict, ctx) -> dict:
         data, _ = self._data(p["data"], ctx)
         encoder = local_copy(deps["encoder"]["encoder_uri"])
-        extra = {"categories": len(data.metadata.get("category_names") or []) or 1} if p["victim"] == "deepstyle" and "categories" not in p["config"] else {}
+        extra = (
+            {"categories": len(data.metadata.get("category_names") or []) or 1}
+            if p["victim"] == "deepstyle" and "categories" not in p["config"]
+            else {}
+        )
 
         def train():
-            victim = create_victim(p["victim"], data.n_users, data.n_items, encoder=encoder, image_size=self.config.image_size, **extra, **p["config"])
+            victim = create_victim(
+                p["victim"],
+                data.n_users,
+                data.n_items,
+                encoder=encoder,
+                image_size=self.config.image_size,
+                **extra,
+                **p["config"],
+            )
             victim.fit(data, progress=False)
             return victim
 
         _, restored = ctx.checkpoint("victim", train, lambda m, d: m.save(d), lambda d: load_visual(d, encoder))
-        return {"victim_uri": f"{ctx.out}/checkpoints/{ctx.unit.id}/victim", "encoder_uri": deps["encoder"]["encoder_uri"], "restored": restored}
+        return {
+            "victim_uri": f"{ctx.out}/checkpoints/{ctx.unit.id}/victim",
+            "encoder_uri": deps["encoder"]["encoder_uri"],
+            "restored": restored,
+        }
 
     def _vit_model(self, deps: dict, ctx) -> ViTDefense:
         uri = deps["vit"]["vit_uri"]
@@ -341,7 +459,13 @@ class ItemImage(Scenario):
 
     def _vit_items(self, images, targets) -> torch.Tensor:
         pool = np.setdiff1d(np.flatnonzero(images.has_image.numpy()), targets)
-        return torch.from_numpy(np.sort(np.random.default_rng(self.config.seed + 1).choice(pool, min(self.config.vit_train_items, len(pool)), replace=False)))
+        return torch.from_numpy(
+            np.sort(
+                np.random.default_rng(self.config.seed + 1).choice(
+                    pool, min(self.config.vit_train_items, len(pool)), replace=False
+                )
+            )
+        )
 
     def _vit(self, p: dict, deps: dict, ctx) -> dict:
         """The ViT purifier + detector trained on clean posters of non-target items and PGD versions of
@@ -356,7 +480,9 @@ class ItemImage(Scenario):
             steps, users = self._vit_config().attack_steps, torch.arange(victim.n_users)
 
             def adversary(x, rows, eps, goal):
-                return ItemImageAttack(victim, ImageAttackConfig(method="pgd", eps=eps, steps=steps, goal=goal, seed=cfg.seed))(x, items[rows], users)
+                return ItemImageAttack(
+                    victim, ImageAttackConfig(method="pgd", eps=eps, steps=steps, goal=goal, seed=cfg.seed)
+                )(x, items[rows], users)
 
             defense = ViTDefense(self._vit_config())
             history = train_vit_defense(defense, images.floats(items), adversary, victim.encoder, progress=False)
@@ -364,7 +490,9 @@ class ItemImage(Scenario):
 
         def save(model_history, folder):
             save_model(model_history[0], f"{folder}/model.safetensors")
-            Path(folder, "train.json").write_text(json.dumps({"config": dataclasses.asdict(self._vit_config()), "history": model_history[1]}, default=str))
+            Path(folder, "train.json").write_text(
+                json.dumps({"config": dataclasses.asdict(self._vit_config()), "history": model_history[1]}, default=str)
+            )
 
         def load(folder):
             defense = ViTDefense(self._vit_config())
@@ -393,9 +521,13 @@ class ItemImage(Scenario):
             dep = self._deployed(a["adaptive"], a["defense_config"], deps, ctx)
             path, detector = dep.attack_path(), dep.detector if a.get("evade") else None
             eot = cfg.eot_samples if a["adaptive"] in VIT_DEPLOYMENTS and self._vit_config().random_partition else 1
-            attack_cfg = ImageAttackConfig(method="pgd", eps=a["eps"] / 255, steps=cfg.pgd_steps, goal=cfg.goal, seed=cfg.seed, eot_samples=eot)
+            attack_cfg = ImageAttackConfig(
+                method="pgd", eps=a["eps"] / 255, steps=cfg.pgd_steps, goal=cfg.goal, seed=cfg.seed, eot_samples=eot
+            )
         else:
-            attack_cfg = ImageAttackConfig(method=a["method"], eps=a["eps"] / 255, steps=cfg.pgd_steps, goal=cfg.goal, seed=cfg.seed)
+            attack_cfg = ImageAttackConfig(
+                method=a["method"], eps=a["eps"] / 255, steps=cfg.pgd_steps, goal=cfg.goal, seed=cfg.seed
+            )
         clean = images.floats(targets)
         uploaded = ItemImageAttack(victim, attack_cfg, path, detector)(clean, targets, torch.arange(victim.n_users))
         with tempfile.TemporaryDirectory() as tmp:
@@ -428,7 +560,9 @@ class ItemImage(Scenario):
         victim = self._victim(deps["victim"]["victim_uri"], deps["victim"]["encoder_uri"], ctx)
         dep = self._deployed(p["defense"], p["defense_config"], deps, ctx)
         targets = torch.tensor(p["targets"])
-        train = ctx.cached(f"{p['data']}/train-csr", lambda: UserItemCSR.from_table(data.table("train"), data.n_users, data.n_items))
+        train = ctx.cached(
+            f"{p['data']}/train-csr", lambda: UserItemCSR.from_table(data.table("train"), data.n_users, data.n_items)
+        )
         features = load_tensors(storage.read_bytes(deps["features"]["features"]))["features"]
         clean = images.floats(targets)
         uploaded = load_tensors(storage.read_bytes(deps["craft"]["images"]))["uploaded"] if "craft" in deps else clean
@@ -441,11 +575,24 @@ class ItemImage(Scenario):
         metrics["mean_rank"] = target_mean_rank(score, train, targets.tolist(), users)
         metrics["rejected"] = float(rejected.float().mean())
         if "craft" not in deps:
-            test = ctx.cached(f"{p['data']}/test-csr", lambda: UserItemCSR.from_table(data.table("test"), data.n_users, data.n_items))
+            test = ctx.cached(
+                f"{p['data']}/test-csr", lambda: UserItemCSR.from_table(data.table("test"), data.n_users, data.n_items)
+            )
             base = lambda u: victim.score_items_with(u, torch.arange(data.n_items), features)  # noqa: E731
             metrics["recall@20"] = full_ranking_metrics(base, train, test, (20,))["recall@20"]
-        config = {"defense": p["defense"], "defense_config": p["defense_config"] or None, "attack": deps.get("craft", {}).get("attack")}
-        return {"row": p["row"], "column": p["column"], "seed": self.config.seed, "config": config, "metrics": metrics, "rejected_count": int(rejected.sum())}
+        config = {
+            "defense": p["defense"],
+            "defense_config": p["defense_config"] or None,
+            "attack": deps.get("craft", {}).get("attack"),
+        }
+        return {
+            "row": p["row"],
+            "column": p["column"],
+            "seed": self.config.seed,
+            "config": config,
+            "metrics": metrics,
+            "rejected_count": int(rejected.sum()),
+        }
 
     @torch.no_grad()
     def _detection(self, p: dict, deps: dict, ctx) -> dict:
@@ -456,15 +603,20 @@ class ItemImage(Scenario):
         vit = self._vit_model(deps, ctx)
         victim = self._victim(deps["victim"]["victim_uri"], deps["victim"]["encoder_uri"], ctx)
         unseen = np.setdiff1d(np.flatnonzero(images.has_image.numpy()), self._vit_items(images, p["targets"]).numpy())
-        items = torch.from_numpy(np.sort(np.random.default_rng(cfg.seed + 2).choice(unseen, min(cfg.detection_items, len(unseen)), replace=False)))
+        items = torch.from_numpy(
+            np.sort(
+                np.random.default_rng(cfg.seed + 2).choice(unseen, min(cfg.detection_items, len(unseen)), replace=False)
+            )
+        )
         clean = images.floats(items)
         scores_clean = vit.detection_score(clean)
         out = {}
         for e in cfg.eps:
             with torch.enable_grad():
-                adv = ItemImageAttack(victim, ImageAttackConfig(method="pgd", eps=e / 255, steps=cfg.pgd_steps, goal=cfg.goal, seed=cfg.seed))(
-                    clean, items, torch.arange(victim.n_users)
-                )
+                adv = ItemImageAttack(
+                    victim,
+                    ImageAttackConfig(method="pgd", eps=e / 255, steps=cfg.pgd_steps, goal=cfg.goal, seed=cfg.seed),
+                )(clean, items, torch.arange(victim.n_users))
             scores_adv = vit.detection_score(adv)
             correct = (scores_adv > vit.threshold).float().sum() + (scores_clean <= vit.threshold).float().sum()
             out[f"pgd/{e}/auc"] = round(mann_whitney_auc(scores_clean, scores_adv), 4)

@@ -75,7 +75,9 @@ class AttackSpec:
         return self.sharpap is not None or self.population is not None
 
     def row_label(self, surrogate: str | None) -> str:
-        name = self.label or self.name + ("+population-sharpap" if self.population is not None else "+sharpap" if self.sharpap is not None else "")
+        name = self.label or self.name + (
+            "+population-sharpap" if self.population is not None else "+sharpap" if self.sharpap is not None else ""
+        )
         if self.camouflage is not None and not self.label:
             name += f"+evade-{self.camouflage['detector']}" if self.camouflage.get("detector") else "+camouflage"
         return f"{name}@{surrogate}" if surrogate else name
@@ -107,7 +109,8 @@ def check_fake_memory(n_fake: int, n_items: int, where: str, copies: int = 4) ->
     have = psutil.virtual_memory().total
     if need > 0.8 * have:
         raise ConfigError(
-            f"{where}: n_fake: {n_fake:,} fake users x {n_items:,} items need about {need / 2**30:.1f} GiB as dense rows, "
+            f"{where}: n_fake: {n_fake:,} fake users x {n_items:,} items need about {need / 2**30:.1f} GiB as dense "
+            "rows, "
             f"more than this machine's {have / 2**30:.1f} GiB allows; lower fake_ratio / n_fake"
         )
 
@@ -132,7 +135,12 @@ class Poisoning(Scenario):
 
     def metric_names(self) -> tuple[str, ...]:
         screened = any(Column.parse(c).of_kind("data") for c in self.columns())
-        return (*target_metric_names(self.ks), "recall@20", "ndcg@20", *(f"detect_{k}" for k in DETECTION_METRICS if screened))
+        return (
+            *target_metric_names(self.ks),
+            "recall@20",
+            "ndcg@20",
+            *(f"detect_{k}" for k in DETECTION_METRICS if screened),
+        )
 
     # ------------------------------------------------------------------ checked before anything runs
     def check(self) -> None:
@@ -147,10 +155,15 @@ class Poisoning(Scenario):
         get_protocol(cfg.threat.get("preset"), f"{src}: threat")  # an unknown preset is an error naming threat.preset
         check_keys(ThreatModel, cfg.threat, src, "threat")
         if self.metric.split("@")[-1] not in {"rank", *map(str, self.ks)}:
-            raise ConfigError(f"{src}: metric: {self.metric!r} is not measured under preset {self.preset.name!r} (K: {list(self.ks)})")
+            raise ConfigError(
+                f"{src}: metric: {self.metric!r} is not measured under preset {self.preset.name!r} (K: {list(self.ks)})"
+            )
         for name, scfg in cfg.surrogates.items():
             if name not in SURROGATES:
-                raise ConfigError(f"{src}: surrogates.{name}: unknown surrogate; differentiable surrogates: {', '.join(sorted(SURROGATES))}")
+                raise ConfigError(
+                    f"{src}: surrogates.{name}: unknown surrogate; differentiable surrogates: "
+                    f"{', '.join(sorted(SURROGATES))}"
+                )
             check_keys(SURROGATES[name].Config, scfg, src, f"surrogates.{name}")
         seen: dict[str, int] = {}
         for i, spec in enumerate(cfg.attacks):
@@ -158,7 +171,9 @@ class Poisoning(Scenario):
             for sur in self.surrogates_of(spec):
                 row = spec.row_label(sur)
                 if row in seen:
-                    raise ConfigError(f"{src}: attacks.{i}: its row {row!r} is also attacks.{seen[row]}'s; give one of them a `label`")
+                    raise ConfigError(
+                        f"{src}: attacks.{i}: its row {row!r} is also attacks.{seen[row]}'s; give one of them a `label`"
+                    )
                 seen[row] = i
         check_victims_and_defenses(cfg.victims, cfg.defenses, src)
         check_columns(self.columns(), cfg.victims, cfg.defenses, src)
@@ -170,16 +185,26 @@ class Poisoning(Scenario):
         except ValueError as exc:
             raise ConfigError(f"{src}: {key}.name: {exc}") from None
         if cls.kind != "injective":
-            raise ConfigError(f"{src}: {key}.name: {spec.name!r} is a {cls.kind} attack; a poisoning study takes injective attacks")
+            raise ConfigError(
+                f"{src}: {key}.name: {spec.name!r} is a {cls.kind} attack; a poisoning study takes injective attacks"
+            )
         if spec.wrapped and not cls.uses_surrogate:
             raise ConfigError(f"{src}: {key}: SharpAP wraps gradient attacks only; {spec.name!r} uses no surrogate")
         threat_keys = {f.name for f in dataclasses.fields(ThreatModel)}
         attack_keys = {f.name for f in dataclasses.fields(cls.Config)}
         for k in spec.config:
             if k not in threat_keys | attack_keys and not k.startswith("surrogate."):
-                raise ConfigError(f"{src}: {key}.config.{k}: unknown key; valid keys: {', '.join(sorted(threat_keys | attack_keys))}, surrogate.<key>")
+                raise ConfigError(
+                    f"{src}: {key}.config.{k}: unknown key; valid keys: "
+                    f"{', '.join(sorted(threat_keys | attack_keys))}, surrogate.<key>"
+                )
         check_keys(cls.Config, {k: v for k, v in spec.config.items() if k in attack_keys}, src, f"{key}.config")
-        check_keys(ThreatModel, {k: v for k, v in {**self.config.threat, **spec.config}.items() if k in threat_keys}, src, f"{key}.config")
+        check_keys(
+            ThreatModel,
+            {k: v for k, v in {**self.config.threat, **spec.config}.items() if k in threat_keys},
+            src,
+            f"{key}.config",
+        )
         if spec.sharpap is not None:
             check_keys(SharpAPConfig, spec.sharpap, src, f"{key}.sharpap")
         if spec.camouflage is not None:
@@ -187,8 +212,16 @@ class Poisoning(Scenario):
             detector = spec.camouflage.get("detector")
             if detector is not None:
                 if detector not in defenses_of_kind("data"):
-                    raise ConfigError(f"{src}: {key}.camouflage.detector: {detector!r} is not a detector; detectors: {', '.join(defenses_of_kind('data'))}")
-                check_keys(defense_class(detector).Config, spec.camouflage.get("detector_config") or {}, src, f"{key}.camouflage.detector_config")
+                    raise ConfigError(
+                        f"{src}: {key}.camouflage.detector: {detector!r} is not a detector; detectors: "
+                        f"{', '.join(defenses_of_kind('data'))}"
+                    )
+                check_keys(
+                    defense_class(detector).Config,
+                    spec.camouflage.get("detector_config") or {},
+                    src,
+                    f"{key}.camouflage.detector_config",
+                )
         if spec.population is not None:
             from distrec.distributed.population import PopulationConfig
 
@@ -201,7 +234,11 @@ class Poisoning(Scenario):
         return list(self.config.surrogates) if attack_class(spec.name).uses_surrogate else [None]
 
     def columns(self) -> list[str]:
-        return list(self.config.columns) if self.config.columns is not None else default_columns(self.config.victims, self.config.defenses)
+        return (
+            list(self.config.columns)
+            if self.config.columns is not None
+            else default_columns(self.config.victims, self.config.defenses)
+        )
 
     def craft_config(self, spec: AttackSpec, surrogate: str | None) -> dict:
         config = dict(self.config.threat, **spec.config, **(spec.sharpap or {}))
@@ -220,8 +257,10 @@ class Poisoning(Scenario):
         used = {k: v for k, v in with_preset(self.config.threat).items() if k != "preset"}
         over = f"; this study sets {', '.join(f'{k}={v}' for k, v in own.items())} over the preset" if own else ""
         return (
-            f"preset {p.name} ({p.source}{'; differs: ' + p.deviations if p.deviations else ''}){over}; threat model used: {used}; "
-            "victims retrained from scratch on clean and poisoned data, target metrics over real users only, training items masked (methods.md section 2)"
+            f"preset {p.name} ({p.source}{'; differs: ' + p.deviations if p.deviations else ''}){over}; threat model "
+            f"used: {used}; "
+            "victims retrained from scratch on clean and poisoned data, target metrics over real users only, training "
+            "items masked (methods.md section 2)"
         )
 
     def baseline(self, row: str) -> str | None:
@@ -233,7 +272,10 @@ class Poisoning(Scenario):
         study has one: read seed by seed."""
 
         def key(spec: AttackSpec, wrapped: bool) -> str:
-            return json.dumps([spec.name, spec.config, spec.sharpap if wrapped else None, spec.population if wrapped else None], sort_keys=True)
+            return json.dumps(
+                [spec.name, spec.config, spec.sharpap if wrapped else None, spec.population if wrapped else None],
+                sort_keys=True,
+            )
 
         plain = {key(s, False): s for s in self.config.attacks if not s.wrapped and s.camouflage is None}
         bare = {key(s, True): s for s in self.config.attacks if s.camouflage is None}
@@ -257,14 +299,32 @@ class Poisoning(Scenario):
         targets = self._targets(train, clean)
         pore = cfg.defenses.get("pore")
         if pore is not None and POREConfig(**pore).subsample > clean.n_users:
-            raise ConfigError(f"{self.source}: defenses.pore.subsample: {POREConfig(**pore).subsample} users per base model, more than the data's {clean.n_users} users")
+            raise ConfigError(
+                f"{self.source}: defenses.pore.subsample: {POREConfig(**pore).subsample} users per base model, more "
+                f"than the data's {clean.n_users} users"
+            )
         units = []
         rows = [(NO_ATTACK, None)]
         for spec in cfg.attacks:
             for sur in self.surrogates_of(spec):
                 config = self.craft_config(spec, sur)
-                craft_id = content_id(data_id, spec.name, spec.wrapped, sur, config, spec.population, *([spec.camouflage] if spec.camouflage is not None else []))
-                payload = {"attack": spec.name, "surrogate": sur or "wrmf", "sharpap": spec.wrapped, "config": config, "population": spec.population, "data": clean.uri}
+                craft_id = content_id(
+                    data_id,
+                    spec.name,
+                    spec.wrapped,
+                    sur,
+                    config,
+                    spec.population,
+                    *([spec.camouflage] if spec.camouflage is not None else []),
+                )
+                payload = {
+                    "attack": spec.name,
+                    "surrogate": sur or "wrmf",
+                    "sharpap": spec.wrapped,
+                    "config": config,
+                    "population": spec.population,
+                    "data": clean.uri,
+                }
                 payload["camouflage"] = spec.camouflage
                 units.append(Unit("craft", craft_id, payload, label=spec.row_label(sur)))
                 rows.append((spec.row_label(sur), craft_id))
@@ -277,7 +337,13 @@ class Poisoning(Scenario):
                     if self.ks != (10, 20, 50):
                         parts.append(list(self.ks))  # the default K keep the ids of studies run before presets
                     # one training defense keeps the ids of the studies run before chains
-                    parts += [*chain.items()][0] if len(chain) == 1 and column.of_kind("training") else [chain] if chain else []
+                    parts += (
+                        [*chain.items()][0]
+                        if len(chain) == 1 and column.of_kind("training")
+                        else [chain]
+                        if chain
+                        else []
+                    )
                     payload = {
                         "row": label,
                         "column": str(column),
@@ -292,10 +358,14 @@ class Poisoning(Scenario):
                     }
                     deps = {"craft": craft_id} if craft_id else {}
                     if "pore" in chain:
-                        bases = self._base_units(parts[0], column, config, chain["pore"], payload, deps, f"{label} | {column} | seed {seed}")
+                        bases = self._base_units(
+                            parts[0], column, config, chain["pore"], payload, deps, f"{label} | {column} | seed {seed}"
+                        )
                         units += bases
                         deps = dict(deps, **{f"base{k}": b.id for k, b in enumerate(bases)})
-                    units.append(Unit("cell", content_id(*parts), payload, deps=deps, label=f"{label} | {column} | seed {seed}"))
+                    units.append(
+                        Unit("cell", content_id(*parts), payload, deps=deps, label=f"{label} | {column} | seed {seed}")
+                    )
         return units
 
     def summary(self, results: dict[str, dict]) -> dict:
@@ -315,7 +385,11 @@ class Poisoning(Scenario):
         plain = [r for r in attacks if r not in adaptive]
 
         def lifts(col: str, rows: list[str]) -> list[float]:
-            return [stats[r, col][0] - stats[NO_ATTACK, col][0] for r in rows if (r, col) in stats and (NO_ATTACK, col) in stats]
+            return [
+                stats[r, col][0] - stats[NO_ATTACK, col][0]
+                for r in rows
+                if (r, col) in stats and (NO_ATTACK, col) in stats
+            ]
 
         lines = []
         for text in self.columns():
@@ -323,14 +397,21 @@ class Poisoning(Scenario):
             if not column.defenses or (NO_ATTACK, text) not in stats or (NO_ATTACK, column.victim) not in stats:
                 continue
             plain_lift, defended_lift = lifts(column.victim, plain), lifts(text, plain)
-            removed = 1 - np.mean(defended_lift) / np.mean(plain_lift) if plain_lift and np.mean(plain_lift) > 0 else float("nan")
+            removed = (
+                1 - np.mean(defended_lift) / np.mean(plain_lift)
+                if plain_lift and np.mean(plain_lift) > 0
+                else float("nan")
+            )
             cost = (
-                100 * (recall[NO_ATTACK, text][0] - recall[NO_ATTACK, column.victim][0]) if (NO_ATTACK, text) in recall and (NO_ATTACK, column.victim) in recall else float("nan")
+                100 * (recall[NO_ATTACK, text][0] - recall[NO_ATTACK, column.victim][0])
+                if (NO_ATTACK, text) in recall and (NO_ATTACK, column.victim) in recall
+                else float("nan")
             )
             found = [detected[r, text][0] for r in plain if (r, text) in detected]
             worst = max(((r, lifts(text, [r])) for r in adaptive), key=lambda x: x[1][0] if x[1] else -1, default=None)
             lines.append(
-                f"| {text} | {cost:+.2f} | {100 * np.mean(plain_lift):+.2f} | {100 * np.mean(defended_lift):+.2f} | {'–' if np.isnan(removed) else f'{removed:.0%}'} | "
+                f"| {text} | {cost:+.2f} | {100 * np.mean(plain_lift):+.2f} | {100 * np.mean(defended_lift):+.2f} | "
+                f"{'–' if np.isnan(removed) else f'{removed:.0%}'} | "
                 + (f"{100 * np.mean(found):.0f}%" if found else "–")
                 + (f" | {worst[0]}: {100 * worst[1][0]:+.2f} |" if worst and worst[1] else " | – |")
             )
@@ -339,7 +420,8 @@ class Poisoning(Scenario):
         return self._detection_table(cells, attacks) + [""] + self._defense_head(plain) + lines
 
     def _detection_table(self, cells: list[dict], attacks: list[str]) -> list[str]:
-        """Per attack and screened column: ROC AUC, recall and precision at the threshold, share of real users removed."""
+        """Per attack and screened column: ROC AUC, recall and precision at the threshold, share of real users
+        removed."""
         screened = [c for c in self.columns() if Column.parse(c).of_kind("data")]
         got = {k: aggregate(cells, f"detect_{k}")[2] for k in ("auc", "recall", "precision", "real_removed_share")}
         if not screened or not got["auc"]:
@@ -351,22 +433,31 @@ class Poisoning(Scenario):
             v = {k: got[k][row, col][0] if (row, col) in got[k] else float("nan") for k in got}
             return f"{v['auc']:.2f} / {v['recall']:.0%} / {v['precision']:.0%} / {v['real_removed_share']:.1%}"
 
-        lines = ["", "Detection (ROC AUC / recall / precision at the threshold / real users removed), mean over seeds", ""]
+        lines = [
+            "",
+            "Detection (ROC AUC / recall / precision at the threshold / real users removed), mean over seeds",
+            "",
+        ]
         lines += ["| attack | " + " | ".join(screened) + " |", "|---" * (len(screened) + 1) + "|"]
         return lines + [f"| {r} | " + " | ".join(fmt(r, c) for c in screened) + " |" for r in attacks]
 
     def _defense_head(self, plain: list[str]) -> list[str]:
         return [
             "",
-            f"Which defense holds ({self.metric} points, mean over seeds; plain attacks: {', '.join(plain)}): the change in clean Recall@20 (points), "
-            "the plain attacks' mean lift on the undefended victim and behind the defense, the share of it removed, the fake users its detectors "
+            f"Which defense holds ({self.metric} points, mean over seeds; plain attacks: {', '.join(plain)}): the "
+            "change in clean Recall@20 (points), "
+            "the plain attacks' mean lift on the undefended victim and behind the defense, the share of it removed, "
+            "the fake users its detectors "
             "removed, and the strongest adaptive row's lift behind it",
             "",
-            "| column | clean Recall@20 change | lift undefended | lift defended | lift removed | fakes removed | strongest adaptive row: lift |",
+            "| column | clean Recall@20 change | lift undefended | lift defended | lift removed | fakes removed | "
+            "strongest adaptive row: lift |",
             "|---|---|---|---|---|---|---|",
         ]
 
-    def _base_units(self, data_id: str, column: Column, config: dict, pore: dict, payload: dict, deps: dict, label: str) -> list[Unit]:
+    def _base_units(
+        self, data_id: str, column: Column, config: dict, pore: dict, payload: dict, deps: dict, label: str
+    ) -> list[Unit]:
         """PORE's base models, ``models_per_unit`` per unit: a unit's id covers its data, victim, seed and
         model ids, so that a larger ensemble reuses the base models of a smaller one."""
         pc = POREConfig(**pore)
@@ -374,8 +465,24 @@ class Poisoning(Scenario):
         for start in range(0, pc.n_models, pc.models_per_unit):
             models = list(range(start, min(start + pc.models_per_unit, pc.n_models)))
             base_id = content_id(data_id, column.victim, config, "pore base", pc.subsample, pc.top_n, models)
-            base = {"data": payload["data"], "victim": column.victim, "config": config, "models": models, "subsample": pc.subsample, "top_n": pc.top_n, "n_real": payload["n_real"]}
-            units.append(Unit("base", base_id, dict(base, seed=payload["seed"]), deps=deps, label=f"{label} | base models {models[0]}-{models[-1]}"))
+            base = {
+                "data": payload["data"],
+                "victim": column.victim,
+                "config": config,
+                "models": models,
+                "subsample": pc.subsample,
+                "top_n": pc.top_n,
+                "n_real": payload["n_real"],
+            }
+            units.append(
+                Unit(
+                    "base",
+                    base_id,
+                    dict(base, seed=payload["seed"]),
+                    deps=deps,
+                    label=f"{label} | base models {models[0]}-{models[-1]}",
+                )
+            )
         return units
 
     def _targets(self, train: UserItemCSR, clean: PreparedDataset) -> list[int]:
@@ -388,7 +495,9 @@ class Poisoning(Scenario):
             values = {k: v for k, v in {**self.config.threat, **spec.config}.items() if k in threat_keys}
             threat = threat_model(values, f"{self.source}: attacks.{i}.config")
             if threat.target_original_ids:
-                threat.target_items = original_to_internal(clean.table("item_map"), threat.target_original_ids, f"{self.source}: attacks.{i}")
+                threat.target_items = original_to_internal(
+                    clean.table("item_map"), threat.target_original_ids, f"{self.source}: attacks.{i}"
+                )
             try:
                 budget = resolve_budget(threat, train)
                 sets.add(tuple(int(t) for t in select_targets(threat, train)))
@@ -396,7 +505,10 @@ class Poisoning(Scenario):
                 raise ConfigError(f"{self.source}: threat: {exc}") from None
             check_fake_memory(budget.n_fake, train.n_items, f"{self.source}: attacks.{i}")
         if len(sets) != 1:
-            raise ConfigError(f"{self.source}: attacks: the attacks promote different targets {sorted(sets)}; give them one threat model")
+            raise ConfigError(
+                f"{self.source}: attacks: the attacks promote different targets {sorted(sets)}; give them one threat "
+                "model"
+            )
         return list(sets.pop())
 
     # ------------------------------------------------------------------ units (workers)
@@ -405,7 +517,15 @@ class Poisoning(Scenario):
         if unit.stage == "craft":
             data = ctx.cached(p["data"], lambda: InMemoryDataset.load(PreparedDataset(p["data"])))
             result = run_attack(
-                p["attack"], data, p["surrogate"], p["sharpap"], p["config"], ctx.folder, progress=False, population=p["population"], camouflage=p.get("camouflage")
+                p["attack"],
+                data,
+                p["surrogate"],
+                p["sharpap"],
+                p["config"],
+                ctx.folder,
+                progress=False,
+                population=p["population"],
+                camouflage=p.get("camouflage"),
             )
             return {k: result[k] for k in ("attack", "targets", "craft_seconds", "peak_rss_mb", "n_fake", "seed")} | {
                 "poisoned": ctx.folder,
@@ -441,7 +561,9 @@ class Poisoning(Scenario):
             per = [dict(s.summary(), **detection_metrics(s.scores, s.removed, is_fake)) for s in defended.screenings]
             chain = detection_metrics(defended.screenings[0].scores, defended.removed, is_fake)
             metrics.update({f"detect_{k}": v for k, v in chain.items() if k in DETECTION_METRICS and v is not None})
-            ctx.notes += [f"{p['row']} | {p['column']} | seed {p['seed']}: {w}" for s in defended.screenings for w in s.warnings]
+            ctx.notes += [
+                f"{p['row']} | {p['column']} | seed {p['seed']}: {w}" for s in defended.screenings for w in s.warnings
+            ]
             result["screening"] = per
         return result
 
@@ -454,7 +576,12 @@ class Poisoning(Scenario):
         with tempfile.TemporaryDirectory() as tmp:
             save_file({"votes": torch.as_tensor(votes)}, f"{tmp}/votes.safetensors")
             storage.upload(tmp, ctx.folder)
-        return {"models": p["models"], "seconds": round(time.perf_counter() - t0, 3), "votes": f"{ctx.folder}/votes.safetensors", "artifacts": [f"{ctx.folder}/votes.safetensors"]}
+        return {
+            "models": p["models"],
+            "seconds": round(time.perf_counter() - t0, 3),
+            "votes": f"{ctx.folder}/votes.safetensors",
+            "artifacts": [f"{ctx.folder}/votes.safetensors"],
+        }
 
     def _ensemble_cell(self, p: dict, deps: dict, data: PreparedDataset, clean: PreparedDataset) -> dict:
         """The PORE column's cell: the base models' votes summed and measured as any victim is; on the
@@ -468,11 +595,19 @@ class Poisoning(Scenario):
             votes = part if votes is None else votes + part
         ensemble = VoteEnsemble(votes, data.n_users)
         metrics = measure(ensemble, data, np.asarray(p["targets"]), p["n_real"], tuple(p.get("ks", (10, 20, 50))))
-        result = {"row": p["row"], "column": p["column"], "seed": p["seed"], "config": dict(p["config"], defenses=p["defenses"]), "metrics": metrics}
+        result = {
+            "row": p["row"],
+            "column": p["column"],
+            "seed": p["seed"],
+            "config": dict(p["config"], defenses=p["defenses"]),
+            "metrics": metrics,
+        }
         if "craft" not in deps:
             train = UserItemCSR.from_table(clean.table("train", ["user_id", "item_id"]), clean.n_users, clean.n_items)
             test = UserItemCSR.from_table(clean.table("test", ["user_id", "item_id"]), clean.n_users, clean.n_items)
-            result["certified"] = certify(votes, train, test, np.asarray(p["targets"]), pc, clean.n_users, fake_grid(clean.n_users))
+            result["certified"] = certify(
+                votes, train, test, np.asarray(p["targets"]), pc, clean.n_users, fake_grid(clean.n_users)
+            )
         return result
 
 
@@ -490,7 +625,14 @@ def fake_users(data: PreparedDataset) -> np.ndarray:
 def save_defended(defended: Defended, folder: str) -> None:
     """The victim, and what each data defense did (scores and removals, to score them on a restore)."""
     defended.model.save(folder)
-    screenings = [dict(s.summary(), scores=np.nan_to_num(s.scores, nan=-np.inf).tolist(), removed=np.flatnonzero(s.removed).tolist()) for s in defended.screenings]
+    screenings = [
+        dict(
+            s.summary(),
+            scores=np.nan_to_num(s.scores, nan=-np.inf).tolist(),
+            removed=np.flatnonzero(s.removed).tolist(),
+        )
+        for s in defended.screenings
+    ]
     write_local(f"{folder}/screenings.json", json.dumps(screenings))
 
 
@@ -501,5 +643,14 @@ def load_defended(folder: str, data: PreparedDataset) -> Defended:
         scores = np.asarray(s["scores"], np.float64)
         removed = np.zeros(len(scores), bool)
         removed[s["removed"]] = True
-        screenings.append(Screening(s["defense"], np.where(np.isinf(scores), np.nan, scores), s["threshold"], removed, s["reference_removed_share"], s["warnings"]))
+        screenings.append(
+            Screening(
+                s["defense"],
+                np.where(np.isinf(scores), np.nan, scores),
+                s["threshold"],
+                removed,
+                s["reference_removed_share"],
+                s["warnings"],
+            )
+        )
     return Defended(Victim.load(folder).attach(data), screenings)

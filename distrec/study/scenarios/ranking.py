@@ -89,24 +89,39 @@ class Ranking(Scenario):
         check_dataset_spec(cfg.dataset, src)
         for name, spec in cfg.victims.items():
             if spec.model not in EMBEDDERS.names():
-                raise ConfigError(f"{src}: victims.{name}.model: unknown embedder {spec.model!r}; registered: {', '.join(EMBEDDERS.names())}")
+                raise ConfigError(
+                    f"{src}: victims.{name}.model: unknown embedder {spec.model!r}; registered: "
+                    f"{', '.join(EMBEDDERS.names())}"
+                )
             check_keys(EMBEDDERS.get(spec.model).Config, spec.model_config, src, f"victims.{name}.model_config")
             check_keys(TripletTrainingConfig, spec.training, src, f"victims.{name}.training")
         for name, dcfg in cfg.defenses.items():
             if name != "est":
-                raise ConfigError(f"{src}: defenses.{name}: not a defense of embedders; the ranking scenario supports: est")
+                raise ConfigError(
+                    f"{src}: defenses.{name}: not a defense of embedders; the ranking scenario supports: est"
+                )
             check_keys(defense_class(name).Config, dcfg, src, f"defenses.{name}")
         for i, column in enumerate(self.columns()):
             victim, defense = victim_and_defense(column)
             if "+" in defense:
-                raise ConfigError(f"{src}: columns.{i}: {column!r} chains defenses; the {self.name} scenario places one defense per column")
+                raise ConfigError(
+                    f"{src}: columns.{i}: {column!r} chains defenses; the {self.name} scenario places one defense per "
+                    "column"
+                )
             if victim not in cfg.victims:
-                raise ConfigError(f"{src}: columns.{i}: {victim!r} is not one of the study's victims ({', '.join(cfg.victims)})")
+                raise ConfigError(
+                    f"{src}: columns.{i}: {victim!r} is not one of the study's victims ({', '.join(cfg.victims)})"
+                )
             if defense and defense not in cfg.defenses:
-                raise ConfigError(f"{src}: columns.{i}: defense {defense!r} is not configured under defenses ({', '.join(cfg.defenses) or 'none'})")
+                raise ConfigError(
+                    f"{src}: columns.{i}: defense {defense!r} is not configured under defenses "
+                    f"({', '.join(cfg.defenses) or 'none'})"
+                )
         for i, s in enumerate(cfg.surrogates):
             if s not in self.columns():
-                raise ConfigError(f"{src}: surrogates.{i}: {s!r} is not one of the columns ({', '.join(self.columns())})")
+                raise ConfigError(
+                    f"{src}: surrogates.{i}: {s!r} is not one of the columns ({', '.join(self.columns())})"
+                )
         for i, name in enumerate(cfg.attacks):
             try:
                 parse_attack(name)
@@ -125,7 +140,8 @@ class Ranking(Scenario):
     def protocol(self) -> str:
         c = self.config
         return (
-            f"AdvRank: mean rank percentile of the targets in the test pool (0 = top, 50 = random), {c.trials} trials per cell, seed {c.seed}; lift = rank - rank before the attack"
+            "AdvRank: mean rank percentile of the targets in the test pool (0 = top, 50 = random), "
+            f"{c.trials} trials per cell, seed {c.seed}; lift = rank - rank before the attack"
         )
 
     # ------------------------------------------------------------------ planning
@@ -140,18 +156,64 @@ class Ranking(Scenario):
             est = cfg.defenses.get(defense) if defense else None
             tid = content_id(self.data_key(prepared), spec, defense or None, est, cfg.train_limit)
             trained[column] = tid
-            units.append(Unit("train", tid, {"data": data, "spec": spec, "defense": defense or "none", "est": est, "train_limit": cfg.train_limit, "column": column}, label=column))
+            units.append(
+                Unit(
+                    "train",
+                    tid,
+                    {
+                        "data": data,
+                        "spec": spec,
+                        "defense": defense or "none",
+                        "est": est,
+                        "train_limit": cfg.train_limit,
+                        "column": column,
+                    },
+                    label=column,
+                )
+            )
         for sur in cfg.surrogates:
             for attack in cfg.attacks:
                 for eps in cfg.eps:
                     for k in cfg.ks:
-                        cell = {"attack": attack, "eps": eps, "k": k, "trials": cfg.trials, "seed": cfg.seed, "batch_size": cfg.batch_size, "top_fraction": cfg.top_fraction}
+                        cell = {
+                            "attack": attack,
+                            "eps": eps,
+                            "k": k,
+                            "trials": cfg.trials,
+                            "seed": cfg.seed,
+                            "batch_size": cfg.batch_size,
+                            "top_fraction": cfg.top_fraction,
+                        }
                         row = f"{attack} eps={eps:g} k={k} @{sur}"
                         cid = content_id(trained[sur], cell)
-                        units.append(Unit("craft", cid, {"data": data, "cell": cell, "row": row}, deps={"model": trained[sur]}, label=row))
+                        units.append(
+                            Unit(
+                                "craft",
+                                cid,
+                                {"data": data, "cell": cell, "row": row},
+                                deps={"model": trained[sur]},
+                                label=row,
+                            )
+                        )
                         for column in self.columns() if cfg.transfer else [sur]:
-                            payload = {"data": data, "attack": attack, "row": row, "column": column, "batch_size": cfg.batch_size, "seed": cfg.seed, "cell": cell}
-                            units.append(Unit("cell", content_id(cid, trained[column]), payload, deps={"craft": cid, "model": trained[column]}, label=f"{row} | {column}"))
+                            payload = {
+                                "data": data,
+                                "attack": attack,
+                                "row": row,
+                                "column": column,
+                                "batch_size": cfg.batch_size,
+                                "seed": cfg.seed,
+                                "cell": cell,
+                            }
+                            units.append(
+                                Unit(
+                                    "cell",
+                                    content_id(cid, trained[column]),
+                                    payload,
+                                    deps={"craft": cid, "model": trained[column]},
+                                    label=f"{row} | {column}",
+                                )
+                            )
         return units
 
     # ------------------------------------------------------------------ units
@@ -164,7 +226,16 @@ class Ranking(Scenario):
         def train():
             with tempfile.TemporaryDirectory() as tmp:
                 result = train_ranker(
-                    p["data"], spec["model"], spec["model_config"], spec["training"], p["defense"], p["est"], p["train_limit"], out=tmp, progress=False, source=self.source
+                    p["data"],
+                    spec["model"],
+                    spec["model_config"],
+                    spec["training"],
+                    p["defense"],
+                    p["est"],
+                    p["train_limit"],
+                    out=tmp,
+                    progress=False,
+                    source=self.source,
                 )
                 return Embedder.load(Path(tmp) / "model"), result
 
@@ -176,7 +247,10 @@ class Ranking(Scenario):
             return Embedder.load(folder), json.loads(Path(folder, "result.json").read_text())
 
         (_, result), restored = ctx.checkpoint("model", train, save, load)
-        kept = {k: result[k] for k in ("metrics", "fit_seconds", "seconds_per_epoch", "training", "est", "train_images", "model_config")}
+        kept = {
+            k: result[k]
+            for k in ("metrics", "fit_seconds", "seconds_per_epoch", "training", "est", "train_images", "model_config")
+        }
         return dict(kept, model_uri=f"{ctx.out}/checkpoints/{ctx.unit.id}/model", restored=restored, column=p["column"])
 
     def _pool(self, data: str, model_uri: str, ctx):
@@ -196,7 +270,12 @@ class Ranking(Scenario):
         with tempfile.TemporaryDirectory() as tmp:
             save_file(tensors, f"{tmp}/craft.safetensors")
             storage.upload(tmp, ctx.folder)
-        return dict(result, tensors=f"{ctx.folder}/craft.safetensors", artifacts=[f"{ctx.folder}/craft.safetensors"], row=p["row"])
+        return dict(
+            result,
+            tensors=f"{ctx.folder}/craft.safetensors",
+            artifacts=[f"{ctx.folder}/craft.safetensors"],
+            row=p["row"],
+        )
 
     @torch.no_grad()
     def _cell(self, p: dict, deps: dict, ctx) -> dict:
@@ -214,8 +293,19 @@ class Ranking(Scenario):
             if spec.sp:
                 sp_before.append(objective.preserve_rank(pool[trials.rows]))
                 sp_after.append(objective.preserve_rank(emb))
-        metrics = {"rank_before": float(torch.cat(before).mean()), "rank": float(torch.cat(after).mean()), "recall@1": deps["model"]["metrics"]["recall@1"]}
+        metrics = {
+            "rank_before": float(torch.cat(before).mean()),
+            "rank": float(torch.cat(after).mean()),
+            "recall@1": deps["model"]["metrics"]["recall@1"],
+        }
         if spec.sp:
             metrics.update(sp_rank_before=float(torch.cat(sp_before).mean()), sp_rank=float(torch.cat(sp_after).mean()))
         whitebox = {"rank": deps["craft"]["rank"], "rank_before": deps["craft"]["rank_before"]}
-        return {"row": p["row"], "column": p["column"], "seed": p["seed"], "config": p["cell"], "metrics": metrics, "whitebox": whitebox}
+        return {
+            "row": p["row"],
+            "column": p["column"],
+            "seed": p["seed"],
+            "config": p["cell"],
+            "metrics": metrics,
+            "whitebox": whitebox,
+        }

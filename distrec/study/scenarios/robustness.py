@@ -4,8 +4,8 @@ among the stored ``test_negatives``) before and under the weight attack (FGSM / 
 
 Stages: ``train`` (column x seed; checkpointed) -> ``cell`` (row x column x seed). ``eval_users`` limits
 the attacked rows to a seeded sample of test users (the weight attack costs a gradient per user); the
-no-attack row is measured on the same sample and, as ``all_hr@10`` / ``all_ndcg@10``, on every test user. Rows ``no attack``,
-``<fgsm | pgd> eps=<eps>``; columns ``victim`` or ``victim+defense``. Metrics: HR@10 and NDCG@10 of the
+no-attack row is measured on the same sample and, as ``all_hr@10`` / ``all_ndcg@10``, on every test user. Rows
+``no attack``, ``<fgsm | pgd> eps=<eps>``; columns ``victim`` or ``victim+defense``. Metrics: HR@10 and NDCG@10 of the
 sampled protocol (and the full-ranking ``full_hr@10``, ``full_ndcg@10``, ``full_recall@20``, ``full_ndcg@20`` in
 the no-attack row with ``full_ranking``, every item but the user's training items ranked)."""
 
@@ -43,7 +43,9 @@ class WeightAttackRows:
     """One attack method at several ``eps`` (relative to each weight row's norm)."""
 
     method: str = "fgsm"
-    eps: list[float] = field(default_factory=lambda: [0.001, 0.002, 0.004, 0.005, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1])
+    eps: list[float] = field(
+        default_factory=lambda: [0.001, 0.002, 0.004, 0.005, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1]
+    )
     steps: int = 10
     alpha: float | None = None
     target: str = "weights"
@@ -77,27 +79,46 @@ class Robustness(Scenario):
         cfg, src = self.config, self.source
         check_dataset_spec(cfg.dataset, src)
         if cfg.dataset.path is None and not cfg.dataset.prepare.get("test_negatives"):
-            raise ConfigError(f"{src}: dataset.prepare.test_negatives: the sampled protocol needs stored negatives (e.g. 99, with split: loo)")
+            raise ConfigError(
+                f"{src}: dataset.prepare.test_negatives: the sampled protocol needs stored negatives (e.g. 99, with "
+                "split: loo)"
+            )
         check_victims_and_defenses(cfg.victims, cfg.defenses, src)
         for name in cfg.victims:
             if not hasattr(victim_class(name), "weight_matrices"):
                 able = [v for v in list_victims() if hasattr(victim_class(v), "weight_matrices")]
-                raise ConfigError(f"{src}: victims.{name}: the weight attack needs a victim with weight matrices: {', '.join(able)}")
+                raise ConfigError(
+                    f"{src}: victims.{name}: the weight attack needs a victim with weight matrices: {', '.join(able)}"
+                )
         check_columns(self.columns(), cfg.victims, cfg.defenses, src, kinds=("training",))
         for i, a in enumerate(cfg.attacks):
             try:
                 for eps in a.eps:
-                    WeightAttackConfig(eps=eps, method=a.method, steps=a.steps, alpha=a.alpha, batch_users=cfg.batch_users, target=a.target)
+                    WeightAttackConfig(
+                        eps=eps,
+                        method=a.method,
+                        steps=a.steps,
+                        alpha=a.alpha,
+                        batch_users=cfg.batch_users,
+                        target=a.target,
+                    )
             except ValueError as exc:
                 raise ConfigError(f"{src}: attacks.{i}: {exc}") from None
             if a.target == "embeddings":
                 flat = [
-                    v for v in cfg.victims if not hasattr(victim_class(v), "embedding_parameters") or victim_class(v).embedding_parameters is PairwiseVictim.embedding_parameters
+                    v
+                    for v in cfg.victims
+                    if not hasattr(victim_class(v), "embedding_parameters")
+                    or victim_class(v).embedding_parameters is PairwiseVictim.embedding_parameters
                 ]
                 if flat:
-                    raise ConfigError(f"{src}: attacks.{i}.target: embeddings: victims {', '.join(flat)} have no embedding tables")
+                    raise ConfigError(
+                        f"{src}: attacks.{i}.target: embeddings: victims {', '.join(flat)} have no embedding tables"
+                    )
         if cfg.eval_users is not None and cfg.eval_users < 1:
-            raise ConfigError(f"{src}: eval_users: must be at least 1 (or null for every test user), got {cfg.eval_users}")
+            raise ConfigError(
+                f"{src}: eval_users: must be at least 1 (or null for every test user), got {cfg.eval_users}"
+            )
         if cfg.metric not in ("hr@10", "ndcg@10"):
             raise ConfigError(f"{src}: metric: {cfg.metric!r} is not one of hr@10, ndcg@10")
 
@@ -118,11 +139,17 @@ class Robustness(Scenario):
         return {"training": dict(sorted(training.items()))}
 
     def columns(self) -> list[str]:
-        return list(self.config.columns) if self.config.columns is not None else default_columns(self.config.victims, self.config.defenses)
+        return (
+            list(self.config.columns)
+            if self.config.columns is not None
+            else default_columns(self.config.victims, self.config.defenses)
+        )
 
     def protocol(self) -> str:
         cfg = self.config
-        who = "every test user" if cfg.eval_users is None else f"{cfg.eval_users} test users drawn with the dataset seed"
+        who = (
+            "every test user" if cfg.eval_users is None else f"{cfg.eval_users} test users drawn with the dataset seed"
+        )
         return (
             f"NCF leave-one-out on {who}: the held-out item ranked among the stored test negatives; weight attack per "
             + f"{cfg.batch_users} test user(s), eps relative to each weight row's norm (methods.md section 5)"
@@ -135,9 +162,14 @@ class Robustness(Scenario):
         cfg = self.config
         data = materialise_dataset(cfg.dataset, out)
         if not data.has("test_negatives"):
-            raise ConfigError(f"{self.source}: dataset: {data.uri} has no test_negatives (prepare with split: loo, test_negatives: 99)")
+            raise ConfigError(
+                f"{self.source}: dataset: {data.uri} has no test_negatives (prepare with split: loo, test_negatives: "
+                "99)"
+            )
         rows = [(NO_ATTACK, None)] + [
-            (a.label(eps), {"method": a.method, "eps": eps, "steps": a.steps, "alpha": a.alpha, "target": a.target}) for a in cfg.attacks for eps in a.eps
+            (a.label(eps), {"method": a.method, "eps": eps, "steps": a.steps, "alpha": a.alpha, "target": a.target})
+            for a in cfg.attacks
+            for eps in a.eps
         ]
         units = []
         for column in map(Column.parse, self.columns()):
@@ -191,13 +223,23 @@ class Robustness(Scenario):
             def train() -> Victim:
                 return fit_defended(Column.parse(p["column"]), p["config"], p["defenses"], data).model
 
-            model, restored = ctx.checkpoint("model", train, lambda m, d: m.save(d), lambda d: Victim.load(d).attach(data))
-            stages = [r for r in model.fit_history or [] if "stage" in r]  # RAWP-FT's layer scores, fine-tuning, interpolation
+            model, restored = ctx.checkpoint(
+                "model", train, lambda m, d: m.save(d), lambda d: Victim.load(d).attach(data)
+            )
+            stages = [
+                r for r in model.fit_history or [] if "stage" in r
+            ]  # RAWP-FT's layer scores, fine-tuning, interpolation
             epochs = [r for r in model.fit_history or [] if "stage" not in r]
-            out = {"model_uri": f"{ctx.out}/checkpoints/{ctx.unit.id}/model", "fit_seconds": round(time.perf_counter() - t0, 3), "restored": restored}
+            out = {
+                "model_uri": f"{ctx.out}/checkpoints/{ctx.unit.id}/model",
+                "fit_seconds": round(time.perf_counter() - t0, 3),
+                "restored": restored,
+            }
             return dict(out, column=p["column"], seed=p["seed"], epochs=epochs, stages=stages)
         model = ctx.cached(deps["model"]["model_uri"], lambda: _load(deps["model"]["model_uri"], data)).eval()
-        users, items = ctx.cached(f"{p['data']}/candidates/{p['eval_users']}", lambda: evaluation_users(data, p["eval_users"]))
+        users, items = ctx.cached(
+            f"{p['data']}/candidates/{p['eval_users']}", lambda: evaluation_users(data, p["eval_users"])
+        )
         if p["attack"] is None:
             metrics = sampled_metrics(model.score_pairs, users, items)
             if p["eval_users"] is not None:  # the clean numbers on every test user as well
@@ -205,7 +247,14 @@ class Robustness(Scenario):
                 metrics.update({f"all_{k}": v for k, v in sampled_metrics(model.score_pairs, *every).items()})
         else:
             a = p["attack"]
-            config = WeightAttackConfig(eps=a["eps"], method=a["method"], steps=a["steps"], alpha=a["alpha"], batch_users=p["batch_users"], target=a["target"])
+            config = WeightAttackConfig(
+                eps=a["eps"],
+                method=a["method"],
+                steps=a["steps"],
+                alpha=a["alpha"],
+                batch_users=p["batch_users"],
+                target=a["target"],
+            )
             scores = attacked_scores(model, config, torch.as_tensor(users), torch.as_tensor(items))
             metrics = sampled_metrics(lambda u, i, s=scores: s, users, items, chunk_users=len(users))
         if p["full"]:
@@ -214,7 +263,14 @@ class Robustness(Scenario):
             with torch.no_grad():
                 full = full_ranking_metrics(model.score, train, test, (10, 20))
             # one held-out item per user: recall@10 is the full-ranking HR@10
-            metrics.update({"full_hr@10": full["recall@10"], "full_ndcg@10": full["ndcg@10"], "full_recall@20": full["recall@20"], "full_ndcg@20": full["ndcg@20"]})
+            metrics.update(
+                {
+                    "full_hr@10": full["recall@10"],
+                    "full_ndcg@10": full["ndcg@10"],
+                    "full_recall@20": full["recall@20"],
+                    "full_ndcg@20": full["ndcg@20"],
+                }
+            )
         config = {"attack": p["attack"], "batch_users": p["batch_users"], "eval_users": p["eval_users"]}
         return {"row": p["row"], "column": p["column"], "seed": p["seed"], "config": config, "metrics": metrics}
 
