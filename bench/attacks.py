@@ -22,7 +22,7 @@ from distrec.attacks.base import AttackContext
 from distrec.attacks.budget import ThreatModel, resolve_budget, select_targets
 from distrec.attacks.surrogates import WRMFSurrogate
 from distrec.data.matrix import UserItemCSR
-from distrec.workflows.train import peak_rss_mb
+from distrec.memory import peak_rss_mb
 
 warnings.filterwarnings("ignore")
 

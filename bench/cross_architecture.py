@@ -24,7 +24,8 @@ from common import machine
 from victims import dataset
 
 from distrec.distributed.runtime import init_ray
-from distrec.workflows.attack import evaluate_attack, run_attack
+from distrec.tasks.craft import run_attack
+from distrec.workflows.attack import evaluate_attack
 
 warnings.filterwarnings("ignore")
 VICTIMS = {
@@ -63,7 +64,7 @@ def row(label: str, attack: str, ds, config: dict, seeds, tmp: Path, population=
     crafted = run_attack(
         attack, ds.uri, "wrmf", sharpap or population is not None, config, out, progress=False, population=population
     )
-    ev = evaluate_attack(out, list(VICTIMS), seeds, VICTIMS, progress=False, cache_dir=tmp / "clean")
+    ev = evaluate_attack(out, list(VICTIMS), seeds, VICTIMS, progress=False, store=tmp / "clean")
     steps = [h["seconds"] for h in crafted["history"]]
     result = {
         "craft_seconds": round(time.perf_counter() - t0, 1),

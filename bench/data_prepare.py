@@ -16,7 +16,7 @@ import time
 
 from common import machine, recipes, shared_data
 
-from distrec.workflows.train import peak_rss_mb
+from distrec.memory import peak_rss_mb
 
 
 def prepare_once(name: str, out: str) -> dict:

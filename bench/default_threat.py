@@ -21,7 +21,8 @@ from pathlib import Path
 from common import machine
 from victims import dataset
 
-from distrec.workflows.attack import evaluate_attack, run_attack
+from distrec.tasks.craft import run_attack
+from distrec.workflows.attack import evaluate_attack
 
 warnings.filterwarnings("ignore")
 VICTIMS = {
@@ -33,7 +34,7 @@ ATTACKS = [("random", {}), ("bandwagon", {}), ("revadv", {}), ("revadv", {"lr": 
 
 def cell(label: str, attack: str, data, config: dict, victims: dict, tmp: Path) -> None:
     crafted = run_attack(attack, data.uri, config=config, out=tmp / label, progress=False)
-    ev = evaluate_attack(tmp / label, list(victims), [0, 1], victims, progress=False, cache_dir=tmp / "clean")
+    ev = evaluate_attack(tmp / label, list(victims), [0, 1], victims, progress=False, store=tmp / "clean")
     for v, r in ev["victims"].items():
         pairs = [(f"{100 * r[m]:.2f}", f"{100 * r['clean_' + m]:.2f}") for m in ("t_hr@10", "t_hr@50", "hitone@50")]
         cells = " | ".join(f"{a} ({b})" for a, b in pairs)

@@ -22,7 +22,7 @@ from distrec.data.spec import DatasetSpec, materialise_dataset
 from distrec.defenses import create_defense
 from distrec.defenses.planted import planted_profiles
 from distrec.defenses.screening import training_matrix
-from distrec.evaluation.detection import detection_metrics
+from distrec.metrics.detection import detection_metrics
 from distrec.models.registry import create_victim
 
 SPECS = {

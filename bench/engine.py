@@ -153,7 +153,8 @@ def ranking(repeats: int = 3) -> None:
 def population(steps: int = 8, sizes=(1, 2, 4)) -> None:
     from victims import dataset
 
-    from distrec.workflows.attack import evaluate_attack, run_attack
+    from distrec.tasks.craft import run_attack
+    from distrec.workflows.attack import evaluate_attack
 
     ds = dataset("ml-1m")
     threat = {"target_bucket": "torso", "outer_steps": steps, "lr": 2.0}
@@ -189,7 +190,7 @@ def population(steps: int = 8, sizes=(1, 2, 4)) -> None:
             progress=False,
             population=pop,
         )
-        ev = evaluate_attack(f"{out}/p", list(victims), [0], victims, progress=False, cache_dir=cache)
+        ev = evaluate_attack(f"{out}/p", list(victims), [0], victims, progress=False, store=cache)
         step = np.median([h["seconds"] for h in r["history"]])
         print(
             f"| {label} | {r['craft_seconds']:.0f} | {step:.1f} | {100 * ev['victims']['bpr']['t_hr@20']:.2f} | "

@@ -30,7 +30,7 @@ from common import machine, shared_data
 from distrec.data.dataset import InMemoryDataset, PreparedDataset
 from distrec.data.matrix import UserItemCSR
 from distrec.data.spec import DatasetSpec, materialise_dataset
-from distrec.evaluation.ranking import full_ranking_metrics
+from distrec.metrics.ranking import full_ranking_metrics
 from distrec.models import create_victim
 from distrec.models.sasrec import Sequences, left_padded
 

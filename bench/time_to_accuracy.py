@@ -35,7 +35,7 @@ class Budget(Exception):
 def one_cell(data_name: str, victim: str, config: str, budget_s: float, eval_every: int = 1) -> None:
     from victims import csrs, dataset
 
-    from distrec.evaluation.ranking import full_ranking_metrics
+    from distrec.metrics.ranking import full_ranking_metrics
     from distrec.models import create_victim
     from distrec.models.trainer import EarlyStopping
 

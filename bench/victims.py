@@ -41,9 +41,9 @@ from distrec.data.dataset import PreparedDataset, prepare, write_prepared
 from distrec.data.matrix import UserItemCSR
 from distrec.data.preprocess import PrepareConfig
 from distrec.data.readers import read_source
-from distrec.evaluation.ranking import full_ranking_metrics
+from distrec.memory import peak_rss_mb
+from distrec.metrics.ranking import full_ranking_metrics
 from distrec.models import create_victim
-from distrec.workflows.train import peak_rss_mb
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 CACHE = Path(tempfile.gettempdir()) / "distrec-bench"

@@ -29,8 +29,8 @@ from distrec.data.item_images import load_item_images  # noqa: E402
 from distrec.data.matrix import UserItemCSR  # noqa: E402
 from distrec.defenses.filters import median_filter  # noqa: E402
 from distrec.defenses.vit_defense import ViTDefense, ViTDefenseConfig, mann_whitney_auc, train_vit_defense  # noqa: E402
-from distrec.evaluation.ranking import full_ranking_metrics  # noqa: E402
-from distrec.evaluation.targets import target_mean_rank, target_metrics  # noqa: E402
+from distrec.metrics.ranking import full_ranking_metrics  # noqa: E402
+from distrec.metrics.targets import target_mean_rank, target_metrics  # noqa: E402
 from distrec.models.embedding import embed_images  # noqa: E402
 from distrec.study.scenarios.item_image import load_visual  # noqa: E402
 

@@ -178,7 +178,7 @@ def _config_and_overrides(args) -> tuple[dict, str]:
 
 def cmd_attack(args) -> int:
     from distrec.config import load_yaml
-    from distrec.workflows.attack import run_attack
+    from distrec.tasks.craft import run_attack
 
     config, source = _config_and_overrides(args)
     population = load_yaml(args.population) if args.population else None
@@ -205,12 +205,11 @@ def cmd_attack(args) -> int:
 
 def cmd_evaluate_attack(args) -> int:
     from distrec.config import load_yaml
-    from distrec.workflows.attack import default_clean_cache, evaluate_attack
+    from distrec.workflows.attack import default_store, evaluate_attack
 
     victim_configs = load_yaml(args.victim_config) if args.victim_config else {}
     seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else args.seeds
     victims = [v.strip() for v in args.victims.split(",") if v.strip()]
-    cache = None if args.no_cache else args.cache or default_clean_cache()
     result = evaluate_attack(
         args.poisoned,
         victims,
@@ -218,7 +217,8 @@ def cmd_evaluate_attack(args) -> int:
         victim_configs,
         progress=not args.json,
         config_source=args.victim_config or "defaults",
-        cache_dir=cache,
+        store=None if args.no_cache else args.cache or default_store(),
+        num_cpus=args.num_cpus,
     )
     if args.out:
         write_local(args.out, json.dumps(result, indent=2))
@@ -239,11 +239,12 @@ def _format_evaluation(result: dict) -> str:
         "-> with fakes |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    lines.insert(2, f"cells: {result['cells_run']} run, {result['cells_reused']} reused from the study engine's store")
     for v, r in result["victims"].items():
         lf, ratio = r["lift"][m], r["lift"][m]["ratio"]
         lines.append(
             f"| {v} | {r[f'clean_{m}']:.4f} | {r[m]:.4f} ± {r['std'][m]:.4f} | {lf['difference']:+.4f} "
-            f"({'-' if ratio is None else f'{ratio:.2f}x'}) | "
+            f"({ratio:.2f}x) | "
             f"{r[f'clean_t_hr@{k}']:.4f} -> {r[f't_hr@{k}']:.4f} | {r[f'clean_hitone@{k}']:.4f} -> "
             f"{r[f'hitone@{k}']:.4f} | "
             f"{r['clean_mean_rank']:.1f} -> {r['mean_rank']:.1f} | {r['recall@20_without_fakes']:.4f} -> "
@@ -320,7 +321,7 @@ def _rank_train_config(args) -> tuple[dict, str]:
 
 
 def cmd_rank_train(args) -> int:
-    from distrec.workflows.rank import train_ranker
+    from distrec.tasks.rank import train_ranker
 
     config, source = _rank_train_config(args)
     result = train_ranker(args.data, out=args.out, progress=not args.json, source=source, **config)
@@ -339,7 +340,7 @@ def cmd_rank_attack(args) -> int:
 
     from distrec.data.labeled_images import load_labeled_images
     from distrec.models.embedding import Embedder, embed_images
-    from distrec.workflows.rank import attack_cell
+    from distrec.tasks.rank import attack_cell
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = Embedder.load(
@@ -562,9 +563,11 @@ def _add_attack_commands(sub) -> None:
     p.add_argument("--victim-config", help="YAML mapping victim name -> config keys (the training budget)")
     p.add_argument(
         "--cache",
-        help="folder of clean victims' runs, reused by every evaluation (default $DISTREC_CACHE/clean_victims)",
+        help="the study engine's unit folder, shared by every evaluation: a clean victim is trained once for all "
+        "attacks on the same data and targets (default $DISTREC_CACHE/evaluate_attack)",
     )
-    p.add_argument("--no-cache", action="store_true", help="retrain the clean victims and keep nothing")
+    p.add_argument("--no-cache", action="store_true", help="run every cell in a temporary folder and keep nothing")
+    p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (ignored when joining a cluster via RAY_ADDRESS)")
     p.add_argument("--out", help="also write the JSON result to this file")
     _add_json(p)
     p.set_defaults(func=cmd_evaluate_attack)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from bench.common import machine, shared_data, write_report  # noqa: E402
 from distrec.data.matrix import UserItemCSR  # noqa: E402
 from distrec.data.spec import DatasetSpec, materialise_dataset  # noqa: E402
-from distrec.evaluation.ranking import full_ranking_metrics  # noqa: E402
+from distrec.metrics.ranking import full_ranking_metrics  # noqa: E402
 from distrec.models import create_victim  # noqa: E402
 
 # S3-Rec's full-ranking SASRec numbers (methods.md section 6)

@@ -2,12 +2,17 @@
 
 import json
 
+import numpy as np
 import pyarrow.compute as pc
 import pytest
 
 from distrec.cli import main
 from distrec.data.dataset import PreparedDataset
-from distrec.workflows.attack import evaluate_attack, run_attack
+from distrec.evaluation.attack_effect import measure
+from distrec.models import create_victim
+from distrec.study.outputs import ratio
+from distrec.tasks.craft import run_attack
+from distrec.workflows.attack import evaluate_attack
 
 
 def run(capsys, *argv):
@@ -92,14 +97,13 @@ def test_a_one_member_population_crafts_what_single_surrogate_sharpap_crafts(
     assert fake(tmp_path / "p") == fake(out)
 
 
-def test_evaluate_attack_reports_means_stds_lift_and_reuses_clean_runs(poisoned, tmp_path):
-    out, _ = poisoned
-    cache = tmp_path / "clean"
+def test_evaluate_attack_reports_means_stds_lift_and_reuses_clean_runs(poisoned, tmp_path, ray_session):
+    out, crafted = poisoned
+    store = tmp_path / "store"
     configs = {"wrmf": {"factors": 8, "iterations": 3}, "bpr": {"dim": 8, "epochs": 1, "backend": "memory"}}
-    result = evaluate_attack(out, ["wrmf", "bpr"], 2, configs, progress=False, cache_dir=cache)
-    assert (
-        set(result["victims"]) == {"wrmf", "bpr"} and result["seeds"] == [0, 1] and len(list(cache.glob("*.json"))) == 4
-    )
+    result = evaluate_attack(out, ["wrmf", "bpr"], 2, configs, progress=False, store=store)
+    assert set(result["victims"]) == {"wrmf", "bpr"} and result["seeds"] == [0, 1]
+    assert (result["cells_run"], result["cells_reused"]) == (8, 0)  # (no attack | the attack) x 2 victims x 2 seeds
     wrmf = result["victims"]["wrmf"]
     for key in (
         "t_hr@10",
@@ -115,18 +119,31 @@ def test_evaluate_attack_reports_means_stds_lift_and_reuses_clean_runs(poisoned,
     runs = wrmf["runs"]
     assert wrmf["t_hr@10"] == pytest.approx((runs[0]["poisoned"]["t_hr@10"] + runs[1]["poisoned"]["t_hr@10"]) / 2)
     assert wrmf["lift"]["mean_rank"]["difference"] == pytest.approx(wrmf["mean_rank"] - wrmf["clean_mean_rank"])
-    assert wrmf["lift"]["t_hr@50"]["ratio"] == (
-        pytest.approx(wrmf["t_hr@50"] / wrmf["clean_t_hr@50"]) if wrmf["clean_t_hr@50"] else None
-    )
+    assert wrmf["lift"]["t_hr@50"]["ratio"] == ratio(wrmf["t_hr@50"], wrmf["clean_t_hr@50"])  # the engine's lift
     assert runs[0]["poisoned"]["recall@20"] != runs[0]["clean"]["recall@20"]  # the fake users change the model
-    assert result["protocol"]["preset"] == "distrec" and not runs[0]["clean"].get("cached")
-    again = evaluate_attack(out, ["wrmf"], [0], configs, progress=False, cache_dir=cache)
-    reused = again["victims"]["wrmf"]["runs"][0]["clean"]
-    assert reused.pop("cached") is True and reused == runs[0]["clean"]
-    other = evaluate_attack(
-        out, ["wrmf"], [0], {"wrmf": {"factors": 4, "iterations": 3}}, progress=False, cache_dir=cache
-    )
-    assert not other["victims"]["wrmf"]["runs"][0]["clean"].get("cached")  # another config is another clean victim
+    assert result["protocol"]["preset"] == "distrec" and result["targets"] == crafted["targets"]
+    again = evaluate_attack(out, ["wrmf"], [0], configs, progress=False, store=store)
+    assert (again["cells_run"], again["cells_reused"]) == (0, 2) and again["victims"]["wrmf"]["runs"][0] == runs[0]
+    other = evaluate_attack(out, ["wrmf"], [0], {"wrmf": {"factors": 4, "iterations": 3}}, progress=False, store=store)
+    assert other["cells_run"] == 2  # another config is another victim, clean and poisoned
+
+
+def test_evaluate_attack_measures_the_poisoned_dataset_and_the_data_it_was_made_from(
+    poisoned, synthetic_dataset, tmp_path, ray_session
+):
+    """The study's two rows are the victim trained on the original clean data and on the poisoned dataset
+    itself (its fake users carried over by the ``poisoned`` attack), measured on the attack's targets."""
+    out, crafted = poisoned
+    result = evaluate_attack(out, ["wrmf"], [0], {"wrmf": {"factors": 8, "iterations": 3}}, progress=False, store=None)
+    run = result["victims"]["wrmf"]["runs"][0]
+    targets = np.asarray(crafted["targets"])
+    for data, key in ((synthetic_dataset, "clean"), (PreparedDataset(out), "poisoned")):
+        model = create_victim("wrmf", data.n_users, data.n_items, factors=8, iterations=3, seed=0)
+        model.fit(data, progress=False)
+        expected = measure(model, data, targets, synthetic_dataset.n_users, (10, 20, 50))
+        for m in ("t_hr@50", "mean_rank", "recall@20"):
+            assert run[key][m] == pytest.approx(expected[m], rel=1e-5), (key, m)
+    assert run["clean"]["mean_rank"] != run["poisoned"]["mean_rank"]
 
 
 def test_cli_attack_and_evaluate_json(synthetic_dataset, tmp_path, capsys):
@@ -160,11 +177,14 @@ def test_cli_attack_and_evaluate_json(synthetic_dataset, tmp_path, capsys):
         "2",
         "--victim-config",
         str(cfg),
+        "--cache",
+        str(tmp_path / "store"),
         "--json",
     )
     assert code == 0
     result = json.loads(out)
     assert {"t_hr@10", "t_hr@20", "t_hr@50", "t_ndcg@10", "hitone@10", "std"} <= set(result["victims"]["wrmf"])
+    assert result["cells_run"] == 4 and (tmp_path / "store" / "evaluations").is_dir()
 
 
 def test_cli_rejects_bad_keys_and_non_gradient_sharpap(synthetic_dataset, tmp_path, capsys):
@@ -202,3 +222,25 @@ def test_imported_profiles_go_through_the_same_checks(synthetic_dataset, tmp_pat
     path.write_text(f"{item_map[3]} {item_map[10]}\n")
     with pytest.raises(ValueError, match="every target"):
         run_attack("import", synthetic_dataset.uri, config=config, out=tmp_path / "q", progress=False)
+
+
+def test_a_changed_profile_file_is_a_new_craft_and_a_missing_one_a_config_error(synthetic_dataset, tmp_path):
+    from distrec.config import ConfigError
+    from distrec.study.runner import study_from_dict
+
+    item_map = synthetic_dataset.table("item_map").sort_by("internal").column("original").to_pylist()
+    path = tmp_path / "fake.txt"
+    path.write_text(f"{item_map[3]} {item_map[4]} {item_map[10]}\n")
+    attack = {"name": "import", "config": {"path": str(path), "target_original_ids": [str(item_map[3])]}}
+    raw = {"dataset": {"path": synthetic_dataset.uri}, "attacks": [attack], "victims": {"wrmf": {"factors": 4}}}
+
+    def craft_ids() -> list[str]:
+        return [u.id for u in study_from_dict(raw, "s.yaml").plan(str(tmp_path / "s")) if u.stage == "craft"]
+
+    first = craft_ids()
+    assert craft_ids() == first
+    path.write_text(f"{item_map[3]} {item_map[5]} {item_map[10]}\n")
+    assert craft_ids() != first  # the file's content is in the craft's id, not only its name
+    attack["config"]["path"] = str(tmp_path / "missing.txt")
+    with pytest.raises(ConfigError, match=r"s.yaml: attacks.0.config.path: .*missing.txt is not a file"):
+        study_from_dict(raw, "s.yaml")

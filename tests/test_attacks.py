@@ -10,7 +10,7 @@ from distrec.attacks.base import AttackContext
 from distrec.attacks.budget import Budget, ThreatModel, popularity_bucket, resolve_budget, select_targets
 from distrec.attacks.gradient import initial_profiles
 from distrec.attacks.objectives import DifficultyDiversityLoss, ScoreBatch, target_cross_entropy
-from distrec.attacks.poisoned import clean_twin, write_poisoned
+from distrec.attacks.poisoned import clean_original, fake_profiles, write_poisoned
 from distrec.attacks.profiles import check_budget, project_profiles, read_profiles
 from distrec.attacks.surrogates import Factors, ItemStep, WRMFSurrogate, wmf_gradients
 from distrec.data.errors import DataFormatError
@@ -247,8 +247,14 @@ def test_poisoned_dataset_round_trip(synthetic_dataset, tmp_path):
     assert train.num_rows == synthetic_dataset.table("train").num_rows + 7
     assert poisoned.table("user_map").column("original").to_pylist()[-3:] == [-1, -2, -3]
     assert poisoned.info()["fake_users"] == 3 and poisoned.metadata["attack"]["attack"] == "test"
-    twin = clean_twin(poisoned, tmp_path / "c")
-    assert twin.table("train").equals(synthetic_dataset.table("train")) and twin.n_users == n + 3
+    clean = clean_original(poisoned, tmp_path / "c")
+    assert clean.table("train").equals(synthetic_dataset.table("train")) and clean.n_users == n
+    assert clean.table("user_map").equals(synthetic_dataset.table("user_map"))
+    assert clean.content_id == synthetic_dataset.content_id and "attack" not in clean.metadata
+    rows, items = fake_profiles(poisoned)
+    assert sorted(zip(rows.tolist(), items.tolist())) == [(0, 1), (0, 2), (0, 5), (1, 1), (1, 2), (2, 1), (2, 2)]
+    with pytest.raises(ValueError, match="not a poisoned dataset"):
+        clean_original(synthetic_dataset, tmp_path / "cc")
     with pytest.raises(ValueError, match="already holds fake users"):
         write_poisoned(poisoned, fake, tmp_path / "pp", {})
 

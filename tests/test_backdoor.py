@@ -16,7 +16,7 @@ from distrec.data.matrix import UserItemCSR
 from distrec.data.preprocess import PrepareConfig
 from distrec.data.synthetic import make_synthetic
 from distrec.data.user_groups import GroupSpec, group_mask
-from distrec.evaluation.exposure import exposure_metrics, target_ranks
+from distrec.metrics.exposure import exposure_metrics, target_ranks
 from distrec.models import create_victim
 from distrec.models.sasrec import PromptGenerator, Sequences, left_padded, token_batches
 from distrec.study import load_study, run_study
@@ -60,7 +60,7 @@ def test_sasrec_is_causal_prompted_and_learns_the_next_item(seq_data):
     train = Sequences.history(seq_data, ("train", "valid"))
     seen = train.csr(seq_data.n_users, seq_data.n_items)
     test = UserItemCSR.from_table(seq_data.table("test"), seq_data.n_users, seq_data.n_items)
-    from distrec.evaluation.ranking import full_ranking_metrics
+    from distrec.metrics.ranking import full_ranking_metrics
 
     with torch.no_grad():
         hr = full_ranking_metrics(model.score, seen, test, (10,))["hr@10"]

@@ -4,7 +4,7 @@ import pytest
 
 from distrec.data.dataset import PreparedDataset
 from distrec.data.matrix import UserItemCSR
-from distrec.evaluation.ranking import full_ranking_metrics
+from distrec.metrics.ranking import full_ranking_metrics
 from distrec.models import Victim
 from distrec.workflows.demo import run_demo
 

@@ -8,15 +8,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "distrec"
 # metrics (full ranking, target items) sit below the models because training loops early-stop on them
 LAYERS = [
-    ("distrec", "distrec.config", "distrec.registry", "distrec.content_id"),
+    ("distrec", "distrec.config", "distrec.registry", "distrec.content_id", "distrec.files", "distrec.memory"),
     ("distrec.data",),
-    ("distrec.evaluation.ranking", "distrec.evaluation.targets", "distrec.evaluation.sampled"),
+    ("distrec.metrics",),
     ("distrec.models",),
     ("distrec.attacks", "distrec.defenses"),
     ("distrec.evaluation",),
     ("distrec.distributed",),
-    ("distrec.workflows",),
+    ("distrec.tasks",),
     ("distrec.study",),
+    ("distrec.workflows",),
     ("distrec.cli",),
 ]
 

@@ -11,7 +11,8 @@ from distrec.attacks.protocols import PROTOCOLS, check_protocol_data, with_prese
 from distrec.cli import main
 from distrec.config import ConfigError
 from distrec.data.matrix import UserItemCSR
-from distrec.workflows.attack import evaluate_attack, run_attack
+from distrec.tasks.craft import run_attack
+from distrec.workflows.attack import evaluate_attack
 
 
 def test_the_dataclass_defaults_are_distrecs_preset():
@@ -74,7 +75,7 @@ def test_attack_and_evaluation_follow_the_preset(synthetic_dataset, tmp_path):
         and crafted["budget"]["n_filler"] == 20
     )
     assert len(crafted["targets"]) == 5
-    result = evaluate_attack(out, ["wrmf"], [0], {"wrmf": {"factors": 8, "iterations": 3}}, progress=False)
+    result = evaluate_attack(out, ["wrmf"], [0], {"wrmf": {"factors": 8, "iterations": 3}}, progress=False, store=None)
     wrmf = result["victims"]["wrmf"]
     assert result["protocol"]["metric"] == "hitone@50" and {"hitone@100", "t_hr@100", "clean_hitone@100"} <= set(wrmf)
     runs = wrmf["runs"][0]
@@ -143,4 +144,5 @@ def test_cli_evaluation_table_shows_baseline_lift_hitone_and_rank(synthetic_data
         and f"{r['clean_mean_rank']:.1f} -> {r['mean_rank']:.1f}" in text
     )
     assert np.isclose(r["lift"]["t_hr@50"]["difference"], r["t_hr@50"] - r["clean_t_hr@50"])
-    assert len(list((tmp_path / "c").glob("*.json"))) == 1
+    assert "cells: 2 run, 0 reused" in text and len(list((tmp_path / "c" / "cell").glob("*.json"))) == 2
+    assert main(argv) == 0 and "cells: 0 run, 2 reused" in capsys.readouterr().out

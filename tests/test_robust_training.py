@@ -8,7 +8,7 @@ from distrec.data.dataset import prepare, write_prepared
 from distrec.data.preprocess import PrepareConfig
 from distrec.data.synthetic import make_synthetic
 from distrec.defenses import create_defense, defense_class
-from distrec.evaluation.sampled import candidates
+from distrec.metrics.sampled import candidates
 from distrec.models import create_victim
 
 

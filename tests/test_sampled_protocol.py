@@ -8,7 +8,7 @@ import torch
 from distrec.data.dataset import prepare, write_prepared
 from distrec.data.preprocess import PrepareConfig
 from distrec.data.synthetic import make_synthetic
-from distrec.evaluation.sampled import candidates, sampled_metrics
+from distrec.metrics.sampled import candidates, sampled_metrics
 from distrec.models import create_victim
 
 

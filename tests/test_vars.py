@@ -24,7 +24,7 @@ from distrec.defenses.vit_defense import (
     train_vit_defense,
     unpatchify,
 )
-from distrec.evaluation.targets import target_mean_rank
+from distrec.metrics.targets import target_mean_rank
 from distrec.models import create_victim
 from distrec.models.image_encoder import GenreEncoderConfig, pretrain_genre_encoder
 from distrec.study.vars_study import run_vars

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from distrec.data.matrix import UserItemCSR
-from distrec.evaluation.ranking import full_ranking_metrics
+from distrec.metrics.ranking import full_ranking_metrics
 from distrec.models import Victim, create_victim
 
 
@@ -75,7 +75,7 @@ def test_early_stopping_keeps_the_best_weights(synthetic_dataset):
 
 
 def test_target_metrics_hand_computed():
-    from distrec.evaluation.targets import target_metrics
+    from distrec.metrics.targets import target_metrics
 
     # 3 users x 5 items; targets 3 and 4. user 2 is fake and is not passed as a real user.
     scores = torch.tensor([[5.0, 4, 3, 2, 1], [1.0, 2, 3, 4, 5], [0.0, 0, 0, 9, 9]])

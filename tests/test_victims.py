@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from distrec.data.matrix import UserItemCSR
-from distrec.evaluation.ranking import full_ranking_metrics
+from distrec.metrics.ranking import full_ranking_metrics
 from distrec.models import Victim, create_victim
 from distrec.models.graph import LightGCNPropagation, bipartite_edge_index, normalized_adjacency
 from distrec.models.indexing import take_rows

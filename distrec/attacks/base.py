@@ -59,5 +59,11 @@ class Attack:
     def craft(self, ctx: AttackContext, surrogate=None) -> torch.Tensor:
         raise NotImplementedError
 
+    @classmethod
+    def input_id(cls, config: dict) -> str | None:
+        """A digest of the files ``config`` names, for the craft's content id (a changed file is a new craft);
+        ``None`` for an attack that reads no file. Raises ``ValueError`` for a file that is missing or wrong."""
+        return None
+
     def describe(self) -> dict:
         return {"attack": self.label, "config": dataclasses.asdict(self.config)}

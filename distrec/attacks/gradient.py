@@ -15,7 +15,7 @@ from distrec.attacks.base import Attack, AttackContext
 from distrec.attacks.objectives import ScoreBatch
 from distrec.attacks.profiles import project_profiles
 from distrec.attacks.surrogates import Factors
-from distrec.evaluation.targets import target_metrics
+from distrec.metrics.targets import target_metrics
 
 LossFn = Callable[[Factors], tuple[float, Factors]]
 WorstCase = Callable[[Factors, Factors, LossFn, object], tuple[float, Factors, dict]]

@@ -47,10 +47,24 @@ def write_poisoned(dataset: PreparedDataset, fake: torch.Tensor, out: str | Path
     return write_prepared(tables, meta, out)
 
 
-def clean_twin(poisoned: PreparedDataset, out: str | Path) -> PreparedDataset:
-    """The poisoned dataset without its fake interactions (same ids and sizes), for clean baselines."""
+def clean_original(poisoned: PreparedDataset, out: str | Path) -> PreparedDataset:
+    """The dataset ``poisoned`` was made from, rebuilt from it: the real users' interactions and ids only, no
+    attack in the metadata (its content id is the original's when the original was written by this version)."""
+    n_real = poisoned.metadata.get("n_real_users")
+    if poisoned.metadata.get("attack") is None or n_real is None:
+        raise ValueError(f"{poisoned.uri} is not a poisoned dataset (no 'attack' in its metadata)")
     tables = {name: poisoned.table(name) for name in poisoned.metadata["tables"]}
     tables["train"] = tables["train"].filter(pc.invert(tables["train"].column("is_fake")))
-    meta = {k: v for k, v in poisoned.metadata.items() if k not in ("tables", "attack")}
-    meta["clean_twin_of"] = poisoned.uri
+    tables["user_map"] = tables["user_map"].filter(pc.less(tables["user_map"].column("internal"), n_real))
+    drop = ("tables", "attack", "n_real_users", "clean_dataset", "content_id")
+    meta = {k: v for k, v in poisoned.metadata.items() if k not in drop}
+    meta["n_users"] = n_real
     return write_prepared(tables, meta, out)
+
+
+def fake_profiles(poisoned: PreparedDataset) -> tuple[np.ndarray, np.ndarray]:
+    """The fake users' training interactions of ``poisoned``: (row of each fake user from 0, internal item id)."""
+    train = poisoned.table("train")
+    fake = train.filter(train.column("is_fake"))
+    users = fake.column("user_id").to_numpy()
+    return users - int(poisoned.metadata.get("n_real_users", users.min(initial=0))), fake.column("item_id").to_numpy()

@@ -20,7 +20,7 @@ from distrec.attacks.weights import WeightAttackConfig, attacked_scores, perturb
 from distrec.data.dataset import PreparedDataset
 from distrec.data.preprocess import sample_test_negatives
 from distrec.defenses.registry import TrainingDefense, register_defense
-from distrec.evaluation.sampled import sampled_metrics
+from distrec.metrics.sampled import sampled_metrics
 from distrec.models.trainer import PairwiseVictim, TrainingObjective
 
 

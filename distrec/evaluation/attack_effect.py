@@ -1,5 +1,5 @@
 """What a poisoning cell measures on a trained victim: the targets' exposure to the real users
-(T-HR@K, T-NDCG@K, HitOne@K, mean target rank; :mod:`distrec.evaluation.targets`) and full-ranking
+(T-HR@K, T-NDCG@K, HitOne@K, mean target rank; :mod:`distrec.metrics.targets`) and full-ranking
 accuracy on the test split (Recall@20, NDCG@20)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import numpy as np
 
 from distrec.data.dataset import PreparedDataset
 from distrec.data.matrix import UserItemCSR
-from distrec.evaluation.ranking import full_ranking_metrics
-from distrec.evaluation.targets import target_mean_rank, target_metrics
+from distrec.metrics.ranking import full_ranking_metrics
+from distrec.metrics.targets import target_mean_rank, target_metrics
 from distrec.models.base import pick_device
 
 

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from distrec.data.matrix import UserItemCSR
-from distrec.evaluation.ranking import masked_topk
 from distrec.files import write_local
+from distrec.metrics.ranking import masked_topk
 
 
 def pick_device(device: str | None = None) -> torch.device:

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from distrec.data.dataset import PreparedDataset
 from distrec.data.matrix import UserItemCSR, contains
 from distrec.data.preprocess import build_sequences
-from distrec.evaluation.ranking import full_ranking_metrics
+from distrec.metrics.ranking import full_ranking_metrics
 from distrec.models.base import Victim, pick_device, set_seed
 from distrec.models.registry import register_victim
 

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 from distrec.data.dataset import PreparedDataset
 from distrec.data.matrix import UserItemCSR
 from distrec.data.streaming import SAMPLINGS, InteractionStream
-from distrec.evaluation.ranking import full_ranking_metrics
+from distrec.metrics.ranking import full_ranking_metrics
 from distrec.models.base import Victim, pick_device
 
 LR_SCHEDULES = ("exponential", "cosine")

@@ -72,7 +72,12 @@ def lift(scenario, stats: dict, row: str, col: str, baselines: dict | None = Non
             return None
         b = stats[base, col][0]
     v = stats[row, col][0]
-    return v - b, (v / b if b else float("inf") if v else 1.0)
+    return v - b, ratio(v, b)
+
+
+def ratio(value: float, baseline: float) -> float:
+    """``value / baseline``; at a zero baseline, infinity for a positive value and 1 for zero."""
+    return value / baseline if baseline else float("inf") if value else 1.0
 
 
 def write_matrix(scenario, cells: list[dict], out: str, title: str) -> dict:

@@ -16,10 +16,10 @@ import pydantic
 from distrec.config import load_document
 from distrec.data.spec import DatasetSpec, materialise_dataset
 from distrec.distributed import storage
+from distrec.memory import peak_rss_mb
 from distrec.study.engine import StageResources, result_uri
 from distrec.study.runner import run_study
 from distrec.study.scenarios.item_image import NO_ATTACK, ItemImage, ItemImageConfig
-from distrec.workflows.train import peak_rss_mb
 
 FORBID = pydantic.ConfigDict(extra="forbid")
 

@@ -15,10 +15,10 @@ from distrec.data.matrix import UserItemCSR
 from distrec.data.preprocess import PrepareConfig
 from distrec.data.synthetic import make_synthetic
 from distrec.distributed.runtime import init_ray
-from distrec.evaluation.ranking import full_ranking_metrics
 from distrec.files import write_local
+from distrec.memory import peak_rss_mb
+from distrec.metrics.ranking import full_ranking_metrics
 from distrec.models import create_victim
-from distrec.workflows.train import peak_rss_mb
 
 
 def run_demo(

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import resource
 import time
 from pathlib import Path
 
 from distrec.config import validate
 from distrec.data.dataset import PreparedDataset
 from distrec.data.matrix import UserItemCSR
-from distrec.evaluation.ranking import full_ranking_metrics
-from distrec.evaluation.sampled import candidates, sampled_metrics
 from distrec.files import write_local
+from distrec.memory import peak_rss_mb
+from distrec.metrics.ranking import full_ranking_metrics
+from distrec.metrics.sampled import candidates, sampled_metrics
 from distrec.models import create_victim
 from distrec.models.base import pick_device
 from distrec.models.registry import victim_class
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def train_victim(

@@ -34,8 +34,8 @@ from distrec.data.matrix import UserItemCSR
 from distrec.data.spec import DatasetSpec, check_dataset_spec, materialise_dataset
 from distrec.data.user_groups import FeatureSpec, GroupSpec, group_mask, user_features
 from distrec.distributed import storage
-from distrec.evaluation.exposure import exposure_metrics, target_ranks
-from distrec.evaluation.ranking import full_ranking_metrics
+from distrec.metrics.exposure import exposure_metrics, target_ranks
+from distrec.metrics.ranking import full_ranking_metrics
 from distrec.models.base import Victim, set_seed
 from distrec.models.sasrec import PromptGenerator, SASRec, SASRecConfig, Sequences
 from distrec.study.engine import StageResources, Unit

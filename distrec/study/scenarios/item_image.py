@@ -43,8 +43,8 @@ from distrec.defenses.vit_defense import (
     train_vit_defense,
 )
 from distrec.distributed import storage
-from distrec.evaluation.ranking import full_ranking_metrics
-from distrec.evaluation.targets import target_mean_rank, target_metrics
+from distrec.metrics.ranking import full_ranking_metrics
+from distrec.metrics.targets import target_mean_rank, target_metrics
 from distrec.models.embedding import Embedder, embed_images
 from distrec.models.image_encoder import GenreEncoderConfig, pretrain_genre_encoder
 from distrec.models.registry import create_victim, victim_class

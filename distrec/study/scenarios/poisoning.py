@@ -40,15 +40,16 @@ from distrec.defenses.registry import defenses_of_kind
 from distrec.defenses.screening import Screening
 from distrec.distributed import storage
 from distrec.evaluation.attack_effect import measure
-from distrec.evaluation.detection import detection_metrics
 from distrec.files import write_local
+from distrec.metrics.detection import detection_metrics
+from distrec.metrics.targets import target_metric_names
 from distrec.models.base import Victim
 from distrec.models.registry import victim_class
 from distrec.study.columns import check_columns, check_victims_and_defenses, default_columns
 from distrec.study.engine import StageResources, Unit
 from distrec.study.outputs import aggregate
 from distrec.study.scenario import Scenario, register_scenario
-from distrec.workflows.attack import run_attack, split_config, target_metric_names
+from distrec.tasks.craft import run_attack, split_config
 
 FORBID = pydantic.ConfigDict(extra="forbid")
 METRICS = (*target_metric_names((10, 20, 50, 100)), "recall@20", "ndcg@20")
@@ -199,6 +200,10 @@ class Poisoning(Scenario):
                     f"{', '.join(sorted(threat_keys | attack_keys))}, surrogate.<key>"
                 )
         check_keys(cls.Config, {k: v for k, v in spec.config.items() if k in attack_keys}, src, f"{key}.config")
+        try:
+            cls.input_id({k: v for k, v in spec.config.items() if k in attack_keys})
+        except ValueError as exc:
+            raise ConfigError(f"{src}: {key}.config.{exc}") from None
         check_keys(
             ThreatModel,
             {k: v for k, v in {**self.config.threat, **spec.config}.items() if k in threat_keys},
@@ -308,6 +313,7 @@ class Poisoning(Scenario):
         for spec in cfg.attacks:
             for sur in self.surrogates_of(spec):
                 config = self.craft_config(spec, sur)
+                files = attack_class(spec.name).input_id(config)
                 craft_id = content_id(
                     data_id,
                     spec.name,
@@ -316,6 +322,7 @@ class Poisoning(Scenario):
                     config,
                     spec.population,
                     *([spec.camouflage] if spec.camouflage is not None else []),
+                    *([files] if files is not None else []),
                 )
                 payload = {
                     "attack": spec.name,
@@ -487,7 +494,7 @@ class Poisoning(Scenario):
 
     def _targets(self, train: UserItemCSR, clean: PreparedDataset) -> list[int]:
         """The one target set of the study (every attack promotes the same targets)."""
-        from distrec.workflows.attack import original_to_internal
+        from distrec.tasks.craft import original_to_internal
 
         sets = set()
         for i, spec in enumerate(self.config.attacks):

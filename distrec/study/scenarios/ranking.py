@@ -33,7 +33,7 @@ from distrec.models.embedding import EMBEDDERS, Embedder, embed_images
 from distrec.models.embedding_trainer import TripletTrainingConfig
 from distrec.study.engine import StageResources, Unit
 from distrec.study.scenario import Scenario, register_scenario
-from distrec.workflows.rank import attack_cell, train_ranker
+from distrec.tasks.rank import attack_cell, train_ranker
 
 FORBID = pydantic.ConfigDict(extra="forbid")
 

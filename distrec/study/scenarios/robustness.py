@@ -25,8 +25,8 @@ from distrec.data.dataset import InMemoryDataset, PreparedDataset
 from distrec.data.matrix import UserItemCSR
 from distrec.data.spec import DatasetSpec, check_dataset_spec, materialise_dataset
 from distrec.defenses.chain import Column, fit_defended
-from distrec.evaluation.ranking import full_ranking_metrics
-from distrec.evaluation.sampled import candidates, sampled_metrics
+from distrec.metrics.ranking import full_ranking_metrics
+from distrec.metrics.sampled import candidates, sampled_metrics
 from distrec.models.base import Victim
 from distrec.models.registry import list_victims, victim_class
 from distrec.models.trainer import PairwiseVictim

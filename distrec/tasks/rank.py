@@ -19,9 +19,9 @@ from distrec.data.labeled_images import LabeledImages, load_labeled_images
 from distrec.defenses.est import EmbeddingShiftingTraining
 from distrec.evaluation.retrieval import recall_at_k
 from distrec.files import write_local
+from distrec.memory import peak_rss_mb
 from distrec.models.embedding import Embedder, create_embedder, embed_images
 from distrec.models.embedding_trainer import TripletTrainingConfig, fit_embedder
-from distrec.workflows.train import peak_rss_mb
 
 FORBID = pydantic.ConfigDict(extra="forbid")
 DEFENSES = ("none", "est")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from distrec.data.matrix import UserItemCSR, contains
-from distrec.evaluation.ranking import masked_scores, masked_topk
+from distrec.metrics.ranking import masked_scores, masked_topk
 
 
 @torch.no_grad()
@@ -84,3 +84,8 @@ def target_mean_rank(
         rank_sum += (ranks * ok).sum(0)
         eligible += ok.double().sum(0)
     return float((rank_sum / eligible.clamp_min(1)).mean())
+
+
+def target_metric_names(ks) -> list[str]:
+    """The names :func:`target_metrics` and :func:`target_mean_rank` report for cutoffs ``ks``."""
+    return [f"{m}@{k}" for m in ("t_hr", "t_ndcg", "hitone") for k in ks] + ["mean_rank"]
