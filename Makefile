@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/distrec study configs/study/demo.yaml --out runs/study-demo
+	$(BIN)/distrec demo --out runs/study-demo
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q

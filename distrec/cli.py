@@ -137,11 +137,53 @@ def cmd_data_download(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from distrec.workflows.demo import run_demo
+DEMO_STUDY = Path(__file__).resolve().parents[1] / "configs" / "study" / "demo.yaml"
 
-    result = run_demo(out=args.out, backend=args.backend, epochs=args.epochs, seed=args.seed)
-    emit(result, args.json, result["summary"])
+
+def cmd_demo(args) -> int:
+    """The main job: the study of ``configs/study/demo.yaml`` on the embedded synthetic dataset."""
+    if not DEMO_STUDY.is_file():
+        raise FileNotFoundError(f"{DEMO_STUDY}: the demo study ships with the repository; run distrec from a clone")
+    args.config, args.outputs_only = str(DEMO_STUDY), False
+    return cmd_study(args)
+
+
+def registry_entries(what: str) -> list[dict]:
+    """``distrec list``'s rows: each registered victim, attack, defense, scenario or data format with its one-line
+    description and its paper (or source)."""
+    if what == "formats":
+        from distrec.data.readers import FORMATS
+
+        return [{"name": f, "description": d, "paper": p} for f, (d, p) in FORMATS.items()]
+    if what == "victims":
+        from distrec.models.registry import VICTIMS as registry
+    elif what == "attacks":
+        from distrec.attacks.registry import ATTACKS as registry
+    elif what == "defenses":
+        from distrec.defenses.registry import DEFENSES as registry
+    else:
+        from distrec.study.scenario import SCENARIOS as registry
+        from distrec.study.scenarios import backdoor, item_image, poisoning, ranking, robustness  # noqa: F401
+    import distrec.attacks  # noqa: F401  (registration)
+    import distrec.defenses  # noqa: F401
+    import distrec.models  # noqa: F401
+
+    rows = []
+    for name in registry.names():
+        cls = registry.get(name)
+        kind = getattr(cls, "kind", None) if what in ("attacks", "defenses") else None
+        rows.append({"name": name, "kind": kind, "description": cls.description, "paper": cls.paper})
+    return rows
+
+
+def cmd_list(args) -> int:
+    rows = registry_entries(args.what)
+    width = max(len(r["name"]) for r in rows)
+    human = "\n".join(
+        f"{r['name']:<{width}}  " + (f"[{r['kind']}] " if r.get("kind") else "") + f"{r['description']} ({r['paper']})"
+        for r in rows
+    )
+    emit(rows, args.json, human)
     return 0
 
 
@@ -700,16 +742,22 @@ def _add_vars_commands(sub) -> None:
 
 
 def _add_demo_command(sub) -> None:
-    """``demo``: MF-BPR streamed through Ray Data."""
-    p = sub.add_parser("demo", help="the main job on the embedded synthetic dataset")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument(
-        "--backend", choices=("auto", "ray", "memory"), default="ray", help="how training batches are streamed"
+    """``demo``: the main job, ``make demo``'s study."""
+    p = sub.add_parser(
+        "demo", help="the main job: a transferability study on the embedded synthetic dataset (configs/study/demo.yaml)"
     )
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/study-demo", help="output folder or pyarrow.fs URI; rerunning resumes")
+    p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (ignored when joining a cluster via RAY_ADDRESS)")
     _add_json(p)
     p.set_defaults(func=cmd_demo)
+
+
+def _add_list_command(sub) -> None:
+    """``list``: what is registered, the way timm's ``list_models`` shows it."""
+    p = sub.add_parser("list", help="registered victims, attacks, defenses, scenarios or data formats")
+    p.add_argument("what", choices=("victims", "attacks", "defenses", "scenarios", "formats"))
+    _add_json(p)
+    p.set_defaults(func=cmd_list)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -726,6 +774,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_rank_commands,
         _add_vars_commands,
         _add_demo_command,
+        _add_list_command,
     ):
         add(sub)
     return parser

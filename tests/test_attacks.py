@@ -250,7 +250,8 @@ def test_poisoned_dataset_round_trip(synthetic_dataset, tmp_path):
     clean = clean_original(poisoned, tmp_path / "c")
     assert clean.table("train").equals(synthetic_dataset.table("train")) and clean.n_users == n
     assert clean.table("user_map").equals(synthetic_dataset.table("user_map"))
-    assert clean.content_id == synthetic_dataset.content_id and "attack" not in clean.metadata
+    assert all(clean.table(t).equals(synthetic_dataset.table(t)) for t in synthetic_dataset.metadata["tables"])
+    assert "attack" not in clean.metadata and "n_real_users" not in clean.metadata
     rows, items = fake_profiles(poisoned)
     assert sorted(zip(rows.tolist(), items.tolist())) == [(0, 1), (0, 2), (0, 5), (1, 1), (1, 2), (2, 1), (2, 2)]
     with pytest.raises(ValueError, match="not a poisoned dataset"):

@@ -180,6 +180,16 @@ class BackdoorAttack:
 
 @register_attack("bra")
 class BRA(BackdoorAttack):
+    """Backdoor by replacement: target-group users' next items become targets in pre-training.
+
+    Example::
+
+        attack = create_attack("bra", rate=0.1, variant='group')
+        poison = attack.poison(group, targets)
+    """
+
+    description = "Backdoor by replacement: target-group users' next items become targets in pre-training"
+    paper = "Wu et al., SIGIR 2023"
     Config = BRAConfig
 
     def poison(
@@ -198,6 +208,16 @@ class BRA(BackdoorAttack):
 
 @register_attack("pea")
 class PEA(BackdoorAttack):
+    """Prompt-enhanced backdoor: a frozen prompt generator steers target-group users to targets.
+
+    Example::
+
+        attack = create_attack("pea", rate=0.1, group_rate=0.5)
+        poison = attack.poison(group, targets)
+    """
+
+    description = "Prompt-enhanced backdoor: a frozen prompt generator steers target-group users to targets"
+    paper = "Wu et al., SIGIR 2023"
     Config = PEAConfig
 
     def poison(self, group: np.ndarray, targets: np.ndarray, target_categories=None, item_categories=None) -> Poison:

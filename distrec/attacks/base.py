@@ -41,6 +41,8 @@ class Attack:
     profiles ``[budget.n_fake, n_items]``, each holding every target and at most ``n_filler`` items."""
 
     name: str = "attack"
+    description: str = ""  # one line for ``distrec list``
+    paper: str = ""
     kind = "injective"
     Config: type
     uses_surrogate: bool = False

@@ -21,7 +21,16 @@ class DADAConfig(GradientAttackConfig):
 @register_attack("dada")
 class DADA(GradientAttack):
     """RevAdv's outer loop with DADA's objective (:class:`DifficultyDiversityLoss`): the poison budget
-    goes to users the targets can still reach, and to users no target reaches yet."""
+    goes to users the targets can still reach, and to users no target reaches yet.
+
+    Example::
+
+        attack = create_attack("dada", outer_steps=30, lr=1.0)
+        fake = attack.craft(ctx, surrogate)
+    """
+
+    description = "RevAdv's outer loop with a difficulty- and diversity-aware objective"
+    paper = "Li, Di and Chen, NeurIPS 2022"
 
     Config = DADAConfig
 

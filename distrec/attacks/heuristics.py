@@ -50,7 +50,16 @@ class RandomConfig:
 
 @register_attack("random")
 class RandomAttack(Attack):
-    """Random attack: fillers uniform over all items."""
+    """Random attack: fillers uniform over all items.
+
+    Example::
+
+        attack = create_attack("random")
+        fake = attack.craft(ctx)
+    """
+
+    description = "Fake users whose fillers are drawn uniformly"
+    paper = "Lam and Riedl, WWW 2004"
 
     Config = RandomConfig
 
@@ -66,7 +75,16 @@ class PopularConfig:
 @register_attack("popular")
 class PopularAttack(Attack):
     """Average / popular attack, implicit form: fillers drawn with probability proportional to item
-    popularity (the implicit counterpart of rating fillers at their average)."""
+    popularity (the implicit counterpart of rating fillers at their average).
+
+    Example::
+
+        attack = create_attack("popular")
+        fake = attack.craft(ctx)
+    """
+
+    description = "Fake users whose fillers are drawn by item popularity (average attack, implicit form)"
+    paper = "Lam and Riedl, WWW 2004"
 
     Config = PopularConfig
 
@@ -83,7 +101,16 @@ class BandwagonConfig:
 @register_attack("bandwagon")
 class BandwagonAttack(Attack):
     """Bandwagon attack: ``popular_share`` of the filler slots from the ``top_fraction`` most popular
-    items, the rest uniformly from the other items."""
+    items, the rest uniformly from the other items.
+
+    Example::
+
+        attack = create_attack("bandwagon", popular_share=0.5, top_fraction=0.1)
+        fake = attack.craft(ctx)
+    """
+
+    description = "Fake users: a share of fillers from the most popular items, the rest random"
+    paper = "Burke et al., ITWP 2005"
 
     Config = BandwagonConfig
 
@@ -108,7 +135,16 @@ class SegmentConfig:
 @register_attack("segment")
 class SegmentAttack(Attack):
     """Segment attack: fillers from the targets' segment (items sharing a category with a target, e.g.
-    an ML genre), ``segment_share`` of the slots; the rest, and any shortfall, uniformly from other items."""
+    an ML genre), ``segment_share`` of the slots; the rest, and any shortfall, uniformly from other items.
+
+    Example::
+
+        attack = create_attack("segment", segment_share=1.0)
+        fake = attack.craft(ctx)
+    """
+
+    description = "Fake users whose fillers share a category with the targets"
+    paper = "Mobasher et al., ACM TOIT 2007"
 
     Config = SegmentConfig
 

@@ -34,6 +34,9 @@ class ImportedProfiles(Attack):
         fake = attack.craft(ctx)
     """
 
+    description = "Fake profiles made by another tool, read from a file of original item ids"
+    paper = "distrec"
+
     Config = ImportedConfig
 
     @classmethod
@@ -71,6 +74,9 @@ class PoisonedProfiles(Attack):
         attack = create_attack("poisoned", path="runs/revadv")
         fake = attack.craft(ctx)
     """
+
+    description = "The fake users of a poisoned dataset written earlier (distrec attack, a study's craft)"
+    paper = "distrec"
 
     Config = PoisonedConfig
 

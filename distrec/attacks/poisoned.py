@@ -49,7 +49,7 @@ def write_poisoned(dataset: PreparedDataset, fake: torch.Tensor, out: str | Path
 
 def clean_original(poisoned: PreparedDataset, out: str | Path) -> PreparedDataset:
     """The dataset ``poisoned`` was made from, rebuilt from it: the real users' interactions and ids only, no
-    attack in the metadata (its content id is the original's when the original was written by this version)."""
+    attack in the metadata."""
     n_real = poisoned.metadata.get("n_real_users")
     if poisoned.metadata.get("attack") is None or n_real is None:
         raise ValueError(f"{poisoned.uri} is not a poisoned dataset (no 'attack' in its metadata)")

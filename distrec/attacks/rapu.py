@@ -66,7 +66,16 @@ def genuine_posterior(
 
 @register_attack("rapu")
 class RAPU(GradientAttack):
-    """RevAdv's outer loop with reliability-weighted users and popularity-smoothed projection (module doc)."""
+    """RevAdv's outer loop with reliability-weighted users and popularity-smoothed projection (module doc).
+
+    Example::
+
+        attack = create_attack("rapu", outer_steps=30, lr=1.0)
+        fake = attack.craft(ctx, surrogate)
+    """
+
+    description = "RevAdv's outer loop with reliability-weighted users and a popularity-smoothed projection"
+    paper = "Zhang et al., KDD 2021"
 
     Config = RAPUConfig
 

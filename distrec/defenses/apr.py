@@ -68,7 +68,16 @@ class APRObjective(TrainingObjective):
 
 @register_defense("apr")
 class APR(TrainingDefense):
-    """Trains the victim with :class:`APRObjective` (a per-instance ``objective``)."""
+    """Trains the victim with :class:`APRObjective` (a per-instance ``objective``).
+
+    Example::
+
+        defense = create_defense("apr", eps=0.5, adv_reg=1.0)
+        defense.apply(victim).fit(data)
+    """
+
+    description = "Adversarial personalised ranking: training against worst-case embedding perturbations"
+    paper = "He et al., SIGIR 2018"
 
     Config = APRConfig
 

@@ -178,7 +178,16 @@ class _WeightPerturbationDefense(TrainingDefense):
 
 @register_defense("awp")
 class AWP(_WeightPerturbationDefense):
-    """AWP on every weight matrix (gamma 0.01)."""
+    """AWP on every weight matrix (gamma 0.01).
+
+    Example::
+
+        defense = create_defense("awp", gamma=0.01, proxy_lr=0.01)
+        defense.apply(victim).fit(data)
+    """
+
+    description = "Adversarial weight perturbation on every weight matrix"
+    paper = "Wu, Xia and Wang, NeurIPS 2020"
 
     Config = AWPConfig
     objective = AWPObjective
@@ -186,7 +195,16 @@ class AWP(_WeightPerturbationDefense):
 
 @register_defense("rawp")
 class RAWP(_WeightPerturbationDefense):
-    """RAWP-FT stage 1: AWP on a random half of the weight matrices, re-drawn per epoch (gamma 1e-3)."""
+    """RAWP-FT stage 1: AWP on a random half of the weight matrices, re-drawn per epoch (gamma 1e-3).
+
+    Example::
+
+        defense = create_defense("rawp", gamma=0.001, proxy_lr=0.01)
+        defense.apply(victim).fit(data)
+    """
+
+    description = "RAWP-FT stage 1: weight perturbation on a random half of the weight matrices"
+    paper = "Qian et al., KBS 2025"
 
     Config = RAWPConfig
     objective = RAWPObjective

@@ -39,7 +39,16 @@ class EmbeddingShiftingTraining:
 @register_defense("est")
 class EST(TrainingDefense):
     """Embedding-shifting adversarial training of a metric-learning embedder (AdvRank section 4):
-    ``apply(embedder)`` gives the training batches' perturbation for :func:`fit_embedder`."""
+    ``apply(embedder)`` gives the training batches' perturbation for :func:`fit_embedder`.
+
+    Example::
+
+        defense = create_defense("est", eps=0.3)
+        fit_embedder(embedder, images, config, perturb=defense.apply(embedder))
+    """
+
+    description = "Embedding-shifting adversarial training of a metric-learning embedder"
+    paper = "Zhou et al., ECCV 2020"
 
     Config = EmbeddingShiftingTraining
 

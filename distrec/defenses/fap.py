@@ -53,7 +53,16 @@ def propagate(x, seeds: np.ndarray, iterations: int, damping: float) -> np.ndarr
 
 @register_defense("fap")
 class FAP(DataDefense):
-    """A user's suspicion is its propagated spam probability."""
+    """A user's suspicion is its propagated spam probability.
+
+    Example::
+
+        detector = create_defense("fap", fpr=0.05, n_targets=5)
+        screening = detector.screen(poisoned, reference=clean, fit=None, seed=0)
+    """
+
+    description = "Detector: spam probability propagated over the user-item graph from planted fakes"
+    paper = "Zhang et al., IJCAI 2015"
 
     Config = FAPConfig
 

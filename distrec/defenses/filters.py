@@ -112,11 +112,30 @@ class ImageFilterDefense(DeploymentDefense):
         return self.module(**dataclasses.asdict(self.config))
 
 
-for _name, _config in (("jpeg", JPEGConfig), ("bit_depth", BitDepthConfig), ("median", MedianConfig)):
+FILTER_DEFENSES = {  # name: (config, summary, paper, example keys)
+    "jpeg": (JPEGConfig, "Image filter: JPEG compression and decompression", "Guo et al., ICLR 2018", "quality=75"),
+    "bit_depth": (BitDepthConfig, "Image filter: each channel rounded to fewer bits", "Xu et al., NDSS 2018", "bits=4"),
+    "median": (
+        MedianConfig,
+        "Image filter: a median over each pixel's neighbourhood",
+        "Xu et al., NDSS 2018",
+        "kernel=3",
+    ),
+}
+
+for _name, (_config, _summary, _paper, _keys) in FILTER_DEFENSES.items():
     register_defense(_name)(
         type(
             f"{FILTERS[_name].__name__}Defense",
             (ImageFilterDefense,),
-            {"Config": _config, "module": FILTERS[_name], "__doc__": FILTERS[_name].__doc__},
+            {
+                "Config": _config,
+                "module": FILTERS[_name],
+                "description": _summary,
+                "paper": _paper,
+                "__doc__": f"{FILTERS[_name].__doc__}\n\n    Example::\n\n"
+                f'        purify = create_defense("{_name}", {_keys}).apply(victim)\n'
+                "        scores = victim.score_items_with(users, items, victim.image_features(purify(pixels)))\n",
+            },
         )
     )

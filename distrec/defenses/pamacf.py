@@ -79,7 +79,16 @@ def model_user_rows(model: PairwiseVictim, users: torch.Tensor) -> torch.Tensor:
 
 @register_defense("pamacf")
 class PamaCF(APR):
-    """Trains the victim with :class:`PamaCFObjective`."""
+    """Trains the victim with :class:`PamaCFObjective`.
+
+    Example::
+
+        defense = create_defense("pamacf", eps=0.5, adv_reg=1.0)
+        defense.apply(victim).fit(data)
+    """
+
+    description = "APR with per-user perturbation magnitudes"
+    paper = "Zhang et al., NeurIPS 2024"
 
     Config = PamaCFConfig
 

@@ -64,7 +64,16 @@ def pc_weights(train: UserItemCSR, components: int, seed: int) -> np.ndarray:
 
 @register_defense("pca")
 class PCASelectUsers(DataDefense):
-    """Removes the users who weigh least in the top principal components."""
+    """Removes the users who weigh least in the top principal components.
+
+    Example::
+
+        detector = create_defense("pca", fpr=0.05, components=3)
+        screening = detector.screen(poisoned, reference=clean, fit=None, seed=0)
+    """
+
+    description = "Detector: the users who weigh least in the top principal components (PCA-SelectUsers)"
+    paper = "Mehta and Nejdl, UMUAI 2009"
 
     Config = PCAUsersConfig
 

@@ -52,7 +52,16 @@ class POREConfig:
 @register_defense("pore")
 class PORE(TrainingDefense):
     """An ensemble of base recommenders fit on bagged users; the study engine trains its base models as
-    units (``models_per_unit`` each) and the column's cell votes. A PORE column holds no other defense."""
+    units (``models_per_unit`` each) and the column's cell votes. A PORE column holds no other defense.
+
+    Example (a study column, ``itemknn+pore``; the certificate is :func:`certify`)::
+
+        defenses: {pore: {n_models: 1000, subsample: 20, top_n: 50}}
+        columns: [itemknn, itemknn+pore]
+    """
+
+    description = "Certified bagging: base models on random user subsets recommend by vote"
+    paper = "Jia et al., USENIX Security 2023"
 
     Config = POREConfig
     alone = True

@@ -70,7 +70,16 @@ def profile_features(train: UserItemCSR, neighbours: int, batch: int = 1024) -> 
 @register_defense("profile_classifier")
 class ProfileClassifier(DataDefense):
     """Logistic regression on :func:`profile_features`: real users of the clean reference against the
-    defender's planted fakes; a user's suspicion is its predicted probability of being fake."""
+    defender's planted fakes; a user's suspicion is its predicted probability of being fake.
+
+    Example::
+
+        detector = create_defense("profile_classifier", fpr=0.05, n_targets=5)
+        screening = detector.screen(poisoned, reference=clean, fit=None, seed=0)
+    """
+
+    description = "Detector: a classifier on profile features, trained on the defender's own planted fakes"
+    paper = "Williams, Mobasher and Burke, UMUAI 2007"
 
     Config = ProfileClassifierConfig
 

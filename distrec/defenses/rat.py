@@ -80,7 +80,16 @@ class RATObjective(TrainingObjective):
 
 @register_defense("rat")
 class RAT(TrainingDefense):
-    """Trains the victim with :class:`RATObjective`."""
+    """Trains the victim with :class:`RATObjective`.
+
+    Example::
+
+        defense = create_defense("rat", eps=0.05, adv_reg=1.0)
+        defense.apply(victim).fit(data)
+    """
+
+    description = "Adversarial training with noise on hidden layers' outputs"
+    paper = "Qian et al., TOIS 2023"
 
     Config = RATConfig
 

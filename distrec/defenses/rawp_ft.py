@@ -213,7 +213,16 @@ class _Restricted:
 @register_defense("rawp_ft")
 class RAWPFT(_WeightPerturbationDefense):
     """RAWP, then the robustness score of every weight matrix, fine-tuning of the least robust one and
-    interpolation (the per-matrix scores are in the fit history, ``stage: robustness``)."""
+    interpolation (the per-matrix scores are in the fit history, ``stage: robustness``).
+
+    Example::
+
+        defense = create_defense("rawp_ft", gamma=0.001, proxy_lr=0.01)
+        defense.apply(victim).fit(data)
+    """
+
+    description = "RAWP, then robust fine-tuning of the least robust weight matrix"
+    paper = "Qian et al., KBS 2025"
 
     Config = RAWPFTConfig
     objective = RAWPFTObjective

@@ -29,6 +29,8 @@ class Defense:
     """A defense configured by the dataclass ``Config`` (its fields are the keyword arguments)."""
 
     name = "defense"
+    description: str = ""  # one line for ``distrec list``
+    paper: str = ""
     kind = "training"
     Config: type
 

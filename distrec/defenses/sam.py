@@ -81,7 +81,16 @@ class SAMObjective(TrainingObjective):
 
 @register_defense("sam")
 class SAM(TrainingDefense):
-    """Trains a pairwise victim with :class:`SAMObjective`."""
+    """Trains a pairwise victim with :class:`SAMObjective`.
+
+    Example::
+
+        defense = create_defense("sam", rho=0.05, warmup_epochs=0)
+        defense.apply(victim).fit(data)
+    """
+
+    description = "Sharpness-aware minimisation of the victim's loss"
+    paper = "Foret et al., ICLR 2021"
 
     Config = SAMConfig
 

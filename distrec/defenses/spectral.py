@@ -22,7 +22,16 @@ def spectral_scores(embeddings: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 @register_defense("spectral")
 class SpectralSignatures(DataDefense):
-    """Trains the column's victim on the data and scores its user embeddings."""
+    """Trains the column's victim on the data and scores its user embeddings.
+
+    Example::
+
+        detector = create_defense("spectral", fpr=0.05)
+        screening = detector.screen(poisoned, reference=clean, fit=fit_victim, seed=0)
+    """
+
+    description = "Detector: large projections of user embeddings on their top singular vector"
+    paper = "Tran, Li and Madry, NeurIPS 2018"
 
     @classmethod
     def supports(cls, victim_cls: type) -> bool:

@@ -39,7 +39,16 @@ class VATObjective(APRObjective):
 
 @register_defense("vat")
 class VAT(APR):
-    """Trains the victim with :class:`VATObjective` (``eps`` is rho)."""
+    """Trains the victim with :class:`VATObjective` (``eps`` is rho).
+
+    Example::
+
+        defense = create_defense("vat", eps=0.5, adv_reg=1.0)
+        defense.apply(victim).fit(data)
+    """
+
+    description = "Vulnerability-aware adversarial training: APR with a perturbation size per user"
+    paper = "Zhang et al., RecSys 2024"
 
     Config = APRConfig
 

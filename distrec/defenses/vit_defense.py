@@ -565,11 +565,27 @@ class DeployedViT(DeploymentDefense):
         )
 
 
+VIT_SUMMARIES = {
+    "vit_filter": "A ViT autoencoder that purifies every item image before the recommender sees it",
+    "vit_detector": "A contrastive ViT detector that rejects uploaded item images it flags as adversarial",
+    "vit_filter_detector": "The ViT detector, then the ViT purifier on the images it lets through",
+}
+
 for _name, (_filter, _detector) in VIT_DEPLOYMENTS.items():
     register_defense(_name)(
         type(
             f"ViT{_name.title().replace('_', '')}",
             (DeployedViT,),
-            {"filter": _filter, "detector": _detector, "rejects": _detector},
+            {
+                "filter": _filter,
+                "detector": _detector,
+                "rejects": _detector,
+                "description": VIT_SUMMARIES[_name],
+                "paper": "Yin et al., arXiv 2306.07992",
+                "__doc__": f"{VIT_SUMMARIES[_name]}.\n\n"
+                "    Example (an item_image study; the study trains the ViT)::\n\n"
+                "        vit: {pretrain_epochs: 30, epochs: 3}\n"
+                f"        defenses: [{_name}]\n",
+            },
         )
     )

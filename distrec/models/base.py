@@ -29,6 +29,8 @@ class Victim(torch.nn.Module):
     """
 
     name: str = "victim"
+    description: str = ""  # one line for ``distrec list``
+    paper: str = ""
     Config: type
     fit_history: list[dict] | None = None  # the training records, when a study keeps them with the model
 

@@ -62,7 +62,16 @@ class DeepCF(PairwiseVictim):
     """y_ui = sigmoid(w^T tower([W_u r_u + b_u ; W_i r^i + b_i])) with r_u the user's row and r^i the item's
     column of the binary training matrix (DeepCF eq. 1-3, the representation-learning part CFNet-rl); loss
     = BCE over positives and sampled negatives (DeepCF eq. 9). Its nine weight matrices are
-    :meth:`weight_matrices` (the unit of RAWP's perturbation and of its robustness score)."""
+    :meth:`weight_matrices` (the unit of RAWP's perturbation and of its robustness score).
+
+    Example::
+
+        model = create_victim("deepcf", data.n_users, data.n_items, epochs=20, lr=0.0001)
+        model.fit(data)
+    """
+
+    description = "DeepCF's MLP tower (CFNet-ml): a user's row and an item's column matched by an MLP"
+    paper = "Deng et al., AAAI 2019"
 
     Config = DeepCFConfig
 

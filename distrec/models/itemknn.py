@@ -71,7 +71,16 @@ def recommend(x: csr_matrix, sim: csr_matrix, users: np.ndarray, n: int) -> np.n
 
 @register_victim("itemknn")
 class ItemKNN(Victim):
-    """score(u, j) = sum over u's training items i of sim(i, j) (:func:`item_similarity`)."""
+    """score(u, j) = sum over u's training items i of sim(i, j) (:func:`item_similarity`).
+
+    Example::
+
+        model = create_victim("itemknn", data.n_users, data.n_items, neighbours=50, shrink=10.0)
+        model.fit(data)
+    """
+
+    description = "Item-based nearest-neighbour CF over cosine item similarities; PORE's base model"
+    paper = "Sarwar et al., WWW 2001"
 
     Config = ItemKNNConfig
 

@@ -61,7 +61,16 @@ class LightGCNConfig(TrainConfig):
 @register_victim("lightgcn")
 class LightGCN(PairwiseVictim):
     """Final embeddings E = mean_k A~^k E0 (eq. 4), score = e_u . e_i (eq. 5), BPR loss with L2 on
-    the batch's ego embeddings E0 (eq. 15), as in the official implementation."""
+    the batch's ego embeddings E0 (eq. 15), as in the official implementation.
+
+    Example::
+
+        model = create_victim("lightgcn", data.n_users, data.n_items, epochs=50, lr=0.001)
+        model.fit(data)
+    """
+
+    description = "Graph collaborative filtering: the mean of propagated embeddings, no transforms"
+    paper = "He et al., SIGIR 2020"
 
     Config = LightGCNConfig
     skip_ego = False  # leave E^(0) out of the layer mean

@@ -22,7 +22,16 @@ class MFBPRConfig(TrainConfig):
 
 @register_victim("bpr")
 class MFBPR(PairwiseVictim):
-    """score(u, i) = p_u . q_i; loss = BPR-Opt + reg * (|p_u|^2 + |q_i|^2 + |q_j|^2) / 2 per example."""
+    """score(u, i) = p_u . q_i; loss = BPR-Opt + reg * (|p_u|^2 + |q_i|^2 + |q_j|^2) / 2 per example.
+
+    Example::
+
+        model = create_victim("bpr", data.n_users, data.n_items, epochs=50, lr=0.001)
+        model.fit(data)
+    """
+
+    description = "Matrix factorisation trained with the pairwise BPR loss"
+    paper = "Rendle et al., UAI 2009"
 
     Config = MFBPRConfig
 

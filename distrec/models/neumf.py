@@ -25,7 +25,16 @@ class NeuMFConfig(TrainConfig):
 class NeuMF(PairwiseVictim):
     """y_ui = sigmoid(h^T [p_u^G * q_i^G ; MLP([p_u^M ; q_i^M])]) (eq. 12), trained with the pointwise log
     loss over each positive and ``num_negatives`` sampled negatives (eq. 7). Scoring every item runs the
-    MLP on every (user, item) pair, in item chunks of ``score_chunk_items``."""
+    MLP on every (user, item) pair, in item chunks of ``score_chunk_items``.
+
+    Example::
+
+        model = create_victim("neumf", data.n_users, data.n_items, epochs=50, lr=0.001)
+        model.fit(data)
+    """
+
+    description = "Neural matrix factorisation: a GMF and an MLP tower fused"
+    paper = "He et al., WWW 2017"
 
     Config = NeuMFConfig
 

@@ -167,7 +167,16 @@ class PromptGenerator(torch.nn.Module):
 @register_victim("sasrec")
 class SASRec(Victim):
     """r_{u,i} = F_t^T M_i (Kang & McAuley 2018, eq. 6): F_t the last position's output of the causal
-    self-attention blocks (eq. 2-5) over the item embeddings M plus learned positions P (eq. 1)."""
+    self-attention blocks (eq. 2-5) over the item embeddings M plus learned positions P (eq. 1).
+
+    Example::
+
+        model = create_victim("sasrec", data.n_users, data.n_items, dim=64, layers=2)
+        model.fit(data)
+    """
+
+    description = "Self-attentive sequential recommender: next item from a causal transformer"
+    paper = "Kang and McAuley, ICDM 2018"
 
     Config = SASRecConfig
 

@@ -33,7 +33,16 @@ class SGL(LightGCN):
     (eq. 10-11). Views are redrawn every epoch: ``ed`` edge dropout (each interaction kept with
     probability 1 - ssl_ratio) or ``nd`` node dropout (each node with its edges), then renormalised.
     Defaults are the paper's (Yelp / Amazon); on MovieLens the InfoNCE gradient is 13x the BPR one at
-    initialisation with ssl_reg 0.1 and SGL never learns to rank, ssl_reg 0.01 works (docs/benchmarks.md)."""
+    initialisation with ssl_reg 0.1 and SGL never learns to rank, ssl_reg 0.01 works (docs/benchmarks.md).
+
+    Example::
+
+        model = create_victim("sgl", data.n_users, data.n_items, epochs=50, lr=0.001)
+        model.fit(data)
+    """
+
+    description = "LightGCN with self-supervised graph augmentation (InfoNCE between two views)"
+    paper = "Wu et al., SIGIR 2021"
 
     Config = SGLConfig
 

@@ -30,7 +30,16 @@ class SimGCL(LightGCN):
     BPR + cl_reg * InfoNCE between two noisy views, over the batch's users and items (eq. 7).
     As in the authors' code (SELFRec), layer 0 is left out of the layer mean, for training and scoring.
     Defaults are the paper's; on MovieLens, at temperature 0.2, SimGCL stays far below LightGCN whatever
-    cl_reg (its views are mostly noise at initialisation); cl_temp 1.0 works (docs/benchmarks.md)."""
+    cl_reg (its views are mostly noise at initialisation); cl_temp 1.0 works (docs/benchmarks.md).
+
+    Example::
+
+        model = create_victim("simgcl", data.n_users, data.n_items, epochs=50, lr=0.001)
+        model.fit(data)
+    """
+
+    description = "LightGCN with noise-perturbed views for contrastive learning"
+    paper = "Yu et al., SIGIR 2022"
 
     Config = SimGCLConfig
     skip_ego = True

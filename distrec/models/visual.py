@@ -110,7 +110,16 @@ class VisualVictim(PairwiseVictim):
 @register_victim("vbpr")
 class VBPR(VisualVictim):
     """VBPR (He & McAuley, AAAI 2016, eq. 2): x_ui = beta_i + gamma_u . gamma_i + theta_u . (E f_i) + beta' . f_i,
-    trained with BPR."""
+    trained with BPR.
+
+    Example::
+
+        model = create_victim("vbpr", data.n_users, data.n_items, epochs=50, lr=0.001)
+        model.fit(data)
+    """
+
+    description = "Visual BPR: latent factors plus projected image features"
+    paper = "He and McAuley, AAAI 2016"
 
     def __init__(self, n_users: int, n_items: int, **config):
         super().__init__(n_users, n_items, **config)
@@ -145,7 +154,16 @@ class AMRConfig(VisualConfig):
 class AMR(VBPR):
     """AMR (Tang et al., TKDE 2019, eq. 8): VBPR trained with adversarial perturbations of the image
     features, min_theta L_BPR(f) + lambda L_BPR(f + delta*), delta* = adv_eps ||f|| g / ||g|| with
-    g = d L_BPR / d f (the fast-gradient solution of the inner max)."""
+    g = d L_BPR / d f (the fast-gradient solution of the inner max).
+
+    Example::
+
+        model = create_victim("amr", data.n_users, data.n_items, epochs=50, lr=0.001)
+        model.fit(data)
+    """
+
+    description = "VBPR trained with adversarial perturbations of the image features"
+    paper = "Tang et al., TKDE 2019"
 
     Config = AMRConfig
 
@@ -173,7 +191,16 @@ class DeepStyleConfig(VisualConfig):
 @register_victim("deepstyle")
 class DeepStyle(VisualVictim):
     """DeepStyle (Liu et al., SIGIR 2017, eq. 3): x_ui = p_u . (E f_i - l_{c_i} + q_i), the item's
-    category embedding l_c removed from its visual embedding to keep the style; trained with BPR."""
+    category embedding l_c removed from its visual embedding to keep the style; trained with BPR.
+
+    Example::
+
+        model = create_victim("deepstyle", data.n_users, data.n_items, epochs=50, lr=0.001)
+        model.fit(data)
+    """
+
+    description = "Visual recommender that removes the category style from an item's image features"
+    paper = "Liu et al., SIGIR 2017"
 
     Config = DeepStyleConfig
 

@@ -129,7 +129,16 @@ class WRMF(Victim):
     x_u = (Y^T Y + reg I + Y^T (C^u - I) Y)^-1 Y^T C^u p(u), batched over degree buckets.
     ``solver='cholesky'`` solves exactly; ``solver='cg'`` takes ``cg_steps`` conjugate-gradient steps
     warm-started from the previous factors (the approximation of Takacs et al. 2011 used by ``implicit``).
-    r_ui is the interaction's ``rating`` (1 for implicit data)."""
+    r_ui is the interaction's ``rating`` (1 for implicit data).
+
+    Example::
+
+        model = create_victim("wrmf", data.n_users, data.n_items, factors=64, iterations=15)
+        model.fit(data)
+    """
+
+    description = "Weighted regularised matrix factorisation, fit by alternating least squares"
+    paper = "Hu, Koren and Volinsky, ICDM 2008"
 
     Config = WRMFConfig
 

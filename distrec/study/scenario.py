@@ -29,6 +29,8 @@ register_scenario = SCENARIOS.register
 
 class Scenario:
     name = "scenario"
+    description: str = ""  # one line for ``distrec list``
+    paper: str = ""
     # raised when the scenario's science changes (what a unit computes from the same inputs), so that no
     # result computed by the old code is served as the new one's
     version = 1

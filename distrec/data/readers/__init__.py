@@ -27,6 +27,25 @@ READERS: dict[str, Callable[..., RawDataset]] = {
 }
 
 
+FORMATS = {  # name: (one line for ``distrec list formats``, where such files come from)
+    "ml-100k": ("MovieLens 100K: u.data, with u.item / u.user when present", "Harper and Konstan, TiiS 2015"),
+    "ml-1m": (
+        "MovieLens 1M: ratings.dat (or its implicit pairs), movies.dat, users.dat",
+        "Harper and Konstan, TiiS 2015",
+    ),
+    "ml-latest": ("MovieLens latest / 20M / 25M / 32M: ratings.csv, movies.csv", "GroupLens"),
+    "lightgcn": (
+        "One user per line with its items: train.txt / test.txt (Gowalla, Yelp2018, ...)",
+        "He et al., SIGIR 2020",
+    ),
+    "sequence": ("One user per line, items in time order (SASRec / S3-Rec data files)", "Kang and McAuley, ICDM 2018"),
+    "recbole": ("RecBole atomic files: .inter, .item, .user", "Zhao et al., CIKM 2021"),
+    "idx": ("MNIST / Fashion-MNIST IDX image and label files", "LeCun et al.; Xiao et al., 2017"),
+    "images": ("A tar or folder of item images named by item id (e.g. the ML-1M posters)", "distrec"),
+    "table": ("A Parquet or headed CSV file with user and item columns", "distrec"),
+}
+
+
 def reader_options(fmt: str) -> dict[str, object]:
     """The options a format's reader takes, with their defaults."""
     sig = inspect.signature(READERS[fmt])

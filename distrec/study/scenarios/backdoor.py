@@ -86,6 +86,8 @@ def attack_label(spec: dict) -> str:
 
 @register_scenario("backdoor")
 class Backdoor(Scenario):
+    description = "Backdoors in a pre-trained sequential recommender, measured by exposure after fine-tuning"
+    paper = "Wu et al., SIGIR 2023"
     Config = BackdoorConfig
     stages = ("pretrain", "cell")
     extra_metrics = ("ndcg@10",)

@@ -138,6 +138,8 @@ class Deployed:
 
 @register_scenario("item_image")
 class ItemImage(Scenario):
+    description = "FGSM / PGD on item images against visually-aware recommenders, with filters and the ViT defense"
+    paper = "Yin et al., arXiv 2306.07992"
     Config = ItemImageConfig
     stages = ("encoder", "train", "vit", "features", "craft", "cell", "detection")
     extra_metrics = ("mean_rank", "recall@20", "rejected")

@@ -118,6 +118,8 @@ def check_fake_memory(n_fake: int, n_items: int, where: str, copies: int = 4) ->
 
 @register_scenario("poisoning")
 class Poisoning(Scenario):
+    description = "Injective poisoning: fake users crafted on surrogates, every victim retrained clean and poisoned"
+    paper = "Tang et al., RecSys 2020; Xie et al., arXiv 2604.22170"
     Config = PoisoningConfig
     stages = ("craft", "base", "cell")
 

@@ -78,6 +78,8 @@ def _load_embedder(uri: str) -> Embedder:
 
 @register_scenario("ranking")
 class Ranking(Scenario):
+    description = "Adversarial ranking attacks on metric-learning retrieval, and embedding-shifting training"
+    paper = "Zhou et al., ECCV 2020"
     Config = RankingConfig
     stages = ("train", "craft", "cell")
     percent = False

@@ -71,6 +71,8 @@ class RobustnessConfig:
 
 @register_scenario("robustness")
 class Robustness(Scenario):
+    description = "Weight-perturbation attacks on deep recommenders, and robust training (RAWP-FT, AWP, RAT)"
+    paper = "Qian et al., KBS 2025"
     Config = RobustnessConfig
     stages = ("train", "cell")
     extra_metrics = ("ndcg@10",)
