@@ -1,5 +1,5 @@
 """Backdoors planted by the provider of a pre-trained sequential recommender (Wu et al., SIGIR 2023;
-methods.md section 6): the target items are to be exposed to a target user group downstream.
+docs/methods.md section 6): the target items are to be exposed to a target user group downstream.
 
 An attack rewrites SASRec's training examples while it is pre-trained (``model.poison``):
 

@@ -1,5 +1,5 @@
 """Differentiable pairwise surrogates of other architectures than WRMF: MF-BPR and LightGCN, so that
-SharpAP's population can hold structurally different surrogates (methods.md section 2).
+SharpAP's population can hold structurally different surrogates (docs/methods.md section 2).
 
 theta*(X) is approximated by unrolled optimisation: the surrogate is trained from scratch by Adam on
 the BPR loss (Rendle et al. 2009, eq. 6) over real pairs plus the fake entries weighted by the

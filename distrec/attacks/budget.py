@@ -17,7 +17,7 @@ class ThreatModel:
     """``fake_ratio``: fake users as a share of real users (``n_fake`` overrides it); ``n_filler``: the
     most interactions a fake user may have, targets included (default: the average real-user degree,
     rounded); targets: ``target_items`` (internal ids) or ``n_targets`` drawn with ``seed`` from a
-    popularity ``target_bucket`` (methods.md section 2: head > 95th percentile of item degree, torso
+    popularity ``target_bucket`` (docs/methods.md section 2: head > 95th percentile of item degree, torso
     75th-95th, tail < 50th, among items with at least one training interaction);
     ``target_original_ids`` names targets by the source's item ids instead. The attacker's copy of the
     data (:func:`attacker_view`): a share ``knowledge`` of the real interactions, of which a share

@@ -1,6 +1,6 @@
 """Camouflage: an attack's fake profiles reshaped to look like real users to a detector that reads profile
 shape (degree, item popularity: PCA-SelectUsers, profile classifiers, FAP), at the same budget. The adaptive
-attacker of methods.md section 2b (Carlini et al. 2019: a defense is reported against an attacker who
+attacker of docs/methods.md section 2b (Carlini et al. 2019: a defense is reported against an attacker who
 knows it): each fake copies a real user's degree and the popularity of that user's items, and fills each
 slot with an item of the same popularity bucket drawn in proportion to how many of the original fakes hold
 it (plus one: every item of the bucket stays possible, and fakes do not all copy each other)."""

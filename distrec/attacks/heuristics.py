@@ -1,4 +1,4 @@
-"""Heuristic shilling baselines in their implicit-feedback form (methods.md section 2): every fake
+"""Heuristic shilling baselines in their implicit-feedback form (docs/methods.md section 2): every fake
 profile holds all targets plus ``n_filler - len(targets)`` filler items chosen without replacement."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""FGSM / PGD on item images of visually-aware recommenders (methods.md section 3): perturb a target
+"""FGSM / PGD on item images of visually-aware recommenders (docs/methods.md section 3): perturb a target
 item's pixels within an L-inf ball to raise (promote) or lower (demote) its mean score over users,
 optionally through a defense (adaptive attacker: BPDA for non-differentiable filters, EOT over a
 randomised one) and past a detector (selective PGD: each step follows the detector's score for an image

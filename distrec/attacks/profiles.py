@@ -15,7 +15,7 @@ from distrec.data.errors import DataFormatError
 
 
 def project_profiles(values: torch.Tensor, targets: np.ndarray, n_filler: int) -> torch.Tensor:
-    """Top-filler projection (RevAdv, methods.md section 2): every row keeps all ``targets`` and its
+    """Top-filler projection (RevAdv, docs/methods.md section 2): every row keeps all ``targets`` and its
     ``n_filler - len(targets)`` highest other entries as 1s; everything else becomes 0. Ties break by
     item id, so the projection is deterministic."""
     targets_t = torch.as_tensor(targets, device=values.device)

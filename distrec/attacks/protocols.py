@@ -1,4 +1,4 @@
-"""Threat-model presets: the protocols of the public poisoning implementations (methods.md section 2,
+"""Threat-model presets: the protocols of the public poisoning implementations (docs/methods.md section 2,
 "Protocols of the public implementations"), so a table can be compared with the one its source printed.
 
 A preset fills the threat-model keys a config leaves unset (targets, budget, filler), names the headline
@@ -41,7 +41,7 @@ PROTOCOLS = {
     for p in (
         Protocol(
             "distrec",
-            "distrec's default (methods.md section 2): 1% fake users, average-degree filler, 5 torso targets",
+            "distrec's default (docs/methods.md section 2): 1% fake users, average-degree filler, 5 torso targets",
             {"fake_ratio": 0.01, "n_targets": 5, "target_bucket": "torso"},
             "t_hr@50",
             (10, 20, 50),

@@ -30,7 +30,7 @@ class SharpAPConfig:
 
 class SharpAP(Attack):
     """Wraps a gradient attack and replaces its poison gradient by the gradient at the approximately
-    worst-case surrogate near the trained one. The problem (methods.md section 2) is
+    worst-case surrogate near the trained one. The problem (docs/methods.md section 2) is
 
         min_X  max_{|e| <= rho, L_rec(theta* + e) <= (1 + tol) L_rec(theta*)}  L_atk(theta*(X) + e),
         theta*(X) = argmin_theta L_rec(theta; D u X)

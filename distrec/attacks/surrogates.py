@@ -1,6 +1,6 @@
 """Differentiable surrogates: a recommender trained on real + fake data whose trained factors are a
 differentiable function of the fake data, so that an attack loss on them has a gradient w.r.t. the
-fake profiles (the inner problem theta*(X) = argmin_theta L_rec(theta; D u X) of methods.md section 2).
+fake profiles (the inner problem theta*(X) = argmin_theta L_rec(theta; D u X) of docs/methods.md section 2).
 
 Both surrogates here minimise the WRMF objective with confidence c = 1 + alpha x and preference x
 (for binary data exactly WRMF, eq. 3 of Hu et al.; for continuous fake entries the natural relaxation):

@@ -1,4 +1,4 @@
-"""Adversarial weight perturbation as a robustness measurement (RAWP-FT, methods.md section 5): the
+"""Adversarial weight perturbation as a robustness measurement (RAWP-FT, docs/methods.md section 5): the
 attacker moves every weight matrix of a trained model within a ball relative to each row's norm, to
 make the model disagree with its own predictions.
 

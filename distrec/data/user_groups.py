@@ -1,7 +1,7 @@
 """Users described by what a prepared dataset knows of them: profile columns (``user_attributes``: ML-100K's
 age, gender, occupation; ML-1M's ``users.dat``) or behaviour (the categories of the items in their
 training history, from ``item_attributes``). Used to define a backdoor's target group and the
-categorical features a prompt generator reads (methods.md section 6)."""
+categorical features a prompt generator reads (docs/methods.md section 6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The adaptive attacker of a detector (methods.md section 2b; Carlini et al. 2019, Bryniarski et al. 2022):
+"""The adaptive attacker of a detector (docs/methods.md section 2b; Carlini et al. 2019, Bryniarski et al. 2022):
 camouflaged fake profiles (:mod:`distrec.attacks.camouflage`), of which the attacker keeps those that the
 detector itself, run by the attacker on its own view of the data, scores least suspicious."""
 

@@ -1,5 +1,5 @@
 """Adversarial weight perturbation training: AWP (Wu et al., NeurIPS 2020) on every weight matrix and
-RAWP (RAWP-FT stage 1, methods.md section 5) on a random half of them, re-drawn every epoch.
+RAWP (RAWP-FT stage 1, docs/methods.md section 5) on a random half of them, re-drawn every epoch.
 
 Per batch: a proxy takes one Adam step (``proxy_lr``) that *increases* the loss from the current weights
 (the proxy's optimiser state persists across batches, as a proxy optimiser created once would; only the

@@ -1,5 +1,5 @@
 """Fake profiles a defender plants in its own clean data: the labelled examples a supervised or seeded
-detector learns from, so that it never needs the attacker's profiles (methods.md section 2b: training
+detector learns from, so that it never needs the attacker's profiles (docs/methods.md section 2b: training
 and testing on one attack file leaks labels)."""
 
 from __future__ import annotations

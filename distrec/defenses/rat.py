@@ -1,5 +1,5 @@
 """RAT: adversarial training on hidden-layer outputs (Qian et al., TOIS 2023; a baseline of RAWP-FT,
-methods.md section 5): each hidden layer's output h is moved by
+docs/methods.md section 5): each hidden layer's output h is moved by
 Delta = eps ||h|| g / ||g|| with g = dL/dh (per example, relative to the output's norm; the FGSM step on
 the activations), and the loss is L(Theta) + lambda L(Theta; h + Delta).
 

@@ -1,4 +1,4 @@
-"""RAWP-FT (Qian et al., KBS 2025; methods.md section 5): RAWP training (stage 1), then robust fine-tuning
+"""RAWP-FT (Qian et al., KBS 2025; docs/methods.md section 5): RAWP training (stage 1), then robust fine-tuning
 of the least robust weight matrix (stage 2, after RiFT, Zhu et al. ICCV 2023):
 
 1. robustness score of each matrix: with only it trainable, gradient ascent on the training BCE (SGD,

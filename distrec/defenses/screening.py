@@ -1,5 +1,5 @@
 """Data defenses: score every user of the training interactions, remove the suspicious ones before the
-victim is fit (methods.md section 2b).
+victim is fit (docs/methods.md section 2b).
 
 The contract that keeps a detector honest:
 

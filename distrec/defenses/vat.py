@@ -1,5 +1,5 @@
 """VAT: vulnerability-aware adversarial training (Zhang et al., RecSys 2024; a baseline of RAWP-FT,
-methods.md section 5). APR with a perturbation size per user:
+docs/methods.md section 5). APR with a perturbation size per user:
 Delta_u = rho g(L_u) Gamma_u / ||Gamma_u|| with g(L_u) = sigmoid((mean L - L_u) / mean L), so that the users
 the model fits best (lowest training loss, the ones a poisoning attack moves most easily) get the largest
 perturbation. L_u is the user's mean loss over the batch and mean L the batch's; the user rows of the

@@ -1,4 +1,4 @@
-"""The ViT defense for item images (methods.md section 3, after Yin et al., arXiv 2306.07992: "a global
+"""The ViT defense for item images (docs/methods.md section 3, after Yin et al., arXiv 2306.07992: "a global
 vision transformer" that reconstructs the item image, and "a detector trained with a contrastive loss"):
 
 - a purifier that cannot learn the identity: a masked autoencoder (He et al. 2022) whose timm ViT encoder

@@ -6,7 +6,7 @@ gradient; the coordinator takes the gradient of the worst member (the largest at
 the poison transfers to least), or a soft-max weighted mix, and updates the fake data with the wrapped
 attack's outer loop. A member is one of:
 
-- ``sam``: SharpAP's ascent direction, e = rho g / |g| (methods.md section 2);
+- ``sam``: SharpAP's ascent direction, e = rho g / |g| (docs/methods.md section 2);
 - ``random``: a random direction of the same radius (seeded per member and step);
 - ``plain``: no perturbation, the trained surrogate itself;
 and any member may change the surrogate's config (seed, factors, alpha, gradient mode) or its

@@ -1,5 +1,5 @@
 """How well a data defense separates fake from real users, scored after the fact with labels the
-defense never saw (methods.md section 2b)."""
+defense never saw (docs/methods.md section 2b)."""
 
 from __future__ import annotations
 

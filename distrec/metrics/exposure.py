@@ -1,4 +1,4 @@
-"""Exposure of target items (the backdoor paper's metric, methods.md section 6): for every (user, target)
+"""Exposure of target items (the backdoor paper's metric, docs/methods.md section 6): for every (user, target)
 pair with the target not in the user's history, the target's rank among all items the user has not seen;
 HR@K = the share of pairs ranked <= K, NDCG@K = the mean of 1 / log2(rank + 1) over pairs ranked <= K
 (0 otherwise)."""

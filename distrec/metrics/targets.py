@@ -1,4 +1,4 @@
-"""Target-item metrics for promotion attacks (methods.md section 2).
+"""Target-item metrics for promotion attacks (docs/methods.md section 2).
 
 For target item t, the eligible users are the real (non-fake) users who have not interacted with t
 in training. T-HR@K(t) = share of eligible users with t in their top-K (training items masked);

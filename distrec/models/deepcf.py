@@ -1,4 +1,4 @@
-"""The DeepCF MLP (CFNet-ml; Deng et al., AAAI 2019), the victim of RAWP-FT (methods.md section 5): the
+"""The DeepCF MLP (CFNet-ml; Deng et al., AAAI 2019), the victim of RAWP-FT (docs/methods.md section 5): the
 user's input is their row of the binary training matrix (n_items wide), the item's its column (n_users
 wide); each goes through a linear layer to ``proj_dim`` without activation, the two are concatenated and
 pass a ReLU tower (1024 -> 512 -> ... -> 16) to one sigmoid output, trained with BCE over each positive and

@@ -1,5 +1,5 @@
 """SASRec (Kang & McAuley, ICDM 2018): causal self-attention over a user's last ``max_len`` items, the
-victim of the backdoor study (methods.md section 6).
+victim of the backdoor study (docs/methods.md section 6).
 
 Item ids are shifted by one (0 pads the left of short histories); learned position embeddings; ``layers``
 transformer blocks (``torch.nn.TransformerEncoderLayer``: fused scaled-dot-product attention, pre- or
@@ -40,7 +40,7 @@ BATCHING = ("users", "tokens")
 
 @dataclass
 class SASRecConfig:
-    """Defaults: S3-Rec's SASRec check settings (methods.md section 6)."""
+    """Defaults: S3-Rec's SASRec check settings (docs/methods.md section 6)."""
 
     dim: int = 64
     layers: int = 2
@@ -146,7 +146,7 @@ def token_batches(lengths: np.ndarray, budget: int, gen: torch.Generator, window
 
 class PromptGenerator(torch.nn.Module):
     """``tokens`` prefix tokens per layer from a user's categorical features: the sum of one embedding per
-    feature, then a two-layer MLP to ``layers`` x ``tokens`` x ``dim`` (PEA / prompt tuning, methods.md
+    feature, then a two-layer MLP to ``layers`` x ``tokens`` x ``dim`` (PEA / prompt tuning, docs/methods.md
     section 6: one token per layer; more is the prompt size a sweep can vary)."""
 
     def __init__(self, cardinalities: list[int], dim: int, layers: int, tokens: int = 1):

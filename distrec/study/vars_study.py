@@ -1,5 +1,5 @@
 """``distrec vars run``: every visually-aware victim attacked on its own images (the white-box table of
-methods.md section 3) as an item_image study without transfer, written as ``vars.json`` with the keys
+docs/methods.md section 3) as an item_image study without transfer, written as ``vars.json`` with the keys
 ``<victim>/<method>/<eps>/<defense>/t_hr@10`` and ``/mean_rank``, ``<victim>/clean_recall@20/<defense>``,
 ``detector/pgd/<eps>/auc`` and ``/accuracy``, ``detector/auc`` and ``meta``."""
 

@@ -1,4 +1,4 @@
-"""Backdoors in a pre-trained sequential recommender (Wu et al., SIGIR 2023; methods.md section 6): a
+"""Backdoors in a pre-trained sequential recommender (Wu et al., SIGIR 2023; docs/methods.md section 6): a
 provider pre-trains SASRec on its users, clean or with a backdoor (BRA, PEA) that exposes target items to
 a target user group; downstream users (disjoint, seeded, histories cut short) use the released model
 ``direct`` (a PEA model with the prompt generator it was released with, over the users' features),
@@ -137,7 +137,7 @@ class Backdoor(Scenario):
             f"full ranking, history masked; downstream users: {d.fraction:.0%} of the users (seed {d.seed}), "
             f"histories cut to {d.history} items; "
             + f"target = {GroupSpec(**self.config.group).describe()}; exposure HR/NDCG over every (user, target) pair "
-            "(methods.md section 6)"
+            "(docs/methods.md section 6)"
         )
 
     def baseline(self, row: str) -> str | None:
@@ -425,7 +425,7 @@ def _prompt_tune(
 
 
 def _pea(model: SASRec, clean_uri: str, spec: dict, data, world: World) -> list[dict]:
-    """PEA's four steps (methods.md section 6) on the provider's users: start from the clean model, train a
+    """PEA's four steps (docs/methods.md section 6) on the provider's users: start from the clean model, train a
     prompt generator on it, train the backbone with the prompt frozen and the poisoned examples, release
     both (``direct`` uses the prompt as released, ``finetune`` tunes it with the backbone, ``prompt``
     re-initialises it)."""

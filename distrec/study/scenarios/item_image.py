@@ -1,4 +1,4 @@
-"""Image attacks on visually-aware recommenders (methods.md section 3) as a transfer study: FGSM / PGD
+"""Image attacks on visually-aware recommenders (docs/methods.md section 3) as a transfer study: FGSM / PGD
 images of target items crafted on a surrogate victim (VBPR, AMR, DeepStyle) and uploaded to every
 victim behind every deployed defense (none, JPEG, bit depth, median, the ViT filter, detector, or
 both); adaptive PGD (BPDA through the filters, EOT through a randomised ViT) as rows of its own.

@@ -1,4 +1,4 @@
-"""Injective poisoning (methods.md section 2): craft fake users with every attack on every surrogate,
+"""Injective poisoning (docs/methods.md section 2): craft fake users with every attack on every surrogate,
 retrain every victim (optionally trained with a defense) from scratch on the clean and on each
 poisoned dataset for every seed, and measure the targets' exposure to the real users.
 
@@ -267,7 +267,7 @@ class Poisoning(Scenario):
             f"preset {p.name} ({p.source}{'; differs: ' + p.deviations if p.deviations else ''}){over}; threat model "
             f"used: {used}; "
             "victims retrained from scratch on clean and poisoned data, target metrics over real users only, training "
-            "items masked (methods.md section 2)"
+            "items masked (docs/methods.md section 2)"
         )
 
     def baseline(self, row: str) -> str | None:

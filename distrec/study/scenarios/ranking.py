@@ -1,4 +1,4 @@
-"""Adversarial ranking (AdvRank, Zhou et al., ECCV 2020; methods.md section 4) as a transfer study:
+"""Adversarial ranking (AdvRank, Zhou et al., ECCV 2020; docs/methods.md section 4) as a transfer study:
 perturbations crafted on a surrogate embedder and measured on every victim embedder (other seeds,
 EST-defended, another backbone), by the rank percentile of the attack's targets in the candidate pool
 (0 = top, 50 = random; CA+/QA+ push it down, CA-/QA- up).

@@ -1,4 +1,4 @@
-"""Robustness of deep recommenders to weight perturbations (RAWP-FT, methods.md section 5): every victim,
+"""Robustness of deep recommenders to weight perturbations (RAWP-FT, docs/methods.md section 5): every victim,
 plain or trained with a defense (``awp``, ``rawp``, ``apr``), measured by the NCF protocol (held-out item
 among the stored ``test_negatives``) before and under the weight attack (FGSM / PGD at each eps).
 
@@ -154,7 +154,7 @@ class Robustness(Scenario):
         )
         return (
             f"NCF leave-one-out on {who}: the held-out item ranked among the stored test negatives; weight attack per "
-            + f"{cfg.batch_users} test user(s), eps relative to each weight row's norm (methods.md section 5)"
+            + f"{cfg.batch_users} test user(s), eps relative to each weight row's norm (docs/methods.md section 5)"
         )
 
     def baseline(self, row: str) -> str | None:
