@@ -1,5 +1,5 @@
 """Each detector's time to screen a real dataset with 1% random fake users: learning from the clean
-reference, scoring it for the threshold, and scoring the poisoned data (methods.md section 2b). Spectral's
+reference, scoring it for the threshold, and scoring the poisoned data (docs/methods.md section 2b). Spectral's
 time includes its three victim fits (reference and poisoned data; here WRMF, 10 iterations).
 
     .venv/bin/python bench/detectors.py --dataset gowalla --repeats 3

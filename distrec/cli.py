@@ -426,14 +426,12 @@ def cmd_rank_grid(args) -> int:
 
 
 def cmd_vars_encoder(args) -> int:
-    from distrec.config import validate
+    from distrec.config import check_keys
     from distrec.data.dataset import PreparedDataset
     from distrec.data.item_images import load_item_images
     from distrec.models.image_encoder import GenreEncoderConfig, pretrain_genre_encoder
 
-    config = GenreEncoderConfig(
-        **validate(GenreEncoderConfig, parse_assignments(args.set), "--set", "the image encoder")
-    )
+    config = GenreEncoderConfig(**check_keys(GenreEncoderConfig, parse_assignments(args.set), "--set"))
     data = PreparedDataset(args.data)
     categories = data.item_categories()
     if categories is None:

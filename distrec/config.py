@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import types
+import typing
 from pathlib import Path
+from typing import Annotated
 
 import pydantic
 import yaml
+
+# Field constraints for config dataclasses (``fpr: Share = 0.05``): :func:`check` enforces them with the key's
+# path, for config files, ``--set`` pairs and ``create_victim`` / ``create_attack`` / ``create_defense`` alike.
+Share = Annotated[float, pydantic.Field(gt=0, lt=1)]  # the open interval (0, 1)
+Fraction = Annotated[float, pydantic.Field(gt=0, le=1)]  # (0, 1]
+Positive = pydantic.PositiveFloat
+NonNegative = pydantic.NonNegativeFloat
+AtLeastOne = pydantic.PositiveInt
+NonNegativeInt = pydantic.NonNegativeInt
+Shares = Annotated[list[Share], pydantic.Field(min_length=1)]
 
 
 class ConfigError(ValueError):
@@ -49,48 +63,68 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def validate(schema: type, values: dict, source: str, what: str) -> dict:
-    """Check ``values`` against the dataclass ``schema``: unknown keys and wrong types are errors that
-    name ``source`` (a file or ``--set``) and the key. Returns the values, coerced to the field types."""
-    names = {f.name for f in dataclasses.fields(schema)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {unknown} for {what}; valid keys are {sorted(names)}")
-    try:
-        obj = pydantic.TypeAdapter(schema).validate_python(values, strict=False)
-    except pydantic.ValidationError as exc:
-        raise ConfigError(f"{source}: {'; '.join(_problem(e) for e in exc.errors())} for {what}") from None
-    return {k: getattr(obj, k) for k in values}
-
-
-def _problem(error: dict, with_input: bool = True) -> str:
-    """One pydantic error as ``key K: message`` (and ``(got V)``); a check across fields (``__post_init__``)
-    has no key of its own and its message names the keys, so it stands alone."""
-    if not error["loc"]:
-        return error["msg"]
-    got = f" (got {error.get('input')!r})" if with_input else ""
-    return f"key {'.'.join(str(p) for p in error['loc'])}: {error['msg']}{got}"
-
-
-def check_keys(schema: type, values: dict | None, source: str, path: str) -> dict:
-    """Like :func:`validate`, for one section of a larger document: errors name the file and the full
-    key path (``study.yaml: victims.wrmf.factorz: unknown key; valid keys: ...``)."""
+def check(schema: type, values: dict | None, source: str, path: str = ""):
+    """The one config validator: ``values`` as an instance of the dataclass ``schema`` (a pydantic dataclass's
+    nested keys included), with its field constraints and its own cross-field checks applied. Every problem is a
+    :class:`ConfigError` worded one way, ``SOURCE: KEY.PATH: what is wrong (got VALUE)``, and an unknown key
+    lists the valid ones. ``path``: where ``values`` sits in its file (empty for ``--set`` pairs)."""
     if values is not None and not isinstance(values, dict):
-        raise ConfigError(f"{source}: {path}: expected a mapping, found {type(values).__name__}")
+        raise ConfigError(f"{source}: {path or 'config'}: expected a mapping, found {type(values).__name__}")
     values = dict(values or {})
-    names = sorted(f.name for f in dataclasses.fields(schema))
+    names = [f.name for f in dataclasses.fields(schema) if not f.name.startswith("_")]
     unknown = sorted(set(values) - set(names))
     if unknown:
-        raise ConfigError(f"{source}: {path}.{unknown[0]}: unknown key; valid keys: {', '.join(names)}")
+        raise ConfigError(f"{source}: {_key(path, unknown[:1])}: unknown key; valid keys: {', '.join(sorted(names))}")
     try:
-        obj = pydantic.TypeAdapter(schema).validate_python(values, strict=False)
+        return _adapter(schema).validate_python(values)
     except pydantic.ValidationError as exc:
         e = exc.errors()[0]
-        where = ".".join([path, *(str(p) for p in e["loc"])])
-        raise ConfigError(f"{source}: {where}: {e['msg']} (got {e.get('input')!r})") from None
+        loc = [str(p) for p in e["loc"]]
+        if e["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+            valid = (f.name for f in dataclasses.fields(_schema_at(schema, loc[:-1])) if not f.name.startswith("_"))
+            raise ConfigError(f"{source}: {_key(path, loc)}: unknown key; valid keys: {', '.join(valid)}") from None
+        message = e["msg"].removeprefix("Value error, ")
+        if not loc:  # a check across fields (``__post_init__``): its message names the keys
+            raise ConfigError(f"{source}: {path + ': ' if path else ''}{message}") from None
+        raise ConfigError(f"{source}: {_key(path, loc)}: {message} (got {e.get('input')!r})") from None
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{source}: {path}: {exc}") from None
-    return {k: getattr(obj, k) for k in values}
+        raise ConfigError(f"{source}: {path + ': ' if path else ''}{exc}") from None
+
+
+def check_keys(schema: type, values: dict | None, source: str, path: str = "") -> dict:
+    """:func:`check`, returning the given keys only (validated and coerced), for merging into other settings."""
+    obj = check(schema, values, source, path)
+    return {k: getattr(obj, k) for k in dict(values or {})}
+
+
+@functools.cache
+def _adapter(schema: type) -> pydantic.TypeAdapter:
+    return pydantic.TypeAdapter(schema)
+
+
+def _key(path: str, loc) -> str:
+    return ".".join([p for p in [path, *loc] if p])
+
+
+def _schema_at(schema: type, loc) -> type:
+    """The dataclass that holds the key at ``loc`` (for listing the valid keys), through nested
+    dataclasses, ``dict[str, X]`` values and ``list[X]`` items."""
+    loc = list(loc)
+    while loc:
+        if dataclasses.is_dataclass(schema):
+            hint = typing.get_type_hints(schema).get(str(loc.pop(0)))
+        elif typing.get_origin(schema) in (dict, list):
+            hint = typing.get_args(schema)[-1]
+            loc.pop(0)
+        else:
+            return schema
+        args = (
+            [a for a in typing.get_args(hint) if a is not type(None)]
+            if typing.get_origin(hint) in (typing.Union, types.UnionType)
+            else [hint]
+        )
+        schema = args[0] if args else hint
+    return schema
 
 
 def describe(schema: type) -> str:
@@ -104,10 +138,5 @@ def describe(schema: type) -> str:
 
 
 def load_document(schema: type, path: str | Path):
-    """Read the YAML file ``path`` and validate it against the (pydantic) dataclass ``schema``, nested
-    keys included; an unknown key or a wrong type is an error naming the file and the key path."""
-    raw = load_yaml(path)
-    try:
-        return pydantic.TypeAdapter(schema).validate_python(raw)
-    except pydantic.ValidationError as exc:
-        raise ConfigError(f"{path}: {'; '.join(_problem(e, with_input=False) for e in exc.errors())}") from None
+    """Read the YAML file ``path`` and :func:`check` it against ``schema``."""
+    return check(schema, load_yaml(path), str(path))

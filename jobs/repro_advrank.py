@@ -1,4 +1,4 @@
-"""AdvRank reproduction (methods.md section 4): train c2f2 undefended and with EST, run the
+"""AdvRank reproduction (docs/methods.md section 4): train c2f2 undefended and with EST, run the
 (attack, eps, w or m) grid as parallel Ray tasks, and write the tables in the paper's layout with the
 paper's MNIST numbers beside ours.
 
@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 from bench.common import machine  # noqa: E402
 from distrec.study.advrank_grid import cell_key, grid_markdown, load_grid, run_grid  # noqa: E402
 
-# methods.md section 4 (Zhou et al., ECCV 2020, Table: MNIST, cosine, triplet); per eps, w (or m) = 1 / 2 / 5 / 10.
+# docs/methods.md section 4 (Zhou et al., ECCV 2020, Table: MNIST, cosine, triplet); per eps, w (or m) = 1 / 2 / 5 / 10.
 PAPER_MNIST = {
     "undefended/recall@1": 99.1,
     "est/recall@1": 98.3,
@@ -147,7 +147,7 @@ def main() -> int:
         meta["paper_within_5"] = {"cells": within, "of": total}
         text += [
             "",
-            f"## Against the paper (methods.md section 4): {within} of {total} cells within 5 points",
+            f"## Against the paper (docs/methods.md section 4): {within} of {total} cells within 5 points",
             "",
             table,
         ]

@@ -1,4 +1,4 @@
-"""Backdoor reproduction (methods.md section 6): runs a backdoor study through the study engine (resumable)
+"""Backdoor reproduction (docs/methods.md section 6): runs a backdoor study through the study engine (resumable)
 and writes the issue's JSON and a report.
 
     python jobs/repro_backdoor.py --config configs/backdoor/ml100k.yaml --out runs/backdoor_ml100k \

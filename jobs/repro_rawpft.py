@@ -1,4 +1,4 @@
-"""RAWP-FT reproduction on ML-1M (methods.md section 5): runs the robustness study of a config through the
+"""RAWP-FT reproduction on ML-1M (docs/methods.md section 5): runs the robustness study of a config through the
 study engine (resumable: a rerun computes only what is missing) and writes the issue's JSON and a report.
 
     python jobs/repro_rawpft.py --config configs/study/ml1m_robustness_cpu.yaml --out runs/rawpft_ml1m \
@@ -19,7 +19,7 @@ sys.path.insert(0, str(REPO))
 from bench.common import machine, run_reproduction, write_results  # noqa: E402
 
 MODEL = {"deepcf": "mlp", "neumf": "neumf"}
-# the authors' plotting data (methods.md section 5), percent
+# the authors' plotting data (docs/methods.md section 5), percent
 PAPER_CLEAN = {
     "mlp/none": (71.51, 43.51),
     "mlp/rat": (71.29, 43.33),

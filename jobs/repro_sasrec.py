@@ -1,4 +1,4 @@
-"""SASRec check (methods.md section 6): S3-Rec's full-ranking SASRec table on the Amazon Beauty, Sports and
+"""SASRec check (docs/methods.md section 6): S3-Rec's full-ranking SASRec table on the Amazon Beauty, Sports and
 Toys sequences (leave-one-out by time, the history masked), with the learning curve of each run.
 
     python jobs/repro_sasrec.py --datasets Beauty --loss ce --epochs 40 --results docs/results/sasrec_s3rec
@@ -30,7 +30,7 @@ from distrec.data.spec import DatasetSpec, materialise_dataset  # noqa: E402
 from distrec.metrics.ranking import full_ranking_metrics  # noqa: E402
 from distrec.models import create_victim  # noqa: E402
 
-# S3-Rec's full-ranking SASRec numbers (methods.md section 6)
+# S3-Rec's full-ranking SASRec numbers (docs/methods.md section 6)
 PAPER = {
     "Beauty": {
         "hr@5": 0.0387,

@@ -1,4 +1,4 @@
-"""Visually-aware recommenders under image attacks, with defenses (methods.md section 3): runs
+"""Visually-aware recommenders under image attacks, with defenses (docs/methods.md section 3): runs
 ``distrec vars run`` and writes the T-HR@10 / target-rank tables, the clean Recall@20 cost of each
 defense, detection accuracy and AUC, and how much of the attack's target-rank shift each defense undoes.
 

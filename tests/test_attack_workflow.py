@@ -203,7 +203,7 @@ def test_cli_rejects_bad_keys_and_non_gradient_sharpap(synthetic_dataset, tmp_pa
         "--out",
         str(tmp_path / "p"),
     )
-    assert code == 2 and "key outer_steps" in err
+    assert code == 2 and "--set: outer_steps: Input should be a valid integer" in err
     code, _, err = run(
         capsys, "attack", "random", "--sharpap", "--data", synthetic_dataset.uri, "--out", str(tmp_path / "p")
     )

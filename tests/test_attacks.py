@@ -98,7 +98,7 @@ def test_check_budget_rejects_violations():
         check_budget(torch.tensor([[0.0, 1, 1, 0]]), budget, targets)
     with pytest.raises(ValueError, match="binary"):
         check_budget(torch.tensor([[1.0, 0.5, 0, 0]]), budget, targets)
-    with pytest.raises(ValueError, match="unknown config key"):
+    with pytest.raises(ValueError, match="revadv: rho: unknown key; valid keys: "):
         create_attack("revadv", rho=0.1)
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from distrec.data.matrix import UserItemCSR
-from distrec.defenses.pore import POREConfig, certified_in, certified_out, delta, largest_e
+from distrec.defenses import create_defense
+from distrec.defenses.pore import certified_in, certified_out, delta, largest_e
 from distrec.models.itemknn import item_similarity, recommend, user_matrix
 
 # six users over five items: each row a user's items
@@ -78,14 +79,14 @@ def test_delta_and_the_largest_certified_size():
 @pytest.mark.parametrize(
     "key,value,message",
     [
-        ("n_models", 0, "n_models must be at least 1"),
-        ("top_n", 0, "top_n must be at least 1"),
-        ("alpha", 1.0, "alpha must be in (0, 1)"),
+        ("n_models", 0, "pore: n_models: Input should be greater than 0 (got 0)"),
+        ("top_n", 0, "pore: top_n: Input should be greater than 0 (got 0)"),
+        ("alpha", 1.0, "pore: alpha: Input should be less than 1 (got 1.0)"),
     ],
 )
 def test_pore_keys_out_of_range_are_errors(key, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        POREConfig(**{key: value})
+        create_defense("pore", **{key: value})
 
 
 def test_a_subsample_larger_than_the_users_is_a_config_error_before_ray(tmp_path):

@@ -64,7 +64,7 @@ def test_rank_cli_errors(digit_dataset, tmp_path, capsys):
     assert (
         main(["rank", "train", "--data", digit_dataset.uri, "--set", "training.epoch=2", "--out", str(tmp_path)]) == 2
     )
-    assert "unknown key(s) ['epoch'] for training" in capsys.readouterr().err
+    assert "--set: training.epoch: unknown key; valid keys: batch_size, epochs" in capsys.readouterr().err
     assert main(["rank", "train", "--data", digit_dataset.uri, "--set", "optimizer.lr=1", "--out", str(tmp_path)]) == 2
     assert "unknown key 'optimizer'" in capsys.readouterr().err
 

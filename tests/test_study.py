@@ -165,7 +165,7 @@ BAD_CONFIGS = [
         "resources.train: unknown stage; the poisoning scenario's stages: craft, base, cell",
     ),
     ("seeds: [0, 1]", "seeds: [zero]", "seeds.0: Input should be a valid integer"),
-    ("seeds: [0, 1]", "seedz: [0, 1]", "seedz: unknown key; valid keys: dataset, attacks, victims"),
+    ("seeds: [0, 1]", "seedz: [0, 1]", "seedz: unknown key; valid keys: attacks, columns, dataset, defenses"),
     (
         "  wrmf: {factors: 8, iterations: 4}",
         "  wrmf: {factorz: 8, iterations: 4}",
@@ -193,7 +193,7 @@ BAD_CONFIGS = [
         "config: {outer_steps: 1, lr: 2.0}}\n  - {name: revadv, config: {lr: 1.0}}",
         "attacks.2: its row 'revadv@wrmf' is also attacks.1's; give one of them a `label`",
     ),
-    ("n_fake: 4,", "fake_ratio: 1.5,", "threat: Value error, fake_ratio must be in (0, 1], got 1.5"),
+    ("n_fake: 4,", "fake_ratio: 1.5,", "threat: fake_ratio must be in (0, 1], got 1.5"),
     ("target_bucket: torso", "target_bucket: middle", "target_bucket must be one of"),
     (
         "n_fake: 4,",
@@ -229,18 +229,18 @@ BAD_CONFIGS = [
     (
         "seeds: [0, 1]",
         "seeds: [0, 1]\ndefenses: {apr: {eps: -1}}",
-        "defenses.apr: Value error, eps must be positive, got -1",
+        "defenses.apr.eps: Input should be greater than 0 (got -1)",
     ),
     ("seeds: [0, 1]", "seeds: [0, 1]\ndefenses: {aprr: {}}", "defenses.aprr: unknown defense; registered: "),
     (
         "seeds: [0, 1]",
         "seeds: [0, 1]\ndefenses: {pca: {fpr: 1.5}}",
-        "defenses.pca: Value error, fpr must be in (0, 1), got 1.5",
+        "defenses.pca.fpr: Input should be less than 1 (got 1.5)",
     ),
     (
         "seeds: [0, 1]",
         "seeds: [0, 1]\ndefenses: {pore: {n_models: 0}}",
-        "defenses.pore: Value error, n_models must be at least 1, got 0",
+        "defenses.pore.n_models: Input should be greater than 0 (got 0)",
     ),
     (
         "seeds: [0, 1]",
@@ -255,7 +255,7 @@ BAD_CONFIGS = [
     (
         "seeds: [0, 1]",
         "seeds: [0, 1]\ndefenses: {sam: {rho: 0}}",
-        "defenses.sam: Value error, rho must be positive, got 0",
+        "defenses.sam.rho: Input should be greater than 0 (got 0)",
     ),
     (
         "seeds: [0, 1]",

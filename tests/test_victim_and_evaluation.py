@@ -36,7 +36,7 @@ def test_chunking_does_not_change_metrics():
 
 
 def test_unknown_victim_config_key_is_named():
-    with pytest.raises(ValueError, match=r"bpr: unknown config key\(s\) \['dimension'\]; valid keys are .*'dim'"):
+    with pytest.raises(ValueError, match=r"bpr: dimension: unknown key; valid keys: .*\bdim\b"):
         create_victim("bpr", 3, 4, dimension=8)
 
 

@@ -10,6 +10,7 @@ import pyarrow as pa
 import torch
 
 from distrec.attacks.budget import Budget
+from distrec.config import check
 from distrec.data.matrix import UserItemCSR
 
 
@@ -48,11 +49,7 @@ class Attack:
     uses_surrogate: bool = False
 
     def __init__(self, **config):
-        names = {f.name for f in dataclasses.fields(self.Config)}
-        unknown = sorted(set(config) - names)
-        if unknown:
-            raise ValueError(f"{self.name}: unknown config key(s) {unknown}; valid keys are {sorted(names)}")
-        self.config = self.Config(**config)
+        self.config = check(self.Config, config, self.name)
 
     @property
     def label(self) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from distrec.attacks.budget import Budget
+from distrec.config import AtLeastOne
 from distrec.data.matrix import UserItemCSR
 
 
@@ -22,14 +23,10 @@ class CamouflageConfig:
     ``detector`` (a data defense's name, with ``detector_config``): the attacker runs that detector itself
     on ``candidates`` camouflaged profiles per fake user and keeps the ones it scores least suspicious."""
 
-    buckets: int = 10
+    buckets: AtLeastOne = 10
     detector: str | None = None
     detector_config: dict = field(default_factory=dict)
-    candidates: int = 8
-
-    def __post_init__(self):
-        if self.buckets < 1 or self.candidates < 1:
-            raise ValueError(f"buckets and candidates must be at least 1, got {self.buckets}, {self.candidates}")
+    candidates: AtLeastOne = 8
 
 
 def camouflage(

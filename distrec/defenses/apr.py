@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from distrec.config import NonNegative, NonNegativeInt, Positive
 from distrec.defenses.registry import TrainingDefense, register_defense
 from distrec.models.trainer import PairwiseVictim, TrainingObjective
 
@@ -18,17 +19,9 @@ class APRConfig:
     of the adversarial term (paper: 1); ``warmup_epochs``: plain epochs before APR starts (the paper
     starts from a trained MF-BPR)."""
 
-    eps: float = 0.5
-    adv_reg: float = 1.0
-    warmup_epochs: int = 0
-
-    def __post_init__(self):
-        if self.eps <= 0:
-            raise ValueError(f"eps must be positive, got {self.eps}")
-        if self.adv_reg < 0:
-            raise ValueError(f"adv_reg must be non-negative, got {self.adv_reg}")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be non-negative, got {self.warmup_epochs}")
+    eps: Positive = 0.5
+    adv_reg: NonNegative = 1.0
+    warmup_epochs: NonNegativeInt = 0
 
 
 class APRObjective(TrainingObjective):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from distrec.config import AtLeastOne, Fraction, Shares
 from distrec.defenses.pca_users import sparse
 from distrec.defenses.planted import PLANTABLE, planted_profiles, stacked
 from distrec.defenses.registry import register_defense
@@ -22,22 +23,14 @@ class FAPConfig(ScreeningConfig):
     items each round (the rest stays at the prior 0)."""
 
     planted: list[str] = field(default_factory=lambda: list(PLANTABLE))
-    sizes: list[float] = field(default_factory=lambda: [0.02])
-    n_targets: int = 5
-    iterations: int = 10
-    damping: float = 0.85
+    sizes: Shares = field(default_factory=lambda: [0.02])
+    n_targets: AtLeastOne = 5
+    iterations: AtLeastOne = 10
+    damping: Fraction = 0.85
 
     def __post_init__(self):
-        super().__post_init__()
         if not self.planted or any(a not in PLANTABLE for a in self.planted):
             raise ValueError(f"planted must name some of {', '.join(PLANTABLE)}, got {self.planted}")
-        if not self.sizes or any(not 0 < s < 1 for s in self.sizes):
-            raise ValueError(f"sizes must be shares in (0, 1), got {self.sizes}")
-        if self.iterations < 1 or not 0 < self.damping <= 1 or self.n_targets < 1:
-            raise ValueError(
-                f"iterations and n_targets must be at least 1 and damping in (0, 1], got {self.iterations}, "
-                f"{self.n_targets}, {self.damping}"
-            )
 
 
 def propagate(x, seeds: np.ndarray, iterations: int, damping: float) -> np.ndarray:

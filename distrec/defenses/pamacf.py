@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from distrec.config import Positive
 from distrec.defenses.apr import APR, APRConfig, APRObjective
 from distrec.defenses.registry import register_defense
 from distrec.models.trainer import PairwiseVictim
@@ -23,12 +24,7 @@ class PamaCFConfig(APRConfig):
     """``eps``: rho; ``adv_reg``: lambda; ``user_scale``: beta, the scale of the personal magnitudes
     (the reference code's ``user_lmb``)."""
 
-    user_scale: float = 1.0
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.user_scale <= 0:
-            raise ValueError(f"user_scale must be positive, got {self.user_scale}")
+    user_scale: Positive = 1.0
 
 
 def personal_magnitudes(user_rows: torch.Tensor, scale: float) -> torch.Tensor:

@@ -10,6 +10,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.linalg import LinearOperator, svds
 
+from distrec.config import AtLeastOne
 from distrec.data.matrix import UserItemCSR
 from distrec.defenses.registry import register_defense
 from distrec.defenses.screening import DataDefense, ScreeningConfig
@@ -19,12 +20,7 @@ from distrec.defenses.screening import DataDefense, ScreeningConfig
 class PCAUsersConfig(ScreeningConfig):
     """``components``: the top principal components a user's weight is summed over (paper: 3)."""
 
-    components: int = 3
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.components < 1:
-            raise ValueError(f"components must be at least 1, got {self.components}")
+    components: AtLeastOne = 3
 
 
 def sparse(train: UserItemCSR) -> csr_matrix:

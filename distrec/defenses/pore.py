@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from scipy.stats import beta
 
+from distrec.config import AtLeastOne, Share
 from distrec.data.matrix import UserItemCSR
 from distrec.defenses.registry import TrainingDefense, register_defense
 
@@ -35,18 +36,11 @@ class POREConfig:
     items each base model votes for and the ensemble recommends; ``alpha``: each user's certificate fails
     with probability at most alpha; ``models_per_unit``: base models per engine unit."""
 
-    n_models: int = 100
-    subsample: int = 200
-    top_n: int = 50
-    alpha: float = 0.001
-    models_per_unit: int = 25
-
-    def __post_init__(self):
-        for key in ("n_models", "subsample", "top_n", "models_per_unit"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+    n_models: AtLeastOne = 100
+    subsample: AtLeastOne = 200
+    top_n: AtLeastOne = 50
+    alpha: Share = 0.001
+    models_per_unit: AtLeastOne = 25
 
 
 @register_defense("pore")

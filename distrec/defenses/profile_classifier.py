@@ -12,6 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from distrec.config import AtLeastOne, Shares
 from distrec.data.matrix import UserItemCSR
 from distrec.defenses.pca_users import sparse
 from distrec.defenses.planted import PLANTABLE, planted_profiles, stacked
@@ -27,19 +28,13 @@ class ProfileClassifierConfig(ScreeningConfig):
     users; ``n_targets``: items each planted attack promotes; ``neighbours``: k of DegSim."""
 
     planted: list[str] = field(default_factory=lambda: list(PLANTABLE))
-    sizes: list[float] = field(default_factory=lambda: [0.01, 0.03])
-    n_targets: int = 5
-    neighbours: int = 10
+    sizes: Shares = field(default_factory=lambda: [0.01, 0.03])
+    n_targets: AtLeastOne = 5
+    neighbours: AtLeastOne = 10
 
     def __post_init__(self):
-        super().__post_init__()
-        unknown = [a for a in self.planted if a not in PLANTABLE]
-        if unknown or not self.planted:
+        if not self.planted or any(a not in PLANTABLE for a in self.planted):
             raise ValueError(f"planted must name some of {', '.join(PLANTABLE)}, got {self.planted}")
-        if not self.sizes or any(not 0 < s < 1 for s in self.sizes):
-            raise ValueError(f"sizes must be shares in (0, 1), got {self.sizes}")
-        if self.n_targets < 1 or self.neighbours < 1:
-            raise ValueError(f"n_targets and neighbours must be at least 1, got {self.n_targets}, {self.neighbours}")
 
 
 def profile_features(train: UserItemCSR, neighbours: int, batch: int = 1024) -> np.ndarray:

@@ -14,8 +14,7 @@ impossible column before it starts. A column chains them (:mod:`distrec.defenses
 
 from __future__ import annotations
 
-import dataclasses
-
+from distrec.config import check
 from distrec.registry import Registry
 
 DEFENSES = Registry("defense")
@@ -35,11 +34,7 @@ class Defense:
     Config: type
 
     def __init__(self, **config):
-        names = {f.name for f in dataclasses.fields(self.Config)}
-        unknown = sorted(set(config) - names)
-        if unknown:
-            raise ValueError(f"defense {self.name}: unknown config key(s) {unknown}; valid keys are {sorted(names)}")
-        self.config = self.Config(**config)
+        self.config = check(self.Config, config, self.name)
 
     @classmethod
     def supports(cls, victim_cls: type) -> bool:

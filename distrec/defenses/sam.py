@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from distrec.config import NonNegativeInt, Positive
 from distrec.defenses.registry import TrainingDefense, register_defense
 from distrec.models.trainer import PairwiseVictim, TrainingObjective
 
@@ -18,14 +19,8 @@ class SAMConfig:
     """``rho``: the radius of the weight ball (paper: 0.05 for most image tasks); ``warmup_epochs``:
     plain epochs first."""
 
-    rho: float = 0.05
-    warmup_epochs: int = 0
-
-    def __post_init__(self):
-        if self.rho <= 0:
-            raise ValueError(f"rho must be positive, got {self.rho}")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be non-negative, got {self.warmup_epochs}")
+    rho: Positive = 0.05
+    warmup_epochs: NonNegativeInt = 0
 
 
 def ascent(params: list[torch.nn.Parameter], rho: float) -> list[torch.Tensor]:

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from distrec.config import Share
 from distrec.data.dataset import InMemoryDataset, PreparedDataset
 from distrec.data.matrix import UserItemCSR
 from distrec.defenses.registry import Defense
@@ -36,11 +37,7 @@ class ScreeningConfig:
     """``fpr``: the share of the clean reference's users the threshold removes (the false-positive rate
     the defender accepts)."""
 
-    fpr: float = 0.05
-
-    def __post_init__(self):
-        if not 0 < self.fpr < 1:
-            raise ValueError(f"fpr must be in (0, 1), got {self.fpr}")
+    fpr: Share = 0.05
 
 
 @dataclass

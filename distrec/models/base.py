@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
+from distrec.config import check
 from distrec.data.matrix import UserItemCSR
 from distrec.files import write_local
 from distrec.metrics.ranking import masked_topk
@@ -36,12 +37,8 @@ class Victim(torch.nn.Module):
 
     def __init__(self, n_users: int, n_items: int, **config):
         super().__init__()
-        names = {f.name for f in dataclasses.fields(self.Config)}
-        unknown = sorted(set(config) - names)
-        if unknown:
-            raise ValueError(f"{self.name}: unknown config key(s) {unknown}; valid keys are {sorted(names)}")
         self.n_users, self.n_items = n_users, n_items
-        self.config = self.Config(**config)
+        self.config = check(self.Config, config, self.name)
 
     def score(self, users: torch.Tensor) -> torch.Tensor:
         """Scores ``[len(users), n_items]`` for the given internal user ids."""

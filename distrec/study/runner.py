@@ -7,61 +7,17 @@ import json
 import os
 import sys
 import time
-import types
-import typing
 from pathlib import Path
 
 import pyarrow.fs as pafs
-import pydantic
 
-from distrec.config import ConfigError, load_yaml
+from distrec.config import ConfigError, check, load_yaml
 from distrec.distributed import storage
 from distrec.distributed.runtime import init_ray
 from distrec.files import check_writable
 from distrec.study.engine import StageResources, execute
 from distrec.study.outputs import write_matrix, write_results
 from distrec.study.scenario import SCENARIOS, Scenario
-
-
-def parse_config(schema: type, raw: dict, source: str):
-    """``raw`` as the pydantic dataclass ``schema``; errors name ``source`` and the key path."""
-    try:
-        return pydantic.TypeAdapter(schema).validate_python(raw)
-    except pydantic.ValidationError as exc:
-        e = exc.errors()[0]
-        where = ".".join(str(p) for p in e["loc"])
-        unknown = e["type"] == "unexpected_keyword_argument"
-        valid = (
-            ", ".join(
-                f.name for f in dataclasses.fields(_schema_at(schema, e["loc"][:-1])) if not f.name.startswith("_")
-            )
-            if unknown
-            else ""
-        )
-        raise ConfigError(
-            f"{source}: {where}: " + (f"unknown key; valid keys: {valid}" if unknown else e["msg"])
-        ) from None
-
-
-def _schema_at(schema: type, loc) -> type:
-    """The dataclass that holds the key at ``loc`` (for listing the valid keys), through nested
-    dataclasses, ``dict[str, X]`` values and ``list[X]`` items."""
-    loc = list(loc)
-    while loc:
-        if dataclasses.is_dataclass(schema):
-            hint = typing.get_type_hints(schema).get(str(loc.pop(0)))
-        elif typing.get_origin(schema) in (dict, list):
-            hint = typing.get_args(schema)[-1]
-            loc.pop(0)
-        else:
-            return schema
-        args = (
-            [a for a in typing.get_args(hint) if a is not type(None)]
-            if typing.get_origin(hint) in (typing.Union, types.UnionType)
-            else [hint]
-        )
-        schema = args[0] if args else hint
-    return schema
 
 
 def load_study(path: str | Path) -> Scenario:
@@ -77,7 +33,7 @@ def study_from_dict(raw: dict, source: str) -> Scenario:
     if name not in SCENARIOS.names():
         raise ConfigError(f"{source}: scenario: unknown scenario {name!r}; registered: {', '.join(SCENARIOS.names())}")
     cls = SCENARIOS.get(name)
-    scenario = cls(parse_config(cls.Config, raw, source), source)
+    scenario = cls(check(cls.Config, raw, source), source)
     for stage in scenario.config.resources:
         if stage not in cls.stages:
             raise ConfigError(

@@ -19,7 +19,7 @@ from distrec.attacks.profiles import check_budget
 from distrec.attacks.protocols import check_protocol_data, get_protocol, with_preset
 from distrec.attacks.sharpap import SharpAPConfig
 from distrec.attacks.surrogate_registry import create_surrogate, surrogate_class
-from distrec.config import ConfigError, validate
+from distrec.config import ConfigError, check, check_keys
 from distrec.data.dataset import PreparedDataset
 from distrec.data.matrix import UserItemCSR
 from distrec.defenses.adaptive import evade
@@ -51,14 +51,14 @@ def split_config(
                 f"{source}: unknown key {key!r} for attack {attack!r}{' with SharpAP' if sharpap else ''}; valid keys "
                 f"are {valid}"
             )
-    threat = validate(ThreatModel, with_preset(parts[0], source), source, "the threat model")
-    sharp = validate(SharpAPConfig, parts[1], source, "sharpap")
+    threat = check_keys(ThreatModel, with_preset(parts[0], source), source)
+    sharp = check_keys(SharpAPConfig, parts[1], source)
     try:
         surrogate_schema = surrogate_class(surrogate).Config
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-    surrogate = validate(surrogate_schema, parts[2], source, f"the {surrogate} surrogate")
-    attack_cfg = validate(attack_class(attack).Config, parts[3], source, f"attack {attack!r}")
+    surrogate = check_keys(surrogate_schema, parts[2], source, "surrogate")
+    attack_cfg = check_keys(attack_class(attack).Config, parts[3], source)
     return threat, sharp, surrogate, attack_cfg
 
 
@@ -122,7 +122,7 @@ def run_attack(
             view,
             targets,
             budget,
-            CamouflageConfig(**validate(CamouflageConfig, camouflage, config_source, "camouflage")),
+            check(CamouflageConfig, camouflage, config_source, "camouflage"),
             threat.seed,
         )
     seconds = time.perf_counter() - t0
@@ -171,7 +171,7 @@ def _crafter(name, ctx, surrogate, surrogate_cfg, attack_cfg, sharp_cfg, sharpap
 
         init_ray()
         attack = PopulationSharpAP(
-            name, attack_cfg, sharp_cfg, **validate(PopulationConfig, population, config_source, "population")
+            name, attack_cfg, sharp_cfg, **check_keys(PopulationConfig, population, config_source, "population")
         )
         return attack, lambda: attack.craft(ctx, surrogate_cfg, surrogate), surrogate_cfg
     attack = create_attack(name, **attack_cfg)

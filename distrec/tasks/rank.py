@@ -14,7 +14,7 @@ import pydantic
 import torch
 
 from distrec.attacks.ranking import RankPGD, Trials, build_objective, parse_attack, select_trials
-from distrec.config import ConfigError, validate
+from distrec.config import ConfigError, check_keys
 from distrec.data.labeled_images import LabeledImages, load_labeled_images
 from distrec.defenses.est import EmbeddingShiftingTraining
 from distrec.evaluation.retrieval import recall_at_k
@@ -49,9 +49,9 @@ def train_ranker(
     config came from, for error messages."""
     if defense not in DEFENSES:
         raise ConfigError(f"{source}: key defense: {defense!r} is not one of {DEFENSES}")
-    train_cfg = TripletTrainingConfig(**validate(TripletTrainingConfig, training or {}, source, "training"))
+    train_cfg = TripletTrainingConfig(**check_keys(TripletTrainingConfig, training or {}, source, "training"))
     est_cfg = (
-        EmbeddingShiftingTraining(**validate(EmbeddingShiftingTraining, est or {}, source, "est"))
+        EmbeddingShiftingTraining(**check_keys(EmbeddingShiftingTraining, est or {}, source, "est"))
         if defense == "est"
         else None
     )

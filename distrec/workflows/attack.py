@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from distrec.attacks.poisoned import clean_original
 from distrec.attacks.protocols import get_protocol
-from distrec.config import ConfigError, validate
+from distrec.config import ConfigError, check_keys
 from distrec.data.dataset import METADATA_FILE, PreparedDataset
 from distrec.data.download import default_cache_dir
 from distrec.distributed import storage
@@ -36,10 +36,7 @@ def resolved_victim_configs(
             victim_class(v)
         except ValueError as exc:
             raise ConfigError(f"--victims: {exc}") from None
-    return {
-        v: validate(victim_class(v).Config, dict(victim_configs.get(v) or {}), config_source, f"victim {v!r}")
-        for v in victims
-    }
+    return {v: check_keys(victim_class(v).Config, dict(victim_configs.get(v) or {}), config_source, v) for v in victims}
 
 
 def default_store() -> Path:

@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from distrec.config import validate
+from distrec.config import check_keys
 from distrec.data.dataset import PreparedDataset
 from distrec.data.matrix import UserItemCSR
 from distrec.files import write_local
@@ -38,7 +38,7 @@ def train_victim(
         {k.removeprefix("defense."): config.pop(k) for k in [k for k in config if k.startswith("defense.")]},
     )
     schema = victim_class(name).Config
-    config = validate(schema, config, config_source, f"victim {name!r}")
+    config = check_keys(schema, config, config_source)
     dataset = PreparedDataset(data)
     if valid_split and not dataset.has(valid_split):
         raise ValueError(f"{data} has no split {valid_split!r}; it has {dataset.splits}")
