@@ -64,7 +64,7 @@ def test_rat_moves_every_hidden_output_by_eps_of_its_norm_uphill_and_trains(data
     history = create_defense("rat", eps=0.1).apply(model).fit(data, progress=False)
     assert history[-1]["loss"] < history[0]["loss"]
     assert defense_class("rat").supported_victims() == ["deepcf", "neumf"]
-    with pytest.raises(ValueError, match=r"eps must be in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"rat: eps: Input should be less than or equal to 1 \(got 2.0\)"):
         create_defense("rat", eps=2.0)
 
 

@@ -185,7 +185,7 @@ def test_rawp_draws_half_the_matrices_per_epoch_and_awp_trains(loo_dataset):
         )
     )
     assert awp.fit(loo_dataset, progress=False)[-1]["loss"] > 0
-    with pytest.raises(ValueError, match="gamma must be in"):
+    with pytest.raises(ValueError, match=r"awp: gamma: Input should be greater than 0 \(got 0\)"):
         create_defense("awp", gamma=0)
 
 

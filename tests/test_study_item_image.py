@@ -90,7 +90,10 @@ def test_item_image_transfer_matrix(ray_session, synthetic_dataset, tmp_path):
             {"defenses": {"apr": {}}},
             "defenses.apr: unknown image defense; registered: bit_depth, jpeg, median, vit_detector",
         ),
-        ({"defenses": {"jpeg": {"quality": 0}}}, "defenses.jpeg: quality must be in [1, 95], got 0"),
+        (
+            {"defenses": {"jpeg": {"quality": 0}}},
+            "defenses.jpeg.quality: Input should be greater than or equal to 1 (got 0)",
+        ),
         ({"vit": {"depht": 1}}, "vit.depht: unknown key; valid keys: "),
         ({"eps": [300]}, "eps: every eps is a numerator over 255"),
         ({"methods": ["cw"]}, "methods.0: 'cw' is not one of fgsm, pgd"),

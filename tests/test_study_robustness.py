@@ -77,7 +77,7 @@ def test_robustness_matrix(ray_session, tmp_path):
             {"columns": ["deepcf+apr"], "defenses": {"apr": {}}},
             "columns.0: defense 'apr' cannot be applied to victim 'deepcf'; it supports bpr, lightgcn, neumf",
         ),
-        ({"defenses": {"rawp": {"gamma": 2}}}, "defenses.rawp: gamma must be in (0, 1], got 2"),
+        ({"defenses": {"rawp": {"gamma": 2}}}, "defenses.rawp.gamma: Input should be less than or equal to 1 (got 2)"),
         ({"attacks": [{"method": "cw", "eps": [0.1]}]}, "attacks.0: method must be one of ('fgsm', 'pgd')"),
         (
             {"attacks": [{"method": "fgsm", "eps": [0.1], "target": "embeddings"}]},

@@ -32,22 +32,16 @@ from distrec.attacks.objectives import ScoreBatch, target_cross_entropy
 from distrec.attacks.profiles import project_profiles
 from distrec.attacks.registry import register_attack
 from distrec.attacks.surrogates import Factors
+from distrec.config import Positive, Share
 
 
 @dataclass
 class RAPUConfig(GradientAttackConfig):
-    sigma: float = 0.5
-    b: float = 0.5
-    prior: float = 0.9
+    sigma: Positive = 0.5
+    b: Positive = 0.5
+    prior: Share = 0.9
     em_steps: int = 10
     popularity_smooth: float = 1.0
-
-    def __post_init__(self):
-        for key in ("sigma", "b"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
-        if not 0 < self.prior < 1:
-            raise ValueError(f"prior must be in (0, 1), got {self.prior}")
 
 
 def genuine_posterior(

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from distrec.attacks.weights import WeightAttackConfig, attacked_scores, perturbed
+from distrec.config import Fraction, NonNegativeInt, Positive
 from distrec.data.dataset import PreparedDataset
 from distrec.data.preprocess import sample_test_negatives
 from distrec.defenses.registry import TrainingDefense, register_defense
@@ -29,17 +30,9 @@ class AWPConfig:
     """``gamma``: the perturbation size relative to each matrix's norm (AWP 0.01; RAWP 1e-3, swept
     2e-3..5e-3); ``proxy_lr``: the proxy's Adam step (0.01); ``warmup_epochs``: plain epochs first."""
 
-    gamma: float = 0.01
-    proxy_lr: float = 0.01
-    warmup_epochs: int = 0
-
-    def __post_init__(self):
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
-        if self.proxy_lr <= 0:
-            raise ValueError(f"proxy_lr must be positive, got {self.proxy_lr}")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be non-negative, got {self.warmup_epochs}")
+    gamma: Fraction = 0.01
+    proxy_lr: Positive = 0.01
+    warmup_epochs: NonNegativeInt = 0
 
 
 @dataclass
@@ -48,20 +41,13 @@ class RAWPConfig(AWPConfig):
     ``select_best``: keep the epoch with the best clean + robust HR@10 (FGSM weight attack at ``select_eps``) on
     the valid split, ``select_users`` users against ``select_negatives`` unseen items (the authors' selection)."""
 
-    gamma: float = 1e-3
-    layer_prob: float = 0.5
+    gamma: Fraction = 1e-3
+    layer_prob: Fraction = 0.5
     seed: int = 0
     select_best: bool = False
-    select_eps: float = 0.008
+    select_eps: Fraction = 0.008
     select_users: int = 500
     select_negatives: int = 99
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0 < self.layer_prob <= 1:
-            raise ValueError(f"layer_prob must be in (0, 1], got {self.layer_prob}")
-        if not 0 < self.select_eps <= 1:
-            raise ValueError(f"select_eps must be in (0, 1], got {self.select_eps}")
 
 
 class Validation:

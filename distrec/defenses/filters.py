@@ -8,11 +8,13 @@ from __future__ import annotations
 import dataclasses
 import io
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from pydantic import Field
 from torch import nn
 
 from distrec.defenses.registry import DeploymentDefense, register_defense
@@ -72,20 +74,12 @@ FILTERS = {"jpeg": JPEGFilter, "bit_depth": BitDepthFilter, "median": MedianFilt
 
 @dataclass
 class JPEGConfig:
-    quality: int = 75
-
-    def __post_init__(self):
-        if not 1 <= self.quality <= 95:
-            raise ValueError(f"quality must be in [1, 95], got {self.quality}")
+    quality: Annotated[int, Field(ge=1, le=95)] = 75
 
 
 @dataclass
 class BitDepthConfig:
-    bits: int = 4
-
-    def __post_init__(self):
-        if not 1 <= self.bits <= 8:
-            raise ValueError(f"bits must be in [1, 8], got {self.bits}")
+    bits: Annotated[int, Field(ge=1, le=8)] = 4
 
 
 @dataclass

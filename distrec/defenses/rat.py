@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from distrec.config import Fraction, NonNegative, NonNegativeInt
 from distrec.defenses.registry import TrainingDefense, register_defense
 from distrec.models.trainer import PairwiseVictim, TrainingObjective
 
@@ -24,17 +25,9 @@ class RATConfig:
     """``eps``: the perturbation of each hidden output relative to its norm; ``adv_reg``: lambda;
     ``warmup_epochs``: plain epochs first."""
 
-    eps: float = 0.05
-    adv_reg: float = 1.0
-    warmup_epochs: int = 0
-
-    def __post_init__(self):
-        if not 0 < self.eps <= 1:
-            raise ValueError(f"eps must be in (0, 1] (relative to each hidden output's norm), got {self.eps}")
-        if self.adv_reg < 0:
-            raise ValueError(f"adv_reg must be non-negative, got {self.adv_reg}")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be non-negative, got {self.warmup_epochs}")
+    eps: Fraction = 0.05
+    adv_reg: NonNegative = 1.0
+    warmup_epochs: NonNegativeInt = 0
 
 
 @contextlib.contextmanager

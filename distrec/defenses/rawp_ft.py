@@ -49,7 +49,6 @@ class RAWPFTConfig(RAWPConfig):
     alphas: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
 
     def __post_init__(self):
-        super().__post_init__()
         if self.ft_layers < 1 or self.robustness_passes < 1 or self.ft_epochs < 0:
             raise ValueError(
                 "ft_layers and robustness_passes must be at least 1 and ft_epochs non-negative, got "

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from scipy.sparse import csr_matrix, diags
 
+from distrec.config import AtLeastOne, NonNegative
 from distrec.data.dataset import PreparedDataset
 from distrec.data.matrix import UserItemCSR
 from distrec.models.base import Victim
@@ -21,16 +22,10 @@ class ItemKNNConfig:
     """``neighbours``: the most similar items kept per item; ``shrink``: the cosine's shrinkage term;
     ``seed``: unused by the model (kept so that every victim takes a seed)."""
 
-    neighbours: int = 50
-    shrink: float = 10.0
+    neighbours: AtLeastOne = 50
+    shrink: NonNegative = 10.0
     seed: int = 0
     device: str | None = None
-
-    def __post_init__(self):
-        if self.neighbours < 1 or self.shrink < 0:
-            raise ValueError(
-                f"neighbours must be at least 1 and shrink non-negative, got {self.neighbours}, {self.shrink}"
-            )
 
 
 def user_matrix(train: UserItemCSR) -> csr_matrix:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from distrec.config import NonNegativeInt, Positive
 from distrec.data.dataset import PreparedDataset
 from distrec.data.matrix import contains
 from distrec.data.streaming import positive_keys
@@ -34,23 +35,19 @@ class LightGCNConfig(TrainConfig):
     layers: int = 3
     reg: float = 1e-4
     rec_loss: str = "bpr"
-    ssm_temp: float = 0.1
+    ssm_temp: Positive = 0.1
     shared_negatives: int = 0
-    dns_candidates: int = 0
+    dns_candidates: NonNegativeInt = 0
 
     def __post_init__(self):
         super().__post_init__()
         if self.rec_loss not in REC_LOSSES:
             raise ValueError(f"rec_loss must be one of {REC_LOSSES}, got {self.rec_loss!r}")
-        if self.ssm_temp <= 0:
-            raise ValueError(f"ssm_temp must be positive, got {self.ssm_temp}")
         if self.shared_negatives < 0 or (self.shared_negatives and self.rec_loss != "ssm"):
             raise ValueError(
                 f"shared_negatives must be 0, or positive with rec_loss 'ssm', got {self.shared_negatives} with "
                 f"{self.rec_loss!r}"
             )
-        if self.dns_candidates < 0:
-            raise ValueError(f"dns_candidates must be 0 (off) or positive, got {self.dns_candidates}")
         if self.dns_candidates > 1 and (self.rec_loss != "bpr" or self.num_negatives != 1):
             raise ValueError(
                 "dns_candidates picks one negative a row for BPR: needs rec_loss 'bpr' and num_negatives 1, got "
