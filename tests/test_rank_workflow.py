@@ -96,5 +96,5 @@ def test_grid_writes_the_table_and_resumes(digit_dataset, tmp_path, ray_session)
     assert again["meta"]["wall_seconds"] < result["meta"]["wall_seconds"]
     bad = dict(config, attacks=["CA+", "SP-CA-"])
     path.write_text(yaml.safe_dump(bad))
-    with pytest.raises(ValueError, match="grid.yaml: key attacks: unknown ranking attack 'SP-CA-'"):
+    with pytest.raises(ValueError, match="grid.yaml: attacks: unknown ranking attack 'SP-CA-'"):
         run_grid(path, tmp_path / "out2", progress=False)

@@ -66,9 +66,9 @@ def load_grid(path: str | Path) -> RankGridConfig:
         try:
             parse_attack(name)
         except ValueError as exc:
-            raise ConfigError(f"{path}: key attacks: {exc}") from None
+            raise ConfigError(f"{path}: attacks: {exc}") from None
         if name not in cfg.columns:
-            raise ConfigError(f"{path}: key columns: no column for attack {name!r}")
+            raise ConfigError(f"{path}: columns: no column for attack {name!r}")
     return cfg
 
 

@@ -69,7 +69,7 @@ def original_to_internal(item_map, originals: list, source: str) -> list[int]:
     }
     missing = [o for o in originals if str(o) not in lookup]
     if missing:
-        raise ConfigError(f"{source}: key target_original_ids: {missing} are not item ids of the dataset")
+        raise ConfigError(f"{source}: target_original_ids: {missing} are not item ids of the dataset")
     return [lookup[str(o)] for o in originals]
 
 

@@ -48,7 +48,7 @@ def train_ranker(
     on ``test`` (the candidate pool), and save it under ``out/model``. ``source`` names where the
     config came from, for error messages."""
     if defense not in DEFENSES:
-        raise ConfigError(f"{source}: key defense: {defense!r} is not one of {DEFENSES}")
+        raise ConfigError(f"{source}: defense: {defense!r} is not one of {DEFENSES}")
     train_cfg = TripletTrainingConfig(**check_keys(TripletTrainingConfig, training or {}, source, "training"))
     est_cfg = (
         EmbeddingShiftingTraining(**check_keys(EmbeddingShiftingTraining, est or {}, source, "est"))
