@@ -131,8 +131,10 @@ def test_bra_replaces_only_target_group_labels_at_the_rate_and_pea_plants_negati
     negatives = torch.randint(0, 40, (2, 2000, 1))
     planted = pea.negatives(torch.tensor([0, 1]), labels, negatives, gen) != negatives
     assert not planted[0].any() and 0.15 < planted[1].float().mean() < 0.25
-    with pytest.raises(ValueError, match="rate must be in"):
+    with pytest.raises(ValueError, match=r"bra: rate: Input should be greater than 0 \(got 0\)"):
         create_attack("bra", rate=0)
+    with pytest.raises(ValueError, match=r"bra: variant: Input should be 'group' or 'global' \(got 'all'\)"):
+        create_attack("bra", variant="all")
 
 
 def test_groups_from_profiles_and_behaviour(seq_data):

@@ -14,11 +14,13 @@ An attack rewrites SASRec's training examples while it is pre-trained (``model.p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
 from distrec.attacks.registry import register_attack
+from distrec.config import AtLeastOne, Fraction, Positive, check
 from distrec.data.dataset import PreparedDataset
 
 
@@ -137,14 +139,8 @@ class PEAPoison(Poison):
 class BRAConfig:
     """``rate``: the replacement probability; ``variant``: ``group`` (target-group users) or ``global``."""
 
-    rate: float = 0.1
-    variant: str = "group"
-
-    def __post_init__(self):
-        if not 0 < self.rate <= 1:
-            raise ValueError(f"rate must be in (0, 1], got {self.rate}")
-        if self.variant not in ("group", "global"):
-            raise ValueError(f"variant must be 'group' or 'global', got {self.variant!r}")
+    rate: Fraction = 0.1
+    variant: Literal["group", "global"] = "group"
 
 
 @dataclass
@@ -154,28 +150,25 @@ class PEAConfig:
     of the attacked model (from the clean weights) with that prompt frozen; ``prompt_tokens``: the prompt's
     size, prefix tokens per layer (the paper: 1; downstream prompt tuning uses the released size)."""
 
-    rate: float = 0.1
-    group_rate: float = 0.5
-    prompt_epochs: int = 10
-    attack_epochs: int = 20
-    prompt_lr: float = 1e-3
-    prompt_tokens: int = 1
-
-    def __post_init__(self):
-        if not 0 < self.rate <= 1 or not 0 < self.group_rate <= 1:
-            raise ValueError(f"rate and group_rate must be in (0, 1], got {self.rate}, {self.group_rate}")
-        if min(self.prompt_epochs, self.attack_epochs, self.prompt_tokens) < 1:
-            raise ValueError("prompt_epochs, attack_epochs and prompt_tokens must be at least 1")
+    rate: Fraction = 0.1
+    group_rate: Fraction = 0.5
+    prompt_epochs: AtLeastOne = 10
+    attack_epochs: AtLeastOne = 20
+    prompt_lr: Positive = 1e-3
+    prompt_tokens: AtLeastOne = 1
 
 
 class BackdoorAttack:
     """A backdoor attack configured by the dataclass ``Config``; ``poison(...)`` gives what SASRec's fit uses."""
 
+    name = "backdoor"
+    description: str = ""  # one line for ``distrec list``
+    paper: str = ""
     kind = "backdoor"
     Config: type
 
     def __init__(self, **config):
-        self.config = self.Config(**config)
+        self.config = check(self.Config, config, self.name)
 
 
 @register_attack("bra")
