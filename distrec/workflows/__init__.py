@@ -1,1 +1,2 @@
-"""End-to-end workflows behind the CLI and the jobs/ entrypoints."""
+"""Front ends over the study engine and single runs behind the CLI: ``train`` (one victim) and ``evaluate-attack``
+(a poisoned dataset as one row of a poisoning study)."""
