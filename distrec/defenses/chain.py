@@ -110,7 +110,10 @@ def fit_defended(
 ) -> Defended:
     """Screen ``data`` with the column's data defenses (threshold on ``reference``, default ``data``
     itself), then fit the victim on what they kept with its training defense; the training records in
-    ``model.fit_history``. Deployment defenses are the scenario's to place in front of the model."""
+    ``model.fit_history``. Deployment defenses are the scenario's to place in front of the model.
+    In a chain of detectors each sees what the ones before it kept, and so does its reference: its threshold
+    is set on the clean users the earlier detectors let through, so its false-positive rate is its own
+    ``fpr`` of them (a threshold from the unscreened reference removes far more of the screened data)."""
 
     def plain_fit(train_data):
         model = create_victim(column.victim, train_data.n_users, train_data.n_items, **victim_config)
@@ -119,12 +122,13 @@ def fit_defended(
 
     screenings = []
     kept = data
+    reference = reference if reference is not None else data
+    ref_kept = reference
     for d in column.of_kind("data"):
-        screening = create_defense(d, **defense_configs.get(d, {})).screen(
-            kept, reference if reference is not None else data, plain_fit, seed
-        )
+        screening = create_defense(d, **defense_configs.get(d, {})).screen(kept, ref_kept, plain_fit, seed)
         screenings.append(screening)
         kept = without_users(kept, np.logical_or.reduce([s.removed for s in screenings]))
+        ref_kept = without_users(reference, np.logical_or.reduce([s.reference_mask for s in screenings]))
     model = create_victim(column.victim, data.n_users, data.n_items, **victim_config)
     for d in column.of_kind("training"):
         model = create_defense(d, **defense_configs.get(d, {})).apply(model)

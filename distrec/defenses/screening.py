@@ -43,7 +43,8 @@ class ScreeningConfig:
 @dataclass
 class Screening:
     """What a data defense did: every user's ``scores`` (NaN for users with no training interaction),
-    the ``threshold`` set on the reference, the ``removed`` users, and ``warnings``."""
+    the ``threshold`` set on the reference, the ``removed`` users, the share and mask of the reference's users
+    the threshold removes (``reference_removed``, ``reference_mask``), and ``warnings``."""
 
     defense: str
     scores: np.ndarray
@@ -51,6 +52,7 @@ class Screening:
     removed: np.ndarray
     reference_removed: float
     warnings: list[str] = field(default_factory=list)
+    reference_mask: np.ndarray | None = None
 
     def summary(self) -> dict:
         return {
@@ -104,7 +106,8 @@ class DataDefense(Defense):
         ref_train = training_matrix(reference)
         self.learn(ref_train, seed)
         ref_active = ref_train.degrees() > 0
-        ref_scores = self.scores(ref_train, lambda m: fit(_with_train(reference, m)), seed)[ref_active]
+        ref_all = self.scores(ref_train, lambda m: fit(_with_train(reference, m)), seed)
+        ref_scores = ref_all[ref_active]
         threshold = float(np.quantile(ref_scores, 1 - self.config.fpr, method="higher"))
         train = training_matrix(data)
         active = train.degrees() > 0
@@ -118,7 +121,10 @@ class DataDefense(Defense):
             )
         if not removed.any():
             warnings.append(f"{self.name} removed no user at threshold {threshold:.4g} (fpr {self.config.fpr})")
-        return Screening(self.name, scores, threshold, removed, float((ref_scores > threshold).mean()), warnings)
+        reference_mask = ref_active & (ref_all > threshold)
+        return Screening(
+            self.name, scores, threshold, removed, float((ref_scores > threshold).mean()), warnings, reference_mask
+        )
 
 
 def _with_train(data: PreparedDataset, train: UserItemCSR) -> InMemoryDataset:

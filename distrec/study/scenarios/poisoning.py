@@ -353,6 +353,8 @@ class Poisoning(Scenario):
                         if chain
                         else []
                     )
+                    if len(column.of_kind("data")) > 1:  # each detector's threshold on the screened reference
+                        parts.append("chain reference screened")
                     payload = {
                         "row": label,
                         "column": str(column),
