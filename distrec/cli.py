@@ -163,10 +163,10 @@ def registry_entries(what: str) -> list[dict]:
         from distrec.defenses.registry import DEFENSES as registry
     else:
         from distrec.study.scenario import SCENARIOS as registry
-        from distrec.study.scenarios import backdoor, item_image, poisoning, ranking, robustness  # noqa: F401
     import distrec.attacks  # noqa: F401  (registration)
     import distrec.defenses  # noqa: F401
     import distrec.models  # noqa: F401
+    import distrec.study.scenarios  # noqa: F401
 
     rows = []
     for name in registry.names():

@@ -106,9 +106,9 @@ class DataDefense(Defense):
         ref_train = training_matrix(reference)
         self.learn(ref_train, seed)
         ref_active = ref_train.degrees() > 0
-        ref_all = self.scores(ref_train, lambda m: fit(_with_train(reference, m)), seed)
-        ref_scores = ref_all[ref_active]
-        threshold = float(np.quantile(ref_scores, 1 - self.config.fpr, method="higher"))
+        ref_scores = self.scores(ref_train, lambda m: fit(_with_train(reference, m)), seed)
+        threshold = float(np.quantile(ref_scores[ref_active], 1 - self.config.fpr, method="higher"))
+        reference_mask = ref_active & (ref_scores > threshold)
         train = training_matrix(data)
         active = train.degrees() > 0
         scores = np.where(active, self.scores(train, lambda m: fit(_with_train(data, m)), seed), np.nan)
@@ -121,10 +121,8 @@ class DataDefense(Defense):
             )
         if not removed.any():
             warnings.append(f"{self.name} removed no user at threshold {threshold:.4g} (fpr {self.config.fpr})")
-        reference_mask = ref_active & (ref_all > threshold)
-        return Screening(
-            self.name, scores, threshold, removed, float((ref_scores > threshold).mean()), warnings, reference_mask
-        )
+        reference_removed = float(reference_mask.sum() / ref_active.sum())
+        return Screening(self.name, scores, threshold, removed, reference_removed, warnings, reference_mask)
 
 
 def _with_train(data: PreparedDataset, train: UserItemCSR) -> InMemoryDataset:
