@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from distrec.config import ConfigError
+from distrec.config import ConfigError, check
 from distrec.data.errors import DataFormatError, DownloadError
 from distrec.files import check_writable, write_local
 
@@ -46,15 +46,8 @@ def cmd_data_prepare(args) -> int:
     from distrec.data.readers.images import read_image_collection
 
     options = parse_assignments(args.set)
-    config = PrepareConfig(
-        implicit_threshold=args.implicit_threshold,
-        kcore=args.kcore,
-        split=args.split,
-        test_ratio=args.test_ratio,
-        valid_ratio=args.valid_ratio,
-        test_negatives=args.test_negatives,
-        seed=args.seed,
-    )
+    keys = ("implicit_threshold", "kcore", "split", "test_ratio", "valid_ratio", "test_negatives", "seed")
+    config = check(PrepareConfig, {k: getattr(args, k) for k in keys}, "data prepare")
     t0 = time.perf_counter()
     _log(f"reading {args.format} from {args.root}")
     raw = read_source(args.format, args.root, on_bad_lines=args.on_bad_lines, **options)
@@ -120,7 +113,7 @@ def cmd_data_synthetic(args) -> int:
     raw = make_synthetic(seed=args.seed, **options)
     tables, meta = prepare(
         raw,
-        PrepareConfig(seed=args.seed, split=args.split, test_negatives=args.test_negatives),
+        check(PrepareConfig, {k: getattr(args, k) for k in ("seed", "split", "test_negatives")}, "data synthetic"),
         "synthetic",
         dict(options, seed=args.seed),
     )
@@ -699,7 +692,7 @@ def _add_rank_commands(sub) -> None:
     p = rank.add_parser(
         "grid", help="the AdvRank table (attacks x eps x w/m, undefended and EST) as Ray tasks; resumable"
     )
-    p.add_argument("config", help="grid YAML (see configs/rank/mnist_cpu.yaml)")
+    p.add_argument("config", help="a ranking study without transfer (see configs/rank/mnist_cpu.yaml)")
     p.add_argument("--out", required=True, help="folder for models, cells and advrank_<dataset>.json/.md")
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (ignored when joining a cluster via RAY_ADDRESS)")
     _add_json(p)

@@ -16,6 +16,8 @@ import yaml
 # path, for config files, ``--set`` pairs and ``create_victim`` / ``create_attack`` / ``create_defense`` alike.
 Share = Annotated[float, pydantic.Field(gt=0, lt=1)]  # the open interval (0, 1)
 Fraction = Annotated[float, pydantic.Field(gt=0, le=1)]  # (0, 1]
+HalfOpenShare = Annotated[float, pydantic.Field(ge=0, lt=1)]  # [0, 1)
+UnitInterval = Annotated[float, pydantic.Field(ge=0, le=1)]  # [0, 1]
 Positive = pydantic.PositiveFloat
 NonNegative = pydantic.NonNegativeFloat
 AtLeastOne = pydantic.PositiveInt

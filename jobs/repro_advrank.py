@@ -117,14 +117,15 @@ def main() -> int:
     ap.add_argument("--results", help="folder for advrank_<dataset>.json / .md (e.g. docs/results)")
     ap.add_argument("--num-cpus", type=int)
     args = ap.parse_args()
-    cfg = load_grid(args.config)
+    scenario = load_grid(args.config)
     result = run_grid(args.config, args.out, num_cpus=args.num_cpus)
+    name = result["meta"]["dataset"]
     meta = result["meta"]
     meta["machine"] = machine()
     meta["command"] = f"python jobs/repro_advrank.py --config {args.config} --out {args.out}" + (
         f" --results {args.results}" if args.results else ""
     )
-    text = [f"# AdvRank on {cfg.dataset}: rank percentile of the attacked targets (%, 0 = top, 50 = random)", ""]
+    text = [f"# AdvRank on {name}: rank percentile of the attacked targets (%, 0 = top, 50 = random)", ""]
     text += [
         f"Command: `{meta['command']}` ({meta['machine']}); config `{args.config}`; wall time of the whole grid "
         f"including training: {meta['wall_seconds'] / 60:.1f} min.",
@@ -134,7 +135,7 @@ def main() -> int:
         "Ours (cells: w = 1 / 2 / 5 / 10 for CA, m = 1 / 2 / 5 / 10 for QA; QA columns are the semantics-preserving "
         "SP-QA attacks, as in the reference pipeline):",
         "",
-        grid_markdown(result, cfg),
+        grid_markdown(result, scenario),
     ]
     for role, t in meta["training"].items():
         text.append(
@@ -142,7 +143,7 @@ def main() -> int:
             f"{t['training']['epochs']} epochs in {t['fit_seconds'] / 60:.1f} min"
             + (f", EST {t['est']}" if t["est"] else "")
         )
-    if cfg.dataset == "mnist":
+    if name == "mnist":
         table, within, total = comparison(result)
         meta["paper_within_5"] = {"cells": within, "of": total}
         text += [
@@ -155,8 +156,8 @@ def main() -> int:
     if args.results:
         res = Path(args.results)
         res.mkdir(parents=True, exist_ok=True)
-        (res / f"advrank_{cfg.dataset}.json").write_text(json.dumps(result, indent=2))
-        (res / f"advrank_{cfg.dataset}.md").write_text("\n".join(text))
+        (res / f"advrank_{name}.json").write_text(json.dumps(result, indent=2))
+        (res / f"advrank_{name}.md").write_text("\n".join(text))
     print("\n".join(text))
     return 0
 

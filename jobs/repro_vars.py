@@ -72,6 +72,7 @@ def training_table(history: list[dict] | None) -> list[str]:
 
 
 def tables(result: dict, cfg) -> list[str]:
+    columns = ["none", *cfg.defenses]
     rows = [("none", 0)] + [(m, e) for m in cfg.methods for e in cfg.eps] + [("pgd_adaptive", cfg.adaptive_eps)]
     lines = []
     for victim in cfg.victims:
@@ -82,12 +83,12 @@ def tables(result: dict, cfg) -> list[str]:
             lines += [
                 f"### {victim}: {title}",
                 "",
-                "| attack | " + " | ".join(cfg.defenses) + " |",
-                "|---" * (len(cfg.defenses) + 1) + "|",
+                "| attack | " + " | ".join(columns) + " |",
+                "|---" * (len(columns) + 1) + "|",
             ]
             for method, eps in rows:
                 cells = []
-                for d in cfg.defenses:
+                for d in columns:
                     v = result.get(f"{victim}/{method}/{eps}/{d}/{metric}")
                     cells.append("-" if v is None else (f"{100 * v:.2f}" if metric == "t_hr@10" else f"{v:.0f}"))
                 label = (
@@ -103,14 +104,14 @@ def tables(result: dict, cfg) -> list[str]:
             + ", ".join(
                 f"{d} {result[f'{victim}/clean_recall@20/{d}']:.4f} "
                 f"({100 * (result[f'{victim}/clean_recall@20/{d}'] / base - 1):+.1f}%)"
-                for d in cfg.defenses
+                for d in columns
             )
         )
         lines.append("")
         for metric, what in (("t_hr@10", "T-HR@10 lift"), ("mean_rank", "target-rank shift")):
             parts = [
                 f"{d} {100 * r:.0f}%"
-                for d in cfg.defenses
+                for d in columns
                 if d != "none" and (r := undone(result, victim, d, 8, metric)) is not None
             ]
             lines += [f"Share of the PGD 8/255 {what} undone on {victim}: " + ", ".join(parts), ""]
@@ -124,7 +125,7 @@ def main() -> int:
     ap.add_argument("--results", help="folder for vars_ml1m.json / .md (e.g. docs/results)")
     ap.add_argument("--num-cpus", type=int)
     args = ap.parse_args()
-    cfg = load_vars(args.config)
+    cfg = load_vars(args.config).config
     result = run_vars(args.config, args.out, num_cpus=args.num_cpus)
     meta = result["meta"]
     meta["machine"] = machine()

@@ -7,12 +7,20 @@ import torch
 
 from distrec.attacks import SharpAP, create_attack
 from distrec.attacks.base import AttackContext
-from distrec.attacks.budget import Budget, ThreatModel, popularity_bucket, resolve_budget, select_targets
+from distrec.attacks.budget import (
+    Budget,
+    ThreatModel,
+    popularity_bucket,
+    resolve_budget,
+    select_targets,
+    threat_model,
+)
 from distrec.attacks.gradient import initial_profiles
 from distrec.attacks.objectives import DifficultyDiversityLoss, ScoreBatch, target_cross_entropy
 from distrec.attacks.poisoned import clean_original, fake_profiles, write_poisoned
 from distrec.attacks.profiles import check_budget, project_profiles, read_profiles
 from distrec.attacks.surrogates import Factors, ItemStep, WRMFSurrogate, wmf_gradients
+from distrec.config import ConfigError
 from distrec.data.errors import DataFormatError
 from distrec.data.matrix import UserItemCSR
 
@@ -310,8 +318,8 @@ def test_attacker_view_keeps_a_share_and_moves_some_interactions():
         zip(*attacker_view(train, ThreatModel(knowledge=0.5, knowledge_noise=0.5, seed=1)).rows(np.arange(200)))
     )
     assert 0.3 < len(noisy - true) / len(noisy) < 0.6  # about half moved, a few onto held items
-    with pytest.raises(ValueError, match="knowledge must be in"):
-        ThreatModel(knowledge=0)
+    with pytest.raises(ConfigError, match=r"^threat: knowledge: Input should be greater than 0 \(got 0\)"):
+        threat_model({"knowledge": 0})
 
 
 def test_rapu_posterior_trusts_explained_interactions_and_weights_users_by_it():

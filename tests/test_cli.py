@@ -202,5 +202,5 @@ def test_attack_cross_field_error_reads_as_its_message(synthetic_dataset, tmp_pa
         str(tmp_path / "a"),
     )
     assert code == 2
-    assert "--set: fake_ratio must be in (0, 1], got 1.5" in err
+    assert "--set: fake_ratio: Input should be less than or equal to 1 (got 1.5)" in err
     assert "key :" not in err

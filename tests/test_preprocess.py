@@ -107,6 +107,6 @@ def test_a_job_dataset_that_prepares_to_nothing_is_a_config_error(tmp_path):
     from distrec.data.spec import DatasetSpec, materialise_dataset
 
     spec = DatasetSpec(synthetic={"n_users": 40, "n_items": 60}, prepare={"implicit_threshold": 100})
-    with pytest.raises(ConfigError, match=r"^dataset.prepare: implicit_threshold=100 and kcore=0 leave none"):
+    with pytest.raises(ConfigError, match=r"^dataset.prepare: implicit_threshold=100.0 and kcore=0 leave none"):
         materialise_dataset(spec, str(tmp_path))
     assert not (tmp_path / "data").exists()  # nothing half-written for a resume to pick up

@@ -86,8 +86,8 @@ def test_attack_and_evaluation_follow_the_preset(synthetic_dataset, tmp_path):
 
 def test_threat_values_out_of_range_are_errors_naming_the_key(synthetic_dataset, tmp_path, capsys):
     for setting, message in [
-        ("fake_ratio=0", "fake_ratio must be in (0, 1], got 0"),
-        ("fake_ratio=1.5", "fake_ratio must be in (0, 1], got 1.5"),
+        ("fake_ratio=0", "fake_ratio: Input should be greater than 0 (got 0)"),
+        ("fake_ratio=1.5", "fake_ratio: Input should be less than or equal to 1 (got 1.5)"),
         ("n_filler=5000", f"n_filler (5000) exceeds the number of items ({synthetic_dataset.n_items})"),
         ("preset=ARLIB", "preset: unknown preset 'ARLIB'"),
         ("n_targets=500", "n_filler (13) must be at least the number of targets (500)"),

@@ -1,11 +1,13 @@
 """``distrec rank train|attack|grid`` end to end on a small labeled-image dataset."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
 from distrec.cli import main
+from distrec.config import ConfigError
 from distrec.study.advrank_grid import run_grid
 
 
@@ -70,12 +72,15 @@ def test_rank_cli_errors(digit_dataset, tmp_path, capsys):
 
 
 def test_grid_writes_the_table_and_resumes(digit_dataset, tmp_path, ray_session):
+    model = {"model": "c2f2", "model_config": {"embed_dim": 32}, "training": {"epochs": 2, "batch_size": 100}}
     config = {
-        "dataset": "digits",
-        "data": {"path": digit_dataset.uri},
-        "model_config": {"embed_dim": 32},
-        "undefended": {"training": {"epochs": 2, "batch_size": 100}},
-        "defended": {"training": {"epochs": 2, "batch_size": 100}, "est": {"eps": 0.3, "steps": 1, "alpha": 0.3}},
+        "scenario": "ranking",
+        "dataset": {"path": digit_dataset.uri},
+        "victims": {"undefended": model, "defended": model},
+        "defenses": {"est": {"eps": 0.3, "steps": 1, "alpha": 0.3}},
+        "columns": ["undefended", "defended+est"],
+        "surrogates": ["undefended", "defended+est"],
+        "transfer": False,
         "eps": [0, 0.1],
         "ks": [1, 2],
         "trials": 30,
@@ -89,12 +94,17 @@ def test_grid_writes_the_table_and_resumes(digit_dataset, tmp_path, ray_session)
     assert len(keys) == 2 * 4 * 2 * 2 + 2 and "est/QA-/0.1/2" in keys and "undefended/recall@1" in keys
     assert result["undefended/CA+/0.1/1"] < result["undefended/CA+/0/1"]
     assert result["undefended/CA-/0.1/1"] > result["undefended/CA-/0/1"]
-    table = (tmp_path / "out/advrank_digits.md").read_text()
+    name = Path(digit_dataset.uri).name
+    assert result["meta"]["dataset"] == name
+    table = (tmp_path / f"out/advrank_{name}.md").read_text()
     assert "| eps | CA+ | CA- | QA+ | QA- |" in table and "EST-defended" in table
     again = run_grid(path, tmp_path / "out", progress=False)  # every model and cell reused
     assert {k: v for k, v in again.items() if k != "meta"} == {k: v for k, v in result.items() if k != "meta"}
     assert again["meta"]["wall_seconds"] < result["meta"]["wall_seconds"]
     bad = dict(config, attacks=["CA+", "SP-CA-"])
     path.write_text(yaml.safe_dump(bad))
-    with pytest.raises(ValueError, match="grid.yaml: attacks: unknown ranking attack 'SP-CA-'"):
+    with pytest.raises(ValueError, match="grid.yaml: attacks.1: unknown ranking attack 'SP-CA-'"):
+        run_grid(path, tmp_path / "out2", progress=False)
+    path.write_text(yaml.safe_dump(dict(config, transfer=True)))
+    with pytest.raises(ConfigError, match="grid.yaml: the AdvRank grid attacks each column on itself: set transfer"):
         run_grid(path, tmp_path / "out2", progress=False)

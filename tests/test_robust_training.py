@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from distrec.config import ConfigError, check
 from distrec.data.dataset import prepare, write_prepared
 from distrec.data.preprocess import PrepareConfig
 from distrec.data.synthetic import make_synthetic
@@ -110,8 +111,8 @@ def test_the_embedding_attack_moves_each_embedding_row_by_eps_of_its_norm(data):
     deepcf = create_victim("deepcf", data.n_users, data.n_items, proj_dim=8, tower=[8])
     with pytest.raises(NotImplementedError, match="no embedding tables"):
         WeightAttack(deepcf, WeightAttackConfig(target="embeddings"))
-    with pytest.raises(ValueError, match="target must be one of"):
-        WeightAttackConfig(target="activations")
+    with pytest.raises(ConfigError, match=r"target: Input should be 'weights' or 'embeddings' \(got 'activations'\)"):
+        check(WeightAttackConfig, {"target": "activations"}, "weight attack")
 
 
 def test_rawp_keeps_the_epoch_with_the_best_clean_plus_robust_hr(tmp_path):

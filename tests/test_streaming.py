@@ -69,12 +69,15 @@ def test_user_uniform_sampling_weighs_every_user_the_same(synthetic_dataset):
 def test_user_uniform_sampling_needs_the_memory_backend(synthetic_dataset):
     import pytest
 
+    from distrec.config import ConfigError, check
     from distrec.models.trainer import TrainConfig
 
     with pytest.raises(ValueError, match="needs backend='memory'"):
         InteractionStream(synthetic_dataset, backend="ray", sampling="user")
-    with pytest.raises(ValueError, match="sampling must be one of"):
-        TrainConfig(sampling="users")
+    with pytest.raises(
+        ConfigError, match="^victim: sampling: Input should be 'interaction' or 'user' \\(got 'users'\\)"
+    ):
+        check(TrainConfig, {"sampling": "users"}, "victim")
 
 
 def test_images_decode_lazily_through_ray_data(ray_session, synthetic_dataset):

@@ -193,8 +193,12 @@ BAD_CONFIGS = [
         "config: {outer_steps: 1, lr: 2.0}}\n  - {name: revadv, config: {lr: 1.0}}",
         "attacks.2: its row 'revadv@wrmf' is also attacks.1's; give one of them a `label`",
     ),
-    ("n_fake: 4,", "fake_ratio: 1.5,", "threat: fake_ratio must be in (0, 1], got 1.5"),
-    ("target_bucket: torso", "target_bucket: middle", "target_bucket must be one of"),
+    ("n_fake: 4,", "fake_ratio: 1.5,", "threat.fake_ratio: Input should be less than or equal to 1 (got 1.5)"),
+    (
+        "target_bucket: torso",
+        "target_bucket: middle",
+        "threat.target_bucket: Input should be 'head', 'torso', 'tail' or 'any' (got 'middle')",
+    ),
     (
         "n_fake: 4,",
         "preset: revadvv, n_fake: 4,",
@@ -260,7 +264,7 @@ BAD_CONFIGS = [
     (
         "seeds: [0, 1]",
         "seeds: [0, 1]\ndefenses: {profile_classifier: {planted: [revadv]}}",
-        "planted must name some of random, bandwagon, popular",
+        "defenses.profile_classifier.planted.0: Input should be 'random', 'bandwagon' or 'popular' (got 'revadv')",
     ),
     (
         "seeds: [0, 1]",
@@ -339,7 +343,7 @@ def test_a_data_error_stops_the_study_before_ray_starts(tmp_path, monkeypatch):
     path.write_text(
         STUDY.replace("image_size: 0, seed: 2}", "image_size: 0, seed: 2}\n  prepare: {implicit_threshold: 100}")
     )
-    with pytest.raises(ConfigError, match="implicit_threshold=100 and kcore=0 leave none"):
+    with pytest.raises(ConfigError, match="implicit_threshold=100.0 and kcore=0 leave none"):
         run_study(path, str(tmp_path / "out"), progress=False)
     assert started == []  # the data was read and refused before any Ray work
 

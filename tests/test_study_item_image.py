@@ -95,8 +95,8 @@ def test_item_image_transfer_matrix(ray_session, synthetic_dataset, tmp_path):
             "defenses.jpeg.quality: Input should be greater than or equal to 1 (got 0)",
         ),
         ({"vit": {"depht": 1}}, "vit.depht: unknown key; valid keys: "),
-        ({"eps": [300]}, "eps: every eps is a numerator over 255"),
-        ({"methods": ["cw"]}, "methods.0: 'cw' is not one of fgsm, pgd"),
+        ({"eps": [300]}, "eps.0: Input should be less than or equal to 255 (got 300)"),
+        ({"methods": ["cw"]}, "methods.0: Input should be 'fgsm' or 'pgd' (got 'cw')"),
         ({"surrogates": ["deepstyle"]}, "surrogates.0: 'deepstyle' is not one of the victims (amr, vbpr)"),
     ],
 )

@@ -102,6 +102,9 @@ def test_a_worker_killed_while_training_restores_the_checkpoint(ray_session, stu
             "victims.a.model: unknown embedder 'c3f3'",
         ),
         ("est: {{eps: 0.1, steps: 1, alpha: 0.1}}", "apr: {{}}", "defenses.apr: not a defense of embedders"),
+        ("columns: [a, a+est, b]", "columns: [a, a+est+est]", "columns.1: 'a+est+est' chains defenses; the ranking"),
+        ("columns: [a, a+est, b]", "columns: [a, b+pca]", "columns.1: defense 'pca' is not configured under defenses"),
+        ("columns: [a, a+est, b]", "columns: [a, c]", "columns.1: 'c' is not one of the study's victims (a, b)"),
     ],
 )
 def test_ranking_config_errors(tmp_path, digit_dataset, old, new, message):

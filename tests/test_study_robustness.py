@@ -78,12 +78,13 @@ def test_robustness_matrix(ray_session, tmp_path):
             "columns.0: defense 'apr' cannot be applied to victim 'deepcf'; it supports bpr, lightgcn, neumf",
         ),
         ({"defenses": {"rawp": {"gamma": 2}}}, "defenses.rawp.gamma: Input should be less than or equal to 1 (got 2)"),
-        ({"attacks": [{"method": "cw", "eps": [0.1]}]}, "attacks.0: method must be one of ('fgsm', 'pgd')"),
+        ({"attacks": [{"method": "cw", "eps": [0.1]}]}, "attacks.0.method: Input should be 'fgsm' or 'pgd' (got 'cw')"),
         (
             {"attacks": [{"method": "fgsm", "eps": [0.1], "target": "embeddings"}]},
             "attacks.0.target: embeddings: victims deepcf have no embedding tables",
         ),
-        ({"eval_users": 0}, "eval_users: must be at least 1"),
+        ({"eval_users": 0}, "eval_users: Input should be greater than 0 (got 0)"),
+        ({"attacks": [{"eps": [0.1, 2]}]}, "attacks.0.eps.1: Input should be less than or equal to 1 (got 2)"),
         (
             {"dataset": {"synthetic": {"seed": 1}}},
             "dataset.prepare.test_negatives: the sampled protocol needs stored negatives",

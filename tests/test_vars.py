@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import yaml
 
 from distrec.attacks.item_image import ImageAttackConfig, ItemImageAttack, straight_through
+from distrec.config import ConfigError, check
 from distrec.data.item_images import load_item_images
 from distrec.data.matrix import UserItemCSR
 from distrec.defenses.filters import BitDepthFilter, JPEGFilter, MedianFilter
@@ -169,12 +170,14 @@ def test_vit_defense_pieces():
         {"spread": 0.0, "separation": 0.0}, abs=1e-6
     )
     assert embedding_spread(apart, labels)["separation"] > 0.9
-    with pytest.raises(ValueError, match="mask_ratio"):
-        ViTDefenseConfig(mask_ratio=1.0)
-    with pytest.raises(ValueError, match="vit.pool_epochs must be >= 1"):
-        ViTDefenseConfig(pool_epochs=0)
-    with pytest.raises(ValueError, match="vit.detector_lr must be positive"):
-        ViTDefenseConfig(detector_lr=0.0)
+    for key, value, problem in [
+        ("mask_ratio", 1.0, "less than 1"),
+        ("pool_epochs", 0, "greater than 0"),
+        ("detector_lr", 0.0, "greater than 0"),
+        ("train_eps", [4, 300], "less than or equal to 255"),
+    ]:
+        with pytest.raises(ConfigError, match=f"^vit: {key}[.0-9]*: Input should be {problem}"):
+            check(ViTDefenseConfig, {key: value}, "vit")
 
 
 def test_the_purifier_never_copies_a_patch_through():
@@ -289,6 +292,9 @@ def test_target_mean_rank_by_hand():
 
 def test_vars_study_end_to_end(synthetic_dataset, encoder_dir, tmp_path, ray_session):
     config = {
+        "scenario": "item_image",
+        "transfer": False,
+        "surrogates": ["vbpr"],
         "dataset": {"path": synthetic_dataset.uri},
         "image_size": 16,
         "encoder": {"backbone": "test_resnet", "feature_dim": 16, "epochs": 1, "batch_size": 64},
@@ -298,7 +304,7 @@ def test_vars_study_end_to_end(synthetic_dataset, encoder_dir, tmp_path, ray_ses
         "methods": ["pgd"],
         "eps": [16],
         "pgd_steps": 4,
-        "defenses": ["none", "bit_depth", "vit_filter", "vit_detector", "vit_filter_detector"],
+        "defenses": {"bit_depth": {}, "vit_filter": {}, "vit_detector": {}, "vit_filter_detector": {}},
         "vit": {
             "model": "test_vit",
             "patch_size": 4,
@@ -316,7 +322,7 @@ def test_vars_study_end_to_end(synthetic_dataset, encoder_dir, tmp_path, ray_ses
     path = tmp_path / "vars.yaml"
     path.write_text(yaml.safe_dump(config))
     result = run_vars(path, tmp_path / "out", progress=False)
-    for d in config["defenses"]:
+    for d in ["none", *config["defenses"]]:
         assert (
             f"vbpr/none/0/{d}/t_hr@10" in result
             and f"vbpr/pgd/16/{d}/t_hr@10" in result
@@ -325,3 +331,6 @@ def test_vars_study_end_to_end(synthetic_dataset, encoder_dir, tmp_path, ray_ses
     assert "vbpr/pgd_adaptive/16/bit_depth/t_hr@10" in result and 0 <= result["detector/auc"] <= 1
     assert result["vbpr/pgd/16/none/mean_rank"] < result["vbpr/none/0/none/mean_rank"]
     assert json.loads((tmp_path / "out/vars.json").read_text())["meta"]["seed"] == 0
+    path.write_text(yaml.safe_dump(dict(config, transfer=True)))
+    with pytest.raises(ConfigError, match="vars.yaml: the image-attack table attacks each victim on its own images"):
+        run_vars(path, tmp_path / "out2", progress=False)

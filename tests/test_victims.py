@@ -58,7 +58,7 @@ def test_the_learning_rate_decays_per_epoch(synthetic_dataset):
         "bpr", ds.n_users, ds.n_items, dim=8, epochs=3, lr=0.01, lr_decay=0.5, batch_size=256, backend="memory"
     )
     assert [h["lr"] for h in model.fit(ds, progress=False)] == pytest.approx([0.01, 0.005, 0.0025])
-    with pytest.raises(ValueError, match="lr_decay must be in"):
+    with pytest.raises(ValueError, match=r"bpr: lr_decay: Input should be greater than 0 \(got 0.0\)"):
         create_victim("bpr", ds.n_users, ds.n_items, lr_decay=0.0)
 
 
@@ -70,11 +70,11 @@ def test_the_cosine_schedule_anneals_to_zero_over_the_epochs(synthetic_dataset):
     assert [h["lr"] for h in model.fit(ds, progress=False)] == pytest.approx(
         [0.01, 0.01 * (1 + 0.5**0.5) / 2, 0.005, 0.01 * (1 - 0.5**0.5) / 2]
     )
-    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+    with pytest.raises(ValueError, match=r"bpr: lr_schedule: Input should be 'exponential' or 'cosine' \(got 'step'\)"):
         create_victim("bpr", ds.n_users, ds.n_items, lr_schedule="step")
     with pytest.raises(ValueError, match="lr_decay=0.9 applies to lr_schedule 'exponential' only"):
         create_victim("bpr", ds.n_users, ds.n_items, lr_schedule="cosine", lr_decay=0.9)
-    with pytest.raises(ValueError, match="sampling must be one of"):  # the checks after the schedule's still run
+    with pytest.raises(ValueError, match="bpr: sampling: Input should be"):
         create_victim("bpr", ds.n_users, ds.n_items, lr_schedule="cosine", sampling="users")
 
 
@@ -184,7 +184,7 @@ def test_the_contrast_draws_at_most_its_node_budget_from_the_batch(name, key, sy
     model.start_epoch(0)
     model.loss(users, pos, torch.randint(0, ds.n_items, (64,), generator=gen))
     assert budgets == [5]
-    with pytest.raises(ValueError, match=f"{key} must be 0"):
+    with pytest.raises(ValueError, match=f"{name}: {key}: Input should be greater than or equal to 0 \\(got -1\\)"):
         create_victim(name, ds.n_users, ds.n_items, **{key: -1})
 
 
@@ -239,7 +239,7 @@ def test_lightgcn_learns_to_rank_with_the_sampled_softmax(negatives, synthetic_d
     train, test = (UserItemCSR.from_table(ds.table(s), ds.n_users, ds.n_items) for s in ("train", "test"))
     recall = [full_ranking_metrics(m.eval().score, train, test, (20,))["recall@20"] for m in (model, untrained)]
     assert recall[0] > 1.3 * recall[1]
-    with pytest.raises(ValueError, match="rec_loss must be one of"):
+    with pytest.raises(ValueError, match=r"lightgcn: rec_loss: Input should be 'bpr' or 'ssm' \(got 'softmax'\)"):
         create_victim("lightgcn", ds.n_users, ds.n_items, rec_loss="softmax")
     with pytest.raises(ValueError, match=r"simgcl: ssm_temp: Input should be greater than 0 \(got 0.0\)"):
         create_victim("simgcl", ds.n_users, ds.n_items, rec_loss="ssm", ssm_temp=0.0)

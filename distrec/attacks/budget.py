@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 from distrec.attacks.protocols import PROTOCOLS, with_preset
+from distrec.config import AtLeastOne, Fraction, HalfOpenShare, check
 from distrec.data.matrix import UserItemCSR
 
 BUCKETS = ("head", "torso", "tail", "any")
+PROTOCOL_NAMES = tuple(PROTOCOLS)
 
 
 @dataclass
@@ -25,39 +28,22 @@ class ThreatModel:
     whose defaults fill the keys a config leaves unset (:mod:`distrec.attacks.protocols`; apply it with
     :func:`threat_model`); the dataclass defaults are distrec's own preset."""
 
-    preset: str | None = None
-    fake_ratio: float = 0.01
-    n_fake: int | None = None
-    n_filler: int | None = None
-    n_targets: int = 5
-    target_bucket: str = "torso"
+    preset: Literal[PROTOCOL_NAMES] | None = None
+    fake_ratio: Fraction = 0.01
+    n_fake: AtLeastOne | None = None
+    n_filler: AtLeastOne | None = None
+    n_targets: AtLeastOne = 5
+    target_bucket: Literal[BUCKETS] = "torso"
     target_items: list[int] = field(default_factory=list)
     target_original_ids: list[str] = field(default_factory=list)
-    knowledge: float = 1.0
-    knowledge_noise: float = 0.0
+    knowledge: Fraction = 1.0
+    knowledge_noise: HalfOpenShare = 0.0
     seed: int = 0
-
-    def __post_init__(self):
-        if not 0 < self.fake_ratio <= 1:
-            raise ValueError(f"fake_ratio must be in (0, 1], got {self.fake_ratio}")
-        for key in ("n_fake", "n_filler"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
-        if not 0 < self.knowledge <= 1:
-            raise ValueError(f"knowledge must be in (0, 1], got {self.knowledge}")
-        if not 0 <= self.knowledge_noise < 1:
-            raise ValueError(f"knowledge_noise must be in [0, 1), got {self.knowledge_noise}")
-        if self.n_targets < 1:
-            raise ValueError(f"n_targets must be at least 1, got {self.n_targets}")
-        if self.preset is not None and self.preset not in PROTOCOLS:
-            raise ValueError(f"preset must be one of {', '.join(PROTOCOLS)}, got {self.preset!r}")
-        if self.target_bucket not in BUCKETS:
-            raise ValueError(f"target_bucket must be one of {BUCKETS}, got {self.target_bucket!r}")
 
 
 def threat_model(values: dict, source: str = "threat") -> ThreatModel:
     """The threat model of config ``values`` with its preset's defaults filled in."""
-    return ThreatModel(**with_preset(values, source))
+    return check(ThreatModel, with_preset(values, source), source)
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,13 @@ it flags, the attack loss for one it passes; after Bryniarski et al., ICLR 2022)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
 from distrec.attacks.pgd import PGD
+from distrec.config import AtLeastOne, Fraction, Positive
 from distrec.models.visual import VisualVictim
 
 METHODS = ("fgsm", "pgd")
@@ -23,20 +25,14 @@ class ImageAttackConfig:
     """``eps`` in pixel units (8/255 = 0.0314); PGD ``alpha`` defaults to eps/4; FGSM is one step of eps.
     ``eot_samples``: gradient samples per step through a randomised defense (EOT)."""
 
-    method: str = "pgd"
-    eps: float = 8 / 255
-    alpha: float | None = None
-    steps: int = 10
+    method: Literal[METHODS] = "pgd"
+    eps: Fraction = 8 / 255
+    alpha: Positive | None = None
+    steps: AtLeastOne = 10
     random_start: bool = True
-    goal: str = "promote"
-    eot_samples: int = 1
+    goal: Literal[GOALS] = "promote"
+    eot_samples: AtLeastOne = 1
     seed: int = 0
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"image attack: method {self.method!r} is not one of {METHODS}")
-        if self.goal not in GOALS:
-            raise ValueError(f"image attack: goal {self.goal!r} is not one of {GOALS}")
 
 
 def straight_through(filter_: nn.Module) -> nn.Module:

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
+from distrec.config import AtLeastOne, Fraction, Positive
 
 METHODS = ("fgsm", "pgd")
 TARGETS = ("weights", "embeddings")
@@ -27,22 +30,12 @@ class WeightAttackConfig:
     """``eps``: the radius relative to each row's norm (RAWP-FT: 1e-4 .. 0.1); ``batch_users``: test users
     attacked together (1: a perturbation per user, as the reference evaluation)."""
 
-    eps: float = 0.008
-    method: str = "fgsm"
-    steps: int = 10
-    alpha: float | None = None
-    batch_users: int = 1
-    target: str = "weights"
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
-        if not 0 < self.eps <= 1:
-            raise ValueError(f"eps must be in (0, 1] (relative to each row's norm), got {self.eps}")
-        if self.steps < 1 or self.batch_users < 1:
-            raise ValueError(f"steps and batch_users must be at least 1, got {self.steps}, {self.batch_users}")
+    eps: Fraction = 0.008
+    method: Literal[METHODS] = "fgsm"
+    steps: AtLeastOne = 10
+    alpha: Positive | None = None
+    batch_users: AtLeastOne = 1
+    target: Literal[TARGETS] = "weights"
 
 
 def row_normalized(g: torch.Tensor, axis: int) -> torch.Tensor:

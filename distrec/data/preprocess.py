@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from distrec.config import HalfOpenShare, NonNegativeInt
 from distrec.data.schema import interactions_table
 
 SPLIT_METHODS = ("auto", "given", "ratio", "loo", "temporal", "none")
@@ -28,24 +30,16 @@ class PrepareConfig:
     """
 
     implicit_threshold: float | None = None
-    kcore: int = 0
-    split: str = "auto"
-    test_ratio: float = 0.2
-    valid_ratio: float = 0.0
-    test_negatives: int = 0
+    kcore: NonNegativeInt = 0
+    split: Literal[SPLIT_METHODS] = "auto"
+    test_ratio: HalfOpenShare = 0.2
+    valid_ratio: HalfOpenShare = 0.0
+    test_negatives: NonNegativeInt = 0
     seed: int = 0
 
     def __post_init__(self):
-        if self.split not in SPLIT_METHODS:
-            raise ValueError(f"split must be one of {SPLIT_METHODS}, got {self.split!r}")
-        if not (0 <= self.test_ratio < 1 and 0 <= self.valid_ratio < 1 and self.test_ratio + self.valid_ratio < 1):
-            raise ValueError(
-                f"test_ratio and valid_ratio must be in [0, 1) with sum < 1, got {self.test_ratio}, {self.valid_ratio}"
-            )
-        if self.kcore < 0:
-            raise ValueError(f"kcore must be >= 0, got {self.kcore}")
-        if self.test_negatives < 0:
-            raise ValueError(f"test_negatives must be >= 0, got {self.test_negatives}")
+        if self.test_ratio + self.valid_ratio >= 1:
+            raise ValueError(f"test_ratio + valid_ratio must be below 1, got {self.test_ratio} + {self.valid_ratio}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pydantic
 
-from distrec.config import ConfigError
+from distrec.config import ConfigError, check
 from distrec.content_id import content_id
 from distrec.data.dataset import METADATA_FILE, PreparedDataset, prepare, resolve_uri, write_prepared
 from distrec.data.preprocess import PrepareConfig
@@ -104,12 +104,13 @@ def materialise_dataset(spec: DatasetSpec, out: str) -> PreparedDataset:
         raw, fmt, cfg = (
             make_synthetic(seed=seed, **options),
             "synthetic",
-            PrepareConfig(**{"seed": seed, **spec.prepare}),
+            check(PrepareConfig, {"seed": seed, **spec.prepare}, "dataset.prepare"),
         )
     elif spec.format and spec.root:
         from distrec.data.readers import read_source
 
-        raw, fmt, cfg = read_source(spec.format, spec.root), spec.format, PrepareConfig(**spec.prepare)
+        raw, fmt = read_source(spec.format, spec.root), spec.format
+        cfg = check(PrepareConfig, spec.prepare, "dataset.prepare")
         if spec.images:
             from distrec.data.readers.images import read_image_collection
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from distrec.config import Fraction
 from distrec.data.dataset import PreparedDataset
 
 AGE_BANDS = [18, 25, 35, 45, 50, 56]  # MovieLens 1M's age groups: under 18, 18-24, ..., 56+
@@ -24,7 +25,7 @@ class GroupSpec:
     min: float | None = None
     max: float | None = None
     category: int | None = None
-    share: float = 0.5
+    share: Fraction = 0.5
 
     def __post_init__(self):
         if (self.attribute is None) == (self.category is None):
@@ -33,8 +34,6 @@ class GroupSpec:
             )
         if self.attribute is not None and self.value is None and self.min is None and self.max is None:
             raise ValueError(f"attribute {self.attribute!r}: give value, or min and/or max")
-        if not 0 < self.share <= 1:
-            raise ValueError(f"share must be in (0, 1], got {self.share}")
 
     def describe(self) -> str:
         if self.category is not None:

@@ -11,6 +11,7 @@ from torch import nn
 
 from distrec.attacks.pgd import RankPGD
 from distrec.attacks.ranking.objectives import EmbeddingShiftObjective
+from distrec.config import AtLeastOne, Positive
 from distrec.defenses.registry import TrainingDefense, register_defense
 
 
@@ -19,14 +20,10 @@ class EmbeddingShiftingTraining:
     """The inner PGD: ``eps`` (0.3 on MNIST in the paper), ``steps``/``alpha`` (default AdvRank's schedule:
     30 steps of 0.01 at eps 0.3), ``random_start``."""
 
-    eps: float = 0.3
-    steps: int | None = None
-    alpha: float | None = None
+    eps: Positive = 0.3
+    steps: AtLeastOne | None = None
+    alpha: Positive | None = None
     random_start: bool = False
-
-    def __post_init__(self):
-        if self.eps <= 0:
-            raise ValueError(f"est.eps must be > 0, got {self.eps}")
 
     def perturb(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """The embedding-shifting adversarial examples of a training batch."""

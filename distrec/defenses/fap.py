@@ -6,8 +6,10 @@ joined to the data being screened and clamped at probability 1."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
 import numpy as np
+import pydantic
 
 from distrec.config import AtLeastOne, Fraction, Shares
 from distrec.defenses.pca_users import sparse
@@ -22,15 +24,13 @@ class FAPConfig(ScreeningConfig):
     ``iterations``: propagation rounds; ``damping``: the share of a user's probability taken from its
     items each round (the rest stays at the prior 0)."""
 
-    planted: list[str] = field(default_factory=lambda: list(PLANTABLE))
+    planted: Annotated[list[Literal[PLANTABLE]], pydantic.Field(min_length=1)] = field(
+        default_factory=lambda: list(PLANTABLE)
+    )
     sizes: Shares = field(default_factory=lambda: [0.02])
     n_targets: AtLeastOne = 5
     iterations: AtLeastOne = 10
     damping: Fraction = 0.85
-
-    def __post_init__(self):
-        if not self.planted or any(a not in PLANTABLE for a in self.planted):
-            raise ValueError(f"planted must name some of {', '.join(PLANTABLE)}, got {self.planted}")
 
 
 def propagate(x, seeds: np.ndarray, iterations: int, damping: float) -> np.ndarray:

@@ -17,6 +17,7 @@ from PIL import Image
 from pydantic import Field
 from torch import nn
 
+from distrec.config import AtLeastOne
 from distrec.defenses.registry import DeploymentDefense, register_defense
 
 
@@ -84,11 +85,11 @@ class BitDepthConfig:
 
 @dataclass
 class MedianConfig:
-    kernel: int = 3
+    kernel: AtLeastOne = 3
 
     def __post_init__(self):
-        if self.kernel < 1 or self.kernel % 2 == 0:
-            raise ValueError(f"kernel must be an odd positive size, got {self.kernel}")
+        if self.kernel % 2 == 0:
+            raise ValueError(f"kernel must be an odd size, got {self.kernel}")
 
 
 class ImageFilterDefense(DeploymentDefense):

@@ -6,8 +6,10 @@ are never seen in training: cross-family by construction."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
 import numpy as np
+import pydantic
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -27,14 +29,12 @@ class ProfileClassifierConfig(ScreeningConfig):
     """``planted``: the heuristic attacks the defender plants; ``sizes``: their sizes as shares of the
     users; ``n_targets``: items each planted attack promotes; ``neighbours``: k of DegSim."""
 
-    planted: list[str] = field(default_factory=lambda: list(PLANTABLE))
+    planted: Annotated[list[Literal[PLANTABLE]], pydantic.Field(min_length=1)] = field(
+        default_factory=lambda: list(PLANTABLE)
+    )
     sizes: Shares = field(default_factory=lambda: [0.01, 0.03])
     n_targets: AtLeastOne = 5
     neighbours: AtLeastOne = 10
-
-    def __post_init__(self):
-        if not self.planted or any(a not in PLANTABLE for a in self.planted):
-            raise ValueError(f"planted must name some of {', '.join(PLANTABLE)}, got {self.planted}")
 
 
 def profile_features(train: UserItemCSR, neighbours: int, batch: int = 1024) -> np.ndarray:

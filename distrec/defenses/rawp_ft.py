@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from distrec.config import AtLeastOne, Fraction, NonNegativeInt, UnitInterval
 from distrec.data.dataset import PreparedDataset
 from distrec.data.streaming import InteractionStream
 from distrec.defenses.awp import (
@@ -35,29 +36,22 @@ from distrec.defenses.registry import register_defense
 
 @dataclass
 class RAWPFTConfig(RAWPConfig):
-    robustness_eps: float = 0.008
-    robustness_passes: int = 3
-    robustness_batches: int | None = 200
-    ft_layers: int = 1
-    ft_gamma: float = 0.003
-    ft_epochs: int = 20
+    robustness_eps: Fraction = 0.008
+    robustness_passes: AtLeastOne = 3
+    robustness_batches: AtLeastOne | None = 200
+    ft_layers: AtLeastOne = 1
+    ft_gamma: Fraction = 0.003
+    ft_epochs: NonNegativeInt = 20
     ft_lr: float = 0.005
     ft_momentum: float = 0.9
     ft_weight_decay: float = 5e-4
     ft_batch_size: int = 100
     ft_batches: int | None = None
-    alphas: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
+    alphas: list[UnitInterval] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
 
     def __post_init__(self):
-        if self.ft_layers < 1 or self.robustness_passes < 1 or self.ft_epochs < 0:
-            raise ValueError(
-                "ft_layers and robustness_passes must be at least 1 and ft_epochs non-negative, got "
-                f"{self.ft_layers}, {self.robustness_passes}, {self.ft_epochs}"
-            )
-        if not 0 < self.robustness_eps <= 1 or not 0 < self.ft_gamma <= 1:
-            raise ValueError("robustness_eps and ft_gamma must be in (0, 1]")
-        if any(not 0 <= a <= 1 for a in self.alphas) or 0 not in self.alphas:
-            raise ValueError(f"alphas must lie in [0, 1] and include 0, got {self.alphas}")
+        if 0 not in self.alphas:
+            raise ValueError(f"alphas must include 0 (the clean model), got {self.alphas}")
 
 
 def _batches(model, dataset: PreparedDataset, batch_size: int, epoch: int, limit: int | None):

@@ -33,7 +33,9 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
+import pydantic
 import timm
 import torch
 import torch.nn.functional as F
@@ -41,10 +43,13 @@ from timm.models.vision_transformer import Block
 from torch import nn
 from tqdm.auto import tqdm
 
+from distrec.config import AtLeastOne, Positive, Share, check
 from distrec.defenses.filters import median_filter
 from distrec.defenses.registry import DeploymentDefense, register_defense
 
 DETECTOR_INPUTS = ("image", "highpass")
+# numerators over 255 in (0, 255], at least one
+EpsOver255 = Annotated[tuple[Annotated[int, pydantic.Field(gt=0, le=255)], ...], pydantic.Field(min_length=1)]
 
 
 @dataclass
@@ -64,23 +69,23 @@ class ViTDefenseConfig:
     patch_size: int = 8
     depth: int = 4
     model: str = "vit_tiny_patch16_224"
-    mask_ratio: float = 0.75
+    mask_ratio: Share = 0.75
     random_partition: bool = False
     decoder_dim: int = 128
     decoder_depth: int = 2
     feature_weight: float = 1.0
-    train_eps: tuple[int, ...] = (2, 4, 8, 16)
+    train_eps: EpsOver255 = (2, 4, 8, 16)
     attack_steps: int = 5
     detector_depth: int = 4
     detector_dim: int = 64
-    detector_input: str = "highpass"
+    detector_input: Literal[DETECTOR_INPUTS] = "highpass"
     residual_scale: float = 8.0
     temperature: float = 0.2
     detector_weight: float = 1.0
     classifier_weight: float = 1.0
     detector_epochs: int = 0
-    detector_lr: float | None = None
-    pool_epochs: int = 1
+    detector_lr: Positive | None = None
+    pool_epochs: AtLeastOne = 1
     joint: bool = False
     target_fpr: float = 0.05
     pretrain_epochs: int = 0
@@ -91,18 +96,8 @@ class ViTDefenseConfig:
 
     def __post_init__(self):
         self.train_eps = tuple(self.train_eps)
-        if self.detector_input not in DETECTOR_INPUTS:
-            raise ValueError(f"vit.detector_input must be one of {DETECTOR_INPUTS}, got {self.detector_input!r}")
-        if not 0 < self.mask_ratio < 1:
-            raise ValueError(f"vit.mask_ratio must be in (0, 1), got {self.mask_ratio}")
         if self.img_size % self.patch_size:
             raise ValueError(f"vit.patch_size {self.patch_size} does not divide img_size {self.img_size}")
-        if self.pool_epochs < 1:
-            raise ValueError(f"vit.pool_epochs must be >= 1, got {self.pool_epochs}")
-        if self.detector_lr is not None and self.detector_lr <= 0:
-            raise ValueError(f"vit.detector_lr must be positive, got {self.detector_lr}")
-        if not self.train_eps or any(not 0 < e <= 255 for e in self.train_eps):
-            raise ValueError(f"vit.train_eps: numerators over 255 in (0, 255], got {self.train_eps}")
 
     @property
     def passes(self) -> int:
@@ -190,7 +185,7 @@ class MaskedAutoencoder(nn.Module):
 class ViTDefense(nn.Module):
     def __init__(self, config: ViTDefenseConfig | None = None, **kw):
         super().__init__()
-        self.config = c = config or ViTDefenseConfig(**kw)
+        self.config = c = config or check(ViTDefenseConfig, kw, "vit")
         torch.manual_seed(c.seed)  # the initial weights follow the config's seed, not the process's RNG state
         self.mae = MaskedAutoencoder(c)
         if c.joint:

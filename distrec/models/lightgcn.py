@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -34,16 +35,14 @@ class LightGCNConfig(TrainConfig):
     dim: int = 64
     layers: int = 3
     reg: float = 1e-4
-    rec_loss: str = "bpr"
+    rec_loss: Literal[REC_LOSSES] = "bpr"
     ssm_temp: Positive = 0.1
-    shared_negatives: int = 0
+    shared_negatives: NonNegativeInt = 0
     dns_candidates: NonNegativeInt = 0
 
     def __post_init__(self):
         super().__post_init__()
-        if self.rec_loss not in REC_LOSSES:
-            raise ValueError(f"rec_loss must be one of {REC_LOSSES}, got {self.rec_loss!r}")
-        if self.shared_negatives < 0 or (self.shared_negatives and self.rec_loss != "ssm"):
+        if self.shared_negatives and self.rec_loss != "ssm":
             raise ValueError(
                 f"shared_negatives must be 0, or positive with rec_loss 'ssm', got {self.shared_negatives} with "
                 f"{self.rec_loss!r}"

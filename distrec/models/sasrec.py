@@ -20,6 +20,7 @@ is not itself a position of the output."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from distrec.config import AtLeastOne, HalfOpenShare
 from distrec.data.dataset import PreparedDataset
 from distrec.data.matrix import UserItemCSR, contains
 from distrec.data.preprocess import build_sequences
@@ -42,20 +44,20 @@ BATCHING = ("users", "tokens")
 class SASRecConfig:
     """Defaults: S3-Rec's SASRec check settings (docs/methods.md section 6)."""
 
-    dim: int = 64
-    layers: int = 2
-    heads: int = 2
-    ffn_dim: int | None = None  # None: dim
-    dropout: float = 0.5
-    max_len: int = 50
+    dim: AtLeastOne = 64
+    layers: AtLeastOne = 2
+    heads: AtLeastOne = 2
+    ffn_dim: AtLeastOne | None = None  # None: dim
+    dropout: HalfOpenShare = 0.5
+    max_len: AtLeastOne = 50
     norm_first: bool = True
-    loss: str = "bce"
-    num_negatives: int = 1
+    loss: Literal[LOSSES] = "bce"
+    num_negatives: AtLeastOne = 1
     epochs: int = 200
     lr: float = 1e-3
     weight_decay: float = 0.0
-    batch_size: int = 256
-    batching: str = "tokens"  # users: random batches of batch_size users
+    batch_size: AtLeastOne = 256
+    batching: Literal[BATCHING] = "tokens"  # users: random batches of batch_size users
     seed: int = 0
     eval_every: int = 10
     patience: int = 5
@@ -63,16 +65,8 @@ class SASRecConfig:
     device: str | None = None
 
     def __post_init__(self):
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.batching not in BATCHING:
-            raise ValueError(f"batching must be one of {BATCHING}, got {self.batching!r}")
         if self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if min(self.layers, self.heads, self.max_len, self.num_negatives, self.batch_size) < 1:
-            raise ValueError("layers, heads, max_len, num_negatives and batch_size must be at least 1")
 
 
 class Sequences:

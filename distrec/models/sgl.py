@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
+from distrec.config import HalfOpenShare, NonNegative, NonNegativeInt, Positive
 from distrec.data.dataset import PreparedDataset
 from distrec.models.graph import bipartite_edge_index, normalized_adjacency
 from distrec.models.lightgcn import LightGCN, LightGCNConfig
@@ -15,16 +17,11 @@ from distrec.models.registry import register_victim
 
 @dataclass
 class SGLConfig(LightGCNConfig):
-    aug: str = "ed"
-    ssl_ratio: float = 0.1
-    ssl_temp: float = 0.2
-    ssl_reg: float = 0.1
-    ssl_nodes: int = 0  # > 0: the InfoNCE over at most this many of a batch's users and of its items
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.ssl_nodes < 0:
-            raise ValueError(f"ssl_nodes must be 0 (every node of the batch) or positive, got {self.ssl_nodes}")
+    aug: Literal["ed", "nd"] = "ed"
+    ssl_ratio: HalfOpenShare = 0.1
+    ssl_temp: Positive = 0.2
+    ssl_reg: NonNegative = 0.1
+    ssl_nodes: NonNegativeInt = 0  # > 0: the InfoNCE over at most this many of a batch's users and of its items
 
 
 @register_victim("sgl")
@@ -48,8 +45,6 @@ class SGL(LightGCN):
 
     def __init__(self, n_users: int, n_items: int, **config):
         super().__init__(n_users, n_items, **config)
-        if self.config.aug not in ("ed", "nd"):
-            raise ValueError(f"sgl: aug must be 'ed' or 'nd', got {self.config.aug!r}")
         self.views: list[torch.Tensor] = []
 
     def prepare_fit(self, dataset: PreparedDataset, device: torch.device) -> None:

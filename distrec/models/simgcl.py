@@ -7,21 +7,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from distrec.config import NonNegative, NonNegativeInt, Positive
 from distrec.models.lightgcn import LightGCN, LightGCNConfig
 from distrec.models.registry import register_victim
 
 
 @dataclass
 class SimGCLConfig(LightGCNConfig):
-    eps: float = 0.1
-    cl_temp: float = 0.2
-    cl_reg: float = 0.2
-    cl_nodes: int = 0  # > 0: the InfoNCE over at most this many of a batch's users and of its items
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.cl_nodes < 0:
-            raise ValueError(f"cl_nodes must be 0 (every node of the batch) or positive, got {self.cl_nodes}")
+    eps: NonNegative = 0.1
+    cl_temp: Positive = 0.2
+    cl_reg: NonNegative = 0.2
+    cl_nodes: NonNegativeInt = 0  # > 0: the InfoNCE over at most this many of a batch's users and of its items
 
 
 @register_victim("simgcl")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
 
+from distrec.config import Fraction
 from distrec.data.dataset import PreparedDataset
 from distrec.data.matrix import UserItemCSR
 from distrec.data.streaming import SAMPLINGS, InteractionStream
@@ -58,28 +60,22 @@ class TrainConfig:
 
     epochs: int = 50
     lr: float = 1e-3
-    lr_schedule: str = "exponential"
-    lr_decay: float = 1.0
+    lr_schedule: Literal[LR_SCHEDULES] = "exponential"
+    lr_decay: Fraction = 1.0
     batch_size: int = 2048
     num_negatives: int = 1
     seed: int = 0
     eval_every: int = 5
     patience: int = 3
     backend: str = "auto"
-    sampling: str = "interaction"
+    sampling: Literal[SAMPLINGS] = "interaction"
     device: str | None = None
 
     def __post_init__(self):
-        if not 0 < self.lr_decay <= 1:
-            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.lr_schedule == "cosine" and self.lr_decay != 1:
             raise ValueError(
                 f"lr_decay={self.lr_decay} applies to lr_schedule 'exponential' only; drop it with 'cosine'"
             )
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
         if self.sampling == "user" and self.backend == "ray":
             raise ValueError("sampling='user' draws rows at random and needs backend 'memory' or 'auto'")
 

@@ -51,3 +51,23 @@ def check_columns(
         check_column(column, victim_class(column.victim), defenses, source, f"columns.{i}")
         parsed.append(column)
     return parsed
+
+
+def check_one_defense_columns(columns: list[str], victims: dict, defenses: dict, source: str, scenario: str) -> None:
+    """Columns of a scenario that places one defense per column: ``victim`` or ``victim+defense``, each named
+    in the study's ``victims`` and ``defenses``."""
+    for i, text in enumerate(columns):
+        column = Column.parse(text)
+        if len(column.defenses) > 1:
+            raise ConfigError(
+                f"{source}: columns.{i}: {text!r} chains defenses; the {scenario} scenario places one defense a column"
+            )
+        if column.victim not in victims:
+            raise ConfigError(
+                f"{source}: columns.{i}: {column.victim!r} is not one of the study's victims ({', '.join(victims)})"
+            )
+        if column.defenses and column.defenses[0] not in defenses:
+            raise ConfigError(
+                f"{source}: columns.{i}: defense {column.defenses[0]!r} is not configured under defenses "
+                f"({', '.join(defenses) or 'none'})"
+            )

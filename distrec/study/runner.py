@@ -91,7 +91,7 @@ def run_study(
         seconds=round(time.perf_counter() - t0, 1),
     )
     study_json = {k: v for k, v in summary.items() if k != "matrix"}
-    study_json.update(config=_jsonable(scenario.config), config_file=str(config_path), study_json=f"{out}/study.json")
+    study_json.update(config=config_dict(scenario.config), config_file=str(config_path), study_json=f"{out}/study.json")
     storage.write_text(f"{out}/study.json", json.dumps(study_json, indent=2, default=str))
     return dict(summary, study_json=f"{out}/study.json")
 
@@ -149,7 +149,7 @@ def check_previous_study(scenario: Scenario, out: str) -> None:
             f"--out {out} holds a {previous['scenario']} study ({previous.get('config_file')}); this is a "
             f"{scenario.name} study: choose another --out"
         )
-    changed = _changed_keys(previous.get("config") or {}, _jsonable(scenario.config))
+    changed = _changed_keys(previous.get("config") or {}, config_dict(scenario.config))
     if changed:
         shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
         print(
@@ -185,5 +185,5 @@ def rewrite_outputs(config_path: str | Path, out: str) -> dict:
     return write_matrix(scenario, cells, str(out), f"{scenario.name} study {Path(str(config_path)).name}")
 
 
-def _jsonable(config) -> dict:
+def config_dict(config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config), default=str))

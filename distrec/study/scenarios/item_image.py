@@ -18,6 +18,7 @@ import json
 import tempfile
 from dataclasses import field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import pydantic
@@ -26,8 +27,8 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import load_model, save_file, save_model
 
 from distrec.attacks.budget import BUCKETS, popularity_bucket
-from distrec.attacks.item_image import ImageAttackConfig, ItemImageAttack, straight_through
-from distrec.config import ConfigError, check_keys
+from distrec.attacks.item_image import GOALS, METHODS, ImageAttackConfig, ItemImageAttack, straight_through
+from distrec.config import AtLeastOne, ConfigError, check, check_keys
 from distrec.content_id import content_id
 from distrec.data.dataset import PreparedDataset
 from distrec.data.item_images import load_item_images
@@ -49,12 +50,13 @@ from distrec.models.embedding import Embedder, embed_images
 from distrec.models.image_encoder import GenreEncoderConfig, pretrain_genre_encoder
 from distrec.models.registry import create_victim, victim_class
 from distrec.models.visual import VisualVictim
+from distrec.study.columns import check_one_defense_columns
 from distrec.study.engine import StageResources, Unit
 from distrec.study.scenario import Scenario, register_scenario
 
 FORBID = pydantic.ConfigDict(extra="forbid")
 NO_ATTACK = "no attack"
-METHODS = ("fgsm", "pgd")
+Eps255 = Annotated[int, pydantic.Field(gt=0, le=255)]  # a numerator over 255
 
 
 @pydantic.dataclasses.dataclass(config=FORBID)
@@ -76,17 +78,17 @@ class ItemImageConfig:
     columns: list[str] | None = None
     vit: dict = field(default_factory=dict)
     n_targets: int = 20
-    target_bucket: str = "tail"
-    methods: list[str] = field(default_factory=lambda: ["fgsm", "pgd"])
-    eps: list[int] = field(default_factory=lambda: [4, 8, 16])
-    pgd_steps: int = 10
-    goal: str = "promote"
-    adaptive_eps: int | None = 8
-    eot_samples: int = 4
+    target_bucket: Literal[BUCKETS] = "tail"
+    methods: list[Literal[METHODS]] = field(default_factory=lambda: ["fgsm", "pgd"])
+    eps: list[Eps255] = field(default_factory=lambda: [4, 8, 16])
+    pgd_steps: AtLeastOne = 10
+    goal: Literal[GOALS] = "promote"
+    adaptive_eps: Eps255 | None = 8
+    eot_samples: AtLeastOne = 4
     vit_train_items: int = 1500
     detection_items: int = 200
     seed: int = 0
-    metric: str = "t_hr@10"
+    metric: Literal["t_hr@10", "t_hr@20", "mean_rank"] = "t_hr@10"
     resources: dict[str, StageResources] = field(default_factory=dict)
 
 
@@ -173,32 +175,10 @@ class ItemImage(Scenario):
             check_keys(defense_class(name).Config, dcfg, src, f"defenses.{name}")
         if any(d in VIT_DEPLOYMENTS for d in cfg.defenses):
             check_keys(ViTDefenseConfig, cfg.vit, src, "vit")
-        for i, column in enumerate(self.columns()):
-            victim, defense = victim_and_defense(column)
-            if "+" in defense:
-                raise ConfigError(
-                    f"{src}: columns.{i}: {column!r} chains defenses; the {self.name} scenario places one defense per "
-                    "column"
-                )
-            if victim not in cfg.victims or (defense and defense not in cfg.defenses):
-                raise ConfigError(
-                    f"{src}: columns.{i}: {column!r} is not victim or victim+defense of the study's victims "
-                    f"({', '.join(cfg.victims)}) and defenses ({', '.join(cfg.defenses) or 'none'})"
-                )
+        check_one_defense_columns(self.columns(), cfg.victims, cfg.defenses, src, self.name)
         for i, s in enumerate(self.surrogates()):
             if s not in cfg.victims:
                 raise ConfigError(f"{src}: surrogates.{i}: {s!r} is not one of the victims ({', '.join(cfg.victims)})")
-        for i, m in enumerate(cfg.methods):
-            if m not in METHODS:
-                raise ConfigError(f"{src}: methods.{i}: {m!r} is not one of {', '.join(METHODS)}")
-        if any(not 0 < e <= 255 for e in cfg.eps + ([cfg.adaptive_eps] if cfg.adaptive_eps else [])):
-            raise ConfigError(f"{src}: eps: every eps is a numerator over 255 in (0, 255], got {cfg.eps}")
-        if cfg.target_bucket not in BUCKETS:
-            raise ConfigError(f"{src}: target_bucket: {cfg.target_bucket!r} is not one of {', '.join(BUCKETS)}")
-        if cfg.goal not in ("promote", "demote"):
-            raise ConfigError(f"{src}: goal: {cfg.goal!r} is not promote or demote")
-        if cfg.metric not in ("t_hr@10", "t_hr@20", "mean_rank"):
-            raise ConfigError(f"{src}: metric: {cfg.metric!r} is not one of t_hr@10, t_hr@20, mean_rank")
 
     def columns(self) -> list[str]:
         if self.config.columns is not None:
@@ -457,7 +437,7 @@ class ItemImage(Scenario):
         return ctx.cached(uri, load)
 
     def _vit_config(self) -> ViTDefenseConfig:
-        return ViTDefenseConfig(**{"img_size": self.config.image_size, **self.config.vit})
+        return check(ViTDefenseConfig, {"img_size": self.config.image_size, **self.config.vit}, f"{self.source}: vit")
 
     def _vit_items(self, images, targets) -> torch.Tensor:
         pool = np.setdiff1d(np.flatnonzero(images.has_image.numpy()), targets)

@@ -31,6 +31,7 @@ from distrec.defenses.chain import victim_and_defense
 from distrec.distributed import storage
 from distrec.models.embedding import EMBEDDERS, Embedder, embed_images
 from distrec.models.embedding_trainer import TripletTrainingConfig
+from distrec.study.columns import check_one_defense_columns
 from distrec.study.engine import StageResources, Unit
 from distrec.study.scenario import Scenario, register_scenario
 from distrec.tasks.rank import attack_cell, train_ranker
@@ -103,22 +104,7 @@ class Ranking(Scenario):
                     f"{src}: defenses.{name}: not a defense of embedders; the ranking scenario supports: est"
                 )
             check_keys(defense_class(name).Config, dcfg, src, f"defenses.{name}")
-        for i, column in enumerate(self.columns()):
-            victim, defense = victim_and_defense(column)
-            if "+" in defense:
-                raise ConfigError(
-                    f"{src}: columns.{i}: {column!r} chains defenses; the {self.name} scenario places one defense per "
-                    "column"
-                )
-            if victim not in cfg.victims:
-                raise ConfigError(
-                    f"{src}: columns.{i}: {victim!r} is not one of the study's victims ({', '.join(cfg.victims)})"
-                )
-            if defense and defense not in cfg.defenses:
-                raise ConfigError(
-                    f"{src}: columns.{i}: defense {defense!r} is not configured under defenses "
-                    f"({', '.join(cfg.defenses) or 'none'})"
-                )
+        check_one_defense_columns(self.columns(), cfg.victims, cfg.defenses, src, self.name)
         for i, s in enumerate(cfg.surrogates):
             if s not in self.columns():
                 raise ConfigError(
