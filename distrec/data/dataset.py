@@ -153,7 +153,9 @@ def _interaction_tables(raw: RawDataset, config: PrepareConfig, fmt: str, tables
         sel = rows[labels == code]
         if len(sel) or split != "valid":
             tables[split] = to_interactions(uid, iid, ratings, ts_col, sel)
-    if config.test_negatives:
+    if raw.test_candidates is not None:
+        tables["test_negatives"] = _given_negatives(raw.test_candidates, config, user_map, item_map)
+    elif config.test_negatives:
         users, negatives = sample_test_negatives(
             uid[rows], iid[rows], uid[rows[labels == 2]], item_map.num_rows, config.test_negatives, config.seed + 1
         )
@@ -167,6 +169,24 @@ def _interaction_tables(raw: RawDataset, config: PrepareConfig, fmt: str, tables
         all_rows = pa.concat_tables([tables[s] for s in SPLITS if s in tables])
         tables["sequences"] = build_sequences(all_rows, use_row_order=ts is None)
     return (user_keys, u_renumber), (item_keys, i_renumber)
+
+
+def _given_negatives(candidates: pa.Table, config: PrepareConfig, user_map: pa.Table, item_map: pa.Table) -> pa.Table:
+    """The source's test negatives in internal ids; they hold only for the source's own split and ids."""
+    if config.test_negatives or config.split not in ("auto", "given") or config.kcore > 1:
+        raise ValueError(
+            "the source gives its test negatives: prepare it with split given (or auto), no kcore and no "
+            f"test_negatives (got split={config.split!r}, kcore={config.kcore}, test_negatives={config.test_negatives})"
+        )
+    _, users = build_id_map(candidates.column("user").combine_chunks(), _universe(user_map))
+    flat = candidates.column("items").combine_chunks()
+    _, items = build_id_map(flat.values, _universe(item_map))
+    return pa.table({"user_id": users, "item_ids": pa.ListArray.from_arrays(flat.offsets, pa.array(items))})
+
+
+def _universe(id_map: pa.Table) -> pa.Table:
+    original = id_map.column("original").combine_chunks()
+    return pa.table({"key": original, "original": original})
 
 
 def _kept_rows(

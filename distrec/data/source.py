@@ -31,6 +31,8 @@ class RawDataset:
     (the id to report); row order is the internal id order. Without one, the universe is the sorted
     distinct keys of the interactions.
     ``ordered``: rows of a user are in time order (sequence files), so leave-one-out may use row order.
+    ``test_candidates``: the source's own negatives of its test split (``user`` key, ``items`` list of keys),
+    stored as the prepared ``test_negatives`` table (NCF's ``.test.negative``).
     """
 
     name: str
@@ -41,6 +43,7 @@ class RawDataset:
     category_names: list[str] | None = None
     user_attributes: pa.Table | None = None
     item_images: pa.Table | None = None
+    test_candidates: pa.Table | None = None
     labeled_images: dict[str, pa.Table] = field(default_factory=dict)
     ordered: bool = False
     sources: list[dict] = field(default_factory=list)

@@ -17,14 +17,16 @@ from distrec.data.preprocess import PrepareConfig
 
 @pydantic.dataclasses.dataclass(config=pydantic.ConfigDict(extra="forbid"))
 class DatasetSpec:
-    """``synthetic`` (generator options), ``path`` (a prepared dataset), or ``format`` + ``root`` (+ ``prepare``,
-    and ``images``: a tar or folder of item images named by source item id, e.g. the ML-1M posters)."""
+    """``synthetic`` (generator options), ``path`` (a prepared dataset), or ``format`` + ``root`` (+ ``prepare``;
+    ``options``: the reader's options, as ``--set`` gives them to ``distrec data prepare``; ``images``: a tar or
+    folder of item images named by source item id, e.g. the ML-1M posters)."""
 
     synthetic: dict | None = None
     path: str | None = None
     format: str | None = None
     root: str | None = None
     prepare: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
     images: str | None = None
 
 
@@ -59,6 +61,17 @@ def check_dataset_spec(spec: DatasetSpec, source: str, key: str = "dataset") -> 
             )
         if spec.root is None or not Path(spec.root).exists():
             raise ConfigError(f"{source}: {key}.root: {spec.root!r} does not exist")
+        from distrec.data.readers import reader_options
+
+        valid = reader_options(spec.format)
+        unknown = sorted(set(spec.options) - set(valid) - {"on_bad_lines"})
+        if unknown:
+            raise ConfigError(
+                f"{source}: {key}.options.{unknown[0]}: not an option of format {spec.format!r}; its options: "
+                f"{', '.join(sorted(valid)) or 'none'}"
+            )
+    elif spec.options:
+        raise ConfigError(f"{source}: {key}.options: reader options need format + root")
     if spec.images is not None and not Path(spec.images).exists():
         raise ConfigError(f"{source}: {key}.images: {spec.images!r} does not exist")
     if spec.synthetic is not None:
@@ -76,8 +89,11 @@ def check_dataset_spec(spec: DatasetSpec, source: str, key: str = "dataset") -> 
 
 def spec_id(spec: DatasetSpec) -> str:
     """Content id of what a spec prepares: its keys and the size and modification time of every source
-    file under ``root`` and ``images``, so an edited source is prepared again rather than served stale."""
-    return content_id("dataset-spec", dataclasses.asdict(spec), _stamp(spec.root), _stamp(spec.images))
+    file under ``root``, ``images`` and any reader option that names a path, so an edited source is prepared again
+    rather than served stale."""
+    keys = {k: v for k, v in dataclasses.asdict(spec).items() if k != "options" or v}  # ids from before options hold
+    paths = [_stamp(v) for v in spec.options.values() if isinstance(v, str) and Path(v).exists()]
+    return content_id("dataset-spec", keys, _stamp(spec.root), _stamp(spec.images), *paths)
 
 
 def _stamp(root: str | None) -> list | None:
@@ -109,7 +125,7 @@ def materialise_dataset(spec: DatasetSpec, out: str) -> PreparedDataset:
     elif spec.format and spec.root:
         from distrec.data.readers import read_source
 
-        raw, fmt = read_source(spec.format, spec.root), spec.format
+        raw, fmt = read_source(spec.format, spec.root, **spec.options), spec.format
         cfg = check(PrepareConfig, spec.prepare, "dataset.prepare")
         if spec.images:
             from distrec.data.readers.images import read_image_collection
@@ -118,7 +134,7 @@ def materialise_dataset(spec: DatasetSpec, out: str) -> PreparedDataset:
     else:
         raise ConfigError("dataset: give synthetic, path, or format + root")
     try:
-        tables, meta = prepare(raw, cfg, fmt)
+        tables, meta = prepare(raw, cfg, fmt, spec.options)
     except ValueError as exc:
         raise ConfigError(f"dataset.prepare: {exc}") from None
     return write_prepared(tables, meta, target)

@@ -2,7 +2,9 @@
 user's held-out item is ranked among itself and the user's stored ``test_negatives`` (99 in the
 papers); HR@K = share of users whose held-out item is in the top K, NDCG@K = mean of
 1 / log2(rank + 2) over those users (rank 0 = top). Ties count against the model (a negative scored
-equal to the held-out item ranks above it), so a model with constant scores gets HR@10 = 0, not 1."""
+equal to the held-out item ranks above it), so a model with constant scores gets HR@10 = 0, not 1. A
+negative that is the held-out item itself (NCF's ML-1M file lists it for 156 users) is not counted: NCF's
+evaluation scores the candidates in a dict keyed by item, which collapses it into the held-out item."""
 
 from __future__ import annotations
 
@@ -42,8 +44,10 @@ def sampled_metrics(
     ranks = []
     for s in range(0, len(users), chunk_users):
         u = torch.as_tensor(users[s : s + chunk_users], device=device)
-        scores = score_pairs(u, torch.as_tensor(items[s : s + chunk_users], device=device)).float()
-        ranks.append((scores[:, 1:] >= scores[:, :1]).sum(1).cpu())
+        block = torch.as_tensor(items[s : s + chunk_users], device=device)
+        scores = score_pairs(u, block).float()
+        above = (scores[:, 1:] >= scores[:, :1]) & (block[:, 1:] != block[:, :1])
+        ranks.append(above.sum(1).cpu())
     rank = torch.cat(ranks).double()
     out = {}
     for k in ks:

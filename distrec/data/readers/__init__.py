@@ -9,6 +9,7 @@ from pathlib import Path
 from distrec.data.readers.images import read_idx, read_images
 from distrec.data.readers.lightgcn import read_lightgcn
 from distrec.data.readers.movielens import read_ml_1m, read_ml_100k, read_ml_latest
+from distrec.data.readers.ncf import read_ncf
 from distrec.data.readers.recbole import read_recbole
 from distrec.data.readers.sequence import read_sequence
 from distrec.data.readers.table import read_table
@@ -19,6 +20,7 @@ READERS: dict[str, Callable[..., RawDataset]] = {
     "ml-1m": read_ml_1m,
     "ml-latest": read_ml_latest,
     "lightgcn": read_lightgcn,
+    "ncf": read_ncf,
     "sequence": read_sequence,
     "recbole": read_recbole,
     "idx": read_idx,
@@ -26,6 +28,8 @@ READERS: dict[str, Callable[..., RawDataset]] = {
     "table": read_table,
 }
 
+
+WITH_TEST_NEGATIVES = ("ncf",)  # formats whose files give the test split's negatives
 
 FORMATS = {  # name: (one line for ``distrec list formats``, where such files come from)
     "ml-100k": ("MovieLens 100K: u.data, with u.item / u.user when present", "Harper and Konstan, TiiS 2015"),
@@ -37,6 +41,10 @@ FORMATS = {  # name: (one line for ``distrec list formats``, where such files co
     "lightgcn": (
         "One user per line with its items: train.txt / test.txt (Gowalla, Yelp2018, ...)",
         "He et al., SIGIR 2020",
+    ),
+    "ncf": (
+        "NCF leave-one-out files: NAME.train.rating, NAME.test.rating, NAME.test.negative (99 negatives a user)",
+        "He et al., WWW 2017",
     ),
     "sequence": ("One user per line, items in time order (SASRec / S3-Rec data files)", "Kang and McAuley, ICDM 2018"),
     "recbole": ("RecBole atomic files: .inter, .item, .user", "Zhao et al., CIKM 2021"),

@@ -24,6 +24,7 @@ from distrec.config import AtLeastOne, ConfigError, Fraction, Positive
 from distrec.content_id import content_id
 from distrec.data.dataset import InMemoryDataset, PreparedDataset
 from distrec.data.matrix import UserItemCSR
+from distrec.data.readers import WITH_TEST_NEGATIVES
 from distrec.data.spec import DatasetSpec, check_dataset_spec, materialise_dataset
 from distrec.defenses.chain import Column, fit_defended
 from distrec.metrics.ranking import full_ranking_metrics
@@ -81,7 +82,8 @@ class Robustness(Scenario):
     def check(self) -> None:
         cfg, src = self.config, self.source
         check_dataset_spec(cfg.dataset, src)
-        if cfg.dataset.path is None and not cfg.dataset.prepare.get("test_negatives"):
+        given = cfg.dataset.path is not None or cfg.dataset.format in WITH_TEST_NEGATIVES
+        if not given and not cfg.dataset.prepare.get("test_negatives"):
             raise ConfigError(
                 f"{src}: dataset.prepare.test_negatives: the sampled protocol needs stored negatives (e.g. 99, with "
                 "split: loo)"
