@@ -16,7 +16,7 @@ from distrec.attacks.budget import (
     threat_model,
 )
 from distrec.attacks.gradient import initial_profiles
-from distrec.attacks.objectives import DifficultyDiversityLoss, ScoreBatch, target_cross_entropy
+from distrec.attacks.objectives import DifficultyDiversityLoss, ScoreBatch, target_cross_entropy, target_score_loss
 from distrec.attacks.poisoned import clean_original, fake_profiles, write_poisoned
 from distrec.attacks.profiles import check_budget, project_profiles, read_profiles
 from distrec.attacks.surrogates import Factors, ItemStep, WRMFSurrogate, wmf_gradients
@@ -351,3 +351,26 @@ def test_rapu_projection_leans_to_popular_fillers_and_keeps_the_budget():
     sur = WRMFSurrogate(train, 5, factors=4, iterations=5)
     fake = SharpAP(create_attack("rapu", outer_steps=2, lr=5.0), rho=0.05).craft(ctx, sur)
     check_budget(fake, ctx.budget, ctx.targets)
+
+
+def test_pga_steps_in_the_box_and_fills_profiles_only_at_the_end(small_ctx):
+    """PGA keeps continuous ratings in [0, rating_max] (targets at the top) while it steps, and only its result is
+    projected onto the budget; its objective falls when a target's score rises."""
+    train, ctx = small_ctx
+    sur = WRMFSurrogate(train, 5, factors=4, iterations=5)
+    attack = create_attack("pga", outer_steps=4, lr=0.5)
+    iterates = []
+    step = attack.project
+    attack.project = lambda values, c: iterates.append(step(values, c)) or iterates[-1]
+    fake = attack.craft(ctx, sur)
+    check_budget(fake, ctx.budget, ctx.targets)
+    assert iterates and all(float(x.min()) >= 0 and float(x.max()) <= 1 for x in iterates)
+    assert any(((x > 0) & (x < 1)).any() for x in iterates)  # continuous between steps, not a 0/1 profile
+    assert all(bool((x[:, torch.as_tensor(ctx.targets)] == 1).all()) for x in iterates)
+    assert len(attack.history) == 5 and all("surrogate_t_hr@50" in h for h in attack.history)
+    wrapped = SharpAP(create_attack("pga", outer_steps=1), rho=0.05)
+    check_budget(wrapped.craft(ctx, sur), ctx.budget, ctx.targets)
+    scores = torch.zeros(2, 6, requires_grad=True)
+    batch = ScoreBatch(scores, torch.tensor([0]), torch.tensor([3]), torch.tensor([3, 4]))
+    target_score_loss(batch).backward()
+    assert scores.grad.tolist() == [[0, 0, 0, 0, -1, 0], [0, 0, 0, -1, -1, 0]]  # user 0 already has target 3

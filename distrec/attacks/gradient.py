@@ -65,6 +65,10 @@ class GradientAttack(Attack):
         """The continuous fake data onto the budget (RevAdv's top-filler projection)."""
         return project_profiles(values, ctx.targets, ctx.budget.n_filler)
 
+    def finalize(self, fake: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
+        """The profiles the attack returns from the best iterate (already binary after :meth:`project`)."""
+        return fake
+
     def attack_loss(self, factors: Factors, ctx: AttackContext) -> tuple[float, Factors]:
         """The objective over all real users, in chunks, and its gradient w.r.t. the factors."""
         users = factors.users.detach().requires_grad_()
@@ -149,4 +153,4 @@ class GradientAttack(Attack):
             record["changed"] = int((new != fake).sum())
             fake = new
             state.data.copy_(fake)
-        return best
+        return self.finalize(best, ctx)

@@ -40,6 +40,14 @@ def target_cross_entropy(batch: ScoreBatch) -> torch.Tensor:
     return (per_user if batch.user_weights is None else per_user * batch.user_weights).sum()
 
 
+def target_score_loss(batch: ScoreBatch) -> torch.Tensor:
+    """PGA's integrity utility (Li, Wang, Singh, Vorobeychik, NeurIPS 2016, section 3): the targets' predicted
+    scores summed over the real users who have not interacted with them, negated to be minimised,
+    L = - sum_u w_u sum_t e_ut r_ut."""
+    per_user = (batch.scores[:, batch.targets] * batch.eligible().float()).sum(1)
+    return -(per_user if batch.user_weights is None else per_user * batch.user_weights).sum()
+
+
 @dataclass
 class DifficultyDiversityLoss:
     """DADA's objective (Li, Di, Chen, NeurIPS 2022), in the form distrec uses (the paper leaves the

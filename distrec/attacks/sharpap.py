@@ -46,7 +46,7 @@ class SharpAP(Attack):
 
     def __init__(self, attack: GradientAttack, **config):
         if not isinstance(attack, GradientAttack):
-            raise ValueError(f"sharpap wraps a gradient attack (revadv, dada), not {attack.name!r}")
+            raise ValueError(f"sharpap wraps a gradient attack (revadv, dada, pga), not {attack.name!r}")
         super().__init__(**config)
         self.attack = attack
         self.name = "sharpap"
