@@ -232,7 +232,12 @@ def cmd_attack(args) -> int:
     human = (
         f"{result['attack']}: {result['n_fake']} fake users, {result['fake_interactions']} interactions, targets "
         f"{result['targets_original']}; "
-        f"{result['craft_seconds']:.1f}s, peak RSS {result['peak_rss_mb']:.0f} MB -> {args.out}"
+        + (
+            f"{result['profiles_without_every_target']} profiles lack a target; "
+            if result["profiles_without_every_target"]
+            else ""
+        )
+        + f"{result['craft_seconds']:.1f}s, peak RSS {result['peak_rss_mb']:.0f} MB -> {args.out}"
     )
     emit(result, args.json, human)
     return 0

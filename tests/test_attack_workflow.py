@@ -219,9 +219,13 @@ def test_imported_profiles_go_through_the_same_checks(synthetic_dataset, tmp_pat
     config = {"path": str(path), "target_original_ids": [str(item_map[3]), str(item_map[4])], "n_filler": 3}
     result = run_attack("import", synthetic_dataset.uri, config=config, out=tmp_path / "p", progress=False)
     assert result["targets"] == [3, 4] and result["n_fake"] == 2 and result["fake_interactions"] == 5
-    path.write_text(f"{item_map[3]} {item_map[10]}\n")
-    with pytest.raises(ValueError, match="every target"):
-        run_attack("import", synthetic_dataset.uri, config=config, out=tmp_path / "q", progress=False)
+    assert result["profiles_without_every_target"] == 0
+    path.write_text(f"{item_map[3]} {item_map[10]}\n{item_map[3]} {item_map[4]} {item_map[9]}\n")  # one lacks 4
+    result = run_attack("import", synthetic_dataset.uri, config=config, out=tmp_path / "q", progress=False)
+    assert result["profiles_without_every_target"] == 1 and result["fake_interactions"] == 5  # kept and counted
+    path.write_text(f"{item_map[3]} {item_map[4]} {item_map[9]} {item_map[10]}\n")
+    with pytest.raises(ValueError, match="over the budget n_filler=3"):  # the budget still holds
+        run_attack("import", synthetic_dataset.uri, config=config, out=tmp_path / "r", progress=False)
 
 
 def test_a_changed_profile_file_is_a_new_craft_and_a_missing_one_a_config_error(synthetic_dataset, tmp_path):

@@ -88,6 +88,12 @@ def test_bandwagon_and_segment_draw_from_their_pools():
     fake = create_attack("bandwagon", popular_share=1.0, top_fraction=0.1).craft(context(train, n_filler=6))
     fillers = {int(i) for i in torch.nonzero(fake[0]).flatten()} - {3, 7}
     assert fillers <= top and len(fillers) == 4
+    ctx = context(train, n_filler=12)  # 10 filler slots, 5 of them popular
+    order = [i for i in np.argsort(-pop, kind="stable").tolist() if i not in (3, 7)]
+    exact = create_attack("bandwagon", popular_share=0.5, top_fraction=0.2, popular="exact").craft(ctx)
+    assert bool(exact[:, order[:5]].all()) and int(exact[:, order[5:12]].sum()) < 5 * len(exact)
+    sampled = create_attack("bandwagon", popular_share=0.5, top_fraction=0.2).craft(ctx)
+    assert not bool(sampled[:, order[:5]].all())  # the default draws the popular slots from the top 20%
     cats = [[0] if i % 4 == 3 else [1] for i in range(60)]  # targets 3, 7 are in category 0
     fake = create_attack("segment").craft(context(train, categories=cats))
     assert all(cats[int(i)] == [0] for i in torch.nonzero(fake.sum(0)).flatten())

@@ -47,6 +47,7 @@ class Attack:
     kind = "injective"
     Config: type
     uses_surrogate: bool = False
+    holds_every_target: bool = True  # False: profiles made elsewhere may lack a target (counted, not refused)
 
     def __init__(self, **config):
         self.config = check(self.Config, config, self.name)

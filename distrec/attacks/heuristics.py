@@ -4,6 +4,7 @@ profile holds all targets plus ``n_filler - len(targets)`` filler items chosen w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -11,6 +12,7 @@ import torch
 from distrec.attacks.base import Attack, AttackContext
 from distrec.attacks.profiles import project_profiles
 from distrec.attacks.registry import register_attack
+from distrec.config import Fraction, UnitInterval
 
 
 def sample_fillers(weights: np.ndarray, ctx: AttackContext, rng: np.random.Generator) -> torch.Tensor:
@@ -94,14 +96,20 @@ class PopularAttack(Attack):
 
 @dataclass
 class BandwagonConfig:
-    popular_share: float = 0.5
-    top_fraction: float = 0.1
+    """``popular``: ``sampled`` (the default: the popular slots drawn at random from the ``top_fraction`` most
+    popular items, a different draw per fake user) or ``exact`` (ARLib's: every fake user holds the same, most
+    popular items)."""
+
+    popular_share: UnitInterval = 0.5
+    top_fraction: Fraction = 0.1
+    popular: Literal["sampled", "exact"] = "sampled"
 
 
 @register_attack("bandwagon")
 class BandwagonAttack(Attack):
     """Bandwagon attack: ``popular_share`` of the filler slots from the ``top_fraction`` most popular
-    items, the rest uniformly from the other items.
+    items (drawn, or with ``popular: exact`` the most popular ones themselves, as ARLib fills them), the rest
+    uniformly from the other items.
 
     Example::
 
@@ -116,15 +124,14 @@ class BandwagonAttack(Attack):
 
     def craft(self, ctx: AttackContext, surrogate=None) -> torch.Tensor:
         cfg = self.config
-        if not 0.0 <= cfg.popular_share <= 1.0 or not 0.0 < cfg.top_fraction <= 1.0:
-            raise ValueError("bandwagon: popular_share must be in [0, 1] and top_fraction in (0, 1]")
         rng = np.random.default_rng(ctx.seed)
         order = np.argsort(-ctx.popularity(), kind="stable")
         order = order[~np.isin(order, ctx.targets)]
         top = order[: max(1, int(round(cfg.top_fraction * ctx.n_items)))]
-        rest = order[len(top) :]
         n_pop = min(int(round(cfg.popular_share * (ctx.budget.n_filler - len(ctx.targets)))), len(top))
-        return two_pool_fillers(ctx, rng, top, n_pop, rest)
+        if cfg.popular == "exact":
+            top = top[:n_pop]
+        return two_pool_fillers(ctx, rng, top, n_pop, order[len(top) :])
 
 
 @dataclass

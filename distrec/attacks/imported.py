@@ -25,8 +25,9 @@ class ImportedConfig:
 @register_attack("import")
 class ImportedProfiles(Attack):
     """Reads ``path`` (one fake user per line, original item ids; see :func:`read_profiles`). The
-    profiles must fit the budget and hold every target, as crafted ones do; fewer profiles than
-    ``n_fake`` is allowed.
+    profiles must fit the budget, as crafted ones do; fewer profiles than ``n_fake`` is allowed, and so is a
+    profile that lacks a target (ARLib's DLAttack writes some): such profiles are counted in the craft's
+    ``profiles_without_every_target``.
 
     Example::
 
@@ -38,6 +39,7 @@ class ImportedProfiles(Attack):
     paper = "distrec"
 
     Config = ImportedConfig
+    holds_every_target = False
 
     @classmethod
     def input_id(cls, config: dict) -> str | None:

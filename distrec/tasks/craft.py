@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import torch
 
 from distrec.attacks import SharpAP, attack_class, create_attack
 from distrec.attacks.base import AttackContext
@@ -126,7 +127,7 @@ def run_attack(
             threat.seed,
         )
     seconds = time.perf_counter() - t0
-    check_budget(fake, budget, targets)
+    check_budget(fake, budget, targets if attack.holds_every_target else targets[:0])
     item_original = item_map.sort_by("internal").column("original").to_pylist()
     meta = dict(
         attack.describe(),
@@ -139,6 +140,7 @@ def run_attack(
         targets_original=[item_original[t] for t in targets],
         n_fake=int(fake.shape[0]),
         fake_interactions=int(fake.sum()),
+        profiles_without_every_target=int((fake[:, torch.as_tensor(targets)] == 0).any(1).sum()),
         craft_seconds=round(seconds, 3),
         peak_rss_mb=round(peak_rss_mb(), 1),
         history=getattr(attack, "history", []),
