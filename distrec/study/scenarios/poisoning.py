@@ -15,6 +15,7 @@ import tempfile
 import time
 from dataclasses import field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import psutil
@@ -42,6 +43,7 @@ from distrec.distributed import storage
 from distrec.evaluation.attack_effect import measure
 from distrec.files import write_local
 from distrec.metrics.detection import detection_metrics
+from distrec.metrics.peers import PEER_METRICS, PEER_NAMES
 from distrec.metrics.targets import target_metric_names
 from distrec.models.base import Victim
 from distrec.models.registry import victim_class
@@ -100,6 +102,7 @@ class PoisoningConfig:
     threat: dict = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
     metric: str | None = None
+    peer_metrics: list[Literal[PEER_METRICS]] = field(default_factory=list)
     resources: dict[str, StageResources] = field(default_factory=dict)
 
 
@@ -134,7 +137,8 @@ class Poisoning(Scenario):
     @property
     def extra_metrics(self) -> tuple[str, ...]:
         k = self.metric.split("@")[1] if "@" in self.metric else "50"
-        return tuple(m for m in (f"t_hr@{k}", f"hitone@{k}", "mean_rank", "recall@20") if m != self.metric)
+        peers = tuple(PEER_NAMES[p].format(k=k) for p in self.config.peer_metrics)
+        return tuple(m for m in (f"t_hr@{k}", f"hitone@{k}", "mean_rank", "recall@20", *peers) if m != self.metric)
 
     def metric_names(self) -> tuple[str, ...]:
         screened = any(Column.parse(c).of_kind("data") for c in self.columns())
@@ -355,6 +359,8 @@ class Poisoning(Scenario):
                     )
                     if len(column.of_kind("data")) > 1:  # each detector's threshold on the screened reference
                         parts.append("chain reference screened")
+                    if self.config.peer_metrics:
+                        parts.append({"peer_metrics": sorted(self.config.peer_metrics)})
                     payload = {
                         "row": label,
                         "column": str(column),
@@ -366,6 +372,7 @@ class Poisoning(Scenario):
                         "n_real": clean.n_users,
                         "ks": list(self.ks),
                         "data": clean.uri,
+                        "peers": list(self.config.peer_metrics),
                     }
                     deps = {"craft": craft_id} if craft_id else {}
                     if "pore" in chain:
@@ -557,7 +564,14 @@ class Poisoning(Scenario):
         t0 = time.perf_counter()
         defended, restored = ctx.checkpoint("model", train, save_defended, lambda d: load_defended(d, data))
         fit_seconds = time.perf_counter() - t0
-        metrics = measure(defended.model, data, np.asarray(p["targets"]), p["n_real"], tuple(p.get("ks", (10, 20, 50))))
+        metrics = measure(
+            defended.model,
+            data,
+            np.asarray(p["targets"]),
+            p["n_real"],
+            tuple(p.get("ks", (10, 20, 50))),
+            p.get("peers", ()),
+        )
         result = {
             "row": p["row"],
             "column": p["column"],
@@ -605,7 +619,9 @@ class Poisoning(Scenario):
                 part = load_file(f"{tmp}/votes.safetensors")["votes"].numpy()
             votes = part if votes is None else votes + part
         ensemble = VoteEnsemble(votes, data.n_users)
-        metrics = measure(ensemble, data, np.asarray(p["targets"]), p["n_real"], tuple(p.get("ks", (10, 20, 50))))
+        metrics = measure(
+            ensemble, data, np.asarray(p["targets"]), p["n_real"], tuple(p.get("ks", (10, 20, 50))), p.get("peers", ())
+        )
         result = {
             "row": p["row"],
             "column": p["column"],
