@@ -97,8 +97,9 @@ class PopularAttack(Attack):
 @dataclass
 class BandwagonConfig:
     """``popular``: ``sampled`` (the default: the popular slots drawn at random from the ``top_fraction`` most
-    popular items, a different draw per fake user) or ``exact`` (ARLib's: every fake user holds the same, most
-    popular items)."""
+    popular items, a different draw per fake user) or ``exact`` (ARLib's fill: every fake user holds the same,
+    most popular items). ARLib's profiles also exceed the budget (the average degree in popular items, half as
+    many random ones, plus the targets); distrec keeps ``n_filler``."""
 
     popular_share: UnitInterval = 0.5
     top_fraction: Fraction = 0.1
