@@ -95,3 +95,19 @@ def test_robustness_config_errors(tmp_path, changes, message):
     with pytest.raises(ConfigError) as err:
         load_study(write(tmp_path, **changes))
     assert message in str(err.value), str(err.value)
+
+
+def test_two_entries_of_one_victim_under_labels(tmp_path, synthetic_dataset):
+    from distrec.defenses.chain import Column, fit_defended
+
+    neumf = {"dim": 4, "mlp_layers": [8, 4], "epochs": 1, "batch_size": 512, "backend": "memory"}
+    victims = {"gmf": dict(neumf, victim="neumf", branch="gmf"), "neumf": neumf}
+    scenario = load_study(write(tmp_path, victims=victims, defenses={"rawp": {}}, columns=["gmf", "gmf+rawp", "neumf"]))
+    trains = [u for u in scenario.plan(str(tmp_path / "store")) if u.stage == "train"]
+    assert len({u.id for u in trains}) == 3 and {u.label.split(" ")[0] for u in trains} == {"gmf", "gmf+rawp", "neumf"}
+    model = fit_defended(Column.parse("gmf"), victims["gmf"], {}, synthetic_dataset).model
+    assert model.name == "neumf" and model.config.branch == "gmf"
+    with pytest.raises(ConfigError, match=r"robustness.yaml: victims.gmf.victim: unknown victim 'neumff'"):
+        load_study(write(tmp_path, victims={"gmf": dict(neumf, victim="neumff")}))
+    with pytest.raises(ConfigError, match=r"robustness.yaml: victims.gmf.branch: Input should be"):
+        load_study(write(tmp_path, victims={"gmf": dict(neumf, victim="neumf", branch="cnn")}))

@@ -313,3 +313,24 @@ def test_a_loaded_graph_victim_scores_after_attach(synthetic_dataset, tmp_path):
     with pytest.raises(RuntimeError, match="has no graph"):
         loaded.score(torch.arange(3))
     assert torch.allclose(loaded.attach(synthetic_dataset).eval().score(torch.arange(3)), model.score(torch.arange(3)))
+
+
+def test_neumf_branches_and_ncf_pretraining_start_from_the_two_halves(synthetic_dataset):
+    ds = synthetic_dataset
+    cfg = dict(dim=8, mlp_layers=[16, 8], epochs=1, batch_size=512, backend="memory")
+    gmf = create_victim("neumf", ds.n_users, ds.n_items, branch="gmf", **cfg)
+    before = gmf.logits(torch.arange(5), torch.arange(5))
+    torch.nn.init.normal_(gmf.mlp[0].weight)  # the MLP tower is not part of GMF's score
+    assert torch.equal(gmf.logits(torch.arange(5), torch.arange(5)), before)
+    model = create_victim("neumf", ds.n_users, ds.n_items, pretrain_epochs=1, pretrain_alpha=0.3, **cfg)
+    history = model.pretrain(ds, progress=False)
+    assert [h["stage"] for h in history] == ["pretrain gmf", "pretrain mlp"]
+    halves = {b: create_victim("neumf", ds.n_users, ds.n_items, branch=b, **cfg) for b in ("gmf", "mlp")}
+    for half in halves.values():
+        half.fit(ds, progress=False)  # the same seed and data: the halves the pre-training fit
+    u, i = torch.arange(20), torch.arange(20) % ds.n_items
+    with torch.no_grad():
+        expected = 0.3 * halves["gmf"].logits(u, i) + 0.7 * halves["mlp"].logits(u, i)
+        assert torch.allclose(model.logits(u, i), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="pretrain_epochs pre-trains the two branches of NeuMF, not branch 'mlp'"):
+        create_victim("neumf", ds.n_users, ds.n_items, branch="mlp", pretrain_epochs=2)

@@ -13,7 +13,7 @@ import numpy as np
 from distrec.config import ConfigError
 from distrec.defenses.registry import KINDS, create_defense, defense_class, list_defenses
 from distrec.defenses.screening import Screening, without_users
-from distrec.models.registry import create_victim
+from distrec.models.registry import create_victim, registered_victim
 
 
 @dataclass(frozen=True)
@@ -115,8 +115,10 @@ def fit_defended(
     is set on the clean users the earlier detectors let through, so its false-positive rate is its own
     ``fpr`` of them (a threshold from the unscreened reference removes far more of the screened data)."""
 
+    name, victim_config = registered_victim(column.victim, victim_config)
+
     def plain_fit(train_data):
-        model = create_victim(column.victim, train_data.n_users, train_data.n_items, **victim_config)
+        model = create_victim(name, train_data.n_users, train_data.n_items, **victim_config)
         model.fit(train_data, progress=False)
         return model
 
@@ -129,7 +131,7 @@ def fit_defended(
         screenings.append(screening)
         kept = without_users(kept, np.logical_or.reduce([s.removed for s in screenings]))
         ref_kept = without_users(reference, np.logical_or.reduce([s.reference_mask for s in screenings]))
-    model = create_victim(column.victim, data.n_users, data.n_items, **victim_config)
+    model = create_victim(name, data.n_users, data.n_items, **victim_config)
     for d in column.of_kind("training"):
         model = create_defense(d, **defense_configs.get(d, {})).apply(model)
     model.fit_history = model.fit(kept, progress=progress)

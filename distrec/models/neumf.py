@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+from distrec.config import NonNegativeInt, UnitInterval
+from distrec.data.dataset import PreparedDataset
 from distrec.models.base import set_seed
 from distrec.models.registry import register_victim
 from distrec.models.trainer import PairwiseVictim, TrainConfig
@@ -14,11 +17,19 @@ from distrec.models.trainer import PairwiseVictim, TrainConfig
 
 @dataclass
 class NeuMFConfig(TrainConfig):
+    """``branch``: ``neumf`` (both), or NCF's ``gmf`` or ``mlp`` alone (each with its own output layer);
+    ``pretrain_epochs`` > 0: NCF's pre-training (section 3.4.1), GMF and MLP trained alone for that many epochs,
+    then NeuMF started from their weights with the output layer [alpha h_GMF ; (1 - alpha) h_MLP],
+    alpha = ``pretrain_alpha``."""
+
     dim: int = 32
     mlp_layers: list[int] = field(default_factory=lambda: [64, 32, 16])
     num_negatives: int = 4
     reg: float = 0.0
     score_chunk_items: int = 4096
+    branch: Literal["neumf", "gmf", "mlp"] = "neumf"
+    pretrain_epochs: NonNegativeInt = 0
+    pretrain_alpha: UnitInterval = 0.5
 
 
 @register_victim("neumf")
@@ -51,7 +62,10 @@ class NeuMF(PairwiseVictim):
         for a, b in zip(cfg.mlp_layers[:-1], cfg.mlp_layers[1:]):
             layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
         self.mlp = torch.nn.Sequential(*layers)
-        self.out = torch.nn.Linear(cfg.dim + cfg.mlp_layers[-1], 1)
+        width = {"neumf": cfg.dim + cfg.mlp_layers[-1], "gmf": cfg.dim, "mlp": cfg.mlp_layers[-1]}[cfg.branch]
+        self.out = torch.nn.Linear(width, 1)
+        if cfg.pretrain_epochs and cfg.branch != "neumf":
+            raise ValueError(f"neumf: pretrain_epochs pre-trains the two branches of NeuMF, not branch {cfg.branch!r}")
 
     def embedding_parameters(self) -> list[torch.nn.Parameter]:
         return [self.user_gmf, self.item_gmf, self.user_mlp, self.item_mlp]
@@ -71,9 +85,36 @@ class NeuMF(PairwiseVictim):
 
     def logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid scores of aligned ``users`` and ``items`` (any matching shapes)."""
-        gmf = self.user_gmf[users] * self.item_gmf[items]
-        mlp = self.mlp(torch.cat([self.user_mlp[users], self.item_mlp[items]], -1))
-        return self.out(torch.cat([gmf, mlp], -1)).squeeze(-1)
+        parts = []
+        if self.config.branch != "mlp":
+            parts.append(self.user_gmf[users] * self.item_gmf[items])
+        if self.config.branch != "gmf":
+            parts.append(self.mlp(torch.cat([self.user_mlp[users], self.item_mlp[items]], -1)))
+        return self.out(torch.cat(parts, -1)).squeeze(-1)
+
+    def fit(self, dataset: PreparedDataset, valid_split: str | None = None, progress: bool = True, on_epoch=None):
+        history = self.pretrain(dataset, progress) if self.config.pretrain_epochs else []
+        return history + super().fit(dataset, valid_split, progress, on_epoch)
+
+    def pretrain(self, dataset: PreparedDataset, progress: bool = True) -> list[dict]:
+        """NCF's pre-training: GMF and MLP fit alone, then this model's weights from theirs. NCF then trains
+        NeuMF with plain SGD; distrec keeps the configured schedule (Adam at ``lr``)."""
+        cfg = dict(asdict(self.config), epochs=self.config.pretrain_epochs, pretrain_epochs=0)
+        history, parts = [], {}
+        for branch in ("gmf", "mlp"):
+            parts[branch] = NeuMF(self.n_users, self.n_items, **dict(cfg, branch=branch))
+            history += [dict(h, stage=f"pretrain {branch}") for h in parts[branch].fit(dataset, progress=progress)]
+        a = self.config.pretrain_alpha
+        gmf, mlp = parts["gmf"].cpu(), parts["mlp"].cpu()
+        with torch.no_grad():
+            for name in ("user_gmf", "item_gmf"):
+                getattr(self, name).copy_(getattr(gmf, name))
+            for name in ("user_mlp", "item_mlp"):
+                getattr(self, name).copy_(getattr(mlp, name))
+            self.mlp.load_state_dict(mlp.mlp.state_dict())
+            self.out.weight.copy_(torch.cat([a * gmf.out.weight, (1 - a) * mlp.out.weight], 1))
+            self.out.bias.copy_(a * gmf.out.bias + (1 - a) * mlp.out.bias)
+        return history
 
     def score_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.logits(users[:, None].expand_as(items), items)

@@ -7,26 +7,37 @@ from __future__ import annotations
 from distrec.config import ConfigError, check_keys
 from distrec.defenses import defense_class, list_defenses
 from distrec.defenses.chain import Column, check_column
-from distrec.models.registry import list_victims, victim_class
+from distrec.models.registry import list_victims, registered_victim, victim_class
 
 
 def check_victims_and_defenses(victims: dict[str, dict], defenses: dict[str, dict], source: str) -> None:
-    """Every victim and defense name is registered and every key of theirs exists, with its type and range."""
-    for name, vcfg in victims.items():
+    """Every victim and defense name is registered and every key of theirs exists, with its type and range. A
+    victim entry's name is the registered victim, or any label with the registered one under ``victim``."""
+    for label, vcfg in victims.items():
+        name, settings = registered_victim(label, vcfg)
         if name not in list_victims():
-            raise ConfigError(f"{source}: victims.{name}: unknown victim; registered: {', '.join(list_victims())}")
-        check_keys(victim_class(name).Config, vcfg, source, f"victims.{name}")
+            key = f"victims.{label}.victim" if name != label else f"victims.{label}"
+            raise ConfigError(
+                f"{source}: {key}: unknown victim {name!r}; registered: {', '.join(list_victims())} (another label "
+                "takes victim: NAME)"
+            )
+        check_keys(victim_class(name).Config, settings, source, f"victims.{label}")
     for name, dcfg in defenses.items():
         if name not in list_defenses():
             raise ConfigError(f"{source}: defenses.{name}: unknown defense; registered: {', '.join(list_defenses())}")
         check_keys(defense_class(name).Config, dcfg, source, f"defenses.{name}")
 
 
+def victim_of(victims: dict, label: str) -> type:
+    """The registered victim class a study's victim entry builds."""
+    return victim_class(registered_victim(label, victims[label])[0])
+
+
 def default_columns(victims: dict, defenses: dict) -> list[str]:
     """Every victim, then every victim with every single defense that supports it."""
     cols = list(victims)
     for d in defenses:
-        cols += [f"{v}+{d}" for v in victims if defense_class(d).supports(victim_class(v))]
+        cols += [f"{v}+{d}" for v in victims if defense_class(d).supports(victim_of(victims, v))]
     return cols
 
 
@@ -48,7 +59,7 @@ def check_columns(
                     f"{source}: columns.{i}: {d!r} is a {defense_class(d).kind} defense; this study places "
                     f"{' and '.join(kinds)} defenses"
                 )
-        check_column(column, victim_class(column.victim), defenses, source, f"columns.{i}")
+        check_column(column, victim_of(victims, column.victim), defenses, source, f"columns.{i}")
         parsed.append(column)
     return parsed
 

@@ -46,7 +46,7 @@ from distrec.metrics.detection import detection_metrics
 from distrec.metrics.peers import PEER_METRICS, PEER_NAMES
 from distrec.metrics.targets import target_metric_names
 from distrec.models.base import Victim
-from distrec.models.registry import victim_class
+from distrec.models.registry import registered_victim, victim_class
 from distrec.study.columns import check_columns, check_victims_and_defenses, default_columns
 from distrec.study.engine import StageResources, Unit
 from distrec.study.outputs import aggregate
@@ -597,7 +597,8 @@ class Poisoning(Scenario):
         train = UserItemCSR.from_table(data.table("train", ["user_id", "item_id"]), data.n_users, data.n_items)
         t0 = time.perf_counter()
         samples = bagged_samples(data.n_users, p["subsample"], p["models"], p["seed"])
-        votes = victim_class(p["victim"]).bagged_votes(train, p["n_real"], samples, p["top_n"], **p["config"])
+        name, config = registered_victim(p["victim"], p["config"])
+        votes = victim_class(name).bagged_votes(train, p["n_real"], samples, p["top_n"], **config)
         with tempfile.TemporaryDirectory() as tmp:
             save_file({"votes": torch.as_tensor(votes)}, f"{tmp}/votes.safetensors")
             storage.upload(tmp, ctx.folder)

@@ -32,7 +32,7 @@ from distrec.metrics.sampled import candidates, sampled_metrics
 from distrec.models.base import Victim
 from distrec.models.registry import list_victims, victim_class
 from distrec.models.trainer import PairwiseVictim
-from distrec.study.columns import check_columns, check_victims_and_defenses, default_columns
+from distrec.study.columns import check_columns, check_victims_and_defenses, default_columns, victim_of
 from distrec.study.engine import StageResources, Unit
 from distrec.study.scenario import Scenario, register_scenario
 
@@ -90,7 +90,7 @@ class Robustness(Scenario):
             )
         check_victims_and_defenses(cfg.victims, cfg.defenses, src)
         for name in cfg.victims:
-            if not hasattr(victim_class(name), "weight_matrices"):
+            if not hasattr(victim_of(cfg.victims, name), "weight_matrices"):
                 able = [v for v in list_victims() if hasattr(victim_class(v), "weight_matrices")]
                 raise ConfigError(
                     f"{src}: victims.{name}: the weight attack needs a victim with weight matrices: {', '.join(able)}"
@@ -101,8 +101,8 @@ class Robustness(Scenario):
                 flat = [
                     v
                     for v in cfg.victims
-                    if not hasattr(victim_class(v), "embedding_parameters")
-                    or victim_class(v).embedding_parameters is PairwiseVictim.embedding_parameters
+                    if not hasattr(victim_of(cfg.victims, v), "embedding_parameters")
+                    or victim_of(cfg.victims, v).embedding_parameters is PairwiseVictim.embedding_parameters
                 ]
                 if flat:
                     raise ConfigError(
