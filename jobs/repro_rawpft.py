@@ -1,8 +1,10 @@
 """RAWP-FT reproduction on ML-1M (docs/methods.md section 5): runs the robustness study of a config through the
 study engine (resumable: a rerun computes only what is missing) and writes the issue's JSON and a report.
 
-    python jobs/repro_rawpft.py --config configs/study/ml1m_robustness_cpu.yaml --out runs/rawpft_ml1m \
-        --results docs/results/rawpft_ml1m
+    python jobs/repro_rawpft.py --config configs/study/ml1m_robustness_ncf_cpu.yaml --out runs/rawpft_ml1m_ncf \
+        --results docs/results/rawpft_ml1m --second docs/results/rawpft_ml1m_random_holdout.json
+
+``--second`` sets an earlier run's results (another protocol) beside this one's clean numbers, labelled.
 
 JSON keys: ``<model>/<defense>/clean/hr@10`` and ``/ndcg@10`` (model ``mlp`` = DeepCF, ``neumf``; defense
 ``none`` for the plain model), ``<model>/<defense>/fgsm/<eps>/hr@10`` and ``/ndcg@10``,
@@ -10,6 +12,7 @@ JSON keys: ``<model>/<defense>/clean/hr@10`` and ``/ndcg@10`` (model ``mlp`` = D
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -65,7 +68,7 @@ def results_json(cells: list[dict], study: dict, wall: float) -> dict:
         "config": study["config"],
         "config_file": study["config_file"],
         "seeds": study["config"]["seeds"],
-        "protocol": "NCF leave-one-out, the held-out item among 99 stored negatives; full/...: every unseen item",
+        "protocol": protocol(study["config"]["dataset"]),
         "training": {
             c: {k: v for k, v in t.items() if k in ("fit_seconds", "layer_robustness", "fine_tuned", "interpolation")}
             for c, t in study["summary"]["training"].items()
@@ -75,6 +78,31 @@ def results_json(cells: list[dict], study: dict, wall: float) -> dict:
         "machine": machine(),
     }
     return out
+
+
+def protocol(dataset: dict) -> str:
+    """The evaluation protocol of a study's dataset, in words."""
+    if dataset.get("format") == "ncf":
+        held = "NCF's own ML-1M split (each user's latest rating held out, ml-1m.test.rating) and NCF's 99 negatives"
+    else:
+        held = "leave-one-out with the held-out item drawn with the seed (the ML-1M copy has no timestamps)"
+    return f"{held}; HR/NDCG@10 of the held-out item among its 100 candidates; full/...: every unseen item"
+
+
+def second_protocol(res: dict, other: dict) -> list[str]:
+    """This run's clean numbers beside another protocol's, and the paper's."""
+    lines = ["", "## Clean HR@10 under both protocols (%)", ""]
+    lines += [f"This run: {res['meta']['protocol']}.", "", f"Second protocol: {other['meta'].get('protocol')}.", ""]
+    lines += ["| model / defense | this run | second protocol | paper |", "|---|---|---|---|"]
+    for k in sorted({key.rsplit("/clean/", 1)[0] for key in res if key.endswith("/clean/hr@10") and "/" in key}):
+        if k.startswith("full/"):
+            continue
+        paper = PAPER_CLEAN.get(k, (None, None))[0]
+        lines.append(
+            f"| {k} | {pct(res.get(f'{k}/clean/hr@10'))} | {pct(other.get(f'{k}/clean/hr@10'))} | "
+            f"{'' if paper is None else f'{paper:.2f}'} |"
+        )
+    return lines
 
 
 def pct(v) -> str:
@@ -122,10 +150,17 @@ def report(res: dict, columns: list[str]) -> str:
 
 def main() -> None:
     args, scenario, cells, study, wall = run_reproduction(
-        __doc__, "configs/study/ml1m_robustness_cpu.yaml", "runs/rawpft_ml1m"
+        __doc__,
+        "configs/study/ml1m_robustness_ncf_cpu.yaml",
+        "runs/rawpft_ml1m_ncf",
+        lambda ap: ap.add_argument("--second", help="an earlier results JSON (another protocol) to set beside"),
     )
     res = results_json(cells, study, wall)
     text = report(res, scenario.columns())
+    if args.second:
+        other = json.loads(Path(args.second).read_text())
+        res["meta"]["second_protocol"] = {"file": args.second, "protocol": other["meta"].get("protocol")}
+        text += "\n".join(second_protocol(res, other)) + "\n"
     print(text)
     write_results(
         args.results,
