@@ -212,10 +212,10 @@ def test_backdoor_study_rows_columns_and_exposure_lift(ray_session, tmp_path):
             "attacks.0.name: 'random' is an injective attack; a backdoor study takes bra or pea",
         ),
         ({"attacks": [{"name": "bra", "rat": 0.1}]}, "attacks.0: "),
-        ({"modes": ["distill"]}, "modes.0: 'distill' is not one of direct, finetune, finetune_reinit, prompt"),
+        ({"modes": ["distill"]}, "modes.0: Input should be 'direct', 'finetune', 'finetune_reinit' or 'prompt'"),
         ({"group": {"attribute": "age"}}, "group: attribute 'age': give value, or min and/or max"),
         ({"model": {"dim": 10, "heads": 3}}, "model: dim (10) must be a multiple of heads (3)"),
-        ({"downstream": {"fraction": 1.5}}, "downstream: fraction must be in (0, 1)"),
+        ({"downstream": {"fraction": 1.5}}, "downstream.fraction: Input should be less than 1 (got 1.5)"),
     ],
 )
 def test_backdoor_config_errors(tmp_path, changes, message):

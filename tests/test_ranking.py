@@ -173,7 +173,9 @@ def test_embedder_registry_save_load(tmp_path, small_model):
     assert small_model(x).norm(dim=1).allclose(torch.ones(3))
     loaded = Embedder.load(small_model.save(tmp_path / "m"))
     assert torch.equal(loaded(x), small_model(x)) and loaded.config == small_model.config
-    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['depth'\]"):
+    with pytest.raises(
+        ValueError, match=r"^c2f2: depth: unknown key; valid keys: embed_dim, img_size, in_chans, metric"
+    ):
         create_embedder("c2f2", depth=3)
     timm_net = create_embedder("timm", backbone="resnet18", in_chans=1, embed_dim=16, metric="euclidean")
     assert timm_net(torch.rand(2, 1, 32, 32)).shape == (2, 16)

@@ -90,7 +90,7 @@ def test_a_worker_killed_while_training_restores_the_checkpoint(ray_session, stu
     [
         ("surrogates: [a]", "surrogates: [c]", "surrogates.0: 'c' is not one of the columns (a, a+est, b)"),
         ("attacks: [CA+, SP-QA-]", "attacks: [CA+, SP-CA-]", "attacks.1: unknown ranking attack 'SP-CA-'"),
-        ("eps: [0.1]", "eps: [2]", "eps: every eps must be in [0, 1]"),
+        ("eps: [0.1]", "eps: [2]", "eps.0: Input should be less than or equal to 1 (got 2)"),
         (
             "training: {{epochs: 1, batch_size: 100}}",
             "training: {{epoch: 1}}",

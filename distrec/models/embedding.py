@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from distrec.config import AtLeastOne, check
 from distrec.files import write_local
 from distrec.models.base import CheckpointError
 from distrec.registry import Registry
@@ -34,13 +36,7 @@ class Embedder(nn.Module):
 
     def __init__(self, **config):
         super().__init__()
-        names = {f.name for f in dataclasses.fields(self.Config)}
-        unknown = sorted(set(config) - names)
-        if unknown:
-            raise ValueError(f"{self.name}: unknown config key(s) {unknown}; valid keys are {sorted(names)}")
-        self.config = self.Config(**config)
-        if self.config.metric not in METRICS:
-            raise ValueError(f"{self.name}: metric {self.config.metric!r} is not one of {METRICS}")
+        self.config = check(self.Config, config, self.name)
 
     @property
     def metric(self) -> str:
@@ -113,10 +109,10 @@ class C2F2(Embedder):
 
     @dataclasses.dataclass
     class Config:
-        metric: str = "cosine"
-        embed_dim: int = 1024
-        in_chans: int = 1
-        img_size: int = 28
+        metric: Literal[METRICS] = "cosine"
+        embed_dim: AtLeastOne = 1024
+        in_chans: AtLeastOne = 1
+        img_size: AtLeastOne = 28
 
     def __init__(self, **config):
         super().__init__(**config)
@@ -142,9 +138,9 @@ class TimmEmbedder(Embedder):
     @dataclasses.dataclass
     class Config:
         backbone: str = "resnet18"
-        metric: str = "cosine"
-        embed_dim: int = 512
-        in_chans: int = 3
+        metric: Literal[METRICS] = "cosine"
+        embed_dim: AtLeastOne = 512
+        in_chans: AtLeastOne = 3
         checkpoint: str | None = None
 
     def __init__(self, **config):

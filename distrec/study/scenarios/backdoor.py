@@ -19,6 +19,7 @@ import tempfile
 import time
 from dataclasses import field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pydantic
@@ -27,7 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from distrec.attacks import attack_class
 from distrec.attacks.backdoor import TargetSpec, choose_targets
-from distrec.config import ConfigError
+from distrec.config import AtLeastOne, ConfigError, Share
 from distrec.content_id import content_id
 from distrec.data.dataset import InMemoryDataset, PreparedDataset
 from distrec.data.matrix import UserItemCSR
@@ -52,8 +53,8 @@ class DownstreamConfig:
     """``fraction`` of the users (seeded) are downstream, their histories cut to the last ``history`` items
     before the test item; fine-tuning and prompt tuning run ``*_epochs`` at ``*_lr`` on those histories."""
 
-    fraction: float = 0.2
-    history: int = 9
+    fraction: Share = 0.2
+    history: AtLeastOne = 9
     finetune_epochs: int = 10
     finetune_lr: float = 1e-3
     prompt_epochs: int = 10
@@ -69,7 +70,7 @@ class BackdoorConfig:
     targets: dict = field(default_factory=dict)
     features: dict = field(default_factory=dict)
     attacks: list[dict] = field(default_factory=lambda: [{"name": "bra", "rate": 0.1}, {"name": "pea", "rate": 0.1}])
-    modes: list[str] = field(default_factory=lambda: ["direct", "finetune", "prompt"])
+    modes: list[Literal[MODES]] = field(default_factory=lambda: ["direct", "finetune", "prompt"])
     downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
     ks: list[int] = field(default_factory=lambda: [10, 20])
     seeds: list[int] = field(default_factory=lambda: [0])
@@ -117,14 +118,6 @@ class Backdoor(Scenario):
             if attack_label(spec) in labels:
                 raise ConfigError(f"{src}: attacks.{i}: {attack_label(spec)!r} is listed twice")
             labels.add(attack_label(spec))
-        for i, mode in enumerate(cfg.modes):
-            if mode not in MODES:
-                raise ConfigError(f"{src}: modes.{i}: {mode!r} is not one of {', '.join(MODES)}")
-        d = cfg.downstream
-        if not 0 < d.fraction < 1 or d.history < 1:
-            raise ConfigError(
-                f"{src}: downstream: fraction must be in (0, 1) and history at least 1, got {d.fraction}, {d.history}"
-            )
         if cfg.metric not in {f"{m}@{k}" for m in ("hr", "ndcg") for k in cfg.ks}:
             raise ConfigError(f"{src}: metric: {cfg.metric!r} is not hr@K or ndcg@K for K in ks {cfg.ks}")
 

@@ -15,6 +15,7 @@ import json
 import tempfile
 from dataclasses import field
 from pathlib import Path
+from typing import Literal
 
 import pydantic
 import torch
@@ -22,7 +23,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save_file
 
 from distrec.attacks.ranking import Trials, build_objective, parse_attack
-from distrec.config import ConfigError, check_keys
+from distrec.config import ConfigError, UnitInterval, check_keys
 from distrec.content_id import content_id
 from distrec.data.labeled_images import load_labeled_images
 from distrec.data.spec import DatasetSpec, check_dataset_spec, materialise_dataset
@@ -59,7 +60,7 @@ class RankingConfig:
     defenses: dict[str, dict] = field(default_factory=dict)
     columns: list[str] | None = None
     attacks: list[str] = field(default_factory=lambda: ["CA+", "CA-", "SP-QA+", "SP-QA-"])
-    eps: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3])
+    eps: list[UnitInterval] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3])  # images are in [0, 1]
     ks: list[int] = field(default_factory=lambda: [1])
     trials: int = 1000
     batch_size: int = 250
@@ -68,7 +69,7 @@ class RankingConfig:
     transfer: bool = True
     seed: int = 0
     seeds: list[int] = field(default_factory=lambda: [0])
-    metric: str = "rank"
+    metric: Literal["rank", "sp_rank"] = "rank"
     resources: dict[str, StageResources] = field(default_factory=dict)
 
 
@@ -115,10 +116,6 @@ class Ranking(Scenario):
                 parse_attack(name)
             except ValueError as exc:
                 raise ConfigError(f"{src}: attacks.{i}: {exc}") from None
-        if any(not 0 <= e <= 1 for e in cfg.eps):
-            raise ConfigError(f"{src}: eps: every eps must be in [0, 1] (images are in [0, 1]), got {cfg.eps}")
-        if cfg.metric not in ("rank", "sp_rank"):
-            raise ConfigError(f"{src}: metric: {cfg.metric!r} is not one of rank, sp_rank")
 
     def columns(self) -> list[str]:
         if self.config.columns is not None:
