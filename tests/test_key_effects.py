@@ -159,7 +159,14 @@ VICTIM_CHANGES = {
         ("ssm", "shared_negatives"): 16,
         "dns_candidates": 4,
     },
-    "neumf": {"dim": 5, "mlp_layers": [8, 2], "reg": 0.01},
+    "neumf": {
+        "dim": 5,
+        "mlp_layers": [8, 2],
+        "reg": 0.01,
+        "branch": "gmf",
+        "pretrain_epochs": 1,
+        "pretrain_alpha": 0.2,
+    },
     "deepcf": {"proj_dim": 9, "tower": [8, 2]},
 }
 VICTIM_CHANGES["sgl"] = dict(
@@ -206,6 +213,11 @@ def test_every_victim_key_changes_the_trained_scores_or_is_shown_to_change_none(
             assert not torch.allclose(scores(config), scores(dict(config, **{key: value}))), (
                 f"{name}.{key}={value!r} (rec_loss {mode}) changes nothing"
             )
+        elif key == "pretrain_alpha":  # the weight of the pre-trained halves: with pre-training on
+            pretrained = dict(base, pretrain_epochs=1)
+            assert not torch.allclose(scores(pretrained), scores(dict(pretrained, **{key: value}))), (
+                f"{name}.{key} changes nothing"
+            )
         elif key == "dns_candidates":
             assert not torch.allclose(reference, scores(dict(base, num_negatives=1, **{key: value}))), (
                 f"{name}.{key} changes nothing"
@@ -225,9 +237,11 @@ ATTACK_BASE = {
     "revadv": {"outer_steps": 2},
     "dada": {"outer_steps": 2},
     "rapu": {"outer_steps": 3, "em_steps": 2, "lr": 3.0, "popularity_smooth": 0.1},
+    "pga": {"outer_steps": 2},
 }
 ATTACK_CHANGES = {
-    "bandwagon": {"popular_share": 0.2, "top_fraction": 0.3},
+    "bandwagon": {"popular_share": 0.2, "top_fraction": 0.3, "popular": "exact"},
+    "pga": {"outer_steps": 3, "lr": 5.0, "momentum": 0.5, "select_k": 5, "rating_max": 0.5},
     "segment": {"segment_share": 0.3},
     "revadv": {"outer_steps": 3, "lr": 5.0, "momentum": 0.0, "select_k": 5},
     "dada": {"outer_steps": 3, "lr": 5.0, "momentum": 0.0, "select_k": 5, "k": 3, "beta": 5.0, "gamma": 0.95},
