@@ -171,7 +171,11 @@ BAD_CONFIGS = [
         "  wrmf: {factorz: 8, iterations: 4}",
         "victims.wrmf.factorz: unknown key; valid keys: alpha, bucket_entries, cg_steps, device, eval_every, factors",
     ),
-    ("  wrmf: {factors: 8, iterations: 4}", "  wrmff: {factors: 8}", "victims.wrmff: unknown victim 'wrmff'; registered: "),
+    (
+        "  wrmf: {factors: 8, iterations: 4}",
+        "  wrmff: {factors: 8}",
+        "victims.wrmff: unknown victim 'wrmff'; registered: ",
+    ),
     (
         "  wrmf: {factors: 8, iterations: 4}",
         "  wrmf: {factors: eight, iterations: 4}",

@@ -11,6 +11,7 @@ from distrec.data.readers.lightgcn import read_lightgcn
 from distrec.data.readers.movielens import read_ml_1m, read_ml_100k, read_ml_latest
 from distrec.data.readers.ncf import read_ncf
 from distrec.data.readers.recbole import read_recbole
+from distrec.data.readers.selfrec import read_selfrec
 from distrec.data.readers.sequence import read_sequence
 from distrec.data.readers.table import read_table
 from distrec.data.source import RawDataset
@@ -23,6 +24,7 @@ READERS: dict[str, Callable[..., RawDataset]] = {
     "ncf": read_ncf,
     "sequence": read_sequence,
     "recbole": read_recbole,
+    "selfrec": read_selfrec,
     "idx": read_idx,
     "images": read_images,
     "table": read_table,
@@ -48,6 +50,10 @@ FORMATS = {  # name: (one line for ``distrec list formats``, where such files co
     ),
     "sequence": ("One user per line, items in time order (SASRec / S3-Rec data files)", "Kang and McAuley, ICDM 2018"),
     "recbole": ("RecBole atomic files: .inter, .item, .user", "Zhao et al., CIKM 2021"),
+    "selfrec": (
+        "SELFRec / ARLib split files: train.txt, val.txt, test.txt of 'user item weight'",
+        "Yu et al., TKDE 2023",
+    ),
     "idx": ("MNIST / Fashion-MNIST IDX image and label files", "LeCun et al.; Xiao et al., 2017"),
     "images": ("A tar or folder of item images named by item id (e.g. the ML-1M posters)", "distrec"),
     "table": ("A Parquet or headed CSV file with user and item columns", "distrec"),

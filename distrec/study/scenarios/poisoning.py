@@ -307,6 +307,7 @@ class Poisoning(Scenario):
         check_protocol_data(self.preset, meta.get("prepare"), f"{self.source}: threat")
         data_id = self.data_key(clean)
         train = UserItemCSR.from_table(clean.table("train"), clean.n_users, clean.n_items)
+        self._check_cutoffs(clean.n_items)
         targets = self._targets(train, clean)
         pore = cfg.defenses.get("pore")
         if pore is not None and POREConfig(**pore).subsample > clean.n_users:
@@ -502,6 +503,20 @@ class Poisoning(Scenario):
                 )
             )
         return units
+
+    def _check_cutoffs(self, n_items: int) -> None:
+        """Every top-K the study ranks (the target metrics' K, a gradient attack's ``select_k``) fits the items."""
+        if max(self.ks) > n_items:
+            raise ConfigError(
+                f"{self.source}: dataset: {n_items} items, fewer than the target metrics' largest K ({max(self.ks)})"
+            )
+        for i, spec in enumerate(self.config.attacks):
+            select_k = getattr(attack_class(spec.name).Config(), "select_k", None)
+            select_k = spec.config.get("select_k", select_k)
+            if select_k is not None and select_k > n_items:
+                raise ConfigError(
+                    f"{self.source}: attacks.{i}.config.select_k: {select_k} exceeds the dataset's {n_items} items"
+                )
 
     def _targets(self, train: UserItemCSR, clean: PreparedDataset) -> list[int]:
         """The one target set of the study (every attack promotes the same targets)."""
