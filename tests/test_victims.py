@@ -316,12 +316,19 @@ def test_a_loaded_graph_victim_scores_after_attach(synthetic_dataset, tmp_path):
 
 
 def test_neumf_branches_and_ncf_pretraining_start_from_the_two_halves(synthetic_dataset):
+    from distrec.attacks.weights import WeightAttackConfig, attacked_scores
+
     ds = synthetic_dataset
     cfg = dict(dim=8, mlp_layers=[16, 8], epochs=1, batch_size=512, backend="memory")
     gmf = create_victim("neumf", ds.n_users, ds.n_items, branch="gmf", **cfg)
     before = gmf.logits(torch.arange(5), torch.arange(5))
     torch.nn.init.normal_(gmf.mlp[0].weight)  # the MLP tower is not part of GMF's score
     assert torch.equal(gmf.logits(torch.arange(5), torch.arange(5)), before)
+    assert [n for n, _, _ in gmf.weight_matrices()] == ["user_gmf", "item_gmf", "out"]  # what the weight attack moves
+    moved = attacked_scores(gmf, WeightAttackConfig(eps=0.1), torch.arange(3), torch.arange(12).reshape(3, 4))
+    assert moved.shape == (3, 4) and not torch.allclose(
+        moved, gmf.score_pairs(torch.arange(3), torch.arange(12).reshape(3, 4))
+    )
     model = create_victim("neumf", ds.n_users, ds.n_items, pretrain_epochs=1, pretrain_alpha=0.3, **cfg)
     history = model.pretrain(ds, progress=False)
     assert [h["stage"] for h in history] == ["pretrain gmf", "pretrain mlp"]

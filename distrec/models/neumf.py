@@ -67,20 +67,27 @@ class NeuMF(PairwiseVictim):
         if cfg.pretrain_epochs and cfg.branch != "neumf":
             raise ValueError(f"neumf: pretrain_epochs pre-trains the two branches of NeuMF, not branch {cfg.branch!r}")
 
+    def _used(self, names: tuple[str, ...]) -> list[str]:
+        """The names of ``names`` the configured branch scores with."""
+        branch = self.config.branch
+        return [n for n in names if branch == "neumf" or n.endswith(branch)]
+
     def embedding_parameters(self) -> list[torch.nn.Parameter]:
-        return [self.user_gmf, self.item_gmf, self.user_mlp, self.item_mlp]
+        return [getattr(self, n) for n in self._used(("user_gmf", "item_gmf", "user_mlp", "item_mlp"))]
 
     def user_embedding_parameters(self) -> list[torch.nn.Parameter]:
-        return [self.user_gmf, self.user_mlp]
+        return [getattr(self, n) for n in self._used(("user_gmf", "user_mlp"))]
 
     def hidden_layers(self) -> list[torch.nn.Module]:
-        """The MLP's linear layers (RAT perturbs their outputs)."""
-        return [m for m in self.mlp if isinstance(m, torch.nn.Linear)]
+        """The MLP's linear layers (RAT perturbs their outputs); none for the GMF branch alone."""
+        return [] if self.config.branch == "gmf" else [m for m in self.mlp if isinstance(m, torch.nn.Linear)]
 
     def weight_matrices(self) -> list[tuple[str, torch.nn.Parameter, int]]:
-        """(name, matrix, axis of a row): the embedding tables (a row per user or item) and every layer."""
-        layers = [(n, getattr(self, n), 1) for n in ("user_gmf", "item_gmf", "user_mlp", "item_mlp")]
+        """(name, matrix, axis of a row): the embedding tables (a row per user or item) and every layer the
+        configured branch scores with."""
+        layers = [(n, getattr(self, n), 1) for n in self._used(("user_gmf", "item_gmf", "user_mlp", "item_mlp"))]
         layers += [(f"mlp.{i}", m.weight, 1) for i, m in enumerate(self.mlp) if isinstance(m, torch.nn.Linear)]
+        layers = layers if self.config.branch != "gmf" else [x for x in layers if not x[0].startswith("mlp.")]
         return layers + [("out", self.out.weight, 1)]
 
     def logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
