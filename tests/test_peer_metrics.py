@@ -32,7 +32,7 @@ def test_revadv_hitone_counts_only_real_users_with_a_test_item():
 
 
 STUDY = """
-dataset: {synthetic: {n_users: 60, n_items: 40, avg_degree: 8, image_size: 0, seed: 1}}
+dataset: {synthetic: {n_users: 60, n_items: 80, avg_degree: 8, image_size: 0, seed: 1}}
 threat: {n_fake: 2, n_targets: 2, target_bucket: any, seed: 0}
 attacks: [{name: random}]
 victims: {wrmf: {factors: 4, iterations: 2}}
