@@ -18,15 +18,16 @@ score = lambda users: SCORES[users]  # noqa: E731
 
 def test_arlib_counts_fake_users_and_does_not_mask_training_items():
     # unmasked top-2: user 0 {0, 4} hit; user 1 {1, 2} miss; fake user 2 {4, 3} hit -> 2 of 3 users x 1 target
-    assert arlib_hit_ratio(score, 3, [4], 2) == pytest.approx(2 / 3)
+    assert arlib_hit_ratio(score, 3, [4], (2,))[2] == pytest.approx(2 / 3)
     # distrec's T-HR@2 over the real users, training items masked: user 0 {4, 3} hit, user 1 {2, 3} miss
     assert target_metrics(score, TRAIN, [4], np.array([0, 1]), (2,))["t_hr@2"] == pytest.approx(0.5)
 
 
 def test_revadv_hitone_counts_only_real_users_with_a_test_item():
     test = UserItemCSR.from_arrays(np.array([1]), np.array([3]), 3, 5)  # only user 1 has a test item
-    assert revadv_hit_one(score, TRAIN, test, [4], np.array([0, 1]), 2) == 0.0  # user 1 misses; user 0 not counted
-    assert revadv_hit_one(score, TRAIN, test, [4], np.array([0, 1]), 3) == 1.0  # masked top-3 of user 1: {2, 3, 4}
+    hit = revadv_hit_one(score, TRAIN, test, [4], np.array([0, 1]), (2, 3))
+    assert hit[2] == 0.0  # user 1 misses; user 0 not counted
+    assert hit[3] == 1.0  # masked top-3 of user 1: {2, 3, 4}
     both = peer_metrics(["arlib", "revadv"], score, TRAIN, test, [4], 2, (2, 3))
     assert set(both) == {"arlib_hr@2", "arlib_hr@3", "revadv_hitone@2", "revadv_hitone@3"}
 

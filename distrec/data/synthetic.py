@@ -54,19 +54,20 @@ def make_synthetic(
         users, items = [u], [i]
         ratings = [np.clip(np.rint(3.0 + 1.2 * same + rng.normal(0, 0.8, len(u))), 1, 5)]
         gaps = rng.integers(60, 86_400, len(u))
-        first = np.r_[0, np.cumsum(degrees)[:-1]]
-        stamps = [start[u] + np.cumsum(gaps) - np.repeat(np.cumsum(gaps)[first] - gaps[first], degrees)]
-    for u in range(n_users) if sampler == "gumbel" else ():
-        weight = popularity * np.where(item_cluster == user_cluster[u], cluster_affinity, 1.0)
-        # Gumbel top-k: sampling without replacement proportional to weight
-        keys = np.log(weight) - np.log(-np.log(rng.random(n_items)))
-        chosen = np.argpartition(-keys, degrees[u])[: degrees[u]]
-        chosen = chosen[np.argsort(-keys[chosen])]
-        same = item_cluster[chosen] == user_cluster[u]
-        users.append(np.full(len(chosen), u))
-        items.append(chosen)
-        ratings.append(np.clip(np.rint(3.0 + 1.2 * same + rng.normal(0, 0.8, len(chosen))), 1, 5))
-        stamps.append(start[u] + np.cumsum(rng.integers(60, 86_400, len(chosen))))
+        elapsed, first = np.cumsum(gaps), np.r_[0, np.cumsum(degrees)[:-1]]  # each user's clock starts at its start
+        stamps = [start[u] + elapsed - np.repeat(elapsed[first] - gaps[first], degrees)]
+    else:
+        for u in range(n_users):
+            weight = popularity * np.where(item_cluster == user_cluster[u], cluster_affinity, 1.0)
+            # Gumbel top-k: sampling without replacement proportional to weight
+            keys = np.log(weight) - np.log(-np.log(rng.random(n_items)))
+            chosen = np.argpartition(-keys, degrees[u])[: degrees[u]]
+            chosen = chosen[np.argsort(-keys[chosen])]
+            same = item_cluster[chosen] == user_cluster[u]
+            users.append(np.full(len(chosen), u))
+            items.append(chosen)
+            ratings.append(np.clip(np.rint(3.0 + 1.2 * same + rng.normal(0, 0.8, len(chosen))), 1, 5))
+            stamps.append(start[u] + np.cumsum(rng.integers(60, 86_400, len(chosen))))
 
     raw = RawDataset("synthetic", ordered=False)
     raw.interactions = raw_interactions(

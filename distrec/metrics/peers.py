@@ -28,18 +28,20 @@ def arlib_hit_ratio(
     score_fn: Callable[[torch.Tensor], torch.Tensor],
     n_users: int,
     targets: Sequence[int],
-    k: int,
+    ks: Sequence[int],
     chunk_users: int = 1024,
     device: str | torch.device = "cpu",
-) -> float:
-    """ARLib's HR@K: hits of the targets in every user's unmasked top-K, over users x targets."""
+) -> dict[int, float]:
+    """ARLib's HR@K for each K of ``ks``: hits of the targets in every user's unmasked top-K, over users x
+    targets (one scoring pass for every K)."""
     targets_t = torch.as_tensor(np.asarray(targets), device=device)
-    hits = 0.0
+    hits = dict.fromkeys(ks, 0.0)
     for s in range(0, n_users, chunk_users):
         users = torch.arange(s, min(s + chunk_users, n_users), device=device)
-        top = torch.topk(score_fn(users).float(), k, dim=1).indices
-        hits += float((top[:, :, None] == targets_t[None, None, :]).any(1).sum())
-    return hits / max(n_users * len(targets_t), 1)
+        match = torch.topk(score_fn(users).float(), max(ks), dim=1).indices[:, :, None] == targets_t[None, None, :]
+        for k in ks:
+            hits[k] += float(match[:, :k].any(1).sum())
+    return {k: h / max(n_users * len(targets_t), 1) for k, h in hits.items()}
 
 
 @torch.no_grad()
@@ -49,19 +51,22 @@ def revadv_hit_one(
     test: UserItemCSR,
     targets: Sequence[int],
     real_users: np.ndarray,
-    k: int,
+    ks: Sequence[int],
     chunk_users: int = 1024,
     device: str | torch.device = "cpu",
-) -> float:
-    """RevAdv's HitOne@K: real users with a test item that have any target in their masked top-K."""
+) -> dict[int, float]:
+    """RevAdv's HitOne@K for each K of ``ks``: real users with a test item that have any target in their masked
+    top-K (one scoring pass for every K)."""
     users = np.asarray(real_users)
     users = users[test.degrees()[users] > 0]
     targets_t = torch.as_tensor(np.asarray(targets), device=device)
-    hit = 0.0
+    hits = dict.fromkeys(ks, 0.0)
     for s in range(0, len(users), chunk_users):
-        top = masked_topk(score_fn, users[s : s + chunk_users], train, k, device)
-        hit += float((top[:, :, None] == targets_t[None, None, :]).any(2).any(1).sum())
-    return hit / max(len(users), 1)
+        top = masked_topk(score_fn, users[s : s + chunk_users], train, max(ks), device)
+        match = (top[:, :, None] == targets_t[None, None, :]).any(2)
+        for k in ks:
+            hits[k] += float(match[:, :k].any(1).sum())
+    return {k: h / max(len(users), 1) for k, h in hits.items()}
 
 
 def peer_metrics(
@@ -76,12 +81,10 @@ def peer_metrics(
 ) -> dict[str, float]:
     """The named peers' metrics at every cutoff of ``ks``."""
     out = {}
-    for k in ks:
-        if "arlib" in names:
-            out[PEER_NAMES["arlib"].format(k=k)] = arlib_hit_ratio(score_fn, train.n_users, targets, k, device=device)
-        if "revadv" in names:
-            real = np.arange(n_real)
-            out[PEER_NAMES["revadv"].format(k=k)] = revadv_hit_one(
-                score_fn, train, test, targets, real, k, device=device
-            )
+    if "arlib" in names:
+        hr = arlib_hit_ratio(score_fn, train.n_users, targets, ks, device=device)
+        out.update({PEER_NAMES["arlib"].format(k=k): v for k, v in hr.items()})
+    if "revadv" in names:
+        hit = revadv_hit_one(score_fn, train, test, targets, np.arange(n_real), ks, device=device)
+        out.update({PEER_NAMES["revadv"].format(k=k): v for k, v in hit.items()})
     return out

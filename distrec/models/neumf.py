@@ -86,8 +86,8 @@ class NeuMF(PairwiseVictim):
         """(name, matrix, axis of a row): the embedding tables (a row per user or item) and every layer the
         configured branch scores with."""
         layers = [(n, getattr(self, n), 1) for n in self._used(("user_gmf", "item_gmf", "user_mlp", "item_mlp"))]
-        layers += [(f"mlp.{i}", m.weight, 1) for i, m in enumerate(self.mlp) if isinstance(m, torch.nn.Linear)]
-        layers = layers if self.config.branch != "gmf" else [x for x in layers if not x[0].startswith("mlp.")]
+        if self.config.branch != "gmf":
+            layers += [(f"mlp.{i}", m.weight, 1) for i, m in enumerate(self.mlp) if isinstance(m, torch.nn.Linear)]
         return layers + [("out", self.out.weight, 1)]
 
     def logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

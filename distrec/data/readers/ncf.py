@@ -76,11 +76,13 @@ def _read_negatives(path: Path, bad: BadLines, negatives: int) -> dict[int, tupl
     return out
 
 
-def _ml1m_train(root: Path, test: dict[str, np.ndarray], test_path: Path) -> dict[str, np.ndarray]:
-    """The ML-1M training pairs under NCF's ids: every ML-1M pair except the test pairs."""
+def _ml1m_train(root: Path, test: dict[str, np.ndarray], test_path: Path) -> tuple[dict[str, np.ndarray], list]:
+    """The ML-1M training pairs under NCF's ids (every ML-1M pair except the test pairs), and the source records
+    of the ML-1M files read."""
     from distrec.data.readers.movielens import read_ml_1m
 
-    inter = read_ml_1m(root).interactions
+    ml1m = read_ml_1m(root)
+    inter = ml1m.interactions
     users = np.asarray(inter.column("user").to_pylist(), np.int64) - 1
     movies = inter.column("item").to_numpy(zero_copy_only=False)
     _, first = np.unique(movies, return_index=True)
@@ -104,7 +106,7 @@ def _ml1m_train(root: Path, test: dict[str, np.ndarray], test_path: Path) -> dic
     has = inter.column("rating").null_count == 0
     out["rating"] = inter.column("rating").to_numpy()[keep] if has else None
     out["timestamp"] = inter.column("timestamp").to_numpy()[keep] if has else None
-    return out
+    return out, ml1m.sources
 
 
 def read_ncf(
@@ -132,8 +134,8 @@ def read_ncf(
         train = _read_pairs(train_path, bad)
         raw.add_source(train_path)
     elif ml1m_root is not None:
-        train = _ml1m_train(Path(ml1m_root), test, test_path)
-        raw.sources += read_sources(Path(ml1m_root))
+        train, sources = _ml1m_train(Path(ml1m_root), test, test_path)
+        raw.sources += sources
         raw.notes.append(f"{name}.train.rating rebuilt from {ml1m_root}: {len(train['user']):,} pairs")
     else:
         raise DataFormatError(
@@ -141,11 +143,11 @@ def read_ncf(
         )
     raw.add_source(test_path)
     raw.add_source(neg_path)
-    keep = _check_test(test, train, test_path, bad)
+    n_items = int(train["item"].max()) + 1  # NCF's item count: the training file's largest id + 1
+    keep = _check_test(test, train, n_items, test_path, bad)
     by_user = _read_negatives(neg_path, bad, negatives)
     for u in np.setdiff1d(test["user"][~keep], test["user"][keep]).tolist():  # a skipped test pair's negatives
         by_user.pop(u, None)
-    n_items = int(train["item"].max()) + 1
     users, candidates = [], []
     for row in np.flatnonzero(keep):
         u, i, line = int(test["user"][row]), int(test["item"][row]), int(test["line"][row])
@@ -176,7 +178,7 @@ def read_ncf(
             bad.handle(DataFormatError(neg_path, f"user {u} has no test pair in {test_path.name}", entry[2]))
     if not keep.all():
         raw.notes.append(f"{int((~keep).sum())} test pairs dropped with their skipped lines (on_bad_lines: skip)")
-    _note_rated_negatives(raw, train, test, keep, users, candidates)
+    _note_rated_negatives(raw, train, test, n_items, keep, users, candidates)
     for key in ("rating", "timestamp"):
         if train[key] is None or test[key] is None:
             train[key] = test[key] = None
@@ -196,20 +198,9 @@ def read_ncf(
     return raw
 
 
-def read_sources(root: Path) -> list[dict]:
-    """The source records of the ML-1M ratings file a training set was rebuilt from."""
-    probe = RawDataset("ml-1m")
-    for name in ("ratings.dat", "ratings_user_movie_only.parquet", "ratings_user_movie_only.dat.gz"):
-        if (root / name).exists():
-            probe.add_source(root / name)
-            break
-    return probe.sources
-
-
-def _check_test(test: dict, train: dict, path: Path, bad: BadLines) -> np.ndarray:
+def _check_test(test: dict, train: dict, n_items: int, path: Path, bad: BadLines) -> np.ndarray:
     """The test rows that hold: one per user, a user with training pairs, an item within the training items,
     a pair not in training."""
-    n_items = int(train["item"].max()) + 1
     has_train = np.zeros(max(int(test["user"].max()), int(train["user"].max())) + 1, bool)
     has_train[train["user"]] = True
     in_train = np.isin(test["user"] * n_items + test["item"], train["user"] * n_items + train["item"])
@@ -234,11 +225,12 @@ def _check_test(test: dict, train: dict, path: Path, bad: BadLines) -> np.ndarra
     return keep
 
 
-def _note_rated_negatives(raw: RawDataset, train: dict, test: dict, keep, users: list, candidates: list) -> None:
+def _note_rated_negatives(
+    raw: RawDataset, train: dict, test: dict, n_items: int, keep, users: list, candidates: list
+) -> None:
     """Count (in the notes) the negatives a user rated: its test item, or one of its training items."""
     if not users:
         return
-    n_items = int(train["item"].max()) + 1
     negs = np.asarray(candidates, np.int64)
     u = np.asarray(users, np.int64)
     held = dict(zip(test["user"][keep].tolist(), test["item"][keep].tolist()))
