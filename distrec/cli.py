@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -185,7 +186,15 @@ def cmd_train(args) -> int:
 
     config, source = _config_and_overrides(args)
     result = train_victim(
-        args.victim, args.data, config, args.out, args.valid_split, progress=not args.json, config_source=source
+        args.victim,
+        args.data,
+        config,
+        args.out,
+        args.valid_split,
+        progress=not args.json,
+        config_source=source,
+        eval_shards=args.eval_shards,
+        num_cpus=args.num_cpus,
     )
     m = result["metrics"]
     emit(
@@ -542,6 +551,13 @@ def _add_train_commands(sub) -> None:
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config key override")
         p.add_argument("--out", help="folder for the checkpoint and result.json")
         p.add_argument("--valid-split", help="split for early stopping (e.g. valid)")
+        p.add_argument(
+            "--eval-shards",
+            type=int,
+            default=1,
+            help="score the test users in this many blocks, each a Ray task (same numbers to the last digit)",
+        )
+        p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray that --eval-shards starts")
         _add_json(p)
         p.set_defaults(func=cmd_train)
 
@@ -761,6 +777,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback of an error instead of its one-line message"
     )
+    parser.add_argument(
+        "--address",
+        help="the Ray cluster to join (as RAY_ADDRESS); without it and RAY_ADDRESS a command starts its own local "
+        "Ray, never a cluster already running on this machine",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (
         _add_data_commands,
@@ -780,6 +801,8 @@ def main(argv: list[str] | None = None) -> int:
     # torch-geometric scripts some modules at import time, which newer torch reports as deprecated
     warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
     args = build_parser().parse_args(argv)
+    if args.address:
+        os.environ["RAY_ADDRESS"] = args.address
     if argv is None:  # the command itself, not a call from Python: its Ray goes when it goes
         from distrec.distributed.runtime import CLI_PROCESS, exit_on_sigterm
 

@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from distrec.config import check_keys
+from distrec.config import ConfigError, check_keys
 from distrec.data.dataset import PreparedDataset
 from distrec.data.matrix import UserItemCSR
 from distrec.files import write_local
@@ -28,10 +28,16 @@ def train_victim(
     ks: tuple[int, ...] = (10, 20, 50),
     progress: bool = True,
     config_source: str = "config",
+    eval_shards: int = 1,
+    num_cpus: int | None = None,
 ) -> dict:
     """Fit ``name`` with ``config`` on ``data``'s train split; the result carries config, seed and metrics.
     ``config`` may name a training defense (``defense: rawp_ft``) and its keys (``defense.gamma: 0.003``).
-    A dataset with stored ``test_negatives`` is also scored by the NCF protocol (HR@10, NDCG@10)."""
+    A dataset with stored ``test_negatives`` is also scored by the NCF protocol (HR@10, NDCG@10).
+    ``eval_shards`` > 1 scores the test users in that many Ray tasks (a local Ray of ``num_cpus``, or the
+    cluster at ``RAY_ADDRESS``): the same numbers, :mod:`distrec.evaluation.sharded`."""
+    if eval_shards < 1:
+        raise ConfigError(f"--eval-shards {eval_shards}: at least 1")
     config = dict(config or {})
     defense, defense_config = (
         config.pop("defense", None),
@@ -53,7 +59,14 @@ def train_victim(
     train = UserItemCSR.from_table(dataset.table("train"), dataset.n_users, dataset.n_items)
     test = UserItemCSR.from_table(dataset.table("test"), dataset.n_users, dataset.n_items)
     t1 = time.perf_counter()
-    metrics = full_ranking_metrics(model.score, train, test, ks, device=device)
+    if eval_shards > 1:
+        from distrec.distributed.runtime import init_ray
+        from distrec.evaluation.sharded import sharded_full_ranking_metrics
+
+        init_ray(num_cpus=num_cpus)
+        metrics = sharded_full_ranking_metrics(model.cpu(), train, test, ks, shards=eval_shards)
+    else:
+        metrics = full_ranking_metrics(model.score, train, test, ks, device=device)
     if dataset.has("test_negatives"):
         metrics["sampled"] = sampled_metrics(
             model.score_pairs, *candidates(dataset.table("test"), dataset.table("test_negatives")), device=device
@@ -68,6 +81,7 @@ def train_victim(
         "fit_seconds": round(fit_seconds, 3),
         "seconds_per_epoch": round(fit_seconds / max(len(history), 1), 3),
         "eval_seconds": round(time.perf_counter() - t1, 3),
+        "eval_shards": eval_shards,
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "history": history,
     }
@@ -81,7 +95,6 @@ def train_victim(
 
 def _defended(model, name: str, defense: str, config: dict, source: str):
     """``model`` set to train with the training defense ``defense`` (checked as a study column is)."""
-    from distrec.config import ConfigError, check_keys
     from distrec.defenses import create_defense, defense_class
     from distrec.defenses.chain import Column, check_column
 
