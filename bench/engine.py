@@ -3,6 +3,8 @@
   python bench/engine.py cells        # poisoning cells: in-process vs the study engine on 1 and 2 Ray workers
                                       # (cells per hour, parallel efficiency, engine overhead per cell), synthetic data
   python bench/engine.py ranking      # ranking crafts + cells on MNIST, the same comparison
+  python bench/engine.py hosts        # ranking crafts + cells on MNIST transferred to 3 victims: victim hosts
+                                      # against a task per unit, on 2 Ray workers
   python bench/engine.py population   # population SharpAP on ML-1M: seconds per outer step vs P, and the
                                       # T-HR@20 of the crafted poison on held-out victims vs P
 Results are recorded in docs/benchmarks.md.
@@ -150,6 +152,41 @@ def ranking(repeats: int = 3) -> None:
     )
 
 
+def hosts(repeats: int = 3) -> None:
+    """Ranking units attacking 3 trained MNIST embedders: in their victim's host vs a Ray task per unit."""
+    config = yaml.safe_load(Path(_ranking_study(tempfile.mkdtemp())).read_text())
+    seeds = {f"c2f2_s{i}": {**config["victims"]["c2f2"], "training": {"epochs": 1, "batch_size": 1000, "seed": i}}
+             for i in range(3)}  # fmt: skip
+    config.update(victims=seeds, surrogates=["c2f2_s0"], trials=100, batch_size=100)
+    config["resources"] = {stage: {"num_cpus": 1} for stage in ("train", "craft", "cell")}
+    path = Path(tempfile.mkdtemp()) / "hosts.yaml"
+    path.write_text(yaml.safe_dump(config))
+    scenario = load_study(path)
+    out = tempfile.mkdtemp()
+    init_ray(num_cpus=2)
+    units = scenario.plan(out)
+    execute(scenario, [u for u in units if u.stage == "train"], out, scenario.config.resources, progress=False)
+    ray.shutdown()
+    measured = [u for u in units if u.stage != "train"]
+    times = {"a task per unit": [], "victim hosts": []}
+    for _ in range(repeats):
+        for label in times:
+            for stage in ("craft", "cell"):
+                shutil.rmtree(f"{out}/{stage}", ignore_errors=True)
+            init_ray(num_cpus=2)
+            t0 = time.perf_counter()
+            execute(scenario, units, out, scenario.config.resources, False, victim_hosts=label == "victim hosts")
+            times[label].append(time.perf_counter() - t0)
+            ray.shutdown()
+    n = len(measured)
+    print(f"machine: {machine()}; {n} ranking units (8 crafts on c2f2_s0, 24 cells on 3 victims), 2 Ray workers")
+    print("| run | wall s (median) | runs | units / hour |")
+    print("|---|---|---|---|")
+    for label, runs in times.items():
+        med = statistics.median(runs)
+        print(f"| {label} | {med:.1f} | {', '.join(f'{x:.1f}' for x in runs)} | {3600 * n / med:.0f} |")
+
+
 def population(steps: int = 8, sizes=(1, 2, 4)) -> None:
     from victims import dataset
 
@@ -201,9 +238,9 @@ def population(steps: int = 8, sizes=(1, 2, 4)) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["cells", "ranking", "population"])
+    ap.add_argument("what", choices=["cells", "ranking", "hosts", "population"])
     a = ap.parse_args()
-    {"cells": cells, "ranking": ranking, "population": population}[a.what]()
+    {"cells": cells, "ranking": ranking, "hosts": hosts, "population": population}[a.what]()
 
 
 if __name__ == "__main__":

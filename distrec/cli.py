@@ -314,7 +314,9 @@ def cmd_study(args) -> int:
             f"{written['matrix']}\n\nmatrix {written['matrix_md']}, {written['matrix_csv']}",
         )
         return 0
-    result = run_study(args.config, args.out, progress=not args.json, num_cpus=args.num_cpus)
+    result = run_study(
+        args.config, args.out, progress=not args.json, num_cpus=args.num_cpus, victim_hosts=not args.no_victim_hosts
+    )
     human = (
         f"{result['matrix']}\n\n{result['cells_run']} cells run, {result['cells_skipped']} already done; "
         + "; ".join(f"{stage}: {c['run']} run, {c['skipped']} done" for stage, c in result["stages"].items())
@@ -657,6 +659,11 @@ def _add_study_commands(sub) -> None:
                 "--outputs-only",
                 action="store_true",
                 help="run nothing: write the matrix again from OUT/results.parquet",
+            )
+            p.add_argument(
+                "--no-victim-hosts",
+                action="store_true",
+                help="run the units that attack a trained victim as tasks, not in the victim's host (same results)",
             )
         _add_json(p)
         p.set_defaults(func=func)

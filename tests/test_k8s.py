@@ -24,6 +24,8 @@ def cluster_specs(doc):
 
 
 def pod_templates(doc):
+    if doc["kind"] == "StatefulSet":
+        yield doc["metadata"]["name"], doc["spec"]["template"]
     for spec in cluster_specs(doc):
         yield "head", spec["headGroupSpec"]["template"]
         for group in spec["workerGroupSpecs"]:
@@ -44,11 +46,47 @@ def test_there_are_cluster_and_job_manifests():
         ("raycluster.yaml", "RayCluster"),
         ("rayjob-study.yaml", "RayJob"),
         ("rayjob-sweep.yaml", "RayJob"),
+        ("optuna-db.yaml", "StatefulSet"),
+        ("optuna-db.yaml", "Service"),
     } <= kinds
-    assert all(d["apiVersion"] == "ray.io/v1" for _, d in docs())
+    assert all(d["apiVersion"] == "ray.io/v1" for _, d in docs() if d["kind"] in ("RayCluster", "RayJob"))
 
 
-@pytest.mark.parametrize("name,doc", list(docs()), ids=[n for n, _ in docs()])
+@pytest.mark.parametrize(
+    "name,doc",
+    [(n, d) for n, d in docs() if d["kind"] not in ("RayCluster", "RayJob")],
+    ids=[f"{n}-{d['kind']}" for n, d in docs() if d["kind"] not in ("RayCluster", "RayJob")],
+)
+def test_built_in_kinds_are_valid(name, doc):
+    kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_every_ray_cluster_authenticates_with_a_token():
+    specs = [spec for _, d in docs() for spec in cluster_specs(d)]
+    assert len(specs) == 3 and all(spec["authOptions"] == {"mode": "token"} for spec in specs)
+
+
+def test_the_sweeps_optuna_database_is_deployed_and_its_password_reaches_the_driver():
+    sweep = next(d for n, d in docs() if n == "rayjob-sweep.yaml")
+    url = load_sweep(REPO / shlex.split(sweep["spec"]["entrypoint"])[2])[0].storage
+    host = url.split("@", 1)[1].split(":", 1)[0]
+    service = next(d for n, d in docs() if d["kind"] == "Service" and d["metadata"]["name"] == host)
+    database = next(d for n, d in docs() if d["kind"] == "StatefulSet" and d["metadata"]["name"] == host)
+    assert service["spec"]["selector"] == database["spec"]["template"]["metadata"]["labels"]
+    env = database["spec"]["template"]["spec"]["containers"][0]["env"]
+    secret = next(e["valueFrom"]["secretKeyRef"] for e in env if e["name"] == "POSTGRES_PASSWORD")
+    head = sweep["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": secret}} in head["env"]
+    assert (
+        "psycopg2" in (REPO / "pyproject.toml").read_text() and '".[cluster]"' in (REPO / "k8s/Dockerfile").read_text()
+    )
+
+
+@pytest.mark.parametrize(
+    "name,doc",
+    [(n, d) for n, d in docs() if d["kind"] != "Service"],
+    ids=[n for n, d in docs() if d["kind"] != "Service"],
+)
 def test_pod_templates_are_valid_non_root_and_bounded(name, doc):
     version = kubernetes_validate.latest_version()
     templates = list(pod_templates(doc))
@@ -97,8 +135,7 @@ def test_job_entrypoints_exist_with_their_configs(name, doc):
     assert config.is_file(), argv[2]
     {"jobs/study.py": load_study, "jobs/sweep.py": load_sweep}[argv[1]](config)  # validates every key
     assert "--out" in argv
-    if argv[1] == "jobs/study.py":
-        assert argv[argv.index("--out") + 1].startswith("s3://")  # results survive the cluster
+    assert argv[argv.index("--out") + 1].startswith("s3://")  # results survive the cluster, every pod reaches them
     assert doc["spec"]["shutdownAfterJobFinishes"] is True
 
 

@@ -1,6 +1,7 @@
 """The ranking scenario: AdvRank perturbations crafted on one embedder, measured on others."""
 
 import json
+import os
 
 import pyarrow.parquet as pq
 import pytest
@@ -83,6 +84,33 @@ def test_a_worker_killed_while_training_restores_the_checkpoint(ray_session, stu
     assert marker.exists()
     assert json.loads((out / "train" / f"{train_b.id}.json").read_text())["restored"] is True
     assert len(rows_of(out)) == 6
+
+
+@pytest.mark.slow
+def test_victim_hosts_give_the_task_matrix_and_a_killed_host_is_restored(ray_session, study_file, tmp_path):
+    """Crafts and cells run in their victim's host; a host whose process dies after a cell ran, before its
+    result was stored, is restarted by Ray and reloads the victim: the matrix equals the one of tasks."""
+    tasks = tmp_path / "tasks"
+    run_study(study_file, str(tasks), progress=False, victim_hosts=False)
+    scenario = load_study(study_file)
+    cell_b = next(u for u in scenario.plan(str(tmp_path / "plan")) if u.stage == "cell" and u.label.endswith("| b"))
+    marker = tmp_path / "host-crashed"
+    os.environ[CRASH_ENV] = f"{cell_b.id}:{marker}"
+    try:
+        hosted = tmp_path / "hosted"
+        run_study(study_file, str(hosted), progress=False)
+    finally:
+        del os.environ[CRASH_ENV]
+    assert marker.exists()
+
+    def ran_in(out, stage):
+        return {json.loads(p.read_text())["ran_in"] for p in (out / stage).glob("*.json")}
+
+    assert ran_in(tasks, "cell") == ran_in(tasks, "craft") == {"task"}
+    assert ran_in(hosted, "cell") == ran_in(hosted, "craft") == {"victim host"}
+    assert ran_in(hosted, "train") == {"task"}
+    ranks = {k: (r["rank"], r["rank_before"]) for k, r in rows_of(tasks).items()}
+    assert ranks == {k: (r["rank"], r["rank_before"]) for k, r in rows_of(hosted).items()} and len(ranks) == 6
 
 
 @pytest.mark.parametrize(

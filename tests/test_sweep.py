@@ -127,3 +127,8 @@ def test_set_path_reaches_lists_and_new_keys():
 def test_sweep_config_errors(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         load_sweep(write(tmp_path, dict(SWEEP, **change)))
+
+
+def test_a_sweep_into_object_storage_needs_a_shared_optuna_database(tmp_path):
+    with pytest.raises(ConfigError, match=r"sweep\.yaml: storage: a sweep whose --out is s3://bucket/sweep needs"):
+        run_sweep(write(tmp_path, SWEEP), "s3://bucket/sweep", progress=False)

@@ -6,6 +6,8 @@ engine alone decides where and when they run:
 
 - scheduling: every unit is a Ray task with its stage's ``num_cpus`` / ``num_gpus``; a unit's
   dependencies are passed as object refs, so Ray starts it as soon as they are done;
+- victim hosts: the units of a scenario's ``hosted`` stages (those that attack or evaluate one trained
+  victim) run in that victim's actor (:class:`VictimUnitHost`), which keeps it in memory from unit to unit;
 - resume: a unit's result is ``<out>/<stage>/<id>.json``; a unit whose result exists is not run again,
   so an interrupted or extended study computes only what is missing;
 - storage: every file goes through :mod:`distrec.distributed.storage` (a local folder or any
@@ -32,6 +34,7 @@ from tqdm.auto import tqdm
 from distrec.distributed import storage
 
 CRASH_ENV = "DISTREC_FAULT_INJECTION_UNIT"
+CACHE_SIZE = 8  # entries of a worker's UnitContext.cached: datasets, models and what units derive from them
 # units take their stage's resources from the cluster, also when the study runs inside a Ray Tune trial
 OUTSIDE_PLACEMENT_GROUPS = PlacementGroupSchedulingStrategy(placement_group=None)
 
@@ -71,10 +74,13 @@ class UnitContext:
         return f"{self.out}/{self.unit.stage}/{self.unit.id}"
 
     def cached(self, key: str, build):
-        """``build()`` once per worker process for ``key`` (datasets, loaded models)."""
-        if key not in self._cache:
-            if len(self._cache) > 8:
-                self._cache.clear()
+        """``build()`` once per worker process for ``key`` (datasets, loaded models); the process keeps the
+        ``CACHE_SIZE`` most recently used."""
+        if key in self._cache:
+            self._cache[key] = self._cache.pop(key)  # most recently used last
+        else:
+            while len(self._cache) >= CACHE_SIZE:
+                del self._cache[next(iter(self._cache))]
             self._cache[key] = build()
         return self._cache[key]
 
@@ -102,8 +108,9 @@ class UnitContext:
 
 
 def _maybe_crash(unit_id: str) -> None:
-    """``DISTREC_FAULT_INJECTION_UNIT=<unit id>:<marker file>`` makes the worker exit right after that
-    unit's checkpoint is written, once (the marker records that it did): for reliability tests."""
+    """``DISTREC_FAULT_INJECTION_UNIT=<unit id>:<marker file>`` makes the worker (or victim host) exit right
+    after that unit's checkpoint is written, or before the result of a unit without one is stored, once (the
+    marker records that it did): for reliability tests."""
     target, _, marker = os.environ.get(CRASH_ENV, "").partition(":")
     if target == unit_id and marker and not os.path.exists(marker):
         open(marker, "w").close()
@@ -148,8 +155,8 @@ def stored_result(out: str, unit: Unit) -> dict | None:
     return result
 
 
-@ray.remote
-def _run_unit(scenario, out: str, unit: Unit, dep_names: list[str], threads: int, *dep_results) -> dict:
+def run_unit(scenario, out: str, unit: Unit, dep_names: list[str], threads: int, *dep_results, ran_in="task") -> dict:
+    """Run one unit and store its result; ``ran_in``: a Ray ``task`` or a ``victim host``."""
     import torch
 
     torch.set_num_threads(max(1, threads))
@@ -166,9 +173,72 @@ def _run_unit(scenario, out: str, unit: Unit, dep_names: list[str], threads: int
         unit_seconds=round(time.perf_counter() - t0, 3),
         host=socket.gethostname(),
         pid=os.getpid(),
+        ran_in=ran_in,
     )
+    _maybe_crash(unit.id)  # before the result is stored: the retried unit runs again
     storage.write_text(result_uri(out, unit), json.dumps(result, indent=2, default=str))
     return result
+
+
+_run_unit = ray.remote(run_unit)
+
+
+@ray.remote
+class VictimUnitHost:
+    """A victim host of the engine: runs, in one long-lived process, the units that attack or evaluate one
+    trained victim, so the victim and what units derive from it (a pool's embeddings, a catalogue's features;
+    :meth:`UnitContext.cached`) stay in memory from unit to unit instead of being loaded by each. Ray restarts
+    a host whose process dies and retries its unit; the restarted host loads the victim from its checkpoint."""
+
+    def run(self, scenario, out: str, unit: Unit, dep_names: list[str], threads: int, *dep_results) -> dict:
+        return run_unit(scenario, out, unit, dep_names, threads, *dep_results, ran_in="victim host")
+
+
+class HostPool:
+    """The live victim hosts, at most ``capacity`` (what the cluster fits at ``resources`` each), keyed by
+    the id of the unit that trained the victim. A new host evicts the least recently used idle one when the
+    pool is full; a hosted unit waits when every host is busy."""
+
+    def __init__(self, resources: StageResources, capacity: int, options: dict):
+        self.resources, self.capacity, self.options = resources, max(1, capacity), options
+        self.hosts: dict[str, object] = {}  # least recently used first
+        self.busy: dict[str, int] = {}
+
+    def submit(self, key: str, call_args: tuple):
+        """The unit's ref from the host of ``key`` (started if needed), or None when no host can be had now."""
+        if key not in self.hosts:
+            if len(self.hosts) >= self.capacity:
+                idle = [k for k in self.hosts if not self.busy[k]]
+                if not idle:
+                    return None
+                self.release(idle[0])
+            self.hosts[key] = VictimUnitHost.options(
+                num_cpus=self.resources.num_cpus,
+                num_gpus=self.resources.num_gpus,
+                max_restarts=3,
+                max_task_retries=3,
+                **self.options,
+            ).remote()
+            self.busy[key] = 0
+        self.hosts[key] = self.hosts.pop(key)  # most recently used
+        self.busy[key] += 1
+        return self.hosts[key].run.remote(*call_args)
+
+    def done(self, key: str) -> None:
+        self.busy[key] -= 1
+
+    def release(self, key: str) -> None:
+        ray.kill(self.hosts.pop(key))
+        del self.busy[key]
+
+    def release_idle(self) -> None:
+        """Give back every idle host's resources (while tasks wait for them, an idle host would block them)."""
+        for key in [k for k in self.hosts if not self.busy[k]]:
+            self.release(key)
+
+    def close(self) -> None:
+        for key in list(self.hosts):
+            self.release(key)
 
 
 def _ordered(units: list[Unit]) -> list[Unit]:
@@ -202,9 +272,12 @@ def execute(
     progress: bool = True,
     max_retries: int = 3,
     on_result=None,
+    victim_hosts: bool = True,
 ) -> tuple[dict[str, dict], dict[str, dict]]:
     """Run every unit whose result is missing; returns (results by unit id, counts per stage).
-    ``on_result(unit, result)`` is called in the driver as each unit finishes (sweeps report through it)."""
+    ``on_result(unit, result)`` is called in the driver as each unit finishes (sweeps report through it).
+    The units of a scenario's ``hosted`` stages run in victim hosts (:class:`VictimUnitHost`) unless
+    ``victim_hosts`` is False; the results are the same either way."""
     units = _ordered(list({u.id: u for u in units}.values()))
     results = {u.id: r for u in units if (r := stored_result(out, u)) is not None}
     stages = list(dict.fromkeys(u.stage for u in units))
@@ -216,7 +289,8 @@ def execute(
         }
         for s in stages
     }
-    pending = _submit([u for u in units if u.id not in results], scenario, out, resources, results, max_retries)
+    dispatcher = _Dispatcher(scenario, out, resources, results, max_retries, victim_hosts)
+    dispatcher.add([u for u in units if u.id not in results])
     bars = {
         s: tqdm(
             total=c["total"],
@@ -229,18 +303,18 @@ def execute(
         for s, c in counts.items()
     }
     try:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            unit = pending.pop(done[0])
+        while dispatcher.pending:
+            done, _ = ray.wait(list(dispatcher.pending), num_returns=1)
+            unit = dispatcher.pending.pop(done[0])
             try:
                 results[unit.id] = ray.get(done[0])
-            except ray.exceptions.RayTaskError as exc:
-                for ref in pending:
-                    ray.cancel(ref)
+            except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as exc:
+                dispatcher.cancel()
+                cause = getattr(exc, "cause", None) or exc
                 raise StudyError(
-                    f"{unit.stage} {unit.label or unit.id} failed: {exc.cause!r}; finished units are kept, rerun to "
-                    "resume"
-                ) from exc.cause
+                    f"{unit.stage} {unit.label or unit.id} failed: {cause!r}; finished units are kept, rerun to resume"
+                ) from cause
+            dispatcher.finished(unit)
             counts[unit.stage]["run"] += 1
             bars[unit.stage].update(1)
             for note in results[unit.id].get("notes", []):
@@ -248,38 +322,118 @@ def execute(
             if on_result is not None:
                 on_result(unit, results[unit.id])
     except KeyboardInterrupt:  # Ctrl-C stops the work too, not only the driver; finished units are kept
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        dispatcher.cancel(force=True)
         raise
     finally:
+        dispatcher.close()
         for bar in bars.values():
             bar.close()
     return {u.id: results[u.id] for u in units}, counts
 
 
-def _submit(
-    todo: list[Unit], scenario, out: str, resources: dict[str, StageResources], results: dict, max_retries: int
-) -> dict:
-    """One Ray task per unit to run, in dependency order, each given its finished dependencies' results or
-    their tasks' refs; returns ref -> unit."""
-    if not todo:
-        return {}
-    env = {CRASH_ENV: os.environ[CRASH_ENV]} if os.environ.get(CRASH_ENV) else None
-    scenario_ref = ray.put(scenario)
-    refs, pending = {}, {}
-    for u in todo:
-        res = resources.get(u.stage, StageResources())
-        args = [results[d] if d in results else refs[d] for d in u.deps.values()]
-        opts = {
-            "num_cpus": res.num_cpus,
-            "num_gpus": res.num_gpus,
-            "max_retries": max_retries,
-            "name": f"{u.stage}:{u.label}"[:100],
+class _Dispatcher:
+    """Submits units as they become ready. A task unit is submitted once each dependency is finished or
+    submitted as a task (Ray passes it the task's ref); a hosted unit once each dependency is finished, to the
+    host of the victim it names (``scenario.hosted[stage]``: the dependency that trained it), so a host never
+    waits on other work while holding its resources."""
+
+    def __init__(self, scenario, out, resources, results, max_retries, victim_hosts):
+        self.out, self.resources, self.results, self.max_retries = out, resources, results, max_retries
+        self.hosted = dict(getattr(scenario, "hosted", {})) if victim_hosts else {}
+        self.waiting: list[Unit] = []
+        self.refs: dict[str, object] = {}  # unit id -> ref, for units submitted as tasks
+        self.pending: dict = {}  # ref -> unit
+        self.tasks = 0  # task units running or queued
+        env = {CRASH_ENV: os.environ[CRASH_ENV]} if os.environ.get(CRASH_ENV) else None
+        self.options = {
             "scheduling_strategy": OUTSIDE_PLACEMENT_GROUPS,
             **({"runtime_env": {"env_vars": env}} if env else {}),
         }
-        refs[u.id] = _run_unit.options(**opts).remote(
-            scenario_ref, out, u, list(u.deps), max(1, int(res.num_cpus)), *args
+        self.scenario, self._scenario_ref, self._pool = scenario, None, None
+
+    @property
+    def scenario_ref(self):
+        if self._scenario_ref is None:
+            self._scenario_ref = ray.put(self.scenario)
+        return self._scenario_ref
+
+    @property
+    def pool(self) -> HostPool:
+        if self._pool is None:
+            host = _host_resources(self.resources, self.hosted)
+            self._pool = HostPool(host, _capacity(host), self.options)
+        return self._pool
+
+    def add(self, units: list[Unit]) -> None:
+        self.waiting.extend(units)
+        self._dispatch()
+
+    def finished(self, unit: Unit) -> None:
+        if unit.stage in self.hosted:
+            self.pool.done(unit.deps[self.hosted[unit.stage]])
+        else:
+            self.tasks -= 1
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        still = []
+        for u in self.waiting:
+            ref = self._submit_hosted(u) if u.stage in self.hosted else self._submit_task(u)
+            if ref is None:
+                still.append(u)
+            else:
+                self.pending[ref] = u
+        self.waiting = still
+        if self._pool is not None and self.tasks:
+            self._pool.release_idle()
+
+    def _args(self, u: Unit) -> list:
+        return [self.results[d] if d in self.results else self.refs[d] for d in u.deps.values()]
+
+    def _submit_task(self, u: Unit):
+        if not all(d in self.results or d in self.refs for d in u.deps.values()):
+            return None
+        res = self.resources.get(u.stage, StageResources())
+        opts = {
+            "num_cpus": res.num_cpus,
+            "num_gpus": res.num_gpus,
+            "max_retries": self.max_retries,
+            "name": f"{u.stage}:{u.label}"[:100],
+            **self.options,
+        }
+        ref = _run_unit.options(**opts).remote(
+            self.scenario_ref, self.out, u, list(u.deps), max(1, int(res.num_cpus)), *self._args(u)
         )
-        pending[refs[u.id]] = u
-    return pending
+        self.refs[u.id] = ref
+        self.tasks += 1
+        return ref
+
+    def _submit_hosted(self, u: Unit):
+        if not all(d in self.results for d in u.deps.values()):
+            return None
+        threads = max(1, int(self.pool.resources.num_cpus))
+        return self.pool.submit(
+            u.deps[self.hosted[u.stage]], (self.scenario_ref, self.out, u, list(u.deps), threads, *self._args(u))
+        )
+
+    def cancel(self, force: bool = False) -> None:
+        for ref in self.pending:
+            ray.cancel(ref, force=force and ref in self.refs.values())
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+
+def _host_resources(resources: dict[str, StageResources], hosted: dict[str, str]) -> StageResources:
+    """A victim host holds the most any of its stages asks for."""
+    stages = [resources.get(s, StageResources()) for s in hosted]
+    return StageResources(max(r.num_cpus for r in stages), max(r.num_gpus for r in stages))
+
+
+def _capacity(host: StageResources) -> int:
+    """How many victim hosts the cluster fits at once."""
+    total = ray.cluster_resources()
+    fits = [total.get("CPU", 1) // host.num_cpus] if host.num_cpus else []
+    fits += [total.get("GPU", 0) // host.num_gpus] if host.num_gpus else []
+    return int(min(fits)) if fits else 4

@@ -56,11 +56,14 @@ def run_study(
     scenario: Scenario | None = None,
     store: str | None = None,
     in_cluster: bool = False,
+    victim_hosts: bool = True,
 ) -> dict:
     """Run (or resume) the study; returns the output paths and the counts of units run and skipped per stage.
     ``store``: where units, checkpoints and the prepared data live (default ``out``); studies sharing a
     store share every unit they have in common (a sweep's trials do). ``in_cluster``: run from inside a
-    Ray job whose cluster is already sized (a sweep trial), so the local CPUs are not checked."""
+    Ray job whose cluster is already sized (a sweep trial), so the local CPUs are not checked.
+    ``victim_hosts``: run the units that attack a trained victim in its host (the engine's default); False
+    runs each as a task (the same results)."""
     scenario = scenario or load_study(config_path)
     out = _absolute(str(out))
     store = _absolute(store) if store else out
@@ -73,7 +76,9 @@ def run_study(
     t0 = time.perf_counter()
     units = scenario.plan(store)  # data errors surface here, before Ray starts
     init_ray(num_cpus=num_cpus)
-    results, counts = execute(scenario, units, store, scenario.config.resources, progress, on_result=on_result)
+    results, counts = execute(
+        scenario, units, store, scenario.config.resources, progress, on_result=on_result, victim_hosts=victim_hosts
+    )
     cells = scenario.cells(results)
     paths = {
         "results": write_results(cells, out),

@@ -3,6 +3,8 @@
 
 A scenario knows its science and nothing about scheduling:
 
+- ``hosted``: the stages whose units attack or evaluate one trained victim, each with the dependency that
+  trained it; the engine runs them in that victim's host;
 - ``Config``: a pydantic dataclass of its YAML keys (unknown keys are errors); every scenario has
   ``seeds`` and ``resources`` (stage -> :class:`~distrec.study.engine.StageResources`);
 - ``check()``: every problem visible before training (names, keys, ranges, paths), as
@@ -36,6 +38,9 @@ class Scenario:
     version = 1
     Config: type
     stages: tuple[str, ...] = ()
+    # stage -> the dependency that trained the victim its units attack or evaluate: such units run in that
+    # victim's host, which keeps it in memory from unit to unit (distrec.study.engine.VictimUnitHost)
+    hosted: dict[str, str] = {}
     percent = True
     higher_is_stronger = True
     extra_metrics: tuple[str, ...] = ()

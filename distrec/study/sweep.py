@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import pyarrow.fs as pafs
 import pydantic
 import yaml
 from ray import tune
@@ -264,15 +265,21 @@ def trial(params: dict, cfg: SweepConfig, base: dict, store: str, out: str) -> N
     tune.report({"objective": objective, "cells": len(cells), "constraint": json.dumps(constraint), "final": True})
 
 
-def finished_trials(out: Path) -> list[dict]:
+def finished_trials(out: str) -> list[dict]:
     """The trials that ran every cell, with their final objective (a trial ASHA stopped early has only a
     running score over part of its cells, and never competes for best)."""
+    fs, root = storage.resolve_uri(f"{out}/trials")
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        return []
     records = []
-    for path in sorted((out / "trials").glob("*/trial.json")):
+    for info in sorted(fs.get_file_info(pafs.FileSelector(root)), key=lambda i: i.base_name):
+        uri = f"{out}/trials/{info.base_name}/trial.json"
+        if info.type != pafs.FileType.Directory or not storage.exists(uri):
+            continue
         try:
-            records.append(json.loads(path.read_text()))
+            records.append(json.loads(storage.read_text(uri)))
         except ValueError as exc:
-            print(f"[distrec] discarded {path}: unreadable JSON ({exc})", file=sys.stderr, flush=True)
+            print(f"[distrec] discarded {uri}: unreadable JSON ({exc})", file=sys.stderr, flush=True)
     return records
 
 
@@ -287,10 +294,18 @@ def run_sweep(config_path: str | Path, out: str | Path, progress: bool = True, n
         cfg.max_concurrent * cfg.trial_cpus,
         f"that max_concurrent {cfg.max_concurrent} trials of trial_cpus {cfg.trial_cpus:g} hold",
     )
-    check_writable(out)
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    storage_url = cfg.storage or f"sqlite:///{out / 'optuna.db'}"
+    local = "://" not in str(out) or str(out).startswith("file://")
+    if not local and cfg.storage is None:
+        raise ConfigError(
+            f"{config_path}: storage: a sweep whose --out is {out} needs an Optuna database every node reaches (e.g. "
+            "postgresql://USER@HOST/DB, k8s/optuna-db.yaml); the default sqlite file is kept beside a local --out only"
+        )
+    check_writable(str(out))
+    if local:
+        out = Path(str(out).removeprefix("file://")).resolve()
+        out.mkdir(parents=True, exist_ok=True)
+    out = str(out)
+    storage_url = cfg.storage or f"sqlite:///{out}/optuna.db"
     optuna_storage = optuna.storages.RDBStorage(storage_url)
     done = 0
     with contextlib.suppress(KeyError):  # a new study
@@ -300,7 +315,7 @@ def run_sweep(config_path: str | Path, out: str | Path, progress: bool = True, n
         )
     remaining = max(cfg.num_samples - done, 0)
     t0 = time.perf_counter()
-    store = str(out / "units")
+    store = f"{out}/units"
     if remaining:
         scenario.plan(store)  # the data, prepared once before trials share it (and its errors before Ray starts)
         init_ray(num_cpus=num_cpus)
@@ -316,7 +331,7 @@ def run_sweep(config_path: str | Path, out: str | Path, progress: bool = True, n
             metric="objective", mode=cfg.objective.mode, max_t=1000, grace_period=1, reduction_factor=2
         )
         trainable = tune.with_resources(
-            tune.with_parameters(trial, cfg=cfg, base=base, store=store, out=str(out)),
+            tune.with_parameters(trial, cfg=cfg, base=base, store=store, out=out),
             {"cpu": cfg.trial_cpus, "gpu": cfg.trial_gpus},
         )
         tuner = tune.Tuner(
@@ -329,7 +344,7 @@ def run_sweep(config_path: str | Path, out: str | Path, progress: bool = True, n
                 max_concurrent_trials=cfg.max_concurrent,
             ),
             run_config=tune.RunConfig(
-                name=cfg.study_name, storage_path=str(out / "tune"), verbose=1 if progress else 0
+                name=cfg.study_name, storage_path=f"{out}/tune", verbose=1 if progress else 0
             ),
         )
         tuner.fit()
@@ -338,16 +353,16 @@ def run_sweep(config_path: str | Path, out: str | Path, progress: bool = True, n
     complete = [r for r in finished_trials(out) if r["objective"] is not None and math.isfinite(r["objective"])]
     if not complete:
         raise RuntimeError(
-            f"no trial of {cfg.study_name} ran every cell to a finite objective; see the Tune logs under {out / 'tune'}"
+            f"no trial of {cfg.study_name} ran every cell to a finite objective; see the Tune logs under {out}/tune"
         )
     best = max(complete, key=lambda t: t["objective"] if cfg.objective.mode == "max" else -t["objective"])
     best_config = trial_config(base, best["params"])
-    storage.write_text(str(out / "best.yaml"), yaml.safe_dump(best_config, sort_keys=False))
+    storage.write_text(f"{out}/best.yaml", yaml.safe_dump(best_config, sort_keys=False))
     result = {
         "storage": storage_url,
         "study_name": cfg.study_name,
         "trials": [
-            {"params": t["params"], "objective": t["objective"], "folder": trial_folder(str(out), t["params"])}
+            {"params": t["params"], "objective": t["objective"], "folder": trial_folder(out, t["params"])}
             for t in complete
         ],
         "trials_stopped_early": max(len(ended) - len(complete), 0),
@@ -359,9 +374,9 @@ def run_sweep(config_path: str | Path, out: str | Path, progress: bool = True, n
             "metric": cfg.objective.metric,
             "mode": cfg.objective.mode,
         },
-        "best_yaml": str(out / "best.yaml"),
+        "best_yaml": f"{out}/best.yaml",
         "seconds": round(time.perf_counter() - t0, 1),
         "config": dataclasses.asdict(cfg),
     }
-    storage.write_text(str(out / "sweep.json"), json.dumps(result, indent=2, default=str))
+    storage.write_text(f"{out}/sweep.json", json.dumps(result, indent=2, default=str))
     return result

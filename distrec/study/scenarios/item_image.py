@@ -144,6 +144,7 @@ class ItemImage(Scenario):
     paper = "Yin et al., arXiv 2306.07992"
     Config = ItemImageConfig
     stages = ("encoder", "train", "vit", "features", "craft", "cell", "detection")
+    hosted = {"craft": "victim", "features": "victim", "cell": "victim"}
     extra_metrics = ("mean_rank", "recall@20", "rejected")
 
     # ------------------------------------------------------------------ checks

@@ -84,6 +84,7 @@ class Ranking(Scenario):
     paper = "Zhou et al., ECCV 2020"
     Config = RankingConfig
     stages = ("train", "craft", "cell")
+    hosted = {"craft": "model", "cell": "model"}
     percent = False
     extra_metrics = ("rank_before", "recall@1")
     baseline_metric = "rank_before"

@@ -77,6 +77,7 @@ class Robustness(Scenario):
     paper = "Qian et al., KBS 2025"
     Config = RobustnessConfig
     stages = ("train", "cell")
+    hosted = {"cell": "model"}
     extra_metrics = ("ndcg@10",)
 
     def check(self) -> None:
