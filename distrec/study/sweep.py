@@ -343,9 +343,7 @@ def run_sweep(config_path: str | Path, out: str | Path, progress: bool = True, n
                 num_samples=remaining,
                 max_concurrent_trials=cfg.max_concurrent,
             ),
-            run_config=tune.RunConfig(
-                name=cfg.study_name, storage_path=f"{out}/tune", verbose=1 if progress else 0
-            ),
+            run_config=tune.RunConfig(name=cfg.study_name, storage_path=f"{out}/tune", verbose=1 if progress else 0),
         )
         tuner.fit()
     study = optuna.load_study(study_name=cfg.study_name, storage=optuna_storage)
