@@ -118,7 +118,7 @@ def main() -> int:
     ap.add_argument("--num-cpus", type=int)
     args = ap.parse_args()
     scenario = load_grid(args.config)
-    result = run_grid(args.config, args.out, num_cpus=args.num_cpus)
+    result = run_grid(args.config, args.out, num_cpus=args.num_cpus, scenario=scenario)
     name = result["meta"]["dataset"]
     meta = result["meta"]
     meta["machine"] = machine()

@@ -57,9 +57,12 @@ def cell_key(role: str, column: str, eps: float, k: int) -> str:
     return f"{role}/{column}/{eps:g}/{k}"
 
 
-def run_grid(config_path: str | Path, out: str | Path, progress: bool = True, num_cpus: int | None = None) -> dict:
-    """Run (or resume) the grid; writes ``advrank_<name>.json`` and ``.md`` beside the study's outputs."""
-    scenario = load_grid(config_path)
+def run_grid(
+    config_path: str | Path, out: str | Path, progress: bool = True, num_cpus: int | None = None, scenario=None
+) -> dict:
+    """Run (or resume) the grid; writes ``advrank_<name>.json`` and ``.md`` beside the study's outputs
+    (``scenario``: the grid already loaded from ``config_path``)."""
+    scenario = scenario or load_grid(config_path)
     cfg, name, role_of = scenario.config, grid_name(scenario), roles(scenario)
     t0 = time.perf_counter()
     study = run_study(config_path, str(out), progress, num_cpus, scenario=scenario)

@@ -41,6 +41,16 @@ def default_columns(victims: dict, defenses: dict) -> list[str]:
     return cols
 
 
+def _parse_known(text: str, i: int, victims: dict, source: str) -> Column:
+    """Column ``i`` parsed; its victim must be one of the study's."""
+    column = Column.parse(text)
+    if column.victim not in victims:
+        raise ConfigError(
+            f"{source}: columns.{i}: {column.victim!r} is not one of the study's victims ({', '.join(victims)})"
+        )
+    return column
+
+
 def check_columns(
     columns: list[str], victims: dict, defenses: dict, source: str, kinds: tuple[str, ...] = ("data", "training")
 ) -> list[Column]:
@@ -48,11 +58,7 @@ def check_columns(
     defense kinds the scenario can place."""
     parsed = []
     for i, text in enumerate(columns):
-        column = Column.parse(text)
-        if column.victim not in victims:
-            raise ConfigError(
-                f"{source}: columns.{i}: {column.victim!r} is not one of the study's victims ({', '.join(victims)})"
-            )
+        column = _parse_known(text, i, victims, source)
         for d in column.defenses:
             if d in list_defenses() and defense_class(d).kind not in kinds:
                 raise ConfigError(
@@ -73,10 +79,7 @@ def check_one_defense_columns(columns: list[str], victims: dict, defenses: dict,
             raise ConfigError(
                 f"{source}: columns.{i}: {text!r} chains defenses; the {scenario} scenario places one defense a column"
             )
-        if column.victim not in victims:
-            raise ConfigError(
-                f"{source}: columns.{i}: {column.victim!r} is not one of the study's victims ({', '.join(victims)})"
-            )
+        _parse_known(text, i, victims, source)
         if column.defenses and column.defenses[0] not in defenses:
             raise ConfigError(
                 f"{source}: columns.{i}: defense {column.defenses[0]!r} is not configured under defenses "
