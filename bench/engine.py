@@ -5,6 +5,8 @@
   python bench/engine.py ranking      # ranking crafts + cells on MNIST, the same comparison
   python bench/engine.py hosts        # ranking crafts + cells on MNIST transferred to 3 victims: victim hosts
                                       # against a task per unit, on 2 Ray workers
+  python bench/engine.py projection   # a study on a simulated 3-node cluster: its wall time against the one
+                                      # projected from its own unit costs (distrec.study.projection)
   python bench/engine.py population   # population SharpAP on ML-1M: seconds per outer step vs P, and the
                                       # T-HR@20 of the crafted poison on held-out victims vs P
 Results are recorded in docs/benchmarks.md.
@@ -187,6 +189,51 @@ def hosts(repeats: int = 3) -> None:
         print(f"| {label} | {med:.1f} | {', '.join(f'{x:.1f}' for x in runs)} | {3600 * n / med:.0f} |")
 
 
+CLUSTER_RUN = """
+import json, sys, time, ray
+from ray.cluster_utils import Cluster
+from distrec.study import run_study
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+for _ in range(NODES - 1):
+    cluster.add_node(num_cpus=1)
+ray.init(address=cluster.address, log_to_driver=False)
+t0 = time.perf_counter()
+run_study(sys.argv[1], sys.argv[2], progress=False)
+print(json.dumps({"wall_s": time.perf_counter() - t0}))
+ray.shutdown()
+cluster.shutdown()
+"""
+
+
+def projection(repeats: int = 2, nodes: int = 3) -> None:
+    """A poisoning study (crafts, then cells) run on a simulated cluster of ``nodes`` 1-CPU nodes, against
+    the wall time projected from the unit seconds the same run stored."""
+    import subprocess
+    import sys
+
+    from distrec.study.engine import StageResources
+    from distrec.study.projection import measured_seconds, project
+
+    tmp = tempfile.mkdtemp()
+    study = _poisoning_study(tmp, seeds=2)
+    config = yaml.safe_load(Path(study).read_text())
+    config["attacks"] = [{"name": "random"}, {"name": "bandwagon"}, {"name": "revadv", "config": {"outer_steps": 3}}]
+    config["victims"] = {"bpr": dict(CELL_VICTIMS["bpr"], epochs=10), "wrmf": {"factors": 32, "iterations": 8}}
+    Path(study).write_text(yaml.safe_dump(config))
+    scenario = load_study(study)
+    print(f"machine: {machine()}; a simulated cluster of {nodes} 1-CPU nodes on this machine's cores")
+    print("| run | units | measured wall s | projected wall s | projected / measured |")
+    print("|---|---|---|---|---|")
+    for r in range(repeats):
+        out = f"{tmp}/run{r}"
+        script = CLUSTER_RUN.replace("NODES", str(nodes))
+        proc = subprocess.run([sys.executable, "-c", script, study, out], capture_output=True, text=True, check=True)
+        wall = json.loads(proc.stdout.strip().splitlines()[-1])["wall_s"]
+        units = scenario.plan(out)
+        p = project(units, measured_seconds(units, out), scenario.config.resources, [StageResources(1)] * nodes)
+        print(f"| {r} | {p.units} | {wall:.1f} | {p.wall_s:.1f} | {p.wall_s / wall:.2f} |", flush=True)
+
+
 def population(steps: int = 8, sizes=(1, 2, 4)) -> None:
     from victims import dataset
 
@@ -238,9 +285,9 @@ def population(steps: int = 8, sizes=(1, 2, 4)) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["cells", "ranking", "hosts", "population"])
+    ap.add_argument("what", choices=["cells", "ranking", "hosts", "projection", "population"])
     a = ap.parse_args()
-    {"cells": cells, "ranking": ranking, "hosts": hosts, "population": population}[a.what]()
+    {"cells": cells, "ranking": ranking, "hosts": hosts, "projection": projection, "population": population}[a.what]()
 
 
 if __name__ == "__main__":
