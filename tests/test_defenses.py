@@ -16,7 +16,7 @@ from distrec.data.synthetic import make_synthetic
 from distrec.defenses import create_defense
 from distrec.defenses.chain import Column, fit_defended
 from distrec.defenses.pamacf import PamaCFConfig, PamaCFObjective
-from distrec.defenses.planted import planted_profiles
+from distrec.defenses.planted import planted_profiles, stacked
 from distrec.defenses.sam import sharpness_aware_loss
 from distrec.defenses.screening import DataDefense, ScreeningError, training_matrix
 from distrec.defenses.spectral import spectral_scores
@@ -283,3 +283,57 @@ def test_the_matrix_says_which_defense_holds(tmp_path):
     ]
     lines = scenario.report(cells)
     assert "| bpr+pca | -1.00 | +2.00 | +0.50 | 75% | 90% | random+evade-pca: +1.50 |" in lines, lines
+
+
+def test_the_pca_penalty_gradient_is_the_derivative_of_the_fakes_pc_weights(clean):
+    """Closed form against autograd of -sum_f ||z_f V S^-1||^2 with the components held fixed."""
+    from distrec.defenses.pca_users import top_components
+
+    view = training_matrix(clean)
+    fakes = planted_profiles(view, ["random"], [0.03], 3, 5)
+    poisoned_view = stacked(view, fakes)
+    detector = create_defense("pca", components=3)
+    grad = detector.score_gradient(poisoned_view, fakes.n_users, 0)
+    _, sv, vt = top_components(poisoned_view, 3, 0)
+    x = torch.zeros(fakes.n_users, view.n_items, dtype=torch.float64)
+    r, c = fakes.rows(np.arange(fakes.n_users))
+    x[r, c] = 1.0
+    m = x.sum(1, keepdim=True) / view.n_items  # the degree, fixed by the budget
+    s = torch.sqrt(m * (1 - m))
+    x.requires_grad_()
+    u = (((x - m) / s) @ torch.as_tensor(vt.T.copy())) / torch.as_tensor(sv.copy())
+    (-(u**2).sum()).backward()
+    assert np.allclose(grad, x.grad.numpy(), atol=1e-10)
+    # and the weights it differentiates are the detector's own: -scores of the fakes
+    assert np.allclose(-(u**2).sum(1).detach().numpy(), detector.scores(poisoned_view, None, 0)[view.n_users :])
+
+
+def test_a_gradient_attack_with_the_pca_penalty_is_less_suspicious_at_the_same_budget(synthetic_dataset):
+    from distrec.tasks.craft import run_attack
+
+    config = {"fake_ratio": 0.05, "n_targets": 2, "outer_steps": 6, "lr": 2.0, "surrogate.factors": 8}
+    plain = run_attack("revadv", synthetic_dataset.uri, config=config, progress=False)
+    adaptive = run_attack(
+        "revadv", synthetic_dataset.uri, config=config, progress=False, penalty={"detector": "pca", "weight": 3.0}
+    )
+    suspicion = [h["pca_suspicion_percentile"] for h in adaptive["history"]]
+    assert suspicion[-1] < suspicion[0] - 5, suspicion  # the steps move the fakes down the detector's ranking
+    assert adaptive["budget"] == plain["budget"] and adaptive["fake_interactions"] == plain["fake_interactions"]
+    assert "pca_suspicion_percentile" not in plain["history"][0]
+
+
+@pytest.mark.parametrize(
+    "penalty,attack,message",
+    [
+        ({"detector": "profile_classifier"}, "revadv", "'profile_classifier' has no differentiable score"),
+        ({"detector": "apr"}, "revadv", "'apr' is not a detector"),
+        ({"detector": "pca", "weight": -1}, "revadv", "penalty.weight: Input should be greater than or equal to 0"),
+        ({"detector": "pca"}, "random", "penalty: random is not a gradient attack"),
+    ],
+)
+def test_penalty_config_errors(synthetic_dataset, penalty, attack, message):
+    from distrec.config import ConfigError
+    from distrec.tasks.craft import run_attack
+
+    with pytest.raises(ConfigError, match=message):
+        run_attack(attack, synthetic_dataset.uri, config={"n_targets": 2}, progress=False, penalty=penalty)

@@ -48,11 +48,23 @@ def initial_profiles(ctx: AttackContext) -> torch.Tensor:
     return project_profiles(values, ctx.targets, ctx.budget.n_filler)
 
 
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """Each row of ``x`` divided by its norm (rows of zeros stay zero)."""
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
 class GradientAttack(Attack):
-    """Base of the gradient attacks: subclasses give ``objective(batch) -> loss`` to minimise."""
+    """Base of the gradient attacks: subclasses give ``objective(batch) -> loss`` to minimise.
+
+    ``penalty`` (set by who crafts, e.g. a detector's differentiable suspicion of the fakes:
+    :class:`distrec.defenses.adaptive.DetectorPenalty`): ``penalty(fake) -> (gradient, record)``; each outer
+    step then moves the fakes along ``g / |g| + penalty_weight p / |p|`` (row-normalised poison gradient g
+    and penalty gradient p), so the weight is the penalty's share of the step."""
 
     Config = GradientAttackConfig
     uses_surrogate = True
+    penalty: Callable[[torch.Tensor], tuple[torch.Tensor, dict]] | None = None
+    penalty_weight: float = 1.0
 
     def objective(self, batch: ScoreBatch) -> torch.Tensor:
         raise NotImplementedError
@@ -139,6 +151,10 @@ class GradientAttack(Attack):
         for step in bar:
             t0 = time.perf_counter()
             grad, record = gradient_fn(fake)
+            if self.penalty is not None:
+                penalty_grad, penalty_record = self.penalty(fake)
+                record.update(penalty_record)
+                grad = unit_rows(grad) + self.penalty_weight * unit_rows(penalty_grad)
             record.update(step=step, seconds=round(time.perf_counter() - t0, 3))
             self.history.append(record)
             if record[metric] > best_score:
@@ -147,7 +163,7 @@ class GradientAttack(Attack):
             if step == cfg.outer_steps:
                 break
             grad[:, targets] = 0.0
-            state.grad = grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            state.grad = unit_rows(grad)
             opt.step()
             new = self.project(state, ctx)
             record["changed"] = int((new != fake).sum())

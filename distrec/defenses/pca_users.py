@@ -48,13 +48,18 @@ def zscored_rows(train: UserItemCSR) -> LinearOperator:
     return LinearOperator((train.n_users, train.n_items), matvec=matvec, rmatvec=rmatvec, dtype=np.float64)
 
 
+def top_components(train: UserItemCSR, components: int, seed: int):
+    """The top ``components`` singular triplets (U, s, V^T) of Z (:func:`zscored_rows`)."""
+    k = min(components, min(train.n_users, train.n_items) - 1)
+    v0 = np.random.default_rng(seed).standard_normal(min(train.n_users, train.n_items))
+    return svds(zscored_rows(train), k=k, v0=v0, random_state=seed)
+
+
 def pc_weights(train: UserItemCSR, components: int, seed: int) -> np.ndarray:
     """sum_k U[u, k]^2 over the top ``components`` principal components of the users-as-variables data
     (the items are the observations; each user's variable is centred by its z-scoring), i.e. the left
     singular vectors of Z."""
-    k = min(components, min(train.n_users, train.n_items) - 1)
-    v0 = np.random.default_rng(seed).standard_normal(min(train.n_users, train.n_items))
-    u, _, _ = svds(zscored_rows(train), k=k, v0=v0, random_state=seed)
+    u, _, _ = top_components(train, components, seed)
     return (u**2).sum(1)
 
 
@@ -75,3 +80,17 @@ class PCASelectUsers(DataDefense):
 
     def scores(self, train, fit, seed):
         return -pc_weights(train, self.config.components, seed)
+
+    def score_gradient(self, train, n_fake, seed):
+        """With U = Z V S^-1, a user's weight is w_u = ||z_u V S^-1||^2 and z_u = (x_u - m_u) / s_u (its
+        degree, so m_u and s_u, fixed by the budget): d(-w_u)/dx_u = -(2 / s_u) z_u V S^-2 V^T."""
+        _, sv, vt = top_components(train, self.config.components, seed)
+        rows = np.arange(train.n_users - n_fake, train.n_users)
+        m = train.degrees()[rows] / train.n_items
+        s = np.sqrt(m * (1 - m))
+        inv = np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
+        x = np.zeros((n_fake, train.n_items))
+        r, c = train.rows(rows)
+        x[r, c] = 1.0
+        z = (x - m[:, None]) * inv[:, None]
+        return -2.0 * inv[:, None] * (((z @ vt.T) / sv**2) @ vt)

@@ -15,6 +15,7 @@ from distrec.attacks import SharpAP, attack_class, create_attack
 from distrec.attacks.base import AttackContext
 from distrec.attacks.budget import ThreatModel, attacker_view, resolve_budget, select_targets
 from distrec.attacks.camouflage import CamouflageConfig
+from distrec.attacks.gradient import GradientAttack
 from distrec.attacks.poisoned import write_poisoned
 from distrec.attacks.profiles import check_budget
 from distrec.attacks.protocols import check_protocol_data, get_protocol, with_preset
@@ -23,7 +24,7 @@ from distrec.attacks.surrogate_registry import create_surrogate, surrogate_class
 from distrec.config import ConfigError, check, check_keys
 from distrec.data.dataset import PreparedDataset
 from distrec.data.matrix import UserItemCSR
-from distrec.defenses.adaptive import evade
+from distrec.defenses.adaptive import DetectorPenalty, PenaltyConfig, evade
 from distrec.memory import peak_rss_mb
 from distrec.models.base import pick_device
 
@@ -85,10 +86,13 @@ def run_attack(
     config_source: str = "--set",
     population: dict | None = None,
     camouflage: dict | None = None,
+    penalty: dict | None = None,
 ) -> dict:
     """Craft attack ``name`` on ``data``'s train split; write the poisoned dataset to ``out``.
     ``camouflage`` (:class:`~distrec.attacks.camouflage.CamouflageConfig` keys) reshapes the crafted
-    profiles to real users' degree and popularity (the adaptive attacker of a profile detector).
+    profiles to real users' degree and popularity (the adaptive attacker of a profile detector); ``penalty``
+    (:class:`~distrec.defenses.adaptive.PenaltyConfig` keys) adds a detector's differentiable suspicion of the
+    fakes to a gradient attack's steps.
     ``population`` (a :class:`PopulationConfig` mapping) runs SharpAP's worst-case search over a
     population of surrogate actors on Ray instead of one surrogate.
     The result carries the attack, its config, the surrogate, the seed, the targets, the budget, the
@@ -115,6 +119,8 @@ def run_attack(
     attack, crafter, surrogate_cfg = _crafter(
         name, ctx, surrogate, surrogate_cfg, attack_cfg, sharp_cfg, sharpap, population, config_source
     )
+    if penalty is not None:
+        _add_penalty(attack, check_penalty(penalty, population, config_source), view, threat.seed, config_source)
     t0 = time.perf_counter()
     fake = crafter()
     if camouflage is not None:
@@ -145,6 +151,7 @@ def run_attack(
         peak_rss_mb=round(peak_rss_mb(), 1),
         history=getattr(attack, "history", []),
         camouflage=camouflage,
+        penalty=penalty,
         data=dataset.uri,
     )
     if view is not train:
@@ -153,6 +160,33 @@ def run_attack(
         write_poisoned(dataset, fake, out, meta)
         meta["out"] = str(out)
     return meta
+
+
+def check_penalty(penalty: dict, population: dict | None, source: str, key: str = "penalty") -> PenaltyConfig:
+    """The penalty's keys checked: a detector whose score is differentiable, not beside a population."""
+    from distrec.defenses.registry import defense_class, defenses_of_kind
+
+    config = check(PenaltyConfig, penalty, source, key)
+    detectors = defenses_of_kind("data")
+    differentiable = [d for d in detectors if defense_class(d).differentiable()]
+    if config.detector not in differentiable:
+        what = "is not a detector" if config.detector not in detectors else "has no differentiable score"
+        raise ConfigError(
+            f"{source}: {key}.detector: {config.detector!r} {what}; a penalty takes {', '.join(differentiable)} "
+            "(camouflage evades the others)"
+        )
+    check_keys(defense_class(config.detector).Config, config.detector_config, source, f"{key}.detector_config")
+    if population is not None:
+        raise ConfigError(f"{source}: {key}: a detector penalty is not combined with a population")
+    return config
+
+
+def _add_penalty(attack, config: PenaltyConfig, view: UserItemCSR, seed: int, source: str) -> None:
+    base = attack.attack if isinstance(attack, SharpAP) else attack
+    if not isinstance(base, GradientAttack):
+        raise ConfigError(f"{source}: penalty: {base.name} is not a gradient attack; a detector penalty needs one")
+    base.penalty = DetectorPenalty(config, view, seed)
+    base.penalty_weight = config.weight
 
 
 def _clean_train(dataset: PreparedDataset, data) -> tuple[UserItemCSR, pa.Table]:

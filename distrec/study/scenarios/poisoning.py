@@ -51,7 +51,7 @@ from distrec.study.columns import check_columns, check_victims_and_defenses, def
 from distrec.study.engine import StageResources, Unit
 from distrec.study.outputs import aggregate
 from distrec.study.scenario import Scenario, register_scenario
-from distrec.tasks.craft import run_attack, split_config
+from distrec.tasks.craft import check_penalty, run_attack, split_config
 
 FORBID = pydantic.ConfigDict(extra="forbid")
 METRICS = (*target_metric_names((10, 20, 50, 100)), "recall@20", "ndcg@20")
@@ -63,7 +63,9 @@ class AttackSpec:
     """``sharpap``: SharpAP keys (wraps a gradient attack); ``population``: a population config
     (members, combine, ...) for SharpAP's worst-case search over surrogate actors; ``camouflage``:
     :class:`~distrec.attacks.camouflage.CamouflageConfig` keys, the profiles reshaped to evade profile
-    detectors (the adaptive row); ``label``: the row's name instead of the attack's (two rows of one attack
+    detectors (the adaptive row); ``penalty``: :class:`~distrec.defenses.adaptive.PenaltyConfig` keys, a
+    differentiable detector's suspicion of the fakes as a penalty of the gradient attack (the adaptive row of
+    such a detector); ``label``: the row's name instead of the attack's (two rows of one attack
     with other settings), ``@surrogate`` added."""
 
     name: str
@@ -71,6 +73,7 @@ class AttackSpec:
     sharpap: dict | None = None
     population: dict | None = None
     camouflage: dict | None = None
+    penalty: dict | None = None
     label: str | None = None
 
     @property
@@ -83,6 +86,8 @@ class AttackSpec:
         )
         if self.camouflage is not None and not self.label:
             name += f"+evade-{self.camouflage['detector']}" if self.camouflage.get("detector") else "+camouflage"
+        if self.penalty is not None and not self.label:
+            name += f"+penalty-{self.penalty.get('detector')}"
         return f"{name}@{surrogate}" if surrogate else name
 
 
@@ -233,6 +238,8 @@ class Poisoning(Scenario):
                     src,
                     f"{key}.camouflage.detector_config",
                 )
+        if spec.penalty is not None:
+            check_penalty(spec.penalty, spec.population, src, f"{key}.penalty")
         if spec.population is not None:
             from distrec.distributed.population import PopulationConfig
 
@@ -279,8 +286,8 @@ class Poisoning(Scenario):
 
     def pairs(self) -> list[tuple[str, str]]:
         """Each wrapped attack (SharpAP, population) against the plain attack of the same name and config,
-        and each camouflaged attack against the same attack uncamouflaged, on the same surrogate, where the
-        study has one: read seed by seed."""
+        and each adaptive attack (camouflage, penalty) against the same attack without it, on the same
+        surrogate, where the study has one: read seed by seed."""
 
         def key(spec: AttackSpec, wrapped: bool) -> str:
             return json.dumps(
@@ -288,11 +295,12 @@ class Poisoning(Scenario):
                 sort_keys=True,
             )
 
-        plain = {key(s, False): s for s in self.config.attacks if not s.wrapped and s.camouflage is None}
-        bare = {key(s, True): s for s in self.config.attacks if s.camouflage is None}
+        adaptive = lambda s: s.camouflage is not None or s.penalty is not None  # noqa: E731
+        plain = {key(s, False): s for s in self.config.attacks if not s.wrapped and not adaptive(s)}
+        bare = {key(s, True): s for s in self.config.attacks if not adaptive(s)}
         out = []
         for spec in self.config.attacks:
-            if spec.camouflage is not None:
+            if adaptive(spec):
                 ref = bare.get(key(spec, True))
             else:
                 ref = plain.get(key(spec, False)) if spec.wrapped else None
@@ -329,6 +337,7 @@ class Poisoning(Scenario):
                     config,
                     spec.population,
                     *([spec.camouflage] if spec.camouflage is not None else []),
+                    *([{"penalty": spec.penalty}] if spec.penalty is not None else []),
                     *([files] if files is not None else []),
                 )
                 payload = {
@@ -340,6 +349,7 @@ class Poisoning(Scenario):
                     "data": clean.uri,
                 }
                 payload["camouflage"] = spec.camouflage
+                payload["penalty"] = spec.penalty
                 units.append(Unit("craft", craft_id, payload, label=spec.row_label(sur)))
                 rows.append((spec.row_label(sur), craft_id))
         for label, craft_id in rows:
@@ -400,7 +410,7 @@ class Poisoning(Scenario):
         _, _, recall = aggregate(cells, "recall@20")
         _, _, detected = aggregate(cells, "detect_recall")
         attacks = sorted({r for r, _ in stats if r != NO_ATTACK})
-        adaptive = [r for r in attacks if "+camouflage" in r or "+evade-" in r]
+        adaptive = [r for r in attacks if "+camouflage" in r or "+evade-" in r or "+penalty-" in r]
         plain = [r for r in attacks if r not in adaptive]
 
         def lifts(col: str, rows: list[str]) -> list[float]:
@@ -559,6 +569,7 @@ class Poisoning(Scenario):
                 progress=False,
                 population=p["population"],
                 camouflage=p.get("camouflage"),
+                penalty=p.get("penalty"),
             )
             return {k: result[k] for k in ("attack", "targets", "craft_seconds", "peak_rss_mb", "n_fake", "seed")} | {
                 "poisoned": ctx.folder,
