@@ -109,6 +109,8 @@ def test_victim_hosts_give_the_task_matrix_and_a_killed_host_is_restored(ray_ses
     assert ran_in(tasks, "cell") == ran_in(tasks, "craft") == {"task"}
     assert ran_in(hosted, "cell") == ran_in(hosted, "craft") == {"victim host"}
     assert ran_in(hosted, "train") == {"task"}
+    craft_pids = {json.loads(p.read_text())["pid"] for p in (hosted / "craft").glob("*.json")}
+    assert len(craft_pids) == 2  # the surrogate's two ready crafts got a host each (the pool fits 2)
     ranks = {k: (r["rank"], r["rank_before"]) for k, r in rows_of(tasks).items()}
     assert ranks == {k: (r["rank"], r["rank_before"]) for k, r in rows_of(hosted).items()} and len(ranks) == 6
 

@@ -195,50 +195,67 @@ class VictimUnitHost:
 
 
 class HostPool:
-    """The live victim hosts, at most ``capacity`` (what the cluster fits at ``resources`` each), keyed by
-    the id of the unit that trained the victim. A new host evicts the least recently used idle one when the
-    pool is full; a hosted unit waits when every host is busy."""
+    """The live victim hosts, at most ``capacity`` (what the cluster fits at ``resources`` each), each serving
+    the victim of one key (the id of the unit that trained it); a victim with more ready units than hosts gets
+    more hosts while the pool has room. A unit goes to an idle host of its victim, else to a new host (evicting
+    the least recently used idle host of another victim when the pool is full), else it queues on its
+    victim's least busy host; a victim without a host waits for one."""
 
     def __init__(self, resources: StageResources, capacity: int, options: dict):
         self.resources, self.capacity, self.options = resources, max(1, capacity), options
-        self.hosts: dict[str, object] = {}  # least recently used first
-        self.busy: dict[str, int] = {}
+        self.hosts: dict[int, tuple[str, object]] = {}  # host number -> (key, actor), least recently used first
+        self.busy: dict[int, int] = {}
+        self._numbers = iter(range(1 << 62))
 
-    def submit(self, key: str, call_args: tuple):
-        """The unit's ref from the host of ``key`` (started if needed), or None when no host can be had now."""
-        if key not in self.hosts:
-            if len(self.hosts) >= self.capacity:
-                idle = [k for k in self.hosts if not self.busy[k]]
-                if not idle:
-                    return None
-                self.release(idle[0])
-            self.hosts[key] = VictimUnitHost.options(
-                num_cpus=self.resources.num_cpus,
-                num_gpus=self.resources.num_gpus,
-                max_restarts=3,
-                max_task_retries=3,
-                **self.options,
-            ).remote()
-            self.busy[key] = 0
-        self.hosts[key] = self.hosts.pop(key)  # most recently used
-        self.busy[key] += 1
-        return self.hosts[key].run.remote(*call_args)
+    def submit(self, key: str, call_args: tuple) -> tuple[int | None, object]:
+        """(host number, the unit's ref) from a host of ``key``, or (None, None) when none can be had now."""
+        mine = [h for h, (k, _) in self.hosts.items() if k == key]
+        idle = [h for h in mine if not self.busy[h]]
+        if idle:
+            host = idle[0]
+        elif len(self.hosts) < self.capacity or self._evict_idle():
+            host = self._start(key)
+        elif mine:
+            host = min(mine, key=self.busy.__getitem__)
+        else:
+            return None, None
+        self.hosts[host] = self.hosts.pop(host)  # most recently used
+        self.busy[host] += 1
+        return host, self.hosts[host][1].run.remote(*call_args)
 
-    def done(self, key: str) -> None:
-        self.busy[key] -= 1
+    def _start(self, key: str) -> int:
+        host = next(self._numbers)
+        actor = VictimUnitHost.options(
+            num_cpus=self.resources.num_cpus,
+            num_gpus=self.resources.num_gpus,
+            max_restarts=3,
+            max_task_retries=3,
+            **self.options,
+        ).remote()
+        self.hosts[host], self.busy[host] = (key, actor), 0
+        return host
 
-    def release(self, key: str) -> None:
-        ray.kill(self.hosts.pop(key))
-        del self.busy[key]
+    def _evict_idle(self) -> bool:
+        idle = next((h for h in self.hosts if not self.busy[h]), None)
+        if idle is not None:
+            self.release(idle)
+        return idle is not None
+
+    def done(self, host: int) -> None:
+        self.busy[host] -= 1
+
+    def release(self, host: int) -> None:
+        ray.kill(self.hosts.pop(host)[1])
+        del self.busy[host]
 
     def release_idle(self) -> None:
         """Give back every idle host's resources (while tasks wait for them, an idle host would block them)."""
-        for key in [k for k in self.hosts if not self.busy[k]]:
-            self.release(key)
+        for host in [h for h in self.hosts if not self.busy[h]]:
+            self.release(host)
 
     def close(self) -> None:
-        for key in list(self.hosts):
-            self.release(key)
+        for host in list(self.hosts):
+            self.release(host)
 
 
 def _ordered(units: list[Unit]) -> list[Unit]:
@@ -314,7 +331,7 @@ def execute(
                 raise StudyError(
                     f"{unit.stage} {unit.label or unit.id} failed: {cause!r}; finished units are kept, rerun to resume"
                 ) from cause
-            dispatcher.finished(unit)
+            dispatcher.finished(unit, done[0])
             counts[unit.stage]["run"] += 1
             bars[unit.stage].update(1)
             for note in results[unit.id].get("notes", []):
@@ -344,6 +361,7 @@ class _Dispatcher:
         self.refs: dict[str, object] = {}  # unit id -> ref, for units submitted as tasks
         self.pending: dict = {}  # ref -> unit
         self.tasks = 0  # task units running or queued
+        self.host_of: dict = {}  # ref -> host number, for hosted units
         env = {CRASH_ENV: os.environ[CRASH_ENV]} if os.environ.get(CRASH_ENV) else None
         self.options = {
             "scheduling_strategy": OUTSIDE_PLACEMENT_GROUPS,
@@ -368,9 +386,9 @@ class _Dispatcher:
         self.waiting.extend(units)
         self._dispatch()
 
-    def finished(self, unit: Unit) -> None:
+    def finished(self, unit: Unit, ref) -> None:
         if unit.stage in self.hosted:
-            self.pool.done(unit.deps[self.hosted[unit.stage]])
+            self.pool.done(self.host_of.pop(ref))
         else:
             self.tasks -= 1
         self._dispatch()
@@ -412,9 +430,12 @@ class _Dispatcher:
         if not all(d in self.results for d in u.deps.values()):
             return None
         threads = max(1, int(self.pool.resources.num_cpus))
-        return self.pool.submit(
+        host, ref = self.pool.submit(
             u.deps[self.hosted[u.stage]], (self.scenario_ref, self.out, u, list(u.deps), threads, *self._args(u))
         )
+        if ref is not None:
+            self.host_of[ref] = host
+        return ref
 
     def cancel(self, force: bool = False) -> None:
         for ref in self.pending:
