@@ -160,7 +160,7 @@ def run_unit(scenario, out: str, unit: Unit, dep_names: list[str], threads: int,
     import torch
 
     torch.set_num_threads(max(1, threads))
-    t0 = time.perf_counter()
+    started, t0 = time.time(), time.perf_counter()
     ctx = UnitContext(out, unit, threads)
     result = scenario.run(unit, dict(zip(dep_names, dep_results)), ctx)
     if ctx.notes:
@@ -171,6 +171,7 @@ def run_unit(scenario, out: str, unit: Unit, dep_names: list[str], threads: int,
         stage=unit.stage,
         label=unit.label,
         unit_seconds=round(time.perf_counter() - t0, 3),
+        started=round(started, 3),
         host=socket.gethostname(),
         pid=os.getpid(),
         ran_in=ran_in,
