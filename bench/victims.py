@@ -66,30 +66,50 @@ def csrs(ds: PreparedDataset, held_out: str = "test"):
     )
 
 
-def wrmf_vs_implicit(seeds=(0, 1, 2), factors=64, iterations=15, alpha=10.0, reg=0.01) -> None:
-    import scipy.sparse as sp
-    from implicit.cpu.als import AlternatingLeastSquares
-    from threadpoolctl import threadpool_limits
+WRMF_RUNS = ("distrec wrmf (cg)", "implicit ALS (cg)", "distrec wrmf (cg), implicit's initial factors")
 
+
+def wrmf_vs_implicit(seeds=(0, 1, 2)) -> None:
+    """Each fit in a fresh process, the three kinds in turn: in one process the libraries' OpenMP pools
+    (torch's and implicit's) spin after their parallel regions and slow whichever runs next."""
+    rows = {name: [] for name in WRMF_RUNS}
+    for seed in seeds:
+        for kind in range(len(WRMF_RUNS)):
+            argv = [sys.executable, __file__, "wrmf-once", str(kind), str(seed)]
+            proc = subprocess.run(argv, capture_output=True, text=True, check=True)
+            rows[WRMF_RUNS[kind]].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    print(
+        f"machine: {machine()}, torch threads {torch.get_num_threads()}; Gowalla, factors 64, 15 iterations, alpha "
+        f"10.0, reg 0.01, seeds {list(seeds)}, each fit in a fresh process"
+    )
+    for name, runs in rows.items():
+        secs, rec = [r["seconds"] for r in runs], [r["recall@20"] for r in runs]
+        print(
+            f"{name:>46}: fit median {statistics.median(secs):.2f}s (runs {', '.join(f'{s:.2f}' for s in secs)}); "
+            f"recall@20 mean {np.mean(rec):.4f} ({', '.join(f'{r:.4f}' for r in rec)}); ndcg@20 mean "
+            f"{np.mean([r['ndcg@20'] for r in runs]):.4f}"
+        )
+
+
+def wrmf_once(kind: int, seed: int, factors=64, iterations=15, alpha=10.0, reg=0.01) -> None:
+    """One fit of ``WRMF_RUNS[kind]``; prints its seconds and accuracy as JSON."""
     ds = dataset("gowalla")
     train, test = csrs(ds)
     threads = torch.get_num_threads()
-    rows = {"distrec wrmf (cg)": [], "implicit ALS (cg)": [], "distrec wrmf (cg), implicit's initial factors": []}
-    t = ds.table("train")
-    conf = sp.csr_matrix(
-        (np.full(t.num_rows, 1 + alpha, np.float32), (t.column("user_id").to_numpy(), t.column("item_id").to_numpy())),
-        shape=(ds.n_users, ds.n_items),
-    )
-    for seed in seeds:
-        model = create_victim(
-            "wrmf", ds.n_users, ds.n_items, factors=factors, iterations=iterations, alpha=alpha, reg=reg, seed=seed
-        )
-        t0 = time.perf_counter()
-        model.fit(ds, progress=False)
-        rows["distrec wrmf (cg)"].append(
-            (time.perf_counter() - t0, full_ranking_metrics(model.score, train, test, (20,)))
-        )
+    if kind == 1:
+        import scipy.sparse as sp
+        from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
+
+        t = ds.table("train")
         # implicit's C_ui is the matrix value: pass 1 + alpha * r, alpha=1 (same objective; tested equal accuracy)
+        conf = sp.csr_matrix(
+            (
+                np.full(t.num_rows, 1 + alpha, np.float32),
+                (t.column("user_id").to_numpy(), t.column("item_id").to_numpy()),
+            ),
+            shape=(ds.n_users, ds.n_items),
+        )
         als = AlternatingLeastSquares(
             factors=factors,
             iterations=iterations,
@@ -104,33 +124,21 @@ def wrmf_vs_implicit(seeds=(0, 1, 2), factors=64, iterations=15, alpha=10.0, reg
             als.fit(conf, show_progress=False)
             elapsed = time.perf_counter() - t0
         x, y = torch.from_numpy(np.asarray(als.user_factors)), torch.from_numpy(np.asarray(als.item_factors))
-        rows["implicit ALS (cg)"].append((elapsed, full_ranking_metrics(lambda u: x[u] @ y.T, train, test, (20,))))
-        # the same initial factors as implicit draws them (fit() starts from the model's current factors)
-        rs = np.random.default_rng(seed)  # as implicit.utils.check_random_state(seed)
+        metrics = full_ranking_metrics(lambda u: x[u] @ y.T, train, test, (20,))
+    else:
         model = create_victim(
             "wrmf", ds.n_users, ds.n_items, factors=factors, iterations=iterations, alpha=alpha, reg=reg, seed=seed
         )
-        with torch.no_grad():
-            model.user_factors.copy_(torch.from_numpy(rs.random((ds.n_users, factors), dtype=np.float32) * 0.01))
-            model.item_factors.copy_(torch.from_numpy(rs.random((ds.n_items, factors), dtype=np.float32) * 0.01))
+        if kind == 2:  # the same initial factors as implicit draws them (fit() starts from the model's factors)
+            rs = np.random.default_rng(seed)  # as implicit.utils.check_random_state(seed)
+            with torch.no_grad():
+                model.user_factors.copy_(torch.from_numpy(rs.random((ds.n_users, factors), dtype=np.float32) * 0.01))
+                model.item_factors.copy_(torch.from_numpy(rs.random((ds.n_items, factors), dtype=np.float32) * 0.01))
         t0 = time.perf_counter()
         model.fit(ds, progress=False)
-        rows["distrec wrmf (cg), implicit's initial factors"].append(
-            (time.perf_counter() - t0, full_ranking_metrics(model.score, train, test, (20,)))
-        )
-    print(
-        f"machine: {machine()}, torch threads {threads}; Gowalla, factors {factors}, {iterations} iterations, alpha "
-        f"{alpha}, reg {reg}, seeds {list(seeds)}"
-    )
-    for name, runs in rows.items():
-        secs = [r[0] for r in runs]
-        rec = [r[1]["recall@20"] for r in runs]
-        ndcg = [r[1]["ndcg@20"] for r in runs]
-        print(
-            f"{name:>46}: fit median {statistics.median(secs):.2f}s (runs {', '.join(f'{s:.2f}' for s in secs)}); "
-            f"recall@20 mean {np.mean(rec):.4f} ({', '.join(f'{r:.4f}' for r in rec)}); ndcg@20 mean "
-            f"{np.mean(ndcg):.4f}"
-        )
+        elapsed = time.perf_counter() - t0
+        metrics = full_ranking_metrics(model.score, train, test, (20,))
+    print(json.dumps({"seconds": elapsed, "recall@20": metrics["recall@20"], "ndcg@20": metrics["ndcg@20"]}))
 
 
 def lightgcn_epoch(epochs: int = 3, profile_batches: int = 20) -> None:
@@ -497,6 +505,7 @@ def main() -> None:
         "what",
         choices=[
             "wrmf-vs-implicit",
+            "wrmf-once",
             "lightgcn-epoch",
             "lightgcn-steps",
             "eval",
@@ -516,6 +525,8 @@ def main() -> None:
     a = parser.parse_args()
     if a.what == "wrmf-vs-implicit":
         wrmf_vs_implicit()
+    elif a.what == "wrmf-once":
+        wrmf_once(int(a.args[0]), int(a.args[1]))
     elif a.what == "lightgcn-epoch":
         lightgcn_epoch()
     elif a.what == "lightgcn-steps":
