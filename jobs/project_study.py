@@ -32,7 +32,10 @@ def main() -> None:
     scenario = load_study(args.config)
     out = str(Path(args.out).resolve()) if "://" not in args.out else args.out
     units = scenario.plan(out)
-    seconds = measured_seconds(units, out)
+    try:
+        seconds = measured_seconds(units, out)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"project_study: {exc}") from None
     rows, node = [], StageResources(args.cpus, args.gpus)
     for n in args.nodes:
         p = project(units, seconds, scenario.config.resources, [node] * n, args.overhead_s)
