@@ -138,7 +138,7 @@ def cmd_demo(args) -> int:
     """The main job: the study of ``configs/study/demo.yaml`` on the embedded synthetic dataset."""
     if not DEMO_STUDY.is_file():
         raise FileNotFoundError(f"{DEMO_STUDY}: the demo study ships with the repository; run distrec from a clone")
-    args.config, args.outputs_only = str(DEMO_STUDY), False
+    args.config, args.outputs_only, args.no_victim_hosts = str(DEMO_STUDY), False, False
     return cmd_study(args)
 
 
