@@ -305,6 +305,16 @@ BAD_CONFIGS = [
         "  bpr: {dim: 8, epochs: 2, lr: 0.01, batch_size: 256, backend: memory}\n  neumf: {dim: 8}\ncolumns: [neumf+spectral]\ndefenses: {spectral: {}}",
         "columns.0: defense 'spectral' cannot be applied to victim 'neumf'; it supports bpr, lightgcn, sgl, simgcl, wrmf",
     ),
+    (
+        "  - {name: random}",
+        "  - {name: random, penalty: {detector: pca}}",
+        "attacks.0.penalty: random is not a gradient attack; a penalty needs one",
+    ),
+    (
+        "  - {name: random}",
+        "  - {name: revadv, penalty: {detector: fap}}",
+        "attacks.0.penalty.detector: 'fap' has no differentiable score; a penalty takes pca",
+    ),
     ("seeds: [0, 1]", "seeds: [0, 1]\nscenario: poisonning", "scenario: unknown scenario 'poisonning'; registered: "),
     (
         "  synthetic: {n_users: 150,",

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from distrec.attacks import attack_class
 from distrec.attacks.budget import ThreatModel, resolve_budget, select_targets, threat_model
 from distrec.attacks.camouflage import CamouflageConfig
+from distrec.attacks.gradient import GradientAttack
 from distrec.attacks.protocols import check_protocol_data, get_protocol, with_preset
 from distrec.attacks.sharpap import SharpAPConfig
 from distrec.attacks.surrogate_registry import SURROGATES
@@ -240,6 +241,8 @@ class Poisoning(Scenario):
                 )
         if spec.penalty is not None:
             check_penalty(spec.penalty, spec.population, src, f"{key}.penalty")
+            if not issubclass(cls, GradientAttack):
+                raise ConfigError(f"{src}: {key}.penalty: {spec.name} is not a gradient attack; a penalty needs one")
         if spec.population is not None:
             from distrec.distributed.population import PopulationConfig
 
