@@ -293,7 +293,8 @@ def test_the_pca_penalty_gradient_is_the_derivative_of_the_fakes_pc_weights(clea
     fakes = planted_profiles(view, ["random"], [0.03], 3, 5)
     poisoned_view = stacked(view, fakes)
     detector = create_defense("pca", components=3)
-    grad = detector.score_gradient(poisoned_view, fakes.n_users, 0)
+    scores, grad = detector.scores_with_gradient(poisoned_view, fakes.n_users, 0)
+    assert np.allclose(scores, detector.scores(poisoned_view, None, 0))  # from the same fit as the gradient
     _, sv, vt = top_components(poisoned_view, 3, 0)
     x = torch.zeros(fakes.n_users, view.n_items, dtype=torch.float64)
     r, c = fakes.rows(np.arange(fakes.n_users))

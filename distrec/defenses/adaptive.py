@@ -79,8 +79,7 @@ class DetectorPenalty:
         rows, items = torch.nonzero(fake > 0.5, as_tuple=True)
         fakes = UserItemCSR.from_arrays(rows.numpy(), items.numpy(), fake.shape[0], self.view.n_items)
         poisoned = stacked(self.view, fakes)
-        grad = self.detector.score_gradient(poisoned, fake.shape[0], self.seed)
-        scores = self.detector.scores(poisoned, _fit_wrmf, self.seed)
+        scores, grad = self.detector.scores_with_gradient(poisoned, fake.shape[0], self.seed)
         percentile = 100.0 * (np.argsort(np.argsort(scores)) + 0.5) / len(scores)
         record = {f"{self.name}_suspicion_percentile": float(percentile[self.view.n_users :].mean())}
         return torch.as_tensor(grad, dtype=fake.dtype), record

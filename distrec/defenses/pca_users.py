@@ -81,10 +81,10 @@ class PCASelectUsers(DataDefense):
     def scores(self, train, fit, seed):
         return -pc_weights(train, self.config.components, seed)
 
-    def score_gradient(self, train, n_fake, seed):
+    def scores_with_gradient(self, train, n_fake, seed):
         """With U = Z V S^-1, a user's weight is w_u = ||z_u V S^-1||^2 and z_u = (x_u - m_u) / s_u (its
         degree, so m_u and s_u, fixed by the budget): d(-w_u)/dx_u = -(2 / s_u) z_u V S^-2 V^T."""
-        _, sv, vt = top_components(train, self.config.components, seed)
+        u, sv, vt = top_components(train, self.config.components, seed)
         rows = np.arange(train.n_users - n_fake, train.n_users)
         m = train.degrees()[rows] / train.n_items
         s = np.sqrt(m * (1 - m))
@@ -93,4 +93,4 @@ class PCASelectUsers(DataDefense):
         r, c = train.rows(rows)
         x[r, c] = 1.0
         z = (x - m[:, None]) * inv[:, None]
-        return -2.0 * inv[:, None] * (((z @ vt.T) / sv**2) @ vt)
+        return -(u**2).sum(1), -2.0 * inv[:, None] * (((z @ vt.T) / sv**2) @ vt)

@@ -99,15 +99,16 @@ class DataDefense(Defense):
         dataset built from ``train`` where a detector reads a model."""
         raise NotImplementedError
 
-    def score_gradient(self, train: UserItemCSR, n_fake: int, seed: int) -> np.ndarray:
-        """``[n_fake, n_items]``: the gradient of the summed suspicion of ``train``'s last ``n_fake`` users with
-        respect to their binary rows, the detector's fit to ``train`` held fixed (an adaptive attacker's
-        penalty); a detector whose score has none raises ``NotImplementedError``."""
+    def scores_with_gradient(self, train: UserItemCSR, n_fake: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every user's suspicion (as :meth:`scores`) and, ``[n_fake, n_items]``, the gradient of the summed
+        suspicion of ``train``'s last ``n_fake`` users with respect to their binary rows, the detector's fit to
+        ``train`` held fixed (an adaptive attacker's penalty), from one fit; a detector whose score has no
+        gradient raises ``NotImplementedError``."""
         raise NotImplementedError(f"{self.name}'s score is not differentiable in the profiles")
 
     @classmethod
     def differentiable(cls) -> bool:
-        return cls.score_gradient is not DataDefense.score_gradient
+        return cls.scores_with_gradient is not DataDefense.scores_with_gradient
 
     def screen(
         self, data: PreparedDataset, reference: PreparedDataset, fit: Callable[[PreparedDataset], object], seed: int

@@ -19,6 +19,7 @@ engine alone decides where and when they run:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -206,7 +207,7 @@ class HostPool:
         self.resources, self.capacity, self.options = resources, max(1, capacity), options
         self.hosts: dict[int, tuple[str, object]] = {}  # host number -> (key, actor), least recently used first
         self.busy: dict[int, int] = {}
-        self._numbers = iter(range(1 << 62))
+        self._numbers = itertools.count()
 
     def submit(self, key: str, call_args: tuple) -> tuple[int | None, object]:
         """(host number, the unit's ref) from a host of ``key``, or (None, None) when none can be had now."""
@@ -440,7 +441,7 @@ class _Dispatcher:
 
     def cancel(self, force: bool = False) -> None:
         for ref in self.pending:
-            ray.cancel(ref, force=force and ref in self.refs.values())
+            ray.cancel(ref, force=force and ref not in self.host_of)  # an actor's task cannot be forced
 
     def close(self) -> None:
         if self._pool is not None:
